@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Flotilla needs on Debian 12 when it is missing: Podman with
+# runc, busybox-static (the example image is made from it), nftables,
+# iproute2, and the cue command (for `cue vet` tests). Idempotent and quiet
+# when everything is there.
+set -euo pipefail
+
+need=()
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v git >/dev/null || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "missing packages: ${need[*]} — run as root, or: sudo apt-get install -y ${need[*]}" >&2
+		exit 1
+	fi
+	echo "installing ${need[*]} ..."
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cue="$(go env GOPATH)/bin/cue"
+if [ ! -x "$cue" ]; then
+	echo "installing the cue command (cuelang.org/go/cmd/cue@v0.17.1) ..."
+	GOFLAGS= go install cuelang.org/go/cmd/cue@v0.17.1
+fi
