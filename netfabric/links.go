@@ -1,0 +1,280 @@
+package netfabric
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where named namespaces live (iproute2's convention, and the
+// only place netns.NewNamed puts them).
+const netnsDir = "/run/netns"
+
+// podIfName is the pod's end of its veth, inside the pod namespace.
+const podIfName = "eth0"
+
+// shortKey is the 12-hex-digit name of a pod on this fabric: it names the
+// netns, the host veth ("veth"+11 digits fits IFNAMSIZ) and the record file.
+// The prefix is hashed in so that two fabrics on one host never collide.
+func shortKey(prefix, uid string) string {
+	h := sha256.Sum256([]byte(prefix + "\x00" + uid))
+	return hex.EncodeToString(h[:])[:12]
+}
+
+// bridgeMAC is a stable, locally administered MAC for the bridge. Without
+// it a Linux bridge takes the lowest MAC of its ports, which changes as pods
+// come and go and leaves stale gateway entries in the pods' ARP caches.
+func bridgeMAC(name string, pool netip.Prefix) net.HardwareAddr {
+	h := sha256.Sum256([]byte("flotilla-bridge\x00" + name + "\x00" + pool.String()))
+	mac := net.HardwareAddr(h[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
+}
+
+// ensureBridge makes the bridge exist, up, with the gateway address.
+func ensureBridge(name string, mtu int, gw netip.Prefix) (netlink.Link, error) {
+	link, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MTU = mtu
+		attrs.HardwareAddr = bridgeMAC(name, gw.Masked())
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("creating bridge %s: %w", name, err)
+		}
+		if link, err = netlink.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("finding bridge %s after creating it: %w", name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("finding bridge %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("link %s exists and is a %s, not a bridge", name, link.Type())
+	}
+	if link.Attrs().MTU != mtu {
+		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+			return nil, fmt.Errorf("setting MTU %d on bridge %s: %w", mtu, name, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: ipNet(gw)}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return nil, fmt.Errorf("adding gateway %s to bridge %s: %w", gw, name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bringing bridge %s up: %w", name, err)
+	}
+	return link, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// isNetNS reports whether path is a mounted network namespace (and not, say,
+// the empty file a crash between create and bind-mount leaves behind).
+func isNetNS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// ensureNetNS returns a handle on the named namespace, creating it if
+// needed; created says whether this call made it. The caller closes the
+// handle.
+func ensureNetNS(name string) (h netns.NsHandle, created bool, err error) {
+	path := filepath.Join(netnsDir, name)
+	if isNetNS(path) {
+		h, err := netns.GetFromPath(path)
+		if err != nil {
+			return netns.None(), false, fmt.Errorf("opening netns %s: %w", path, err)
+		}
+		return h, false, nil
+	}
+	// A leftover plain file (crash between create and mount) blocks O_EXCL.
+	if _, err := os.Lstat(path); err == nil {
+		unix.Unmount(path, unix.MNT_DETACH)
+		if err := os.Remove(path); err != nil {
+			return netns.None(), false, fmt.Errorf("removing stale netns file %s: %w", path, err)
+		}
+	}
+	// netns.NewNamed unshares the calling thread into the new namespace, so
+	// do it on a locked thread of its own and switch back. If switching
+	// back fails the thread stays locked and dies with its goroutine rather
+	// than running other goroutines in the pod's namespace.
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{netns.None(), fmt.Errorf("getting the current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		h, err := netns.NewNamed(name)
+		if serr := netns.Set(orig); serr != nil {
+			if err == nil {
+				h.Close()
+				deleteNetNS(name)
+			}
+			done <- result{netns.None(), fmt.Errorf("returning to the host netns after creating %s: %w", name, serr)}
+			return // thread stays locked: it is discarded
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			if !isNetNS(path) {
+				os.Remove(path)
+			}
+			done <- result{netns.None(), fmt.Errorf("creating netns %s: %w", path, err)}
+			return
+		}
+		done <- result{h, nil}
+	}()
+	r := <-done
+	return r.h, r.err == nil, r.err
+}
+
+// deleteNetNS unmounts and removes a named namespace; a missing one is fine.
+// Processes still inside it (a container that was not stopped) keep it
+// alive until they exit, but it is no longer reachable by name.
+func deleteNetNS(name string) error {
+	path := filepath.Join(netnsDir, name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmounting netns %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing netns %s: %w", path, err)
+	}
+	return nil
+}
+
+// deleteLink deletes the named link in the root namespace; missing is fine.
+func deleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("finding link %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("deleting link %s: %w", name, err)
+	}
+	return nil
+}
+
+// podLink describes the wiring of one pod.
+type podLink struct {
+	hostVeth string
+	bridge   netlink.Link
+	mtu      int
+	addr     netip.Prefix // pod IP with the pod CIDR's length
+	gateway  netip.Addr
+}
+
+// ensureVeth wires the pod namespace ns to the bridge: a veth whose host end
+// is attached and up, whose pod end is eth0 with the pod's address, lo and
+// eth0 up, and a default route via the gateway. Each step checks first, so
+// it repairs a half-made pod and is a no-op on a complete one.
+func ensureVeth(ns netns.NsHandle, pl podLink) error {
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("opening netlink in the pod netns: %w", err)
+	}
+	defer nh.Close()
+
+	host, hostErr := netlink.LinkByName(pl.hostVeth)
+	if hostErr == nil {
+		if _, ok := host.(*netlink.Veth); !ok {
+			return fmt.Errorf("link %s exists and is a %s, not our veth", pl.hostVeth, host.Type())
+		}
+	}
+	eth0, podErr := nh.LinkByName(podIfName)
+	if hostErr != nil || podErr != nil {
+		// One end without the other (or neither): start the pair afresh.
+		if hostErr == nil {
+			if err := netlink.LinkDel(host); err != nil {
+				return fmt.Errorf("deleting half-made veth %s: %w", pl.hostVeth, err)
+			}
+		}
+		if podErr == nil {
+			if err := nh.LinkDel(eth0); err != nil {
+				return fmt.Errorf("deleting half-made %s in the pod netns: %w", podIfName, err)
+			}
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = pl.hostVeth
+		attrs.MTU = pl.mtu
+		veth := netlink.NewVeth(attrs)
+		veth.PeerName = podIfName
+		veth.PeerNamespace = netlink.NsFd(int(ns))
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("creating veth %s: %w", pl.hostVeth, err)
+		}
+		if host, err = netlink.LinkByName(pl.hostVeth); err != nil {
+			return fmt.Errorf("finding veth %s after creating it: %w", pl.hostVeth, err)
+		}
+		if eth0, err = nh.LinkByName(podIfName); err != nil {
+			return fmt.Errorf("finding %s in the pod netns after creating it: %w", podIfName, err)
+		}
+	}
+	if host.Attrs().MasterIndex != pl.bridge.Attrs().Index {
+		if err := netlink.LinkSetMaster(host, pl.bridge); err != nil {
+			return fmt.Errorf("attaching %s to bridge %s: %w", pl.hostVeth, pl.bridge.Attrs().Name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("bringing %s up: %w", pl.hostVeth, err)
+	}
+
+	lo, err := nh.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("finding lo in the pod netns: %w", err)
+	}
+	if err := nh.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bringing lo up in the pod netns: %w", err)
+	}
+	addrs, err := nh.AddrList(eth0, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s in the pod netns: %w", podIfName, err)
+	}
+	want := ipNet(pl.addr)
+	for _, a := range addrs {
+		if !a.IPNet.IP.Equal(want.IP) || a.IPNet.String() != want.String() {
+			if err := nh.AddrDel(eth0, &a); err != nil {
+				return fmt.Errorf("removing stale address %s from %s: %w", a.IPNet, podIfName, err)
+			}
+		}
+	}
+	if err := nh.AddrReplace(eth0, &netlink.Addr{IPNet: want}); err != nil {
+		return fmt.Errorf("adding %s to %s in the pod netns: %w", pl.addr, podIfName, err)
+	}
+	if err := nh.LinkSetUp(eth0); err != nil {
+		return fmt.Errorf("bringing %s up in the pod netns: %w", podIfName, err)
+	}
+	route := &netlink.Route{
+		LinkIndex: eth0.Attrs().Index,
+		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Gw:        pl.gateway.AsSlice(),
+	}
+	if err := nh.RouteReplace(route); err != nil {
+		return fmt.Errorf("adding default route via %s in the pod netns: %w", pl.gateway, err)
+	}
+	return nil
+}
