@@ -1,0 +1,358 @@
+// Package apiclient talks to a Flotilla API server: it implements
+// store.Interface over the Kubernetes-shaped REST API (so that the CLI and
+// remote node agents use the cluster state as if the store were local),
+// streams watches and pod logs, and reads and writes the kubeconfig files
+// that it and kubectl share.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// Config says how to reach a server.
+type Config struct {
+	// Server is the base URL, "https://host:6443".
+	Server string
+	// CAData is the PEM of the CA that signed the server's certificate;
+	// empty means the system roots.
+	CAData []byte
+	// Token is the bearer token; empty sends none.
+	Token string
+	// InsecureSkipVerify disables server certificate checks (never in
+	// production; kubeconfig's insecure-skip-tls-verify).
+	InsecureSkipVerify bool
+	// Transport replaces the HTTP transport (tests); CAData and
+	// InsecureSkipVerify are then ignored.
+	Transport http.RoundTripper
+}
+
+// Client is a remote store.Interface and more. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// Interface guards.
+var (
+	_ store.Interface     = (*Client)(nil)
+	_ apiserver.LogSource = (*Client)(nil)
+)
+
+// ErrTxnUnsupported is what Txn returns: transactions stay in-process.
+var ErrTxnUnsupported = fmt.Errorf("apiclient: transactions are not supported over the API: %w", errors.ErrUnsupported)
+
+// requestTimeout bounds calls without a deadline of their own (watches and
+// log streams excepted).
+const requestTimeout = 30 * time.Second
+
+// New builds a client from cfg.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.Server, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("apiclient: server %q is not an http(s) URL", cfg.Server)
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // opt-in
+		if len(cfg.CAData) > 0 {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(cfg.CAData) {
+				return nil, errors.New("apiclient: CA data holds no PEM certificate")
+			}
+			tlsCfg.RootCAs = pool
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = tlsCfg
+		rt = t
+	}
+	return &Client{base: u, token: cfg.Token, hc: &http.Client{Transport: rt}}, nil
+}
+
+// Server returns the base URL the client talks to.
+func (c *Client) Server() string { return c.base.String() }
+
+// path builds a resource path; ns is used for namespaced kinds only.
+func path(k schema.Kind, ns, name, sub string) string {
+	var b strings.Builder
+	if k.Group == "" {
+		b.WriteString("/api/" + k.Version)
+	} else {
+		b.WriteString("/apis/" + k.Group + "/" + k.Version)
+	}
+	if k.Namespaced && ns != "" {
+		b.WriteString("/namespaces/" + url.PathEscape(ns))
+	}
+	b.WriteString("/" + k.Resource)
+	if name != "" {
+		b.WriteString("/" + url.PathEscape(name))
+	}
+	if sub != "" {
+		b.WriteString("/" + sub)
+	}
+	return b.String()
+}
+
+func kindOf(resource string) (schema.Kind, error) {
+	k, ok := schema.KindByResource(resource)
+	if !ok {
+		return k, fmt.Errorf("apiclient: unknown resource %q", resource)
+	}
+	return k, nil
+}
+
+// send performs one request and returns the response if its status is 2xx;
+// otherwise it decodes the Status into an error.
+func (c *Client) send(ctx context.Context, method, p string, q url.Values, body []byte) (*http.Response, error) {
+	u := *c.base
+	u.Path = c.base.Path + p
+	u.RawPath = c.base.EscapedPath() + p
+	u.RawQuery = q.Encode()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %s %s: %w", method, p, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, decodeError(resp.StatusCode, data)
+	}
+	return resp, nil
+}
+
+// call is send for short requests: it reads the whole answer.
+func (c *Client) call(ctx context.Context, method, p string, q url.Values, body []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
+	resp, err := c.send(ctx, method, p, q, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %s %s: %w", method, p, err)
+	}
+	return data, nil
+}
+
+func (c *Client) callObject(ctx context.Context, k schema.Kind, method, p string, body []byte) (schema.Object, error) {
+	data, err := c.call(ctx, method, p, nil, body)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := schema.Decode(k, data)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	return obj, nil
+}
+
+// Get implements store.Interface.
+func (c *Client) Get(ctx context.Context, resource, namespace, name string) (schema.Object, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" || (k.Namespaced && namespace == "") {
+		return nil, fmt.Errorf("%s %q in namespace %q: %w", resource, name, namespace, store.ErrNotFound)
+	}
+	return c.callObject(ctx, k, http.MethodGet, path(k, namespace, name, ""), nil)
+}
+
+func listQuery(opts store.ListOptions) url.Values {
+	q := url.Values{}
+	if opts.LabelSelector != "" {
+		q.Set("labelSelector", opts.LabelSelector)
+	}
+	if opts.FieldSelector != "" {
+		q.Set("fieldSelector", opts.FieldSelector)
+	}
+	return q
+}
+
+// List implements store.Interface.
+func (c *Client) List(ctx context.Context, resource string, opts store.ListOptions) ([]schema.Object, int64, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := c.call(ctx, http.MethodGet, path(k, opts.Namespace, "", ""), listQuery(opts), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	var list struct {
+		Metadata metav1.ListMeta   `json:"metadata"`
+		Items    []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, 0, fmt.Errorf("apiclient: decode %sList: %w", k.Kind, err)
+	}
+	rev, err := strconv.ParseInt(list.Metadata.ResourceVersion, 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("apiclient: %sList has resourceVersion %q", k.Kind, list.Metadata.ResourceVersion)
+	}
+	objs := make([]schema.Object, 0, len(list.Items))
+	for _, raw := range list.Items {
+		obj, err := schema.Decode(k, raw)
+		if err != nil {
+			return nil, 0, fmt.Errorf("apiclient: %w", err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, rev, nil
+}
+
+// write sends obj with method to its own path (sub: "" or "status"), or to
+// its collection for a create.
+func (c *Client) write(ctx context.Context, method string, obj schema.Object, sub string) (schema.Object, error) {
+	k, err := schema.KindOf(obj)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	ns := obj.GetNamespace()
+	if k.Namespaced && ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	name := obj.GetName()
+	if method == http.MethodPost {
+		name = ""
+	} else if name == "" {
+		return nil, fmt.Errorf("apiclient: %s without a name: %w", k.Kind, store.ErrInvalid)
+	}
+	body, err := schema.Encode(schema.Copy(obj))
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	return c.callObject(ctx, k, method, path(k, ns, name, sub), body)
+}
+
+// Create implements store.Interface.
+func (c *Client) Create(ctx context.Context, obj schema.Object) (schema.Object, error) {
+	return c.write(ctx, http.MethodPost, obj, "")
+}
+
+// Update implements store.Interface. The server refuses (403) objects that
+// Git owns.
+func (c *Client) Update(ctx context.Context, obj schema.Object) (schema.Object, error) {
+	return c.write(ctx, http.MethodPut, obj, "")
+}
+
+// UpdateStatus implements store.Interface.
+func (c *Client) UpdateStatus(ctx context.Context, obj schema.Object) (schema.Object, error) {
+	return c.write(ctx, http.MethodPut, obj, "status")
+}
+
+// Delete implements store.Interface.
+func (c *Client) Delete(ctx context.Context, resource, namespace, name string, opts store.DeleteOptions) (schema.Object, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" || (k.Namespaced && namespace == "") {
+		return nil, fmt.Errorf("%s %q in namespace %q: %w", resource, name, namespace, store.ErrNotFound)
+	}
+	var body []byte
+	if opts.UID != "" || opts.ResourceVersion != "" {
+		do := metav1.DeleteOptions{
+			TypeMeta:      metav1.TypeMeta{APIVersion: "v1", Kind: "DeleteOptions"},
+			Preconditions: &metav1.Preconditions{},
+		}
+		if opts.UID != "" {
+			uid := types.UID(opts.UID)
+			do.Preconditions.UID = &uid
+		}
+		if opts.ResourceVersion != "" {
+			do.Preconditions.ResourceVersion = &opts.ResourceVersion
+		}
+		if body, err = json.Marshal(do); err != nil {
+			return nil, fmt.Errorf("apiclient: %w", err)
+		}
+	}
+	return c.callObject(ctx, k, http.MethodDelete, path(k, namespace, name, ""), body)
+}
+
+// Txn implements store.Interface: it always fails with ErrTxnUnsupported.
+func (c *Client) Txn(ctx context.Context, fn func(tx store.Tx) error) (int64, error) {
+	return 0, ErrTxnUnsupported
+}
+
+// Revision implements store.Interface: the revision the server's store is
+// at, read by listing the (single) SyncStatus; 0 if the server cannot be
+// reached.
+func (c *Client) Revision() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rev, err := c.revision(ctx)
+	if err != nil {
+		return 0
+	}
+	return rev
+}
+
+func (c *Client) revision(ctx context.Context) (int64, error) {
+	_, rev, err := c.List(ctx, "syncstatuses", store.ListOptions{})
+	return rev, err
+}
+
+// PodLogs implements apiserver.LogSource: it copies the pod's logs to w
+// until they end (or, with Follow, until ctx ends).
+func (c *Client) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
+	k, _ := schema.KindByResource("pods")
+	q := url.Values{}
+	if opts.Container != "" {
+		q.Set("container", opts.Container)
+	}
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	if opts.TailLines != nil {
+		q.Set("tailLines", strconv.FormatInt(*opts.TailLines, 10))
+	}
+	resp, err := c.send(ctx, http.MethodGet, path(k, namespace, pod, "log"), q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("apiclient: logs of %s/%s: %w", namespace, pod, err)
+	}
+	return nil
+}

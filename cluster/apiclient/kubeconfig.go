@@ -1,0 +1,121 @@
+package apiclient
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// KubeconfigName is the name of the cluster, user and context that
+// WriteKubeconfig writes.
+const KubeconfigName = "flotilla"
+
+// DefaultDataDir is where Flotilla keeps its state when not told otherwise:
+// /var/lib/flotilla for root, $HOME/.local/share/flotilla for other users.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/flotilla"
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return filepath.Join(os.TempDir(), "flotilla")
+	}
+	return filepath.Join(home, ".local", "share", "flotilla")
+}
+
+// DefaultKubeconfigPath resolves the kubeconfig to use as kubectl does: the
+// explicit flag value if set, else the first entry of $KUBECONFIG, else
+// <DefaultDataDir>/kubeconfig.yaml.
+func DefaultKubeconfigPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	for _, p := range filepath.SplitList(os.Getenv(clientcmd.RecommendedConfigPathEnvVar)) {
+		if p != "" {
+			return p
+		}
+	}
+	return filepath.Join(DefaultDataDir(), "kubeconfig.yaml")
+}
+
+// WriteKubeconfig writes a kubeconfig (mode 0600) with one cluster, user and
+// context named "flotilla", the context current, that both FromKubeconfig
+// and kubectl read.
+func WriteKubeconfig(path, server string, caPEM []byte, token string) error {
+	cfg := clientcmdapi.NewConfig()
+	cluster := clientcmdapi.NewCluster()
+	cluster.Server = server
+	cluster.CertificateAuthorityData = caPEM
+	user := clientcmdapi.NewAuthInfo()
+	user.Token = token
+	kctx := clientcmdapi.NewContext()
+	kctx.Cluster, kctx.AuthInfo, kctx.Namespace = KubeconfigName, KubeconfigName, "default"
+	cfg.Clusters[KubeconfigName] = cluster
+	cfg.AuthInfos[KubeconfigName] = user
+	cfg.Contexts[KubeconfigName] = kctx
+	cfg.CurrentContext = KubeconfigName
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
+	if err != nil {
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("apiclient: kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// FromKubeconfig builds a client from the current context of the kubeconfig
+// at path (server, CA data or file, bearer token or token file,
+// insecure-skip-tls-verify). Use DefaultKubeconfigPath to find path.
+func FromKubeconfig(path string) (*Client, error) {
+	raw, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	rc, err := clientcmd.NewDefaultClientConfig(*raw, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("apiclient: kubeconfig %s: %w", path, err)
+	}
+	cfg := Config{
+		Server:             rc.Host,
+		CAData:             rc.TLSClientConfig.CAData,
+		Token:              rc.BearerToken,
+		InsecureSkipVerify: rc.TLSClientConfig.Insecure,
+	}
+	if len(cfg.CAData) == 0 && rc.TLSClientConfig.CAFile != "" {
+		if cfg.CAData, err = os.ReadFile(rc.TLSClientConfig.CAFile); err != nil {
+			return nil, fmt.Errorf("apiclient: kubeconfig %s: %w", path, err)
+		}
+	}
+	if cfg.Token == "" && rc.BearerTokenFile != "" {
+		tok, err := os.ReadFile(rc.BearerTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("apiclient: kubeconfig %s: %w", path, err)
+		}
+		cfg.Token = string(bytes.TrimSpace(tok))
+	}
+	if cfg.Server == "" {
+		return nil, errors.New("apiclient: kubeconfig " + path + " names no server")
+	}
+	return New(cfg)
+}

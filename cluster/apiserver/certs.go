@@ -1,0 +1,217 @@
+package apiserver
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Files EnsureCerts keeps in its directory.
+const (
+	CAFile         = "ca.crt"
+	caKeyFile      = "ca.key"
+	ServerCertFile = "server.crt"
+	ServerKeyFile  = "server.key"
+)
+
+const (
+	caValidity     = 10 * 365 * 24 * time.Hour
+	serverValidity = 2 * 365 * 24 * time.Hour
+	renewBefore    = 30 * 24 * time.Hour
+)
+
+// EnsureCerts makes sure dir holds a self-signed CA (ECDSA P-256) and a
+// server certificate it signed for hosts (DNS names or IP addresses;
+// "localhost" and 127.0.0.1 are always added). Existing files are reused
+// on restart; the server certificate is reissued from the same CA when it
+// does not cover every host or is about to expire, so clients holding the CA
+// keep working. It returns the CA certificate in PEM (for kubeconfigs) and
+// the paths of the server certificate and key (for Config).
+func EnsureCerts(dir string, hosts []string) (caPEM []byte, certFile, keyFile string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", "", fmt.Errorf("certs: %w", err)
+	}
+	hosts = append([]string{"localhost", "127.0.0.1"}, hosts...)
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+
+	caCert, caKey, caPEM, err := loadPair(filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile))
+	if err != nil || time.Until(caCert.NotAfter) < renewBefore {
+		caCert, caKey, caPEM, err = newCA(dir)
+		if err != nil {
+			return nil, "", "", err
+		}
+	}
+	certFile, keyFile = filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile)
+	cert, _, _, err := loadPair(certFile, keyFile)
+	if err == nil && cert.CheckSignatureFrom(caCert) == nil && covers(cert, hosts) &&
+		time.Until(cert.NotAfter) > renewBefore {
+		return caPEM, certFile, keyFile, nil
+	}
+	if err := newServerCert(dir, caCert, caKey, hosts); err != nil {
+		return nil, "", "", err
+	}
+	return caPEM, certFile, keyFile, nil
+}
+
+func covers(cert *x509.Certificate, hosts []string) bool {
+	for _, h := range hosts {
+		if cert.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func loadPair(certPath, keyPath string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, nil, nil, errors.New("certs: bad PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&key.PublicKey) {
+		return nil, nil, nil, errors.New("certs: key does not match certificate")
+	}
+	return cert, key, certPEM, nil
+}
+
+func serial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+}
+
+func newCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          sn,
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("flotilla-ca@%d", now.Unix())},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certs: create CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	certPEM, err := writePair(dir, CAFile, caKeyFile, der, key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cert, key, certPEM, nil
+}
+
+func newServerCert(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: "flotilla-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(serverValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("certs: create server certificate: %w", err)
+	}
+	_, err = writePair(dir, ServerCertFile, ServerKeyFile, der, key)
+	return err
+}
+
+// writePair writes a certificate (0644) and its key (0600) atomically and
+// returns the certificate's PEM.
+func writePair(dir, certName, keyName string, der []byte, key *ecdsa.PrivateKey) ([]byte, error) {
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	if err := writeAtomic(filepath.Join(dir, keyName), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(dir, certName), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(certPEM), nil
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("certs: %w", err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("certs: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	return nil
+}

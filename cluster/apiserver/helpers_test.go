@@ -1,0 +1,138 @@
+package apiserver_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+const testToken = "s3cret-token"
+
+// env is a real store behind a real HTTPS server on 127.0.0.1:0.
+type env struct {
+	store *store.Badger
+	url   string
+	caPEM []byte
+	hc    *http.Client
+	dir   string
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newEnv(t *testing.T, logs apiserver.LogSource) *env {
+	t.Helper()
+	st := store.MemoryFor(t)
+	dir := t.TempDir()
+	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := apiserver.New(apiserver.Config{
+		Store: st, Token: testToken, TLSCertFile: certFile, TLSKeyFile: keyFile,
+		Logs: logs, Logger: quietLogger(), MaxBodyBytes: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return &env{store: st, url: "https://" + ln.Addr().String(), caPEM: caPEM, hc: hc, dir: dir}
+}
+
+// do sends a raw request with the test token (unless token is "-").
+func (e *env) do(t *testing.T, method, path, body string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, string(data)
+}
+
+func pod(ns, name, node string, labels map[string]string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{
+			{Name: "app", Image: "nginx:1.27"}, {Name: "side", Image: "busybox"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.42.0.7", ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "app", Ready: true, RestartCount: 2}, {Name: "side", Ready: true, RestartCount: 1}}},
+	}
+	k, _ := schema.KindByResource("pods")
+	schema.SetTypeMeta(p, k)
+	return p
+}
+
+func deployment(ns, name string, replicas int32, gitSource string) *appsv1.Deployment {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+			}}}
+	if gitSource != "" {
+		d.Annotations = map[string]string{schema.AnnotationManagedBy: schema.ManagedByGit, schema.AnnotationSource: gitSource}
+	}
+	k, _ := schema.KindByResource("deployments")
+	schema.SetTypeMeta(d, k)
+	return d
+}
+
+func mustCreate(t *testing.T, st store.Interface, obj schema.Object) schema.Object {
+	t.Helper()
+	out, err := st.Create(context.Background(), obj)
+	if err != nil {
+		t.Fatalf("create %s: %v", obj.GetName(), err)
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		// The store keeps status out of Create; write it separately.
+		p2 := out.(*corev1.Pod)
+		p2.Status = p.Status
+		if out, err = st.UpdateStatus(context.Background(), p2); err != nil {
+			t.Fatalf("status %s: %v", obj.GetName(), err)
+		}
+	}
+	return out
+}

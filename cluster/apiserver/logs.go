@@ -1,0 +1,139 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// LogOptions select what PodLogs returns.
+type LogOptions struct {
+	// Container is the container's name; "" means the pod's only (or first) one.
+	Container string
+	// Follow keeps streaming new lines until ctx ends.
+	Follow bool
+	// TailLines, when set, starts that many lines before the end.
+	TailLines *int64
+}
+
+// LogSource reads pod logs; the server is given one (a node agent proxy in
+// a cluster, StaticLogs in tests).
+type LogSource interface {
+	// PodLogs writes the logs of one pod's container to w. With Follow it
+	// blocks, writing as lines arrive, until ctx ends; else it returns after
+	// the current logs. store.ErrNotFound means no such pod or container.
+	// It is called on the request's goroutine; w is flushed after each Write.
+	PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error
+}
+
+// StaticLogs is a LogSource with fixed text per pod, keyed
+// "namespace/pod/container" or, for any container, "namespace/pod"; for
+// tests and demos. Follow returns once the text is written.
+type StaticLogs map[string]string
+
+var _ LogSource = StaticLogs(nil)
+
+// PodLogs implements LogSource.
+func (l StaticLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+	text, ok := l[namespace+"/"+pod+"/"+opts.Container]
+	if !ok {
+		text, ok = l[namespace+"/"+pod]
+	}
+	if !ok {
+		return fmt.Errorf("no logs for container %q of pod %s/%s: %w", opts.Container, namespace, pod, store.ErrNotFound)
+	}
+	if opts.TailLines != nil {
+		lines := strings.SplitAfter(text, "\n")
+		if lines[len(lines)-1] == "" {
+			lines = lines[:len(lines)-1]
+		}
+		if n := int(*opts.TailLines); n >= 0 && n < len(lines) {
+			lines = lines[len(lines)-n:]
+		}
+		text = strings.Join(lines, "")
+	}
+	_, err := io.WriteString(w, text)
+	return err
+}
+
+// flushWriter flushes after each write and remembers whether anything was
+// written (after which errors can no longer become a Status).
+type flushWriter struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	flusher http.Flusher
+	wrote   bool
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.wrote {
+		f.w.Header().Set("Content-Type", "text/plain")
+		f.w.WriteHeader(http.StatusOK)
+		f.wrote = true
+	}
+	n, err := f.w.Write(p)
+	if f.flusher != nil {
+		f.flusher.Flush()
+	}
+	return n, err
+}
+
+// podLogs serves GET …/pods/<name>/log?container=&follow=&tailLines=.
+func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
+	if s.cfg.Logs == nil {
+		s.writeError(w, r, newError(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+			"pod logs are not available on this server"), req.target())
+		return
+	}
+	q := r.URL.Query()
+	opts := LogOptions{Container: q.Get("container"), Follow: isTrue(q.Get("follow"))}
+	if v := q.Get("tailLines"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, r, badRequest("invalid tailLines %q", v), req.target())
+			return
+		}
+		opts.TailLines = &n
+	}
+	if _, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name); err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	fw := &flushWriter{w: w}
+	fw.flusher, _ = w.(http.Flusher)
+	err := s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, fw)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	switch {
+	case err != nil && !fw.wrote && ctx.Err() == nil:
+		if errors.Is(err, store.ErrNotFound) {
+			err = notFound("%v", err) // say which container, not just the pod
+		}
+		s.writeError(w, r, err, req.target())
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn("pod log stream ended", "namespace", req.namespace, "pod", req.name, "err", err)
+	case !fw.wrote:
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusOK)
+	}
+}

@@ -1,0 +1,167 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// PATCH with a JSON merge patch (RFC 7386), as kubectl label, annotate and
+// simple edits send them. A strategic merge patch is accepted when it means
+// the same as a merge patch (no lists, no $directives); one that merges
+// lists by key answers 415, as do JSON patches and server-side apply (the
+// strategic merge code of apimachinery needs a module Flotilla does not
+// carry, and Git is where objects are changed). A patch that sets no
+// resourceVersion is retried on conflict, as Kubernetes does.
+
+const patchRetries = 5
+
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch mt {
+	case "application/merge-patch+json", "application/strategic-merge-patch+json":
+	default:
+		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
+			"the patch type %q is not supported; use application/merge-patch+json or application/strategic-merge-patch+json", mt), req.target())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
+	var probe map[string]any
+	if err := json.Unmarshal(body, &probe); err != nil {
+		s.writeError(w, r, badRequest("the patch is not a JSON object: %v", err), req.target())
+		return
+	}
+	if mt == "application/strategic-merge-patch+json" && !plainMerge(probe) {
+		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
+			"strategic merge patches of lists are not supported; change %s %q in the repository, or replace it", req.kind.Resource, req.name), req.target())
+		return
+	}
+	_, pinned := nested(probe, "metadata", "resourceVersion")
+	strict := r.URL.Query().Get("fieldValidation") == "Strict"
+	status := req.sub == "status"
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		cur, err := s.cfg.Store.Get(ctx, req.kind.Resource, req.namespace, req.name)
+		if err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
+		if !status && gitOwned(cur) {
+			s.writeError(w, r, refuseGit(req.kind, cur), req.target())
+			return
+		}
+		obj, err := applyPatch(req, cur, body, strict)
+		if err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
+		var out schema.Object
+		if status {
+			out, err = s.cfg.Store.UpdateStatus(ctx, obj)
+		} else if gitOwned(obj) {
+			err = refuseGit(req.kind, obj)
+		} else {
+			out, err = s.cfg.Store.Update(ctx, obj)
+		}
+		if errors.Is(err, store.ErrConflict) && !pinned && attempt < patchRetries {
+			continue
+		}
+		if err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
+		s.writeObjects(w, r, req, http.StatusOK, []schema.Object{out}, 0, false)
+		return
+	}
+}
+
+// applyPatch merge-patches cur and decodes the result, which must keep its
+// name and namespace.
+func applyPatch(req request, cur schema.Object, patch []byte, strict bool) (schema.Object, error) {
+	orig, err := schema.Encode(cur)
+	if err != nil {
+		return nil, err
+	}
+	var o, p any
+	if err := json.Unmarshal(orig, &o); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(patch, &p); err != nil {
+		return nil, badRequest("the patch is not valid JSON: %v", err)
+	}
+	patched, err := json.Marshal(mergePatch(o, p))
+	if err != nil {
+		return nil, err
+	}
+	req.nsPath = req.kind.Namespaced
+	obj, err := decodeBody(req, patched, strict)
+	if err != nil {
+		return nil, err
+	}
+	if obj.GetName() != cur.GetName() || obj.GetNamespace() != cur.GetNamespace() {
+		return nil, badRequest("a patch may not change the name or namespace")
+	}
+	return obj, nil
+}
+
+// plainMerge says whether a strategic merge patch means the same as a JSON
+// merge patch: it holds no lists and no $directives.
+func plainMerge(v any) bool {
+	switch v := v.(type) {
+	case []any:
+		return false
+	case map[string]any:
+		for k, e := range v {
+			if strings.HasPrefix(k, "$") || !plainMerge(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mergePatch applies an RFC 7386 JSON merge patch.
+func mergePatch(target, patch any) any {
+	pm, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	tm, ok := target.(map[string]any)
+	if !ok {
+		tm = map[string]any{}
+	}
+	for k, v := range pm {
+		if v == nil {
+			delete(tm, k)
+		} else {
+			tm[k] = mergePatch(tm[k], v)
+		}
+	}
+	return tm
+}
+
+func nested(m map[string]any, keys ...string) (any, bool) {
+	var v any = m
+	for _, k := range keys {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = mm[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, v != nil
+}

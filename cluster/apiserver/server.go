@@ -1,0 +1,205 @@
+// Package apiserver serves Flotilla's store over a subset of the Kubernetes
+// REST API (same paths, JSON, list/watch semantics, Status errors and
+// discovery), so that the flotilla CLI, node agents and the real kubectl can
+// read and write the cluster. Objects that come from Git are read-only here.
+package apiserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// DefaultAddr is where ListenAndServe listens when Config.Addr is empty.
+const DefaultAddr = ":6443"
+
+// DefaultMaxBodyBytes limits request bodies when Config.MaxBodyBytes is 0
+// (the Kubernetes apiserver's own limit).
+const DefaultMaxBodyBytes = 3 << 20
+
+// Config is what New needs.
+type Config struct {
+	// Addr is the TCP address ListenAndServe listens on; "" means DefaultAddr.
+	Addr string
+	// Store holds the objects. Required.
+	Store store.Interface
+	// Token is the bearer token every request except /healthz, /readyz and
+	// /version must carry. Empty disables authentication (tests and
+	// loopback-only setups); New logs a warning then.
+	Token string
+	// TLSCertFile and TLSKeyFile are the server certificate and key in PEM
+	// (see EnsureCerts). Both empty: plain HTTP.
+	TLSCertFile, TLSKeyFile string
+	// Logs serves pod logs; nil answers 503 to log requests.
+	Logs LogSource
+	// Logger receives request errors; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes limits request bodies; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds the graceful shutdown; 0 means 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Server is the API server. Create it with New. It serves until the first
+// Serve's context ends; a stopped Server is not restarted.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed on shutdown: ends watches and log follows
+}
+
+// New checks cfg and builds a server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("apiserver: Config.Store is required")
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("apiserver: TLSCertFile and TLSKeyFile go together")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "apiserver")
+	if cfg.Token == "" {
+		s.log.Warn("API authentication is disabled (no token configured)")
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", s.health)
+	mux.HandleFunc("/readyz", s.health)
+	mux.HandleFunc("/livez", s.health)
+	mux.HandleFunc("/version", s.version)
+	mux.HandleFunc("/api", s.discoveryCore)
+	mux.HandleFunc("/apis", s.discoveryGroups)
+	mux.HandleFunc("/api/", s.serveResource)
+	mux.HandleFunc("/apis/", s.serveResource)
+	mux.HandleFunc("/openapi/v3", s.openAPIV3)
+	mux.HandleFunc("/openapi/v3/", s.openAPIV3)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, notFound("the server could not find the requested resource"), target{})
+	})
+	s.handler = s.recoverPanics(s.authenticate(mux))
+	return s, nil
+}
+
+// Handler returns the HTTP handler with authentication applied, for tests and
+// for embedding in another server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// ListenAndServe listens on Config.Addr and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln (with TLS if configured) until ctx ends, then shuts
+// down gracefully: open watches and log streams end, in-flight requests get
+// Config.ShutdownTimeout to finish. It returns nil after a shutdown caused
+// by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if s.cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("apiserver: load TLS key pair: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("API server listening", "addr", ln.Addr().String(), "tls", s.cfg.TLSCertFile != "")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("apiserver: %w", err)
+	case <-ctx.Done():
+	}
+	s.stopOnce.Do(func() { close(s.stopping) })
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok"))
+}
+
+// authenticate checks the bearer token, except on the open endpoints.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	want := []byte(s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/livez", "/version":
+			next.ServeHTTP(w, r)
+			return
+		}
+		if len(want) > 0 {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+				s.writeError(w, r, newError(http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized"), target{})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics turns a handler panic into a 500 Status instead of a dropped
+// connection, and logs it.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic serving API request", "method", r.Method, "path", r.URL.Path, "panic", v,
+					"stack", string(debug.Stack()))
+				s.writeError(w, r, fmt.Errorf("panic: %v", v), target{})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
