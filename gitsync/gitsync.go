@@ -1,0 +1,132 @@
+// Package gitsync keeps the store equal to one Git branch: it fetches the
+// repository with go-git (on a poll, a webhook or a local post-commit hook),
+// reads every manifest of the branch head straight from the commit tree, has
+// the whole set validated, and applies a valid commit in one store
+// transaction (create, update, prune), recording the outcome in the
+// cluster's SyncStatus object. A commit with any error is refused whole.
+package gitsync
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval     = 15 * time.Second
+	DefaultResync       = 10 * time.Minute
+	DefaultMaxFileSize  = 4 << 20  // 4 MiB
+	DefaultMaxTotalSize = 64 << 20 // 64 MiB
+)
+
+// Config configures a Syncer. Zero values mean the documented default.
+type Config struct {
+	// URL of the repository: https://, http://, ssh://, git@host:path,
+	// file:// or a local path (bare or not). Credentials in an http(s) URL
+	// (https://user:token@host/repo) are used for authentication but never
+	// stored on disk, logged, or shown in status or errors. Required.
+	URL string
+	// Branch to sync. Default: the remote's HEAD branch.
+	Branch string
+	// Path is the sub-directory of the repository holding the manifests.
+	// Default: the repository root.
+	Path string
+	// Interval between polls. Default 15s; each wait adds up to 10% jitter
+	// so that many clusters on one Git server do not poll in step. A poll of
+	// an unchanged branch is one ref listing and writes nothing.
+	Interval time.Duration
+	// Resync is how often the full manifest set of an unchanged commit is
+	// re-applied (repairing objects deleted behind Git's back). Default 10m;
+	// negative disables it. A re-apply that finds no drift writes nothing.
+	Resync time.Duration
+	// WebhookSecret authenticates webhook calls (the HMAC key for GitHub and
+	// Gitea, the token for GitLab). Empty disables the webhook: every call
+	// is answered 403.
+	WebhookSecret string
+	// WorkDir holds the local clone (a bare repository), under the data dir.
+	// Required.
+	WorkDir string
+	// Store receives the objects and the SyncStatus. Required.
+	Store store.Interface
+	// Loader validates and decodes the manifests (schema.NewValidator()).
+	// Required.
+	Loader Loader
+	// Logger; default slog.Default(), with subsystem=gitsync added.
+	Logger *slog.Logger
+	// Clock; default the wall clock.
+	Clock Clock
+	// MaxFileSize limits one manifest file read from the repository.
+	// Default 4 MiB; larger manifest files refuse the commit, larger other
+	// files are skipped.
+	MaxFileSize int64
+	// MaxTotalSize limits the sum of the files read from one commit.
+	// Default 64 MiB; exceeding it refuses the commit.
+	MaxTotalSize int64
+}
+
+func (c *Config) setDefaults() error {
+	if strings.TrimSpace(c.URL) == "" {
+		return errors.New("gitsync: URL is required (--git-url)")
+	}
+	if c.WorkDir == "" {
+		return errors.New("gitsync: WorkDir is required")
+	}
+	if c.Store == nil {
+		return errors.New("gitsync: Store is required")
+	}
+	if c.Loader == nil {
+		return errors.New("gitsync: Loader is required")
+	}
+	if c.Interval < 0 {
+		return fmt.Errorf("gitsync: Interval %s must not be negative (--git-interval)", c.Interval)
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Resync == 0 {
+		c.Resync = DefaultResync
+	}
+	if c.MaxFileSize <= 0 {
+		c.MaxFileSize = DefaultMaxFileSize
+	}
+	if c.MaxTotalSize <= 0 {
+		c.MaxTotalSize = DefaultMaxTotalSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("subsystem", "gitsync")
+	if c.Clock == nil {
+		c.Clock = realClock{}
+	}
+	p, err := cleanRepoPath(c.Path)
+	if err != nil {
+		return err
+	}
+	c.Path = p
+	if c.Branch != "" {
+		c.Branch = strings.TrimPrefix(c.Branch, "refs/heads/")
+	}
+	return nil
+}
+
+// cleanRepoPath turns a user's sub-path into an fs.ValidPath ("." for the
+// root), refusing paths that climb out of the repository.
+func cleanRepoPath(p string) (string, error) {
+	p = strings.Trim(strings.TrimSpace(p), "/")
+	if p == "" {
+		return ".", nil
+	}
+	p = path.Clean(p)
+	if !fs.ValidPath(p) {
+		return "", fmt.Errorf("gitsync: Path %q is not a path inside the repository (--git-path)", p)
+	}
+	return p, nil
+}
