@@ -356,3 +356,19 @@ func (c *Client) PodLogs(ctx context.Context, namespace, pod string, opts apiser
 	}
 	return nil
 }
+
+// Sync asks the server to fetch its repository and apply the newest commit
+// now, and returns the resulting sync status. It waits for the sync to end.
+func (c *Client) Sync(ctx context.Context) (*schema.SyncStatus, error) {
+	k, _ := schema.KindByResource("syncstatuses")
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Minute) // a first clone can be slow
+		defer cancel()
+	}
+	obj, err := c.callObject(ctx, k, http.MethodPost, apiserver.SyncPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*schema.SyncStatus), nil
+}

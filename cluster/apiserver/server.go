@@ -51,7 +51,18 @@ type Config struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful shutdown; 0 means 10s.
 	ShutdownTimeout time.Duration
+	// Extra are more handlers, by exact path, served behind the bearer
+	// token: e.g. the sync trigger at SyncPath.
+	Extra map[string]http.Handler
+	// Open are more handlers, by exact path, served without the bearer
+	// token because they authenticate themselves (the Git webhook checks its
+	// HMAC signature).
+	Open map[string]http.Handler
 }
+
+// SyncPath is where `flotilla sync` asks the server to fetch and apply the
+// newest commit now (POST; the answer is the SyncStatus object).
+const SyncPath = "/apis/flotilla.dev/v1alpha1/syncstatuses/default/sync"
 
 // Server is the API server. Create it with New. It serves until the first
 // Serve's context ends; a stopped Server is not restarted.
@@ -100,6 +111,12 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/apis/", s.serveResource)
 	mux.HandleFunc("/openapi/v3", s.openAPIV3)
 	mux.HandleFunc("/openapi/v3/", s.openAPIV3)
+	for path, h := range cfg.Extra {
+		mux.Handle(path, h)
+	}
+	for path, h := range cfg.Open {
+		mux.Handle(path, h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("the server could not find the requested resource"), target{})
 	})
@@ -172,6 +189,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/healthz", "/readyz", "/livez", "/version":
+			next.ServeHTTP(w, r)
+			return
+		}
+		if _, open := s.cfg.Open[r.URL.Path]; open {
 			next.ServeHTTP(w, r)
 			return
 		}

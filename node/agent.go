@@ -1,0 +1,471 @@
+package node
+
+// Pod lifecycle, as one pod worker drives it (lifecycle.go). Every step is
+// idempotent: an agent that crashes anywhere resumes from the runtime's
+// labels and the store.
+//
+//	             pod bound to this node (watch ADDED / list)
+//	                          │
+//	                          ▼
+//	   ┌──────────────── Pending ─────────────────┐
+//	   │ Network.Setup ─▶ resolve env ─▶ images   │ error: container Waiting
+//	   │ (netns + IP)     (ConfigMap/   (pull per │ CreateContainerConfigError,
+//	   │                   Secret)      policy)   │ ErrImagePull, ImagePullBackOff,
+//	   │                          │               │ ErrImageNeverPull; retried
+//	   │                          ▼               │ with back-off
+//	   │                  Runtime.RunPod ─────────┘
+//	   │                  (pod + containers, started)
+//	   │                          │
+//	   │   adopted after restart  ▼
+//	   └──────────────────▶ Running ◀──────────────────────────┐
+//	                   probes │  │ container exits             │ back-off over:
+//	     readiness ─▶ Ready   │  ▼                             │ StartContainer,
+//	     liveness fails ──────┘ restartPolicy?  ── yes ─▶ Waiting CrashLoopBackOff
+//	     (RestartContainer)        │ no                  (10s, 20s … 5m; reset
+//	                               ▼                      after 10 min running)
+//	                   Succeeded (all exit 0) / Failed
+//
+//	   any state ── pod leaves the store ──▶ StopPod(grace) ─▶ RemovePod
+//	                                         ─▶ Network.Teardown ─▶ gone
+//	   agent ctx cancelled: workers return, workloads keep running.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// Config configures an Agent. Zero values mean the documented default.
+type Config struct {
+	// NodeName is this node's name in the store (required).
+	NodeName string
+	// Store is where the agent reads its pods, ConfigMaps and Secrets and
+	// writes pod status and its Node (required).
+	Store store.Interface
+	// Runtime runs the containers (required).
+	Runtime Runtime
+	// Network gives pods their network namespaces (required).
+	Network Network
+	// Clock drives back-off, probes, resyncs and heartbeats. Default: the
+	// real clock; tests inject a fake one.
+	Clock clock.WithTicker
+	// SyncInterval is the full resync period (re-list pods, look for
+	// orphans, re-check every pod), with up to 10% jitter. Default 10s.
+	// Shorter notices lost events sooner and costs reads, never writes.
+	SyncInterval time.Duration
+	// HeartbeatInterval is how often the Node's Ready condition is renewed
+	// when nothing else changed. Default 40s. Each heartbeat is one write.
+	HeartbeatInterval time.Duration
+	// OrphanGracePeriod is the stop grace for runtime pods whose store pod is
+	// gone and whose spec is unknown. Default 10s.
+	OrphanGracePeriod time.Duration
+	// NodeIP is the node's address (hostIP of its pods). Default: the first
+	// global unicast IPv4 address of the machine.
+	NodeIP net.IP
+	// Logger; default slog.Default(). Logs carry the keys node and pod.
+	Logger *slog.Logger
+}
+
+// Agent is the node agent. Create it with New, then call Run.
+type Agent struct {
+	cfg   Config
+	clock clock.WithTicker
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pods    map[string]*corev1.Pod // by UID: the store's pods for this node
+	workers map[string]*podWorker  // by UID, including terminating ones
+	listRev int64                  // revision of the last list; older events are stale
+	// orphans being removed, by runtime pod ID
+	removing map[string]bool
+
+	wg sync.WaitGroup // workers and orphan removals
+}
+
+// LogOptions selects what PodLogs returns.
+type LogOptions struct {
+	// Container defaults to the pod's only (or first) container.
+	Container string
+	// Follow streams until ctx ends or the container stops.
+	Follow bool
+	// TailLines returns only the last lines when set.
+	TailLines *int64
+}
+
+// New validates cfg and returns an agent.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.NodeName == "":
+		return nil, errors.New("node agent: NodeName is required")
+	case cfg.Store == nil:
+		return nil, errors.New("node agent: Store is required")
+	case cfg.Runtime == nil:
+		return nil, errors.New("node agent: Runtime is required")
+	case cfg.Network == nil:
+		return nil, errors.New("node agent: Network is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = 10 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 40 * time.Second
+	}
+	if cfg.OrphanGracePeriod <= 0 {
+		cfg.OrphanGracePeriod = 10 * time.Second
+	}
+	if cfg.NodeIP == nil {
+		cfg.NodeIP = defaultNodeIP()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Agent{
+		cfg:      cfg,
+		clock:    cfg.Clock,
+		log:      cfg.Logger.With("node", cfg.NodeName),
+		pods:     map[string]*corev1.Pod{},
+		workers:  map[string]*podWorker{},
+		removing: map[string]bool{},
+	}, nil
+}
+
+// Run registers the node and keeps its pods converged until ctx ends. When
+// ctx ends it returns after its goroutines stopped, leaving the workloads
+// running: a later agent adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("node agent starting")
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.nodeLoop(ctx) }()
+	retry := time.Second
+	for {
+		err := a.listAndWatch(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			a.log.Warn("pod list/watch failed, retrying", "err", err, "in", retry)
+			select {
+			case <-ctx.Done():
+			case <-a.clock.After(retry):
+			}
+			retry = min(retry*2, 30*time.Second)
+			continue
+		}
+		retry = time.Second
+	}
+	a.wg.Wait()
+	a.log.Info("node agent stopped; workloads left running")
+	return nil
+}
+
+func (a *Agent) podSelector() store.ListOptions {
+	return store.ListOptions{FieldSelector: "spec.nodeName=" + a.cfg.NodeName}
+}
+
+// listAndWatch lists the node's pods, reconciles workers and orphans, then
+// follows the watch, with a full resync every SyncInterval. It returns nil
+// when the watch closed normally (re-list), an error otherwise.
+func (a *Agent) listAndWatch(ctx context.Context) error {
+	rev, err := a.resync(ctx)
+	if err != nil {
+		return err
+	}
+	ch, err := a.cfg.Store.Watch(ctx, "pods", a.podSelector(), rev)
+	if err != nil {
+		return fmt.Errorf("watch pods from revision %d: %w", rev, err)
+	}
+	timer := a.clock.NewTimer(a.jitter(a.cfg.SyncInterval))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-ch:
+			if !ok {
+				a.log.Debug("pod watch closed; re-listing")
+				return nil
+			}
+			a.handleEvent(ctx, ev)
+		case <-timer.C():
+			if _, err := a.resync(ctx); err != nil {
+				a.log.Warn("resync failed", "err", err)
+			}
+			timer.Reset(a.jitter(a.cfg.SyncInterval))
+		}
+	}
+}
+
+func (a *Agent) jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+}
+
+// resync is the full sync: list the store's pods and the runtime's, start
+// workers (with the runtime pod to adopt), stop workers of pods that are
+// gone, remove orphans, poke everyone.
+func (a *Agent) resync(ctx context.Context) (int64, error) {
+	objs, rev, err := a.cfg.Store.List(ctx, "pods", a.podSelector())
+	if err != nil {
+		return 0, fmt.Errorf("list pods of node %s: %w", a.cfg.NodeName, err)
+	}
+	running, err := a.cfg.Runtime.ListPods(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list runtime pods: %w", err)
+	}
+	byUID := map[string]PodSummary{}
+	for _, p := range running {
+		byUID[p.UID] = p
+	}
+
+	a.mu.Lock()
+	a.listRev = rev
+	fresh := map[string]*corev1.Pod{}
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			fresh[string(p.UID)] = p
+		}
+	}
+	for uid := range a.pods {
+		if _, ok := fresh[uid]; !ok {
+			a.podGoneLocked(uid)
+		}
+	}
+	for uid, p := range fresh {
+		a.pods[uid] = p
+		a.ensureWorkerLocked(ctx, p, byUID[uid].ID)
+	}
+	var orphans []PodSummary
+	for _, p := range running {
+		if _, ok := a.workers[p.UID]; !ok && !a.removing[p.ID] {
+			a.removing[p.ID] = true
+			orphans = append(orphans, p)
+		}
+	}
+	for _, w := range a.workers {
+		w.poke()
+	}
+	a.mu.Unlock()
+
+	for _, o := range orphans {
+		a.wg.Add(1)
+		go a.removeOrphan(ctx, o)
+	}
+	a.teardownOrphanNetworks(ctx)
+	return rev, nil
+}
+
+func (a *Agent) removeOrphan(ctx context.Context, p PodSummary) {
+	defer a.wg.Done()
+	defer func() { a.mu.Lock(); delete(a.removing, p.ID); a.mu.Unlock() }()
+	log := a.log.With("pod", p.Namespace+"/"+p.Name, "uid", p.UID)
+	log.Info("removing orphan runtime pod (not in the store)", "id", p.ID)
+	if err := a.cfg.Runtime.StopPod(ctx, p.ID, a.cfg.OrphanGracePeriod); err != nil && !errors.Is(err, ErrNotFound) {
+		log.Warn("stop orphan pod", "err", err)
+	}
+	if err := a.cfg.Runtime.RemovePod(ctx, p.ID); err != nil {
+		log.Warn("remove orphan pod", "err", err)
+		return
+	}
+	if err := a.cfg.Network.Teardown(ctx, p.UID); err != nil {
+		log.Warn("tear down orphan network", "err", err)
+	}
+}
+
+func (a *Agent) teardownOrphanNetworks(ctx context.Context) {
+	uids, err := a.cfg.Network.Pods(ctx)
+	if err != nil {
+		a.log.Warn("list pod networks", "err", err)
+		return
+	}
+	for _, uid := range uids {
+		a.mu.Lock()
+		_, busy := a.workers[uid]
+		a.mu.Unlock()
+		if busy {
+			continue
+		}
+		if err := a.cfg.Network.Teardown(ctx, uid); err != nil {
+			a.log.Warn("tear down orphan network", "uid", uid, "err", err)
+		}
+	}
+}
+
+func (a *Agent) handleEvent(ctx context.Context, ev store.Event) {
+	p, ok := ev.Object.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	uid := string(p.UID)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ev.Revision != 0 && ev.Revision <= a.listRev {
+		return // already in the last list
+	}
+	if ev.Type == store.Deleted || p.Spec.NodeName != a.cfg.NodeName {
+		if _, ok := a.pods[uid]; ok {
+			a.podGoneLocked(uid)
+		}
+		return
+	}
+	if old, ok := a.pods[uid]; ok && rvLess(p.ResourceVersion, old.ResourceVersion) {
+		return
+	}
+	a.pods[uid] = p
+	if w := a.ensureWorkerLocked(ctx, p, ""); w != nil {
+		w.poke()
+	}
+}
+
+// rvLess reports a < b for numeric resourceVersions.
+func rvLess(a, b string) bool {
+	x, err1 := strconv.ParseInt(a, 10, 64)
+	y, err2 := strconv.ParseInt(b, 10, 64)
+	return err1 == nil && err2 == nil && x < y
+}
+
+// ensureWorkerLocked starts the worker of a pod if it has none. runtimeID is
+// the runtime pod to adopt ("" for none known).
+func (a *Agent) ensureWorkerLocked(ctx context.Context, p *corev1.Pod, runtimeID string) *podWorker {
+	uid := string(p.UID)
+	if w, ok := a.workers[uid]; ok {
+		return w
+	}
+	w := newPodWorker(a, p, runtimeID)
+	a.workers[uid] = w
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		w.run(ctx)
+	}()
+	return w
+}
+
+// podGoneLocked forgets a pod that left the store and tells its worker to
+// stop and remove it.
+func (a *Agent) podGoneLocked(uid string) {
+	last := a.pods[uid]
+	delete(a.pods, uid)
+	if w, ok := a.workers[uid]; ok {
+		w.markDeleted(last)
+	}
+}
+
+// currentPod returns the cached pod (shared; do not modify) or nil.
+func (a *Agent) currentPod(uid string) *corev1.Pod {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pods[uid]
+}
+
+// workerDone removes a finished (terminated) worker.
+func (a *Agent) workerDone(w *podWorker) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.workers[w.uid] == w {
+		delete(a.workers, w.uid)
+	}
+}
+
+// writeStatus stores status for the pod if it differs from what the store
+// has. Returns whether it wrote.
+func (a *Agent) writeStatus(ctx context.Context, uid string, status corev1.PodStatus) (bool, error) {
+	cur := a.currentPod(uid)
+	if cur == nil {
+		return false, nil
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		if statusEqual(cur.Status, status) {
+			return false, nil
+		}
+		p := schema.Copy(cur)
+		p.Status = status
+		out, err := a.cfg.Store.UpdateStatus(ctx, p)
+		if errors.Is(err, store.ErrConflict) {
+			fresh, gerr := a.cfg.Store.Get(ctx, "pods", cur.Namespace, cur.Name)
+			if gerr != nil {
+				return false, fmt.Errorf("re-read pod %s/%s: %w", cur.Namespace, cur.Name, gerr)
+			}
+			fp, ok := fresh.(*corev1.Pod)
+			if !ok || fp.UID != cur.UID {
+				return false, nil
+			}
+			cur = fp
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("update status of pod %s/%s: %w", cur.Namespace, cur.Name, err)
+		}
+		if np, ok := out.(*corev1.Pod); ok {
+			a.mu.Lock()
+			if old, ok := a.pods[uid]; ok && !rvLess(np.ResourceVersion, old.ResourceVersion) {
+				a.pods[uid] = np
+			}
+			a.mu.Unlock()
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("update status of pod %s/%s: %w", cur.Namespace, cur.Name, store.ErrConflict)
+}
+
+// PodLogs writes the logs of one container of a pod on this node to w.
+// Returns store.ErrNotFound for an unknown pod and ErrNotFound when the
+// container has not been created (yet).
+func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+	a.mu.Lock()
+	var found *corev1.Pod
+	var worker *podWorker
+	for uid, p := range a.pods {
+		if p.Namespace == namespace && p.Name == pod {
+			found, worker = p, a.workers[uid]
+			break
+		}
+	}
+	a.mu.Unlock()
+	if found == nil {
+		return fmt.Errorf("logs of pod %s/%s on node %s: %w", namespace, pod, a.cfg.NodeName, store.ErrNotFound)
+	}
+	name := opts.Container
+	if name == "" && len(found.Spec.Containers) > 0 {
+		name = found.Spec.Containers[0].Name
+	}
+	id := ""
+	if worker != nil {
+		id = worker.containerID(name)
+	}
+	if id == "" {
+		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, ErrNotFound)
+	}
+	err := a.cfg.Runtime.ContainerLogs(ctx, id, LogRequest{Follow: opts.Follow, TailLines: opts.TailLines}, w)
+	if err != nil {
+		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, err)
+	}
+	return nil
+}
+
+func defaultNodeIP() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return net.IPv4(127, 0, 0, 1)
+	}
+	for _, ad := range addrs {
+		if n, ok := ad.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.To4()
+		}
+	}
+	return net.IPv4(127, 0, 0, 1)
+}

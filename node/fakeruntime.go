@@ -1,0 +1,343 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// FakeBehavior scripts what a fake container does once started.
+type FakeBehavior struct {
+	// StartErr makes every start of the container fail with this error.
+	StartErr error
+	// ExitAfter makes the container exit that long after each start; 0 runs
+	// it until stopped.
+	ExitAfter time.Duration
+	// ExitCode is the code of those exits.
+	ExitCode int32
+	// Logs is what ContainerLogs returns.
+	Logs string
+}
+
+// FakeRuntime is an in-memory Runtime for tests of the agent and of anything
+// that drives it. Time comes from Clock, so exits are deterministic with a
+// fake clock. Behaviors are looked up by container name. It records every
+// call (see Calls). Safe for concurrent use, setters included.
+type FakeRuntime struct {
+	Clock clock.PassiveClock
+
+	mu        sync.Mutex
+	behaviors map[string]FakeBehavior
+	images    map[string]bool
+	pullErr   error
+	pods      map[string]*fakePod
+	calls     []string
+	nextID    int
+}
+
+type fakePod struct {
+	sum        PodSummary
+	spec       PodSandbox
+	containers []*fakeContainer
+}
+
+type fakeContainer struct {
+	spec   ContainerSpec
+	status ContainerStatus
+}
+
+var _ Runtime = (*FakeRuntime)(nil)
+
+// NewFakeRuntime returns an empty fake runtime on the given clock (the real
+// one if nil).
+func NewFakeRuntime(clk clock.PassiveClock) *FakeRuntime {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &FakeRuntime{
+		Clock:     clk,
+		behaviors: map[string]FakeBehavior{},
+		images:    map[string]bool{},
+		pods:      map[string]*fakePod{},
+	}
+}
+
+// SetBehavior scripts the container of that name (in every pod).
+func (f *FakeRuntime) SetBehavior(container string, b FakeBehavior) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.behaviors[container] = b
+}
+
+// AddImage marks an image as present locally.
+func (f *FakeRuntime) AddImage(image string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[image] = true
+}
+
+// SetPullError makes PullImage fail (nil: pulls succeed).
+func (f *FakeRuntime) SetPullError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pullErr = err
+}
+
+// Calls returns a copy of the calls made so far, as "Method arg".
+func (f *FakeRuntime) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+// CountCalls counts the calls whose method is name.
+func (f *FakeRuntime) CountCalls(name string) int {
+	n := 0
+	for _, c := range f.Calls() {
+		if c == name || len(c) > len(name) && c[:len(name)+1] == name+" " {
+			n++
+		}
+	}
+	return n
+}
+
+// ExitContainer makes a running container exit now with code (a crash).
+func (f *FakeRuntime) ExitContainer(containerID string, code int32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.findLocked(containerID)
+	if c == nil {
+		return fmt.Errorf("fake exit %s: %w", containerID, ErrNotFound)
+	}
+	f.refreshLocked(c)
+	if c.status.State == ContainerRunning {
+		c.status.State = ContainerExited
+		c.status.ExitCode = code
+		c.status.FinishedAt = f.Clock.Now()
+	}
+	return nil
+}
+
+func (f *FakeRuntime) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+func (f *FakeRuntime) findLocked(containerID string) *fakeContainer {
+	for _, p := range f.pods {
+		for _, c := range p.containers {
+			if c.status.ID == containerID {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// refreshLocked applies ExitAfter: a container past its run time has exited.
+func (f *FakeRuntime) refreshLocked(c *fakeContainer) {
+	b := f.behaviors[c.spec.Name]
+	if c.status.State != ContainerRunning || b.ExitAfter <= 0 {
+		return
+	}
+	end := c.status.StartedAt.Add(b.ExitAfter)
+	if !f.Clock.Now().Before(end) {
+		c.status.State = ContainerExited
+		c.status.ExitCode = b.ExitCode
+		c.status.FinishedAt = end
+	}
+}
+
+func (f *FakeRuntime) startLocked(c *fakeContainer) error {
+	if err := f.behaviors[c.spec.Name].StartErr; err != nil {
+		c.status.Error = err.Error()
+		return fmt.Errorf("fake start %s: %w", c.spec.Name, err)
+	}
+	c.status.State = ContainerRunning
+	c.status.StartedAt = f.Clock.Now()
+	c.status.FinishedAt = time.Time{}
+	c.status.ExitCode = 0
+	c.status.Error = ""
+	return nil
+}
+
+// RunPod implements Runtime.
+func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("RunPod %s/%s", spec.Namespace, spec.Name)
+	f.nextID++
+	p := &fakePod{
+		sum:  PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name},
+		spec: spec,
+	}
+	for _, cs := range spec.Containers {
+		f.nextID++
+		c := &fakeContainer{spec: cs, status: ContainerStatus{
+			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
+			ImageID: "sha256:" + cs.Image, State: ContainerCreated,
+		}}
+		p.containers = append(p.containers, c)
+	}
+	for _, c := range p.containers {
+		if err := f.startLocked(c); err != nil {
+			return "", err // like Podman: the partial pod is removed
+		}
+	}
+	f.pods[p.sum.ID] = p
+	return p.sum.ID, nil
+}
+
+// InjectPod adds a pod as if an earlier agent had run it (for adoption and
+// orphan tests); its containers are running.
+func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextID++
+	p := &fakePod{sum: PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name}, spec: spec}
+	for _, cs := range spec.Containers {
+		f.nextID++
+		p.containers = append(p.containers, &fakeContainer{spec: cs, status: ContainerStatus{
+			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image, ImageID: "sha256:" + cs.Image,
+			State: ContainerRunning, StartedAt: f.Clock.Now(),
+		}})
+	}
+	f.pods[p.sum.ID] = p
+	return p.sum.ID
+}
+
+// Spec returns the sandbox a pod was run with (to check env, limits…).
+func (f *FakeRuntime) Spec(podID string) (PodSandbox, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pods[podID]
+	if !ok {
+		return PodSandbox{}, false
+	}
+	return p.spec, true
+}
+
+// ListPods implements Runtime.
+func (f *FakeRuntime) ListPods(ctx context.Context) ([]PodSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("ListPods")
+	out := make([]PodSummary, 0, len(f.pods))
+	for _, p := range f.pods {
+		out = append(out, p.sum)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// PodStatus implements Runtime.
+func (f *FakeRuntime) PodStatus(ctx context.Context, podID string) (PodStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pods[podID]
+	if !ok {
+		return PodStatus{}, fmt.Errorf("fake pod %s: %w", podID, ErrNotFound)
+	}
+	st := PodStatus{PodSummary: p.sum}
+	for _, c := range p.containers {
+		f.refreshLocked(c)
+		st.Containers = append(st.Containers, c.status)
+	}
+	return st, nil
+}
+
+// StartContainer implements Runtime.
+func (f *FakeRuntime) StartContainer(ctx context.Context, containerID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("StartContainer %s", containerID)
+	c := f.findLocked(containerID)
+	if c == nil {
+		return fmt.Errorf("fake start %s: %w", containerID, ErrNotFound)
+	}
+	f.refreshLocked(c)
+	if c.status.State == ContainerRunning {
+		return nil
+	}
+	return f.startLocked(c)
+}
+
+// RestartContainer implements Runtime.
+func (f *FakeRuntime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("RestartContainer %s", containerID)
+	c := f.findLocked(containerID)
+	if c == nil {
+		return fmt.Errorf("fake restart %s: %w", containerID, ErrNotFound)
+	}
+	return f.startLocked(c)
+}
+
+// StopPod implements Runtime.
+func (f *FakeRuntime) StopPod(ctx context.Context, podID string, grace time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("StopPod %s %s", podID, grace)
+	p, ok := f.pods[podID]
+	if !ok {
+		return fmt.Errorf("fake stop %s: %w", podID, ErrNotFound)
+	}
+	for _, c := range p.containers {
+		f.refreshLocked(c)
+		if c.status.State == ContainerRunning {
+			c.status.State = ContainerExited
+			c.status.ExitCode = 143
+			c.status.FinishedAt = f.Clock.Now()
+		}
+	}
+	return nil
+}
+
+// RemovePod implements Runtime.
+func (f *FakeRuntime) RemovePod(ctx context.Context, podID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("RemovePod %s", podID)
+	delete(f.pods, podID)
+	return nil
+}
+
+// ContainerLogs implements Runtime.
+func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error {
+	f.mu.Lock()
+	c := f.findLocked(containerID)
+	var logs string
+	if c != nil {
+		logs = f.behaviors[c.spec.Name].Logs
+	}
+	f.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("fake logs %s: %w", containerID, ErrNotFound)
+	}
+	_, err := io.WriteString(w, logs)
+	return err
+}
+
+// ImageExists implements Runtime.
+func (f *FakeRuntime) ImageExists(ctx context.Context, image string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[image], nil
+}
+
+// PullImage implements Runtime.
+func (f *FakeRuntime) PullImage(ctx context.Context, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("PullImage %s", image)
+	if f.pullErr != nil {
+		return fmt.Errorf("fake pull %s: %w", image, f.pullErr)
+	}
+	f.images[image] = true
+	return nil
+}

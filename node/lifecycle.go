@@ -1,0 +1,552 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Back-off of container restarts and of failed pod starts, as the kubelet
+// does it.
+const (
+	backoffInitial = 10 * time.Second
+	backoffMax     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute // a run this long resets the back-off
+	defaultGrace   = 30 * time.Second
+)
+
+// podWorker owns one pod: only its goroutine touches the fields below mu.
+type podWorker struct {
+	a   *Agent
+	uid string
+	log *slog.Logger
+
+	trigger chan struct{} // buffered 1: pokes merge
+
+	mu       sync.Mutex // guards deleted, lastPod and ids (read by PodLogs)
+	deleted  bool
+	lastPod  *corev1.Pod
+	ids      map[string]string // container name → runtime ID
+	runtimeI string            // runtime pod ID ("" not created)
+
+	// goroutine-owned state
+	net        *PodNetwork
+	startTime  time.Time
+	containers map[string]*ctrState
+	// waiting reasons while the pod cannot be created
+	createReason, createMessage string
+	createBackoff               time.Duration
+	createRetryAt               time.Time
+	restored                    bool // restart counts read from the stored status
+	warnedInit                  bool
+}
+
+// ctrState is the agent's bookkeeping for one container.
+type ctrState struct {
+	restartCount int32
+	backoff      time.Duration // last back-off used
+	backoffUntil time.Time     // restart not before
+	handledExit  time.Time     // FinishedAt of the last exit dealt with
+	lastTerm     *corev1.ContainerStateTerminated
+	startedAt    time.Time // the run the probe state belongs to
+	waiting      string    // forced waiting reason (RunContainerError…)
+	waitingMsg   string
+	done         bool // exited and will not be restarted
+	probes       probeState
+}
+
+func newPodWorker(a *Agent, p *corev1.Pod, runtimeID string) *podWorker {
+	return &podWorker{
+		a:          a,
+		uid:        string(p.UID),
+		log:        a.log.With("pod", p.Namespace+"/"+p.Name),
+		trigger:    make(chan struct{}, 1),
+		lastPod:    p,
+		ids:        map[string]string{},
+		runtimeI:   runtimeID,
+		containers: map[string]*ctrState{},
+	}
+}
+
+// poke asks the worker to sync soon; repeated pokes merge into one.
+func (w *podWorker) poke() {
+	select {
+	case w.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// markDeleted tells the worker its pod left the store.
+func (w *podWorker) markDeleted(last *corev1.Pod) {
+	w.mu.Lock()
+	w.deleted = true
+	if last != nil {
+		w.lastPod = last
+	}
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *podWorker) containerID(name string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ids[name]
+}
+
+func (w *podWorker) podID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.runtimeI
+}
+
+func (w *podWorker) setPodID(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.runtimeI = id
+	if id == "" {
+		w.ids = map[string]string{}
+	}
+}
+
+// run is the worker goroutine: sync on pokes and whenever the next thing is
+// due (a back-off ending, a probe, the resync interval).
+func (w *podWorker) run(ctx context.Context) {
+	timer := w.a.clock.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return // agent shutting down: leave the workload running
+		case <-w.trigger:
+		case <-timer.C():
+		}
+		w.mu.Lock()
+		deleted := w.deleted
+		w.mu.Unlock()
+		if deleted {
+			w.terminate(ctx)
+			return
+		}
+		next := w.sync(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Stop()
+		select { // drain a fired timer before Reset
+		case <-timer.C():
+		default:
+		}
+		timer.Reset(max(next.Sub(w.a.clock.Now()), 10*time.Millisecond))
+	}
+}
+
+// terminate stops and removes the pod and its network, then retires the
+// worker. On failure it leaves the pod for the resync's orphan removal.
+func (w *podWorker) terminate(ctx context.Context) {
+	defer w.a.workerDone(w)
+	w.mu.Lock()
+	pod := w.lastPod
+	w.mu.Unlock()
+	grace := defaultGrace
+	if pod != nil && pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	if id := w.podID(); id != "" {
+		w.log.Info("stopping pod", "grace", grace)
+		if err := w.a.cfg.Runtime.StopPod(ctx, id, grace); err != nil && !errors.Is(err, ErrNotFound) {
+			w.log.Warn("stop pod", "err", err)
+		}
+		if err := w.a.cfg.Runtime.RemovePod(ctx, id); err != nil {
+			w.log.Warn("remove pod", "err", err)
+			return
+		}
+		w.setPodID("")
+	}
+	if err := w.a.cfg.Network.Teardown(ctx, w.uid); err != nil {
+		w.log.Warn("tear down pod network", "err", err)
+	}
+	w.log.Info("pod removed")
+}
+
+// sync is one pass over the pod: create it if needed, restart and probe its
+// containers, write its status if it changed. It returns when it wants to
+// run again.
+func (w *podWorker) sync(ctx context.Context) time.Time {
+	now := w.a.clock.Now()
+	next := now.Add(w.a.jitter(w.a.cfg.SyncInterval))
+	pod := w.a.currentPod(w.uid)
+	if pod == nil {
+		return next
+	}
+	w.mu.Lock()
+	w.lastPod = pod
+	w.mu.Unlock()
+	w.restoreCounts(pod)
+	if len(pod.Spec.InitContainers) > 0 && !w.warnedInit {
+		w.warnedInit = true
+		w.log.Warn("initContainers are not run by this agent yet; starting the app containers", "count", len(pod.Spec.InitContainers))
+	}
+
+	var rs *PodStatus
+	if w.podID() == "" {
+		if !w.createRetryAt.IsZero() && now.Before(w.createRetryAt) {
+			next = minTime(next, w.createRetryAt)
+		} else if id, err := w.create(ctx, pod); err != nil {
+			w.createBackoff = nextBackoff(w.createBackoff)
+			w.createRetryAt = now.Add(w.createBackoff)
+			if w.createReason == "CreateContainerConfigError" {
+				// a ConfigMap or Secret may appear any time: retry at resync pace
+				w.createRetryAt = now.Add(w.a.cfg.SyncInterval)
+			}
+			next = minTime(next, w.createRetryAt)
+			w.log.Info("pod not started", "reason", w.createReason, "err", err, "retry", w.createBackoff)
+		} else {
+			w.setPodID(id)
+			w.createReason, w.createMessage, w.createBackoff, w.createRetryAt = "", "", 0, time.Time{}
+			w.log.Info("pod started", "id", id)
+		}
+	}
+	if id := w.podID(); id != "" {
+		st, err := w.a.cfg.Runtime.PodStatus(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			w.log.Warn("runtime pod disappeared; recreating", "id", id)
+			w.setPodID("")
+			w.poke()
+		case err != nil:
+			if ctx.Err() == nil {
+				w.log.Warn("read runtime pod status", "err", err)
+			}
+		default:
+			if w.net == nil {
+				// adopted: Setup is idempotent and returns the same netns/IP
+				if n, err := w.a.cfg.Network.Setup(ctx, podRef(pod)); err == nil {
+					w.net = &n
+				} else {
+					w.log.Warn("read pod network", "err", err)
+				}
+			}
+			w.rememberIDs(st)
+			due, acted := w.reconcileContainers(ctx, pod, &st, now)
+			if !due.IsZero() {
+				next = minTime(next, due)
+			}
+			if acted { // re-read after (re)starts so the status shows them
+				if st2, err := w.a.cfg.Runtime.PodStatus(ctx, id); err == nil {
+					st = st2
+				}
+			}
+			rs = &st
+		}
+	}
+	if ctx.Err() != nil {
+		return next // agent shutting down: a status from a cut-short sync would be wrong
+	}
+	status := w.buildStatus(pod, rs, w.a.clock.Now())
+	if wrote, err := w.a.writeStatus(ctx, w.uid, status); err != nil {
+		w.log.Warn("write pod status", "err", err)
+	} else if wrote {
+		w.log.Debug("pod status written", "phase", status.Phase)
+	}
+	return next
+}
+
+// restoreCounts takes restart counts from the stored status once, so they
+// survive an agent restart without the agent persisting anything.
+func (w *podWorker) restoreCounts(pod *corev1.Pod) {
+	if w.restored {
+		return
+	}
+	w.restored = true
+	if pod.Status.StartTime != nil {
+		w.startTime = pod.Status.StartTime.Time
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		c := w.ctr(cs.Name)
+		c.restartCount = cs.RestartCount
+		if t := cs.LastTerminationState.Terminated; t != nil {
+			c.lastTerm = t.DeepCopy()
+		}
+	}
+}
+
+func (w *podWorker) ctr(name string) *ctrState {
+	c, ok := w.containers[name]
+	if !ok {
+		c = &ctrState{}
+		w.containers[name] = c
+	}
+	return c
+}
+
+func (w *podWorker) rememberIDs(st PodStatus) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range st.Containers {
+		w.ids[c.Name] = c.ID
+	}
+}
+
+func podRef(p *corev1.Pod) PodRef {
+	return PodRef{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}
+}
+
+// create sets up the network, resolves env, gets images and runs the pod.
+// On failure it sets createReason/createMessage (the waiting reason shown
+// on the containers) and returns the error.
+func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error) {
+	fail := func(reason string, err error) (string, error) {
+		w.createReason, w.createMessage = reason, err.Error()
+		return "", err
+	}
+	if w.net == nil {
+		n, err := w.a.cfg.Network.Setup(ctx, podRef(pod))
+		if err != nil {
+			return fail("ContainerCreating", fmt.Errorf("set up pod network: %w", err))
+		}
+		w.net = &n
+	}
+	podIP := ""
+	if w.net.IP != nil {
+		podIP = w.net.IP.String()
+	}
+	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: pod.Name, NetNSPath: w.net.NetNSPath}
+	res := newEnvResolver(w.a.cfg.Store, pod.Namespace)
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		env, err := res.resolve(ctx, pod, c, podIP, w.a.cfg.NodeIP.String())
+		var ce *configError
+		if errors.As(err, &ce) {
+			return fail("CreateContainerConfigError", err)
+		}
+		if err != nil {
+			return fail("ContainerCreating", err)
+		}
+		if reason, err := w.ensureImage(ctx, c); err != nil {
+			return fail(reason, err)
+		}
+		sb.Containers = append(sb.Containers, containerSpec(c, env))
+	}
+	if pod.Spec.Hostname != "" {
+		sb.Hostname = pod.Spec.Hostname
+	}
+	id, err := w.a.cfg.Runtime.RunPod(ctx, sb)
+	if err != nil {
+		return fail("RunContainerError", fmt.Errorf("run pod: %w", err))
+	}
+	if w.startTime.IsZero() {
+		w.startTime = w.a.clock.Now()
+	}
+	return id, nil
+}
+
+// ensureImage pulls per imagePullPolicy; the reason names the failure.
+func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (string, error) {
+	policy := c.ImagePullPolicy
+	if policy == "" {
+		policy = corev1.PullIfNotPresent
+		if isLatest(c.Image) {
+			policy = corev1.PullAlways
+		}
+	}
+	rt := w.a.cfg.Runtime
+	if policy != corev1.PullAlways {
+		ok, err := rt.ImageExists(ctx, c.Image)
+		if err != nil {
+			return "ErrImagePull", fmt.Errorf("check image %s: %w", c.Image, err)
+		}
+		if ok {
+			return "", nil
+		}
+		if policy == corev1.PullNever {
+			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, ErrImageNotPresent)
+		}
+	}
+	if err := rt.PullImage(ctx, c.Image); err != nil {
+		if policy == corev1.PullAlways {
+			// a local copy still lets the pod run, as with an offline registry
+			if ok, _ := rt.ImageExists(ctx, c.Image); ok {
+				w.log.Warn("pull failed, using local image", "image", c.Image, "err", err)
+				return "", nil
+			}
+		}
+		reason := "ErrImagePull"
+		if w.createBackoff > 0 {
+			reason = "ImagePullBackOff"
+		}
+		return reason, fmt.Errorf("pull image %s: %w", c.Image, err)
+	}
+	return "", nil
+}
+
+func isLatest(image string) bool {
+	for i := len(image) - 1; i >= 0; i-- {
+		switch image[i] {
+		case '@':
+			return false
+		case ':':
+			return image[i+1:] == "latest"
+		case '/':
+			return true
+		}
+	}
+	return true
+}
+
+// containerSpec maps a Kubernetes container to the runtime's.
+func containerSpec(c *corev1.Container, env map[string]string) ContainerSpec {
+	cs := ContainerSpec{Name: c.Name, Image: c.Image, Env: env, WorkingDir: c.WorkingDir}
+	for _, s := range c.Command {
+		cs.Command = append(cs.Command, expand(s, env))
+	}
+	for _, s := range c.Args {
+		cs.Args = append(cs.Args, expand(s, env))
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		cs.CPUMillis = q.MilliValue()
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		cs.MemoryBytes = q.Value()
+	}
+	return cs
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d <= 0 {
+		return backoffInitial
+	}
+	return min(d*2, backoffMax)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.IsZero() || (!a.IsZero() && a.Before(b)) {
+		return a
+	}
+	return b
+}
+
+// shouldRestart applies the pod's restartPolicy to an exit code.
+func shouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
+	switch policy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return exitCode != 0
+	default:
+		return true
+	}
+}
+
+// reconcileContainers handles exits (restart with back-off or not), starts
+// and probes. It returns when something is next due (zero: nothing) and
+// whether it started or restarted a container.
+func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) (next time.Time, acted bool) {
+	for i := range pod.Spec.Containers {
+		spec := &pod.Spec.Containers[i]
+		rc := st.Container(spec.Name)
+		c := w.ctr(spec.Name)
+		if rc == nil {
+			continue
+		}
+		switch rc.State {
+		case ContainerExited:
+			if rc.FinishedAt.After(c.handledExit) {
+				c.handledExit = rc.FinishedAt
+				c.lastTerm = terminated(rc)
+				c.probes = probeState{}
+				if !shouldRestart(pod.Spec.RestartPolicy, rc.ExitCode) {
+					c.done = true
+					break
+				}
+				c.done = false
+				if !rc.StartedAt.IsZero() && rc.FinishedAt.Sub(rc.StartedAt) >= backoffReset {
+					c.backoff = 0
+				}
+				c.backoff = nextBackoff(c.backoff)
+				c.backoffUntil = rc.FinishedAt.Add(c.backoff)
+				w.log.Info("container exited", "container", spec.Name, "code", rc.ExitCode, "restart_in", c.backoffUntil.Sub(now).Round(time.Second))
+			}
+			if c.done {
+				break
+			}
+			if now.Before(c.backoffUntil) {
+				next = minTime(next, c.backoffUntil)
+				break
+			}
+			acted = true
+			if w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+				next = minTime(next, now) // re-check soon
+			} else {
+				next = minTime(next, c.backoffUntil)
+			}
+		case ContainerCreated:
+			acted = true
+			if !w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+				next = minTime(next, c.backoffUntil)
+			}
+		case ContainerRunning:
+			c.waiting, c.waitingMsg = "", ""
+			if !rc.StartedAt.Equal(c.startedAt) {
+				c.startedAt = rc.StartedAt
+				c.probes = probeState{}
+			}
+			due, restart := w.probe(ctx, spec, c, now)
+			next = minTime(next, due)
+			if restart {
+				w.log.Info("liveness probe failed; restarting container", "container", spec.Name)
+				grace := defaultGrace
+				if pod.Spec.TerminationGracePeriodSeconds != nil {
+					grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+				}
+				acted = true
+				if err := w.a.cfg.Runtime.RestartContainer(ctx, rc.ID, grace); err != nil {
+					w.log.Warn("restart container", "container", spec.Name, "err", err)
+				} else {
+					c.restartCount++
+					c.lastTerm = &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", Message: "liveness probe failed",
+						StartedAt: rfcTime(rc.StartedAt), FinishedAt: rfcTime(w.a.clock.Now()), ContainerID: "podman://" + rc.ID}
+					c.handledExit = w.a.clock.Now()
+				}
+				c.probes = probeState{}
+			}
+		}
+	}
+	return next, acted
+}
+
+// startContainer (re)starts an exited or created container; false on error,
+// with a back-off set.
+func (w *podWorker) startContainer(ctx context.Context, c *ctrState, id, name string, now time.Time) bool {
+	if err := w.a.cfg.Runtime.StartContainer(ctx, id); err != nil {
+		c.waiting, c.waitingMsg = "RunContainerError", err.Error()
+		c.backoff = nextBackoff(c.backoff)
+		c.backoffUntil = now.Add(c.backoff)
+		w.log.Warn("start container", "container", name, "err", err)
+		return false
+	}
+	c.waiting, c.waitingMsg = "", ""
+	if !c.handledExit.IsZero() {
+		c.restartCount++
+	}
+	return true
+}
+
+func terminated(rc *ContainerStatus) *corev1.ContainerStateTerminated {
+	reason := "Completed"
+	if rc.ExitCode != 0 {
+		reason = "Error"
+	}
+	if rc.OOMKilled {
+		reason = "OOMKilled"
+	}
+	return &corev1.ContainerStateTerminated{
+		ExitCode: rc.ExitCode, Reason: reason,
+		StartedAt: rfcTime(rc.StartedAt), FinishedAt: rfcTime(rc.FinishedAt),
+		ContainerID: "podman://" + rc.ID,
+	}
+}

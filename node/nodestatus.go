@@ -1,0 +1,147 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// MaxPods is the pod capacity the agent advertises.
+const MaxPods = 110
+
+// nodeLoop registers the Node and keeps its status fresh: it writes only when
+// the wanted status differs from the stored one, or when the Ready
+// heartbeat is older than HeartbeatInterval. An idle node writes once per
+// heartbeat.
+func (a *Agent) nodeLoop(ctx context.Context) {
+	check := a.cfg.HeartbeatInterval / 4
+	for {
+		if err := a.syncNode(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("node status sync failed", "err", err)
+			check = min(check, 5*time.Second)
+		} else {
+			check = a.cfg.HeartbeatInterval / 4
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.clock.After(check):
+		}
+	}
+}
+
+// syncNode creates the Node if missing and writes its status if needed.
+func (a *Agent) syncNode(ctx context.Context) error {
+	obj, err := a.cfg.Store.Get(ctx, "nodes", "", a.cfg.NodeName)
+	if errors.Is(err, store.ErrNotFound) {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			Name:   a.cfg.NodeName,
+			Labels: map[string]string{"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": runtime.GOARCH},
+		}}
+		if obj, err = a.cfg.Store.Create(ctx, n); err != nil && !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("register node %s: %w", a.cfg.NodeName, err)
+		}
+		if err != nil {
+			obj, err = a.cfg.Store.Get(ctx, "nodes", "", a.cfg.NodeName)
+		}
+		a.log.Info("node registered")
+	}
+	if err != nil {
+		return fmt.Errorf("read node %s: %w", a.cfg.NodeName, err)
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return fmt.Errorf("read node %s: unexpected %T", a.cfg.NodeName, obj)
+	}
+	want := a.nodeStatus(n.Status, a.clock.Now())
+	if equality.Semantic.DeepEqual(want, n.Status) {
+		return nil
+	}
+	n = schema.Copy(n)
+	n.Status = want
+	if _, err := a.cfg.Store.UpdateStatus(ctx, n); err != nil {
+		return fmt.Errorf("update status of node %s: %w", a.cfg.NodeName, err)
+	}
+	return nil
+}
+
+// nodeStatus computes the wanted Node status from the old one: the Ready
+// heartbeat time moves only when it is older than HeartbeatInterval or the
+// condition changes, so most calls return old unchanged.
+func (a *Agent) nodeStatus(old corev1.NodeStatus, now time.Time) corev1.NodeStatus {
+	st := *old.DeepCopy()
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(MaxPods, resource.DecimalSI),
+	}
+	st.Capacity = capacity
+	st.Allocatable = capacity.DeepCopy()
+	hostname, _ := os.Hostname()
+	st.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP.String()}}
+	if hostname != "" {
+		st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: hostname})
+	}
+	st.NodeInfo.OperatingSystem = "linux"
+	st.NodeInfo.Architecture = runtime.GOARCH
+	st.NodeInfo.KubeletVersion = "flotilla"
+	st.NodeInfo.ContainerRuntimeVersion = "podman"
+	st.Phase = ""
+
+	nowT := metav1.NewTime(now).Rfc3339Copy()
+	var ready *corev1.NodeCondition
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == corev1.NodeReady {
+			ready = &st.Conditions[i]
+		}
+	}
+	if ready == nil {
+		st.Conditions = append(st.Conditions, corev1.NodeCondition{Type: corev1.NodeReady})
+		ready = &st.Conditions[len(st.Conditions)-1]
+	}
+	if ready.Status != corev1.ConditionTrue || ready.Reason != "AgentReady" {
+		ready.Status = corev1.ConditionTrue
+		ready.Reason = "AgentReady"
+		ready.Message = "flotilla agent is posting ready status"
+		ready.LastTransitionTime = nowT
+		ready.LastHeartbeatTime = nowT
+	}
+	if now.Sub(ready.LastHeartbeatTime.Time) >= a.cfg.HeartbeatInterval {
+		ready.LastHeartbeatTime = nowT
+	}
+	return st
+}
+
+// memTotal is MemTotal from /proc/meminfo in bytes (0 if unreadable).
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err == nil {
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,395 @@
+//go:build linux
+
+// Package podman is the node agent's container runtime: it implements
+// node.Runtime on a Podman service through the Podman Go bindings, starts
+// that service for the agent (StartService), and makes the local busybox
+// image that examples and tests run (EnsureBusyboxImage).
+package podman
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containers/podman/v4/pkg/api/handlers"
+	"github.com/containers/podman/v4/pkg/bindings"
+	"github.com/containers/podman/v4/pkg/bindings/containers"
+	"github.com/containers/podman/v4/pkg/bindings/images"
+	"github.com/containers/podman/v4/pkg/bindings/pods"
+	"github.com/containers/podman/v4/pkg/domain/entities"
+	"github.com/containers/podman/v4/pkg/errorhandling"
+	"github.com/containers/podman/v4/pkg/specgen"
+	spec "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/flotilla-dev/flotilla/node"
+)
+
+// Runtime is node.Runtime on one Podman service. Safe for concurrent use.
+type Runtime struct {
+	conn context.Context // bindings connection; per call it is combined with the caller's ctx
+}
+
+// Interface guards.
+var (
+	_ node.Runtime = (*Runtime)(nil)
+	_ node.Execer  = (*Runtime)(nil)
+)
+
+// Connect opens a connection to the Podman service at socket (a path or a
+// unix:// URI) and checks that it answers.
+func Connect(ctx context.Context, socket string) (*Runtime, error) {
+	conn, err := connect(ctx, socket)
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{conn: conn}, nil
+}
+
+func connect(ctx context.Context, socket string) (context.Context, error) {
+	uri := socket
+	if !strings.Contains(uri, "://") {
+		uri = "unix://" + uri
+	}
+	// the connection context lives as long as the Runtime: not the caller's ctx
+	conn, err := bindings.NewConnection(context.WithoutCancel(ctx), uri)
+	if err != nil {
+		return nil, fmt.Errorf("connect to podman at %s: %w", uri, err)
+	}
+	return conn, nil
+}
+
+// Conn returns the bindings connection context (for callers that use the
+// bindings directly, such as EnsureBusyboxImage).
+func (r *Runtime) Conn() context.Context { return r.conn }
+
+// with returns a context carrying the connection that ends with ctx.
+func (r *Runtime) with(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(r.conn)
+	stop := context.AfterFunc(ctx, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+// notFound maps Podman's 404 to node.ErrNotFound.
+func notFound(err error) error {
+	var em *errorhandling.ErrorModel
+	if errors.As(err, &em) && em.ResponseCode == http.StatusNotFound {
+		return fmt.Errorf("%s: %w", em.Error(), node.ErrNotFound)
+	}
+	return err
+}
+
+// Names of Podman objects: unique per pod UID, readable in `podman ps`.
+func podName(s node.PodSandbox) string {
+	uid := s.UID
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return fmt.Sprintf("flo_%s_%s_%s", s.Namespace, s.Name, uid)
+}
+
+func labels(s node.PodSandbox) map[string]string {
+	return map[string]string{node.LabelPodUID: s.UID, node.LabelPodNamespace: s.Namespace, node.LabelPodName: s.Name}
+}
+
+// RunPod implements node.Runtime. The Podman pod has no infra container:
+// each container joins the pod's network namespace by path and gets the
+// pod's hostname.
+func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	name := podName(s)
+	psg := specgen.NewPodSpecGenerator()
+	psg.Name = name
+	psg.Labels = labels(s)
+	psg.NoInfra = true
+	rep, err := pods.CreatePodFromSpec(c, &entities.PodSpec{PodSpecGen: *psg})
+	if err != nil {
+		return "", fmt.Errorf("create podman pod %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = r.RemovePod(context.WithoutCancel(ctx), rep.Id)
+		}
+	}()
+	for _, cs := range s.Containers {
+		sg := specgen.NewSpecGenerator(cs.Image, false)
+		sg.Name = name + "_" + cs.Name
+		sg.Pod = rep.Id
+		sg.Labels = labels(s)
+		sg.Labels[node.LabelContainer] = cs.Name
+		sg.Hostname = s.Hostname
+		sg.Entrypoint = cs.Command
+		sg.Command = cs.Args
+		sg.Env = cs.Env
+		sg.WorkDir = cs.WorkingDir
+		if s.NetNSPath != "" {
+			sg.NetNS = specgen.Namespace{NSMode: specgen.Path, Value: s.NetNSPath}
+		} else {
+			sg.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
+		}
+		if cs.CPUMillis > 0 || cs.MemoryBytes > 0 {
+			sg.ResourceLimits = &spec.LinuxResources{}
+			if cs.MemoryBytes > 0 {
+				m := cs.MemoryBytes
+				sg.ResourceLimits.Memory = &spec.LinuxMemory{Limit: &m}
+			}
+			if cs.CPUMillis > 0 {
+				period := uint64(100000)
+				quota := max(cs.CPUMillis*int64(period)/1000, 1000)
+				sg.ResourceLimits.CPU = &spec.LinuxCPU{Period: &period, Quota: &quota}
+			}
+		}
+		if _, err := containers.CreateWithSpec(c, sg, nil); err != nil {
+			return "", fmt.Errorf("create container %s of pod %s: %w", cs.Name, name, err)
+		}
+	}
+	// start in spec order
+	list, err := r.listContainers(c, rep.Id)
+	if err != nil {
+		return "", err
+	}
+	for _, cs := range s.Containers {
+		for _, lc := range list {
+			if lc.Labels[node.LabelContainer] == cs.Name {
+				if err := containers.Start(c, lc.ID, nil); err != nil {
+					return "", fmt.Errorf("start container %s of pod %s: %w", cs.Name, name, err)
+				}
+			}
+		}
+	}
+	return rep.Id, nil
+}
+
+func (r *Runtime) listContainers(c context.Context, podID string) ([]entities.ListContainer, error) {
+	all := true
+	list, err := containers.List(c, &containers.ListOptions{All: &all, Filters: map[string][]string{"pod": {podID}}})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of pod %s: %w", podID, notFound(err))
+	}
+	return list, nil
+}
+
+// ListPods implements node.Runtime.
+func (r *Runtime) ListPods(ctx context.Context) ([]node.PodSummary, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	list, err := pods.List(c, &pods.ListOptions{Filters: map[string][]string{"label": {node.LabelPodUID}}})
+	if err != nil {
+		return nil, fmt.Errorf("list podman pods: %w", err)
+	}
+	out := make([]node.PodSummary, 0, len(list))
+	for _, p := range list {
+		out = append(out, node.PodSummary{ID: p.Id, UID: p.Labels[node.LabelPodUID],
+			Namespace: p.Labels[node.LabelPodNamespace], Name: p.Labels[node.LabelPodName]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// PodStatus implements node.Runtime.
+func (r *Runtime) PodStatus(ctx context.Context, podID string) (node.PodStatus, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	rep, err := pods.Inspect(c, podID, nil)
+	if err != nil {
+		return node.PodStatus{}, fmt.Errorf("inspect podman pod %s: %w", podID, notFound(err))
+	}
+	st := node.PodStatus{PodSummary: node.PodSummary{ID: rep.ID, UID: rep.Labels[node.LabelPodUID],
+		Namespace: rep.Labels[node.LabelPodNamespace], Name: rep.Labels[node.LabelPodName]}}
+	list, err := r.listContainers(c, rep.ID)
+	if err != nil {
+		return node.PodStatus{}, err
+	}
+	for _, lc := range list {
+		cs := node.ContainerStatus{
+			Name: lc.Labels[node.LabelContainer], ID: lc.ID, Image: lc.Image, ImageID: lc.ImageID,
+			ExitCode: lc.ExitCode,
+		}
+		switch lc.State {
+		case "running", "paused", "stopping":
+			cs.State = node.ContainerRunning
+		case "created", "configured", "initialized":
+			cs.State = node.ContainerCreated
+		case "exited", "stopped":
+			cs.State = node.ContainerExited
+		default:
+			cs.State = node.ContainerUnknown
+		}
+		in, err := containers.Inspect(c, lc.ID, nil)
+		if err != nil {
+			if errors.Is(notFound(err), node.ErrNotFound) {
+				continue
+			}
+			return node.PodStatus{}, fmt.Errorf("inspect container %s: %w", lc.ID, err)
+		}
+		if in.State != nil {
+			cs.StartedAt, cs.FinishedAt = in.State.StartedAt, in.State.FinishedAt
+			cs.OOMKilled = in.State.OOMKilled
+			cs.Error = in.State.Error
+			cs.ExitCode = in.State.ExitCode
+		}
+		if cs.State != node.ContainerExited {
+			cs.FinishedAt = time.Time{}
+		}
+		if in.ImageName != "" {
+			cs.Image = in.ImageName
+		}
+		st.Containers = append(st.Containers, cs)
+	}
+	sort.Slice(st.Containers, func(i, j int) bool { return st.Containers[i].Name < st.Containers[j].Name })
+	return st, nil
+}
+
+// StartContainer implements node.Runtime.
+func (r *Runtime) StartContainer(ctx context.Context, containerID string) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	if err := containers.Start(c, containerID, nil); err != nil {
+		return fmt.Errorf("start container %s: %w", containerID, notFound(err))
+	}
+	return nil
+}
+
+// RestartContainer implements node.Runtime.
+func (r *Runtime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	t := uint(grace / time.Second)
+	if err := containers.Stop(c, containerID, new(containers.StopOptions).WithTimeout(t)); err != nil {
+		return fmt.Errorf("stop container %s: %w", containerID, notFound(err))
+	}
+	if err := containers.Start(c, containerID, nil); err != nil {
+		return fmt.Errorf("start container %s: %w", containerID, notFound(err))
+	}
+	return nil
+}
+
+// StopPod implements node.Runtime: every running container is stopped in
+// parallel with the grace period (Podman sends the stop signal, then
+// SIGKILL). Containers are stopped one by one rather than through the pod
+// endpoint, whose timeout parameter Podman 4.3 ignores.
+func (r *Runtime) StopPod(ctx context.Context, podID string, grace time.Duration) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	if ok, err := pods.Exists(c, podID, nil); err == nil && !ok {
+		return fmt.Errorf("stop podman pod %s: %w", podID, node.ErrNotFound)
+	}
+	list, err := r.listContainers(c, podID)
+	if err != nil {
+		return err
+	}
+	t := uint(grace / time.Second)
+	errs := make(chan error, len(list))
+	for _, lc := range list {
+		go func(id string) {
+			err := containers.Stop(c, id, new(containers.StopOptions).WithTimeout(t).WithIgnore(true))
+			if err != nil {
+				err = fmt.Errorf("stop container %s of pod %s: %w", id, podID, notFound(err))
+			}
+			errs <- err
+		}(lc.ID)
+	}
+	var all []error
+	for range list {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+// RemovePod implements node.Runtime.
+func (r *Runtime) RemovePod(ctx context.Context, podID string) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	if _, err := pods.Remove(c, podID, new(pods.RemoveOptions).WithForce(true).WithTimeout(0)); err != nil {
+		if err := notFound(err); errors.Is(err, node.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("remove podman pod %s: %w", podID, err)
+	}
+	return nil
+}
+
+// ContainerLogs implements node.Runtime; stdout and stderr are interleaved.
+func (r *Runtime) ContainerLogs(ctx context.Context, containerID string, req node.LogRequest, w io.Writer) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(req.Follow)
+	if req.TailLines != nil {
+		opts = opts.WithTail(strconv.FormatInt(*req.TailLines, 10))
+	}
+	lines := make(chan string, 64)
+	done := make(chan error, 1)
+	go func() {
+		err := containers.Logs(c, containerID, opts, lines, lines)
+		close(lines)
+		done <- err
+	}()
+	var werr error
+	for l := range lines {
+		if werr == nil {
+			_, werr = io.WriteString(w, l)
+			if werr != nil {
+				cancel()
+			}
+		}
+	}
+	if err := <-done; err != nil && ctx.Err() == nil && werr == nil {
+		return fmt.Errorf("logs of container %s: %w", containerID, notFound(err))
+	}
+	return werr
+}
+
+// ImageExists implements node.Runtime.
+func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	ok, err := images.Exists(c, image, nil)
+	if err != nil {
+		return false, fmt.Errorf("check image %s: %w", image, err)
+	}
+	return ok, nil
+}
+
+// PullImage implements node.Runtime.
+func (r *Runtime) PullImage(ctx context.Context, image string) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	if _, err := images.Pull(c, image, new(images.PullOptions).WithQuiet(true)); err != nil {
+		return fmt.Errorf("pull image %s: %w", image, err)
+	}
+	return nil
+}
+
+// Exec implements node.Execer (exec probes): it runs cmd in the container
+// and returns its exit code.
+func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	cfg := new(handlers.ExecCreateConfig)
+	cfg.Cmd = cmd
+	cfg.AttachStdout, cfg.AttachStderr = true, true
+	sid, err := containers.ExecCreate(c, containerID, cfg)
+	if err != nil {
+		return -1, fmt.Errorf("exec in container %s: %w", containerID, notFound(err))
+	}
+	var out bytes.Buffer
+	if err := containers.ExecStartAndAttach(c, sid, new(containers.ExecStartAndAttachOptions).
+		WithOutputStream(io.Writer(&out)).WithErrorStream(io.Writer(&out)).WithAttachOutput(true).WithAttachError(true)); err != nil {
+		return -1, fmt.Errorf("exec in container %s: %w", containerID, err)
+	}
+	defer func() { _ = containers.ExecRemove(c, sid, nil) }()
+	in, err := containers.ExecInspect(c, sid, nil)
+	if err != nil {
+		return -1, fmt.Errorf("inspect exec in container %s: %w", containerID, err)
+	}
+	return in.ExitCode, nil
+}

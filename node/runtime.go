@@ -1,0 +1,170 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Labels the runtime puts on every pod and container it creates for the
+// agent. They are the only state the agent needs after a restart: the pod UID
+// says which store object a runtime pod belongs to.
+const (
+	LabelPodUID       = "flotilla.dev/pod-uid"
+	LabelPodNamespace = "flotilla.dev/pod-namespace"
+	LabelPodName      = "flotilla.dev/pod-name"
+	LabelContainer    = "flotilla.dev/container"
+)
+
+// Sentinel errors of a Runtime. Callers branch on them with errors.Is.
+var (
+	// ErrNotFound: the pod, container or image does not exist (any more).
+	ErrNotFound = errors.New("not found")
+	// ErrImageNotPresent: the image is not in local storage and the pull
+	// policy (Never) forbids pulling it.
+	ErrImageNotPresent = errors.New("image not present and pull policy is Never")
+)
+
+// PodSandbox is what the agent asks the runtime to run: one pod with its
+// network namespace and its containers, env already resolved.
+type PodSandbox struct {
+	UID       string
+	Namespace string
+	Name      string
+	// Hostname of every container; the pod name.
+	Hostname string
+	// NetNSPath is the network namespace (from Network.Setup) every
+	// container joins. "" runs the containers in a private namespace with no
+	// network (only for tests).
+	NetNSPath string
+	// Containers in spec order; they are created and started in this order.
+	Containers []ContainerSpec
+}
+
+// ContainerSpec is one container, as the runtime needs it: the Kubernetes
+// container with env resolved to values and limits in runtime units.
+type ContainerSpec struct {
+	Name  string
+	Image string
+	// Command replaces the image's entrypoint when set (k8s command).
+	Command []string
+	// Args replace the image's cmd when set (k8s args).
+	Args       []string
+	Env        map[string]string
+	WorkingDir string
+	// CPUMillis is the CPU limit in millicores; 0 means none.
+	CPUMillis int64
+	// MemoryBytes is the memory limit; 0 means none.
+	MemoryBytes int64
+}
+
+// PodSummary is one runtime pod as ListPods reports it.
+type PodSummary struct {
+	ID        string // runtime pod ID
+	UID       string // store pod UID, from LabelPodUID
+	Namespace string
+	Name      string
+}
+
+// ContainerStateKind is the runtime state of a container.
+type ContainerStateKind string
+
+const (
+	ContainerCreated ContainerStateKind = "created" // created, never started
+	ContainerRunning ContainerStateKind = "running"
+	ContainerExited  ContainerStateKind = "exited" // ran and stopped; ExitCode is valid
+	ContainerUnknown ContainerStateKind = "unknown"
+)
+
+// ContainerStatus is one container as the runtime sees it now.
+type ContainerStatus struct {
+	Name       string // the k8s container name (LabelContainer)
+	ID         string // runtime container ID
+	Image      string // the image reference it was created from
+	ImageID    string
+	State      ContainerStateKind
+	ExitCode   int32
+	OOMKilled  bool
+	StartedAt  time.Time // zero if never started
+	FinishedAt time.Time // zero if never exited
+	// Error is the runtime's error of the last start, if any.
+	Error string
+}
+
+// PodStatus is a runtime pod with its containers.
+type PodStatus struct {
+	PodSummary
+	Containers []ContainerStatus
+}
+
+// Container returns the status of the named container, or nil.
+func (p *PodStatus) Container(name string) *ContainerStatus {
+	for i := range p.Containers {
+		if p.Containers[i].Name == name {
+			return &p.Containers[i]
+		}
+	}
+	return nil
+}
+
+// LogRequest selects the logs of one container.
+type LogRequest struct {
+	Follow bool
+	// TailLines, when not nil, returns only that many last lines.
+	TailLines *int64
+}
+
+// Runtime runs pods for the agent (Podman implements it; FakeRuntime is the
+// test double). The agent owns this seam.
+//
+// All methods are safe for concurrent use; the agent calls them from one
+// worker goroutine per pod (so calls for one pod never overlap), and from its
+// main loop for ListPods and orphan removal. Every method may block on the
+// runtime for as long as ctx allows; none keeps running after it returns
+// except what it documents. Returned values belong to the caller. Restart
+// counts and back-off are the agent's bookkeeping, not the runtime's: the
+// runtime never restarts a container by itself.
+type Runtime interface {
+	// RunPod creates the pod (hostname, labels, network namespace) and its
+	// containers, and starts the containers in order. It returns the runtime
+	// pod ID. If any step fails the partially created pod is removed before
+	// the error is returned, so a retry starts clean. A container that
+	// starts and exits at once is not an error (PodStatus shows it).
+	RunPod(ctx context.Context, spec PodSandbox) (string, error)
+
+	// ListPods returns every runtime pod that carries Flotilla labels,
+	// running or not, so the agent can adopt or remove them after a restart.
+	ListPods(ctx context.Context) ([]PodSummary, error)
+
+	// PodStatus returns the pod's containers and their states. ErrNotFound
+	// if the pod is gone.
+	PodStatus(ctx context.Context, podID string) (PodStatus, error)
+
+	// StartContainer starts a created or exited container again (same ID).
+	// ErrNotFound if it is gone.
+	StartContainer(ctx context.Context, containerID string) error
+
+	// RestartContainer stops a running container (SIGTERM, then SIGKILL
+	// after grace) and starts it again. Blocks up to grace plus the start.
+	RestartContainer(ctx context.Context, containerID string, grace time.Duration) error
+
+	// StopPod sends SIGTERM to every container, waits up to grace, then kills
+	// what is left. Blocks until all are stopped. Stopping a stopped pod is
+	// not an error; ErrNotFound if the pod is gone.
+	StopPod(ctx context.Context, podID string, grace time.Duration) error
+
+	// RemovePod removes the pod and its containers (killing any still
+	// running). Removing a missing pod is not an error.
+	RemovePod(ctx context.Context, podID string) error
+
+	// ContainerLogs copies the container's output to w. With Follow it blocks
+	// until ctx ends or the container stops. ErrNotFound if it is gone.
+	ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error
+
+	// ImageExists reports whether the image is in local storage.
+	ImageExists(ctx context.Context, image string) (bool, error)
+
+	// PullImage pulls the image into local storage.
+	PullImage(ctx context.Context, image string) error
+}
