@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,9 @@ type Service struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *slog.Logger
+	// pidFile records the service's pid, so that the next start can end a
+	// service left behind by an agent that was killed.
+	pidFile string
 }
 
 // containersConf is the configuration that makes Podman work on the
@@ -105,6 +109,8 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("podman service: write %s: %w", confPath, err)
 	}
 	sock := filepath.Join(dataDir, "podman.sock")
+	pidFile := filepath.Join(dataDir, "podman.pid")
+	stopStale(pidFile, sock, cfg.Logger)
 	_ = os.Remove(sock)
 	logf, err := os.OpenFile(filepath.Join(dataDir, "podman.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -116,11 +122,17 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	cmd := exec.Command(cfg.PodmanPath, args...)
 	cmd.Env = append(filterEnv(os.Environ(), "CONTAINERS_CONF="), "CONTAINERS_CONF="+confPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a terminal's ^C goes to the agent, not the service
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,            // a terminal's ^C goes to the agent, not the service
+		Pdeathsig: syscall.SIGTERM, // and a killed agent takes its service along
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("podman service: start %s: %w", cfg.PodmanPath, err)
 	}
-	s := &Service{Socket: sock, cmd: cmd, done: make(chan struct{}), log: cfg.Logger}
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		cfg.Logger.Warn("podman service: cannot record its pid", "file", pidFile, "err", err)
+	}
+	s := &Service{Socket: sock, cmd: cmd, done: make(chan struct{}), log: cfg.Logger, pidFile: pidFile}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	cfg.Logger.Info("podman service starting", "socket", sock, "root", cfg.Root, "pid", cmd.Process.Pid)
 
@@ -161,7 +173,35 @@ func (s *Service) Stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
+	_ = os.Remove(s.pidFile)
 	s.log.Info("podman service stopped", "socket", s.Socket)
+}
+
+// stopStale ends a service that a previous agent started on the same socket
+// and left behind (the agent was killed before it could stop it). Only a
+// process whose command line names that socket is touched.
+func stopStale(pidFile, sock string, log *slog.Logger) {
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "unix://"+sock) {
+		return
+	}
+	log.Info("stopping a podman service left by a previous run", "pid", pid, "socket", sock)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func filterEnv(env []string, prefix string) []string {

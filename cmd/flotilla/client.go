@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+)
+
+// globalFlags are the flags every CLI verb shares.
+type globalFlags struct {
+	kubeconfig string
+	namespace  string
+}
+
+// kubeconfigPath resolves the kubeconfig as kubectl does: the flag, then
+// $KUBECONFIG, then the default data dir's kubeconfig.yaml.
+func (g *globalFlags) kubeconfigPath() string {
+	if g.kubeconfig != "" {
+		return g.kubeconfig
+	}
+	if env := os.Getenv("KUBECONFIG"); env != "" {
+		return filepath.SplitList(env)[0]
+	}
+	return filepath.Join(apiclient.DefaultDataDir(), "kubeconfig.yaml")
+}
+
+// client connects to the cluster named by the kubeconfig.
+func (g *globalFlags) client() (*apiclient.Client, error) {
+	path := g.kubeconfigPath()
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no kubeconfig at %s: is a cluster running? Start one with `flotilla up`, or pass --kubeconfig", path)
+	}
+	c, err := apiclient.FromKubeconfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("read kubeconfig %s: %w", path, err)
+	}
+	return c, nil
+}

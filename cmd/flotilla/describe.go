@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+func newDescribeCommand(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "describe TYPE NAME",
+		Short: "Show an object in detail: spec, status, conditions, where it came from",
+		Example: `  flotilla describe deployment hello
+  flotilla describe pod hello-7d9c-x2x4q`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, ok := schema.LookupKind(args[0])
+			if !ok {
+				return fmt.Errorf("the server doesn't have a resource type %q", args[0])
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ns := g.namespace
+			if !k.Namespaced {
+				ns = ""
+			}
+			obj, err := c.Get(cmd.Context(), k.Resource, ns, args[1])
+			if err != nil {
+				return notFoundHint(err, k, args[1], ns)
+			}
+			describe(cmd.OutOrStdout(), obj, time.Now())
+			return nil
+		},
+	}
+}
+
+// describe writes an object as `kubectl describe` lays it out.
+func describe(w io.Writer, obj schema.Object, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	defer tw.Flush()
+	p := func(indent int, label string, value any) {
+		fmt.Fprintf(tw, "%s%s:\t%v\n", strings.Repeat("  ", indent), label, value)
+	}
+	p(0, "Name", obj.GetName())
+	if obj.GetNamespace() != "" {
+		p(0, "Namespace", obj.GetNamespace())
+	}
+	p(0, "CreationTimestamp", obj.GetCreationTimestamp().Format(time.RFC1123Z))
+	p(0, "Labels", mapLines(obj.GetLabels()))
+	p(0, "Annotations", mapLines(obj.GetAnnotations()))
+	if src := obj.GetAnnotations()[schema.AnnotationSource]; src != "" {
+		p(0, "Source", src+" (in Git: change it there)")
+	}
+	for _, ref := range obj.GetOwnerReferences() {
+		p(0, "Controlled By", ref.Kind+"/"+ref.Name)
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		p(0, "Node", orNone(o.Spec.NodeName))
+		if o.Status.StartTime != nil {
+			p(0, "Start Time", o.Status.StartTime.Format(time.RFC1123Z))
+		}
+		p(0, "Status", podStatus(o))
+		p(0, "IP", orNone(o.Status.PodIP))
+		fmt.Fprintln(tw, "Containers:")
+		statuses := map[string]corev1.ContainerStatus{}
+		for _, cs := range o.Status.ContainerStatuses {
+			statuses[cs.Name] = cs
+		}
+		for _, c := range o.Spec.Containers {
+			fmt.Fprintf(tw, "  %s:\n", c.Name)
+			cs := statuses[c.Name]
+			p(2, "Container ID", orNone(cs.ContainerID))
+			p(2, "Image", c.Image)
+			if len(c.Command) > 0 {
+				p(2, "Command", strings.Join(c.Command, " "))
+			}
+			if len(c.Args) > 0 {
+				p(2, "Args", strings.ReplaceAll(strings.Join(c.Args, " "), "\n", "; "))
+			}
+			p(2, "State", containerState(cs.State))
+			if cs.LastTerminationState.Terminated != nil {
+				p(2, "Last State", containerState(cs.LastTerminationState))
+			}
+			p(2, "Ready", cs.Ready)
+			p(2, "Restart Count", cs.RestartCount)
+			for _, e := range c.Env {
+				v := e.Value
+				if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+					v = fmt.Sprintf("<set to the key '%s' of config map '%s'>", e.ValueFrom.ConfigMapKeyRef.Key, e.ValueFrom.ConfigMapKeyRef.Name)
+				} else if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					v = fmt.Sprintf("<set to the key '%s' in secret '%s'>", e.ValueFrom.SecretKeyRef.Key, e.ValueFrom.SecretKeyRef.Name)
+				}
+				p(2, "Env "+e.Name, v)
+			}
+		}
+		conditions(tw, podConditions(o.Status.Conditions))
+	case *appsv1.Deployment:
+		p(0, "Selector", metav1.FormatLabelSelector(o.Spec.Selector))
+		s := o.Status
+		p(0, "Replicas", fmt.Sprintf("%d desired | %d updated | %d total | %d available | %d unavailable",
+			replicas(o.Spec.Replicas), s.UpdatedReplicas, s.Replicas, s.AvailableReplicas, s.UnavailableReplicas))
+		p(0, "StrategyType", orDefault(string(o.Spec.Strategy.Type), "RollingUpdate"))
+		if msg, _ := rolloutProgress(o); msg != "" {
+			p(0, "Rollout", msg)
+		}
+		names, images := containerColumns(o.Spec.Template.Spec)
+		p(0, "Containers", names+" ("+images+")")
+		var cs [][2]string
+		for _, c := range s.Conditions {
+			cs = append(cs, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})
+		}
+		conditions(tw, cs)
+	case *corev1.Node:
+		p(0, "Status", nodeStatus(o))
+		for _, a := range o.Status.Addresses {
+			p(0, string(a.Type), a.Address)
+		}
+		p(0, "Capacity", resourceLine(o.Status.Capacity))
+		p(0, "Allocatable", resourceLine(o.Status.Allocatable))
+		p(0, "Pod CIDR", orNone(o.Spec.PodCIDR))
+		var cs [][2]string
+		for _, c := range o.Status.Conditions {
+			cs = append(cs, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})
+		}
+		conditions(tw, cs)
+	default:
+		tw.Flush()
+		fmt.Fprintln(w, "Spec and status:")
+		_ = printOne(w, obj, "yaml")
+	}
+}
+
+func podConditions(cs []corev1.PodCondition) [][2]string {
+	var out [][2]string
+	for _, c := range cs {
+		out = append(out, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})
+	}
+	return out
+}
+
+func conditions(w io.Writer, cs [][2]string) {
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Conditions:")
+	fmt.Fprintln(w, "  Type\tStatus\tReason\tMessage")
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %s\t%s\n", c[0], c[1])
+	}
+}
+
+func containerState(s corev1.ContainerState) string {
+	switch {
+	case s.Running != nil:
+		return "Running since " + s.Running.StartedAt.Format(time.RFC1123Z)
+	case s.Waiting != nil:
+		return strings.TrimSpace("Waiting " + s.Waiting.Reason + " " + s.Waiting.Message)
+	case s.Terminated != nil:
+		return fmt.Sprintf("Terminated %s (exit code %d)", s.Terminated.Reason, s.Terminated.ExitCode)
+	}
+	return "<none>"
+}
+
+func mapLines(m map[string]string) string {
+	if len(m) == 0 {
+		return "<none>"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, "\n\t")
+}
+
+func resourceLine(rl corev1.ResourceList) string {
+	var parts []string
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+		if q, ok := rl[name]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%s", name, q.String()))
+		}
+	}
+	return strings.Join(parts, " ")
+}

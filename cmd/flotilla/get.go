@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// allKinds are what `get all` shows, in kubectl's order.
+var allKinds = []string{"pods", "services", "deployments", "replicasets", "statefulsets"}
+
+func newGetCommand(g *globalFlags) *cobra.Command {
+	var (
+		allNamespaces bool
+		output        string
+		selector      string
+	)
+	cmd := &cobra.Command{
+		Use:   "get TYPE[,TYPE...] [NAME]",
+		Short: "List objects, or show one",
+		Long: `List objects of a type (pods, deployments, replicasets, statefulsets, nodes,
+services, configmaps, secrets, pv, pvc, ingresses, syncstatuses, or all), or
+show one by name.`,
+		Example: `  flotilla get pods
+  flotilla get deploy,rs -o wide
+  flotilla get all -A
+  flotilla get pod hello-7d9c-x2x4q -o yaml`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "", "wide", "yaml", "json", "name":
+			default:
+				return fmt.Errorf("unknown output format %q: use wide, yaml, json or name", output)
+			}
+			var kinds []schema.Kind
+			for _, name := range strings.Split(args[0], ",") {
+				if name == "all" {
+					for _, r := range allKinds {
+						k, _ := schema.KindByResource(r)
+						kinds = append(kinds, k)
+					}
+					continue
+				}
+				k, ok := schema.LookupKind(name)
+				if !ok {
+					return fmt.Errorf("the server doesn't have a resource type %q (try pods, deployments, nodes, services, configmaps, all)", name)
+				}
+				kinds = append(kinds, k)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			out := cmd.OutOrStdout()
+			if len(args) == 2 {
+				if len(kinds) != 1 {
+					return fmt.Errorf("a name goes with one type, not %q", args[0])
+				}
+				ns := g.namespace
+				if !kinds[0].Namespaced {
+					ns = ""
+				}
+				obj, err := c.Get(ctx, kinds[0].Resource, ns, args[1])
+				if err != nil {
+					return notFoundHint(err, kinds[0], args[1], ns)
+				}
+				return printObjects(out, kinds[0], []schema.Object{obj}, output, false, "")
+			}
+			var all []schema.Object
+			shown := 0
+			for _, k := range kinds {
+				opts := store.ListOptions{LabelSelector: selector}
+				if k.Namespaced && !allNamespaces {
+					opts.Namespace = g.namespace
+				}
+				objs, _, err := c.List(ctx, k.Resource, opts)
+				if err != nil {
+					return fmt.Errorf("list %s: %w", k.Resource, err)
+				}
+				if output == "yaml" || output == "json" {
+					all = append(all, objs...)
+					continue
+				}
+				if len(objs) == 0 {
+					continue
+				}
+				if shown > 0 {
+					fmt.Fprintln(out)
+				}
+				shown++
+				prefix := ""
+				if len(kinds) > 1 {
+					prefix = strings.ToLower(k.Kind)
+					if k.Group != "" {
+						prefix += "." + k.Group
+					}
+					prefix += "/"
+				}
+				if err := printObjects(out, k, objs, output, allNamespaces && k.Namespaced, prefix); err != nil {
+					return err
+				}
+			}
+			if output == "yaml" || output == "json" {
+				return printList(out, all, output)
+			}
+			if shown == 0 {
+				if allNamespaces {
+					fmt.Fprintln(cmd.ErrOrStderr(), "No resources found")
+				} else {
+					fmt.Fprintf(cmd.ErrOrStderr(), "No resources found in %s namespace.\n", g.namespace)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list across all namespaces")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, yaml, json or name")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. app=hello")
+	return cmd
+}
+
+// printObjects prints objects of one kind in the chosen format.
+func printObjects(w io.Writer, k schema.Kind, objs []schema.Object, output string, allNamespaces bool, prefix string) error {
+	switch output {
+	case "yaml", "json":
+		if len(objs) == 1 {
+			return printOne(w, objs[0], output)
+		}
+		return printList(w, objs, output)
+	case "name":
+		for _, o := range objs {
+			fmt.Fprintf(w, "%s/%s\n", strings.ToLower(k.Kind), o.GetName())
+		}
+		return nil
+	}
+	t := table{allNamespaces: allNamespaces, wide: output == "wide", now: time.Now()}
+	return t.print(w, k.Kind, prefix, objs)
+}
+
+func printOne(w io.Writer, obj schema.Object, output string) error {
+	data, err := json.MarshalIndent(obj, "", "    ")
+	if err != nil {
+		return err
+	}
+	if output == "yaml" {
+		if data, err = yaml.JSONToYAML(data); err != nil {
+			return err
+		}
+	}
+	_, err = fmt.Fprintln(w, strings.TrimRight(string(data), "\n"))
+	return err
+}
+
+// printList prints objects as a v1 List, as kubectl does for several.
+func printList(w io.Writer, objs []schema.Object, output string) error {
+	items := make([]json.RawMessage, 0, len(objs))
+	for _, o := range objs {
+		data, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		items = append(items, data)
+	}
+	list := map[string]any{"apiVersion": "v1", "kind": "List", "metadata": map[string]any{"resourceVersion": ""}, "items": items}
+	data, err := json.MarshalIndent(list, "", "    ")
+	if err != nil {
+		return err
+	}
+	if output == "yaml" {
+		if data, err = yaml.JSONToYAML(data); err != nil {
+			return err
+		}
+	}
+	_, err = fmt.Fprintln(w, strings.TrimRight(string(data), "\n"))
+	return err
+}
+
+// notFoundHint turns a store error into kubectl's wording.
+func notFoundHint(err error, k schema.Kind, name, ns string) error {
+	if isNotFound(err) {
+		if k.Namespaced {
+			return fmt.Errorf("%s %q not found in namespace %q", k.Resource, name, ns)
+		}
+		return fmt.Errorf("%s %q not found", k.Resource, name)
+	}
+	return err
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

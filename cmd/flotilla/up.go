@@ -1,0 +1,123 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+)
+
+// upOptions are the flags of `flotilla up`.
+type upOptions struct {
+	dataDir      string
+	repo         string
+	branch       string
+	path         string
+	apiAddr      string
+	podmanSocket string
+	podCIDR      string
+	nodeName     string
+	interval     time.Duration
+	verbose      bool
+
+	// For several clusters on one host (tests, the lab): keep them apart.
+	podmanRoot    string
+	podmanRunRoot string
+	podmanDriver  string
+	bridge        string
+	netnsPrefix   string
+	nftTable      string
+}
+
+func newUpCommand() *cobra.Command {
+	o := &upOptions{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a one-node cluster on this machine: API server, controllers, agent, Podman and Git sync",
+		Long: `Run a whole one-node Flotilla cluster in this process: the store, the API
+server, the controllers and scheduler, the node agent with its own Podman
+service, the pod network, and the Git sync.
+
+With no --repo, it copies the bundled examples/hello into a new Git
+repository under the data dir, prints where it is, and picks up every commit
+made there at once. Ctrl-C stops the control plane and leaves the pods
+running; 'flotilla up' again resumes from the store.`,
+		Example: `  flotilla up                                   # the bundled example
+  flotilla up --repo /srv/git/site.git --branch main --path clusters/edge`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runUp(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", apiclient.DefaultDataDir(), "where the store, certificates, kubeconfig and the example repository live")
+	f.StringVar(&o.repo, "repo", "", "Git repository to sync: a URL or a local path (default: a copy of examples/hello under the data dir)")
+	f.StringVar(&o.branch, "branch", "", "branch to follow (default: the repository's HEAD)")
+	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests (default: all of it)")
+	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the API server")
+	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
+	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
+	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
+	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to the local example repo are picked up at once)")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log every component's debug messages")
+	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this cluster's own Podman service (default: the machine's, so `podman ps` shows the pods); needs --podman-runroot")
+	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root")
+	f.StringVar(&o.podmanDriver, "podman-storage-driver", "", "Podman storage driver for --podman-root (\"vfs\" needs no mounts; default: Podman's)")
+	f.StringVar(&o.bridge, "bridge", "flotilla0", "name of the pod network bridge (one per cluster on a host)")
+	f.StringVar(&o.netnsPrefix, "netns-prefix", "flo-", "prefix of the pods' network namespace names (one per cluster on a host)")
+	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network (one per cluster on a host)")
+	return cmd
+}
+
+// logger returns the process logger: text to stderr, info level by default.
+func (o *upOptions) logger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// ensureSecret returns the secret kept in the data dir file name, making a
+// random one the first time (the API token, the webhook secret).
+func ensureSecret(dataDir, name string) (string, error) {
+	path := filepath.Join(dataDir, name)
+	if data, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(data))) > 0 {
+		return strings.TrimSpace(string(data)), nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return token, nil
+}
+
+// listenHost is the host part of the API address, for the certificate.
+func listenHost(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "127.0.0.1"
+	}
+	return host
+}

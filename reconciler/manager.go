@@ -1,0 +1,156 @@
+// Package reconciler is Flotilla's controller manager: one shared watch
+// cache over the store, and one rate-limited work queue with workers per
+// controller (deployment, replicaset, gc, scheduler), started and stopped
+// together. Each controller lives in its own folder; this package only
+// wires them. SimKubelet, a stand-in node agent for tests and benchmarks,
+// lives here too.
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/reconciler/deployment"
+	"github.com/flotilla-dev/flotilla/reconciler/gc"
+	"github.com/flotilla-dev/flotilla/reconciler/replicaset"
+	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
+)
+
+// Controller names accepted in Config.Controllers.
+const (
+	Deployment = "deployment"
+	ReplicaSet = "replicaset"
+	GC         = "gc"
+	Scheduler  = "scheduler"
+)
+
+// AllControllers is the default set, in start order.
+var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler}
+
+// Config configures a Manager. Zero values mean the defaults.
+type Config struct {
+	// Store is where desired and observed state are read and written. Required.
+	Store store.Interface
+	// Logger receives the manager's and controllers' logs. Default: discard.
+	Logger *slog.Logger
+	// Clock is the time the planners are given. Default: the wall clock.
+	Clock controller.Clock
+	// Workers is the number of concurrent reconciles per controller
+	// (the scheduler always runs one pass at a time). Default 2; more
+	// helps big clusters, costs store write contention.
+	Workers int
+	// ResyncPeriod re-delivers every cached object to the controllers, the
+	// safety net for missed events. Default 30s; negative disables it.
+	// Shorter converges faster after a lost event, costs CPU on an idle
+	// cluster (but no store writes: unchanged state writes nothing).
+	ResyncPeriod time.Duration
+	// MaxBackoff caps the per-key retry back-off after failures. Default 30s.
+	MaxBackoff time.Duration
+	// Controllers names the controllers to run. Default AllControllers.
+	Controllers []string
+}
+
+// Manager runs the controllers over one shared cache.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	cache *cache.Cache
+	loops []*controller.Loop
+
+	mu      sync.Mutex
+	running bool
+}
+
+// New validates cfg and builds the controllers (nothing runs until Run).
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("reconciler: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = controller.RealClock{}
+	}
+	if cfg.Workers < 0 {
+		return nil, fmt.Errorf("reconciler: Config.Workers is %d, want >= 0", cfg.Workers)
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	switch {
+	case cfg.ResyncPeriod == 0:
+		cfg.ResyncPeriod = 30 * time.Second
+	case cfg.ResyncPeriod < 0:
+		cfg.ResyncPeriod = 0
+	}
+	if cfg.Controllers == nil {
+		cfg.Controllers = AllControllers
+	}
+	log := cfg.Logger.With("subsystem", "reconciler")
+	m := &Manager{cfg: cfg, log: log, cache: cache.New(cfg.Store, log, cfg.ResyncPeriod)}
+	for _, name := range cfg.Controllers {
+		var c controller.Controller
+		workers := cfg.Workers
+		switch name {
+		case Deployment:
+			c = deployment.New(cfg.Store, cfg.Clock, log)
+		case ReplicaSet:
+			c = replicaset.New(cfg.Store, cfg.Clock, log)
+		case GC:
+			c = gc.New(cfg.Store, log, nil, nil)
+		case Scheduler:
+			c = scheduler.New(cfg.Store, cfg.Clock, log)
+			workers = 1
+		default:
+			return nil, fmt.Errorf("reconciler: Config.Controllers: unknown controller %q (known: %v)", name, AllControllers)
+		}
+		loop := controller.NewLoop(c, log, workers, cfg.MaxBackoff)
+		c.Setup(m.cache, loop.Queue())
+		m.loops = append(m.loops, loop)
+	}
+	return m, nil
+}
+
+// Run starts the cache, waits for its first full list (so no controller acts
+// on a partial view, e.g. creating pods that exist but are not listed yet),
+// then runs every controller until ctx ends. It returns after all workers
+// have stopped. A Manager runs once.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.running {
+		m.mu.Unlock()
+		return errors.New("reconciler: manager already ran")
+	}
+	m.running = true
+	m.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		m.cache.Wait()
+	}()
+	m.cache.Start(ctx)
+	if !m.cache.WaitForSync(ctx) {
+		return ctx.Err()
+	}
+	m.log.Info("controllers starting", "controllers", m.cfg.Controllers, "workers", m.cfg.Workers, "resync", m.cfg.ResyncPeriod)
+	var wg sync.WaitGroup
+	for _, l := range m.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Run(ctx)
+		}()
+	}
+	wg.Wait()
+	m.log.Info("controllers stopped")
+	return nil
+}
