@@ -125,8 +125,8 @@ func TestUpGitOpsLoop(t *testing.T) {
 	if err := c.stop(); err != nil {
 		t.Fatalf("flotilla up did not stop cleanly: %v", err)
 	}
-	out, err = c.podmanCLI("ps", "--format", "{{.State}}")
-	if err != nil || strings.Count(out, "running") != 5 {
+	out, err = c.podmanCLI("ps", "--filter", "status=running", "--format", "{{.ID}}")
+	if err != nil || len(strings.Fields(out)) != 5 {
 		t.Errorf("after stop, podman ps shows %q (%v), want 5 running containers", out, err)
 	}
 }
