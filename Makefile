@@ -36,8 +36,8 @@ test: deps ## Run every test: unit, integration (real Podman, Git, Badger, netns
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
 	@hack/fuzz.sh $(FUZZTIME)
 
-bench: deps build image ## Print the performance report (scheduler, commit→Running, pod start vs podman run).
-	$(GO) run ./hack/benchreport
+bench: deps ## Print the performance report (scheduler, commit→Running, pod start vs podman run).
+	@hack/bench.sh
 
 schema: ## Regenerate the CUE definitions of the Kubernetes types in schema/.
 	@schema/gen.sh

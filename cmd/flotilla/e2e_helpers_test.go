@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 
 // upCluster is one `flotilla up` process and what it needs on the host.
 type upCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
@@ -72,7 +72,7 @@ type upCluster struct {
 
 // newUpCluster prepares (but does not start) an isolated `flotilla up`, and
 // registers the cleanup of everything it may leave on the host.
-func newUpCluster(t *testing.T) *upCluster {
+func newUpCluster(t testing.TB) *upCluster {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("end-to-end tests need root (network namespaces, Podman)")
@@ -83,7 +83,13 @@ func newUpCluster(t *testing.T) *upCluster {
 	id := randomHex(t, 3)
 	dir := t.TempDir()
 	c := &upCluster{t: t, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "up.log")}
-	root, runRoot := filepath.Join(dir, "podman-root"), filepath.Join(dir, "podman-run")
+	// Podman takes a run root of at most 50 characters: not under TempDir.
+	runRoot, err := os.MkdirTemp("", "fe2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runRoot) })
+	root := filepath.Join(dir, "podman-root")
 	c.podman = []string{"--root", root, "--runroot", runRoot, "--storage-driver", "vfs"}
 	c.env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(c.dataDir, "podman", "containers.conf"))
 	cidr := fmt.Sprintf("10.244.%d.0/24", 100+int(randomByte(t))%150) // inside the default cluster CIDR, away from make demo's 10.244.0.0/24
@@ -293,7 +299,7 @@ func uids(pods []*corev1.Pod) []string {
 	return out
 }
 
-func randomHex(t *testing.T, n int) string {
+func randomHex(t testing.TB, n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -301,7 +307,7 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-func randomByte(t *testing.T) byte {
+func randomByte(t testing.TB) byte {
 	b := make([]byte, 1)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

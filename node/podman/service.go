@@ -37,6 +37,9 @@ type ServiceConfig struct {
 	Logger *slog.Logger
 }
 
+// maxRunRoot is the longest --runroot Podman accepts.
+const maxRunRoot = 50
+
 // Service is a `podman system service` child process.
 type Service struct {
 	// Socket is the path of the API socket.
@@ -77,6 +80,9 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	}
 	if (cfg.Root == "") != (cfg.RunRoot == "") {
 		return nil, errors.New("podman service: give both Root and RunRoot, or neither")
+	}
+	if len(cfg.RunRoot) > maxRunRoot {
+		return nil, fmt.Errorf("podman service: run root %q is longer than Podman's limit of %d characters: choose a shorter path", cfg.RunRoot, maxRunRoot)
 	}
 	if cfg.PodmanPath == "" {
 		cfg.PodmanPath = "podman"

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/examples"
+)
+
+// The end-to-end benchmarks of `make bench`. Each runs one isolated
+// `flotilla up` and takes its own samples whatever b.N is: run them with
+// -benchtime 1x.
+
+// benchCommits is how many commits BenchmarkCommitToRunning times.
+const benchCommits = 7
+
+// BenchmarkCommitToRunning times `git commit` → all 10 pods of a new
+// Deployment Running on one node, over benchCommits commits. Each commit
+// replaces the previous Deployment (which is pruned) with a new one of 10
+// replicas, so every sample starts 10 pods from nothing.
+func BenchmarkCommitToRunning(b *testing.B) {
+	c := newUpCluster(b)
+	c.start()
+	c.git("rm", "-q", "deployment.yaml", "configmap.yaml")
+	var samples []time.Duration
+	for i := 0; i <= benchCommits; i++ {
+		app := fmt.Sprintf("bench-%d", i)
+		if err := writeRepoFile(c, "bench.yaml", benchDeployment(app, 10)); err != nil {
+			b.Fatal(err)
+		}
+		c.git("add", "-A")
+		start := time.Now()
+		c.git("commit", "-qm", app)
+		c.eventually(app+": 10 pods Running", 3*time.Minute, func() error {
+			return runningPods(c, app, 10)
+		})
+		took := time.Since(start)
+		if i > 0 { // the first commit also prunes the example: not a sample
+			samples = append(samples, took)
+			b.Logf("commit %d: 10 pods Running after %v", i, took.Round(time.Millisecond))
+		}
+		// Let the previous Deployment's pods go before the next sample.
+		c.eventually("only "+app+"'s pods are left", 3*time.Minute, func() error {
+			if n := len(c.pods()); n != 10 {
+				return fmt.Errorf("%d pods", n)
+			}
+			return nil
+		})
+	}
+	p50, lo, hi := stats(samples)
+	b.ReportMetric(p50.Seconds(), "p50-s")
+	b.ReportMetric(lo.Seconds(), "min-s")
+	b.ReportMetric(hi.Seconds(), "max-s")
+}
+
+// BenchmarkPodStartVsPodmanRun compares, in one run on the same Podman
+// storage and configuration, the start of a pod through Flotilla (API
+// create of a pod bound to the node → status Running) with a plain
+// `podman run -d` of the same container. Medians of 7 each.
+func BenchmarkPodStartVsPodmanRun(b *testing.B) {
+	c := newUpCluster(b)
+	c.start()
+	c.eventually("the example runs (the image is loaded)", 3*time.Minute, func() error { return readyPods(c.pods(), 2, "1") })
+	node := c.args[len(c.args)-1]
+	var plain, flot []time.Duration
+	for i := 0; i < 7; i++ {
+		name := fmt.Sprintf("plain-%s-%d", randomHex(b, 3), i)
+		start := time.Now()
+		out, err := c.podmanCLI("run", "-d", "--name", name, "--network", "none", examples.HelloImage,
+			"/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
+		if err != nil {
+			b.Fatalf("podman run: %v: %s", err, out)
+		}
+		plain = append(plain, time.Since(start))
+		_, _ = c.podmanCLI("rm", "-f", "-t", "0", name)
+
+		pod := benchPod(fmt.Sprintf("podstart-%d", i), node)
+		start = time.Now()
+		if _, err := c.client.Create(b.Context(), pod); err != nil {
+			b.Fatalf("create pod: %v", err)
+		}
+		c.eventually("pod "+pod.Name+" Running", time.Minute, func() error {
+			obj, err := c.client.Get(b.Context(), "pods", "default", pod.Name)
+			if err != nil {
+				return err
+			}
+			if p := obj.(*corev1.Pod); p.Status.Phase != corev1.PodRunning {
+				return fmt.Errorf("phase %q", p.Status.Phase)
+			}
+			return nil
+		})
+		flot = append(flot, time.Since(start))
+		if _, err := c.client.Delete(b.Context(), "pods", "default", pod.Name, store.DeleteOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pp, _, _ := stats(plain)
+	fp, _, _ := stats(flot)
+	b.Logf("podman run -d: median %v; Flotilla pod start: median %v", pp.Round(time.Millisecond), fp.Round(time.Millisecond))
+	b.ReportMetric(pp.Seconds(), "podman-run-s")
+	b.ReportMetric(fp.Seconds(), "flotilla-s")
+	b.ReportMetric(fp.Seconds()/pp.Seconds(), "ratio")
+}
+
+func benchDeployment(app string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+spec:
+  replicas: %[2]d
+  selector:
+    matchLabels:
+      app: %[1]s
+  template:
+    metadata:
+      labels:
+        app: %[1]s
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: %[3]s
+          imagePullPolicy: IfNotPresent
+          command: ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+`, app, replicas, examples.HelloImage)
+}
+
+func benchPod(name, node string) *corev1.Pod {
+	grace := int64(1)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name: "main", Image: examples.HelloImage, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command: []string{"/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
+			}},
+		},
+	}
+}
+
+// runningPods is nil when app has exactly n pods, all Running.
+func runningPods(c *upCluster, app string, n int) error {
+	running := 0
+	for _, p := range c.pods() {
+		if p.Labels["app"] == app && p.Status.Phase == corev1.PodRunning {
+			running++
+		}
+	}
+	if running != n {
+		return fmt.Errorf("%d of %d Running", running, n)
+	}
+	return nil
+}
+
+func stats(d []time.Duration) (p50, lo, hi time.Duration) {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[0], s[len(s)-1]
+}

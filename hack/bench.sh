@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The performance report of `make bench`: the machine, the commands, and the
+# figures against the targets of the issues. Needs root and Podman for the
+# end-to-end parts (make deps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "Flotilla performance report — $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(uname -srm); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "go: $(go version | cut -d' ' -f3); podman: $(podman --version | cut -d' ' -f3); commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo
+
+sched=(go test -run '^$' -bench 'BenchmarkSchedule10kPods1kNodes' -benchtime 20x -count 3 ./reconciler/scheduler/)
+e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun' -benchtime 1x -v ./cmd/flotilla/)
+echo "\$ ${sched[*]}"
+"${sched[@]}" | tee "$out/sched.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${e2e[*]}"
+"${e2e[@]}" | tee "$out/e2e.txt" | grep -E '^Benchmark|bench_test.go' || true
+echo
+
+# metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
+metric() { awk -v m="$1" -v b="$3" '$1 ~ b { for (i = 2; i < NF; i++) if ($(i+1) == m) print $i }' "$2"; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
+sched_rate=$(metric pods/s "$out/sched.txt" BenchmarkSchedule10kPods1kNodes | median)
+p50=$(metric p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
+ratio=$(metric ratio "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
+plain=$(metric podman-run-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
+flot=$(metric flotilla-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
+
+verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
+printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
+printf '%-52s %-22s %-12s %s\n' "scheduler: 10,000 pods onto 1,000 nodes (median of 3)" "${sched_rate:-?} pods/s" ">= 10000" "$(verdict "$sched_rate" 10000 '>=')"
+printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one node (p50 of 7)" "${p50:-?} s" "<= 2" "$(verdict "$p50" 2 '<=')"
+printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
