@@ -8,7 +8,9 @@ export GOFLAGS := -tags=$(TAGS) $(GOFLAGS)
 BIN        := bin/flotilla
 CUE_VERSION := v0.17.1
 CUE        := $(shell $(GO) env GOPATH)/bin/cue
-DATA_DIR   ?= $(CURDIR)/.flotilla-demo
+# DATA_DIR: where `make demo` keeps its cluster; empty means flotilla's default
+# (/var/lib/flotilla for root), which the CLI then finds by itself.
+DATA_DIR   ?=
 FUZZTIME   ?= 10s
 
 .DEFAULT_GOAL := help
@@ -26,7 +28,7 @@ image: ## Build the example image localhost/busybox:latest from busybox-static.
 	@hack/busybox-image.sh localhost/busybox:latest
 
 demo: deps build image ## Install what is missing, build, and run `flotilla up` on examples/hello.
-	$(BIN) up --data-dir $(DATA_DIR)
+	$(BIN) up $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: deps ## Run every test: unit, integration (real Podman, Git, Badger, netns) and a fuzz smoke run.
 	$(GO) vet ./...
@@ -48,7 +50,7 @@ verify: ## gofmt, go vet, go mod tidy and generated files must leave the tree cl
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 	@$(MAKE) --no-print-directory schema && git diff --exit-code schema/
 
-clean: ## Remove bin/ and the demo data dir.
-	rm -rf bin $(DATA_DIR)
+clean: ## Remove bin/.
+	rm -rf bin
 
 .PHONY: help deps build image demo test fuzz bench schema verify clean

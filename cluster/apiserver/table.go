@@ -394,3 +394,17 @@ func ingressHosts(in *networkingv1.Ingress) string {
 	}
 	return strings.Join(hosts, ",")
 }
+
+// Table is the server-side printing of objs as kubectl shows them: the
+// column definitions (Priority 1: only with -o wide), then one row per
+// object in the order given, its cells in column order. The flotilla CLI
+// prints the same table, so the two never disagree.
+func Table(k schema.Kind, objs []schema.Object, now time.Time) *metav1.Table {
+	return toTable(k, objs, "None", true, now)
+}
+
+// PodStatus is kubectl's STATUS of a pod.
+func PodStatus(p *corev1.Pod) string { return podStatus(p) }
+
+// NodeStatus is kubectl's STATUS of a node.
+func NodeStatus(n *corev1.Node) string { return nodeStatus(n) }

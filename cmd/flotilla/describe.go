@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -124,7 +125,7 @@ func describe(w io.Writer, obj schema.Object, now time.Time) {
 		}
 		conditions(tw, cs)
 	case *corev1.Node:
-		p(0, "Status", nodeStatus(o))
+		p(0, "Status", apiserver.NodeStatus(o))
 		for _, a := range o.Status.Addresses {
 			p(0, string(a.Type), a.Address)
 		}

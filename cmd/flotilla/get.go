@@ -144,7 +144,7 @@ func printObjects(w io.Writer, k schema.Kind, objs []schema.Object, output strin
 		return nil
 	}
 	t := table{allNamespaces: allNamespaces, wide: output == "wide", now: time.Now()}
-	return t.print(w, k.Kind, prefix, objs)
+	return t.print(w, k, prefix, objs)
 }
 
 func printOne(w io.Writer, obj schema.Object, output string) error {

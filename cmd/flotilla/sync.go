@@ -16,18 +16,22 @@ import (
 
 func newSyncCommand(g *globalFlags) *cobra.Command {
 	var (
-		noWait  bool
+		wait    bool
+		quiet   bool
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sync",
-		Short: "Fetch the repository now and apply its newest commit; then show the rollout until it is done",
+		Short: "Fetch the repository now and apply its newest commit (--wait: and follow the rollout)",
 		Long: `Fetch the repository now and apply its newest commit, instead of waiting for
-the next poll. Unless --no-wait is given, then follow every Deployment's
-rollout until the new commit is fully rolled out, or say why not.
+the next poll, and print the sync status. With --wait, then follow every
+Deployment's rollout until the new commit is fully rolled out, or say why not.
 
-Exit status: 0 when the commit is applied (and rolled out), 1 when it is
-refused or the fetch failed, 2 when the rollout did not finish in --timeout.`,
+Exit status: 0 when the commit is applied (and, with --wait, rolled out), 1
+when it is refused or the fetch failed, 2 when the rollout did not finish
+within --timeout.`,
+		Example: `  flotilla sync
+  flotilla sync --wait --timeout 2m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -35,20 +39,21 @@ refused or the fetch failed, 2 when the rollout did not finish in --timeout.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if !noWait {
-				fmt.Fprintln(out, "syncing ...")
+			if quiet {
+				out = io.Discard
 			}
+			fmt.Fprintln(out, "syncing ...")
 			st, err := c.Sync(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("sync: %w", err)
-			}
-			if noWait {
-				return nil
 			}
 			printSyncStatus(out, st, time.Now())
 			switch st.Status.Result {
 			case schema.SyncRefused, schema.SyncFetchFailed:
 				return &exitError{code: 1}
+			}
+			if !wait {
+				return nil
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -58,7 +63,8 @@ refused or the fetch failed, 2 when the rollout did not finish in --timeout.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "only trigger the sync; print nothing and do not wait")
+	cmd.Flags().BoolVar(&wait, "wait", false, "then follow the rollout until every Deployment runs the new commit")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing (the exit status still tells)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the rollout")
 	return cmd
 }

@@ -106,7 +106,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("find this binary for the post-commit hook: %w", err)
 		}
-		hook := gitsync.ShellQuote(exe) + " sync --no-wait --kubeconfig " + gitsync.ShellQuote(kubeconfig)
+		hook := gitsync.ShellQuote(exe) + " sync --quiet --kubeconfig " + gitsync.ShellQuote(kubeconfig)
 		if err := gitsync.InstallPostCommitHook(repo, hook); err != nil {
 			return fmt.Errorf("install the post-commit hook: %w", err)
 		}
