@@ -161,7 +161,10 @@ func (c *upCluster) cleanup() {
 	}
 	if c.t.Failed() {
 		if data, err := os.ReadFile(c.logPath); err == nil {
-			c.t.Logf("flotilla up output:\n%s", tail(string(data), 80))
+			c.t.Logf("flotilla up output:\n%s", tail(string(data), 40))
+		}
+		if data, err := os.ReadFile(filepath.Join(c.dataDir, "flotilla.log")); err == nil {
+			c.t.Logf("flotilla up log:\n%s", tail(string(data), 80))
 		}
 	}
 	// Containers first (they hold the network namespaces), then the network.

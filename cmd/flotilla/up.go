@@ -84,13 +84,18 @@ running; 'flotilla up' again resumes from the store.`,
 	return cmd
 }
 
-// logger returns the process logger: text to stderr, info level by default.
-func (o *upOptions) logger(w io.Writer) *slog.Logger {
+// logger returns the process logger: everything at info (debug with -v) to
+// the file, and warnings and errors also to stderr, so that the terminal
+// shows `up`'s progress lines and what needs attention.
+func (o *upOptions) logger(file, stderr io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewMultiHandler(
+		slog.NewTextHandler(file, &slog.HandlerOptions{Level: level}),
+		slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(level, slog.LevelWarn)}),
+	))
 }
 
 // ensureSecret returns the secret kept in the data dir file name, making a

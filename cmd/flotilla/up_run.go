@@ -28,11 +28,21 @@ import (
 // runUp wires the all-in-one role: every part of a one-node cluster in this
 // process, sharing one store. It is the only place that knows them all.
 func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return errors.New("flotilla up needs root: it creates network namespaces and runs Podman as root (try sudo)")
+	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	log := o.logger(os.Stderr)
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
+	logPath := filepath.Join(o.dataDir, "flotilla.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open the log: %w", err)
+	}
+	defer logFile.Close()
+	log := o.logger(logFile, os.Stderr)
+	say("logs in %s", logPath)
 	_, podCIDR, err := net.ParseCIDR(o.podCIDR)
 	if err != nil {
 		return fmt.Errorf("--pod-cidr %q: %w", o.podCIDR, err)

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+func TestRolloutProgress(t *testing.T) {
+	three := int32(3)
+	dep := func(gen, observed int64, st appsv1.DeploymentStatus) *appsv1.Deployment {
+		st.ObservedGeneration = observed
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Generation: gen}, Spec: appsv1.DeploymentSpec{Replicas: &three}, Status: st}
+	}
+	for _, tc := range []struct {
+		name string
+		d    *appsv1.Deployment
+		want string
+		done bool
+	}{
+		{"spec not observed", dep(2, 1, appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}), "spec update to be observed", false},
+		{"updating", dep(2, 2, appsv1.DeploymentStatus{Replicas: 4, UpdatedReplicas: 1}), "1 out of 3 new replicas have been updated", false},
+		{"old pods left", dep(2, 2, appsv1.DeploymentStatus{Replicas: 4, UpdatedReplicas: 3, AvailableReplicas: 3}), "1 old replicas are pending termination", false},
+		{"not yet available", dep(2, 2, appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 2}), "2 of 3 updated replicas are available", false},
+		{"done", dep(2, 2, appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}), `deployment "web" successfully rolled out`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, done := rolloutProgress(tc.d)
+			if !strings.Contains(msg, tc.want) || done != tc.done {
+				t.Errorf("rolloutProgress = %q, %v; want a message with %q, %v", msg, done, tc.want, tc.done)
+			}
+		})
+	}
+}
+
+func TestPrintSyncStatusRefused(t *testing.T) {
+	now := time.Now()
+	st := &schema.SyncStatus{
+		Spec: schema.SyncSpec{URL: "/srv/repo", Branch: "main"},
+		Status: schema.SyncStatusBody{
+			LastAppliedCommit: "0123456789abcdef", LastAppliedMessage: "good", LastAppliedTime: &metav1.Time{Time: now.Add(-time.Minute)},
+			LastAttemptedCommit: "fedcba9876543210", Result: schema.SyncRefused, Objects: 2,
+			Problems: []schema.Problem{{File: "deployment.yaml", Line: 11, Column: 13, Field: "spec.replicas", Reason: "invalid value -1 (out of bound >=0)"}},
+		},
+	}
+	var b bytes.Buffer
+	printSyncStatus(&b, st, now)
+	for _, want := range []string{
+		`Live commit:   0123456 "good" (2 objects, applied 60s ago)`,
+		"Last attempt:  fedcba9",
+		"Result:        Refused",
+		"deployment.yaml:11:13: spec.replicas: invalid value -1",
+		"The live commit keeps running",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestTablePrintsKubectlColumns(t *testing.T) {
+	k, _ := schema.KindByResource("pods")
+	created := metav1.NewTime(time.Now().Add(-2 * time.Minute))
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", CreationTimestamp: created},
+		Spec:       corev1.PodSpec{NodeName: "edge-1", Containers: []corev1.Container{{Name: "c"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.7",
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Ready: true, RestartCount: 2}}},
+	}
+	var b bytes.Buffer
+	if err := (table{allNamespaces: true, wide: true, now: time.Now()}).print(&b, k, "pod/", []schema.Object{pod}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "NAMESPACE NAME READY STATUS RESTARTS AGE IP NODE" {
+		t.Errorf("headers = %v", got)
+	}
+	if got := strings.Fields(lines[1]); strings.Join(got, " ") != "shop pod/web-1 1/1 Running 2 2m 10.244.0.7 edge-1" {
+		t.Errorf("row = %v", got)
+	}
+}
