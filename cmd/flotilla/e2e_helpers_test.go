@@ -167,7 +167,18 @@ func (c *upCluster) cleanup() {
 			c.t.Logf("flotilla up log:\n%s", tail(string(data), 80))
 		}
 	}
-	// Containers first (they hold the network namespaces), then the network.
+	// `flotilla down` removes the pods and the network; check it did.
+	down := exec.Command(flotillaBin, "down", "--data-dir", c.dataDir, "--grace", "1s")
+	if out, err := down.CombinedOutput(); err != nil {
+		c.t.Errorf("flotilla down: %v\n%s", err, out)
+	}
+	if out, err := c.podmanCLI("ps", "-aq"); err != nil || strings.TrimSpace(out) != "" {
+		c.t.Errorf("after flotilla down, containers are left: %q (%v)", out, err)
+	}
+	if err := exec.Command("ip", "link", "show", c.fabric.Bridge).Run(); err == nil {
+		c.t.Errorf("after flotilla down, bridge %s is left", c.fabric.Bridge)
+	}
+	// What down could not remove must not outlive the test either.
 	_, _ = c.podmanCLI("pod", "rm", "-af", "-t", "0")
 	_, _ = c.podmanCLI("rm", "-af", "-t", "0")
 	if f, err := netfabric.New(c.fabric); err == nil {

@@ -57,6 +57,7 @@ Then, from another shell:
 	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", "default", "the namespace to use")
 	root.AddCommand(
 		newUpCommand(),
+		newDownCommand(),
 		newGetCommand(g),
 		newDescribeCommand(g),
 		newLogsCommand(g),

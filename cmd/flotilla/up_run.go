@@ -53,6 +53,10 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		}
 	}
 
+	if err := saveHostSettings(o.dataDir, o.hostSettings()); err != nil {
+		return fmt.Errorf("record the host settings: %w", err)
+	}
+
 	// The API listener first: a port in use should fail before anything starts.
 	ln, err := net.Listen("tcp", o.apiAddr)
 	if err != nil {
