@@ -6,7 +6,8 @@
 //
 // A node owns one pod CIDR carved from the cluster CIDR; the bridge holds
 // the CIDR's first address as the pods' gateway, so routes to other nodes'
-// pod CIDRs (the VXLAN overlay, later) live on the host and pods need none.
+// pod CIDRs (the VXLAN overlay: overlay.go, peers.go) live on the host and
+// pods need none.
 //
 // Life of a pod's network:
 //
@@ -69,8 +70,9 @@ type Config struct {
 	// masquerade. Default "flotilla". Two fabrics in one network namespace
 	// need different tables.
 	NFTable string
-	// MTU of the bridge and the veths. Default 1500; use the overlay's
-	// (1450 for VXLAN over a 1500 link) once nodes are joined.
+	// MTU of the bridge and the veths. Default 1500. A node in a cluster
+	// must pass the overlay's, OverlayMTU(its OverlayConfig) (1450 for
+	// VXLAN over a 1500 link): InitOverlay refuses a larger one.
 	MTU int
 	// Logger receives the fabric's logs. Default: discard.
 	Logger *slog.Logger
@@ -86,6 +88,7 @@ type Fabric struct {
 	gateway netip.Prefix // first address of PodCIDR, with its length
 	state   *store
 	locks   keyLocks
+	ov      overlayState // the VXLAN overlay (overlay.go, peers.go)
 }
 
 // New validates cfg, loads the state directory and returns the fabric. It
@@ -317,15 +320,16 @@ func (f *Fabric) Pods(ctx context.Context) ([]string, error) {
 	return f.state.uids(), nil
 }
 
-// Destroy tears down every pod's network, then the firewall rules and the
-// bridge: the node leaves the cluster, or a test cleans up. The fabric can
-// be Init-ed again afterwards.
+// Destroy tears down every pod's network, then the firewall rules, the
+// bridge and the VXLAN device (if this Fabric's InitOverlay made one): the
+// node leaves the cluster, or a test cleans up. The fabric can be Init-ed
+// again afterwards.
 func (f *Fabric) Destroy(ctx context.Context) error {
 	var errs []error
 	for _, uid := range f.state.uids() {
 		errs = append(errs, f.Teardown(ctx, uid))
 	}
-	errs = append(errs, f.deleteIPTables(ctx), f.deleteNFTables(ctx), deleteLink(f.cfg.Bridge))
+	errs = append(errs, f.destroyOverlay(), f.deleteIPTables(ctx), f.deleteNFTables(ctx), deleteLink(f.cfg.Bridge))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("netfabric destroy: %w", err)
 	}

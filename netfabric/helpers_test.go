@@ -23,7 +23,7 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func randHex(t *testing.T, n int) string {
+func randHex(t testing.TB, n int) string {
 	t.Helper()
 	b := make([]byte, (n+1)/2)
 	if _, err := rand.Read(b); err != nil {
@@ -81,7 +81,7 @@ func (tn testNet) fabric(t *testing.T) *Fabric {
 
 // inNetNS runs fn on a locked thread switched into the namespace at path,
 // and switches back. Sockets made by fn keep the namespace afterwards.
-func inNetNS(t *testing.T, path string, fn func() error) error {
+func inNetNS(t testing.TB, path string, fn func() error) error {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {

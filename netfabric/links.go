@@ -111,7 +111,10 @@ func ensureNetNS(name string) (h netns.NsHandle, created bool, err error) {
 	// netns.NewNamed unshares the calling thread into the new namespace, so
 	// do it on a locked thread of its own and switch back. If switching
 	// back fails the thread stays locked and dies with its goroutine rather
-	// than running other goroutines in the pod's namespace.
+	// than running other goroutines in the pod's namespace. netns.Get reads
+	// this thread's namespace (/proc/<pid>/task/<tid>/ns/net), so an agent
+	// running under nsenter returns to its node namespace, not the root one
+	// (TestFabricUnderNsenter checks every thread afterwards).
 	type result struct {
 		h   netns.NsHandle
 		err error
