@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // globalFlags are the flags every CLI verb shares.
@@ -37,4 +38,22 @@ func (g *globalFlags) client() (*apiclient.Client, error) {
 		return nil, fmt.Errorf("read kubeconfig %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// target resolves what a verb acts on: the kind the user named, the client,
+// and the namespace (none for cluster-scoped kinds).
+func (g *globalFlags) target(kindName string) (schema.Kind, *apiclient.Client, string, error) {
+	k, ok := schema.LookupKind(kindName)
+	if !ok {
+		return schema.Kind{}, nil, "", fmt.Errorf("the server doesn't have a resource type %q (try pods, deployments, nodes, services, configmaps)", kindName)
+	}
+	c, err := g.client()
+	if err != nil {
+		return schema.Kind{}, nil, "", err
+	}
+	ns := g.namespace
+	if !k.Namespaced {
+		ns = ""
+	}
+	return k, c, ns, nil
 }

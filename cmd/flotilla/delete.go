@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
-	"github.com/flotilla-dev/flotilla/schema"
 )
 
 func newDeleteCommand(g *globalFlags) *cobra.Command {
@@ -21,17 +20,9 @@ delete them here.`,
 		Example: `  flotilla delete pod hello-7d9c-x2x4q`,
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, ok := schema.LookupKind(args[0])
-			if !ok {
-				return fmt.Errorf("the server doesn't have a resource type %q", args[0])
-			}
-			c, err := g.client()
+			k, c, ns, err := g.target(args[0])
 			if err != nil {
 				return err
-			}
-			ns := g.namespace
-			if !k.Namespaced {
-				ns = ""
 			}
 			var failed []string
 			for _, name := range args[1:] {

@@ -25,17 +25,9 @@ func newDescribeCommand(g *globalFlags) *cobra.Command {
   flotilla describe pod hello-7d9c-x2x4q`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, ok := schema.LookupKind(args[0])
-			if !ok {
-				return fmt.Errorf("the server doesn't have a resource type %q", args[0])
-			}
-			c, err := g.client()
+			k, c, ns, err := g.target(args[0])
 			if err != nil {
 				return err
-			}
-			ns := g.namespace
-			if !k.Namespaced {
-				ns = ""
 			}
 			obj, err := c.Get(cmd.Context(), k.Resource, ns, args[1])
 			if err != nil {
