@@ -32,6 +32,8 @@ demo: deps build image ## Install what is missing, build, and run `flotilla up` 
 
 test: deps ## Run every test: unit, integration (real Podman, Git, Badger, netns) and a fuzz smoke run.
 	$(GO) vet ./...
+	@missing=$$($(GO) list -f '{{if not .Doc}}{{.ImportPath}}{{end}}' ./...); \
+	  if [ -n "$$missing" ]; then echo "packages without a doc comment naming their job: $$missing"; exit 1; fi
 	$(GO) test -race -timeout 30m ./...
 	@$(MAKE) --no-print-directory fuzz
 
