@@ -1,0 +1,224 @@
+package join
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testToken(t testing.TB) Token {
+	key, err := NewGossipKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Token{
+		Server:        "https://192.0.2.10:6443",
+		APIToken:      "s3cr3t-api-token",
+		GossipKey:     key,
+		GossipAddr:    "192.0.2.10:7946",
+		CAFingerprint: strings.Repeat("ab", 32),
+	}
+}
+
+func TestEncodeParseRoundTrip(t *testing.T) {
+	tok := testToken(t)
+	s := tok.Encode()
+	if !strings.HasPrefix(s, Prefix) {
+		t.Fatalf("token %q does not start with %q", s, Prefix)
+	}
+	if strings.ContainsAny(s, " +/=\n") {
+		t.Errorf("token %q is not shell- and URL-safe", s)
+	}
+	got, err := Parse("  " + s + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Server != tok.Server || got.APIToken != tok.APIToken || !bytes.Equal(got.GossipKey, tok.GossipKey) ||
+		got.GossipAddr != tok.GossipAddr || got.CAFingerprint != tok.CAFingerprint {
+		t.Errorf("round trip = %v, want %v", got, tok)
+	}
+	noTLS := tok
+	noTLS.Server, noTLS.CAFingerprint = "http://[2001:db8::1]:8080", ""
+	if _, err := Parse(noTLS.Encode()); err != nil {
+		t.Errorf("token without TLS: %v", err)
+	}
+	t.Logf("token: %d bytes", len(s))
+}
+
+func TestParseTellsTruncatedFromForeign(t *testing.T) {
+	s := testToken(t).Encode()
+	for _, tc := range []struct {
+		name, in string
+		want     error
+		text     string
+	}{
+		{"empty", "", ErrForeign, `should start with "FLO1."`},
+		{"kubeadm token", "abcdef.0123456789abcdef", ErrForeign, `should start with "FLO1."`},
+		{"k3s token", "K10abc::server:def", ErrForeign, "not a Flotilla join token"},
+		{"newer version", "FLO2." + s[len(Prefix):], ErrForeign, "version FLO2"},
+		{"truncated in the payload", s[:len(s)/2], ErrDamaged, "truncated"},
+		{"truncated checksum", s[:len(s)-3], ErrDamaged, "checksum"},
+		{"prefix only", Prefix, ErrDamaged, "truncated"},
+		{"typo", s[:20] + flip(s[20]) + s[21:], ErrDamaged, "checksum"},
+		{"huge", Prefix + strings.Repeat("A", maxTokenLen), ErrForeign, "bytes long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.in)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("Parse = %v, want %v containing %q", err, tc.want, tc.text)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("error leaks the API token: %v", err)
+			}
+		})
+	}
+}
+
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
+}
+
+// encodeRaw makes a well-formed token around any JSON, bypassing Validate.
+func encodeRaw(json string) string {
+	var buf bytes.Buffer
+	buf.WriteString(json)
+	p := b64(buf.Bytes())
+	return Prefix + p + "." + checksum(p)
+}
+
+func TestParseValidatesFields(t *testing.T) {
+	tok := testToken(t)
+	for _, tc := range []struct {
+		edit func(*Token)
+		want string
+	}{
+		{func(t *Token) { t.Server = "" }, "server is not an http(s) URL"},
+		{func(t *Token) { t.Server = "192.0.2.10:6443" }, "server is not an http(s) URL"},
+		{func(t *Token) { t.Server = "https://admin:pw@192.0.2.10" }, "must not hold credentials"},
+		{func(t *Token) { t.APIToken = "" }, "no API credential"},
+		{func(t *Token) { t.GossipKey = t.GossipKey[:16] }, "gossip key is 16 bytes"},
+		{func(t *Token) { t.GossipAddr = "192.0.2.10" }, "not host:port"},
+		{func(t *Token) { t.GossipAddr = "192.0.2.10:0" }, "no valid port"},
+		{func(t *Token) { t.CAFingerprint = "abcd" }, "CA fingerprint"},
+		{func(t *Token) { t.CAFingerprint = strings.Repeat("AB", 32) }, "lowercase"},
+	} {
+		bad := tok
+		bad.GossipKey = append([]byte(nil), tok.GossipKey...)
+		tc.edit(&bad)
+		_, err := Parse(bad.Encode())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(token with %s) = %v", tc.want, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("error leaks the API token: %v", err)
+		}
+	}
+	if _, err := Parse(encodeRaw(`[1,2]`)); !errors.Is(err, ErrDamaged) {
+		t.Errorf("well-formed token around non-token JSON: %v, want ErrDamaged", err)
+	}
+}
+
+func TestTokenNeverPrintsSecrets(t *testing.T) {
+	tok := testToken(t)
+	var logBuf bytes.Buffer
+	slog.New(slog.NewTextHandler(&logBuf, nil)).Info("joining", "token", tok)
+	key := fmt.Sprintf("%v", tok.GossipKey)
+	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v", tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok), logBuf.String()} {
+		if strings.Contains(s, tok.APIToken) || strings.Contains(s, key) || strings.Contains(s, b64(tok.GossipKey)) {
+			t.Errorf("printed token shows a secret: %s", s)
+		}
+		if !strings.Contains(s, tok.Server) {
+			t.Errorf("printed token lacks the server: %s", s)
+		}
+	}
+}
+
+func TestNewGossipKey(t *testing.T) {
+	a, err := NewGossipKey()
+	if err != nil || len(a) != GossipKeySize {
+		t.Fatalf("NewGossipKey = %d bytes, %v", len(a), err)
+	}
+	b, _ := NewGossipKey()
+	if bytes.Equal(a, b) {
+		t.Fatal("two keys are equal")
+	}
+}
+
+// selfSignedCA returns a fresh CA certificate in PEM.
+func selfSignedCA(t *testing.T, cn string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func TestVerifyCA(t *testing.T) {
+	ca := selfSignedCA(t, "flotilla-ca")
+	other := selfSignedCA(t, "mallory-ca")
+	fp, err := Fingerprint(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyCA(ca, fp); err != nil {
+		t.Errorf("VerifyCA(right CA): %v", err)
+	}
+	colons := strings.ToUpper(fp[0:2])
+	for i := 2; i < len(fp); i += 2 {
+		colons += ":" + strings.ToUpper(fp[i:i+2])
+	}
+	if err := VerifyCA(ca, colons); err != nil {
+		t.Errorf("VerifyCA(upper case with colons): %v", err)
+	}
+	// A key block before the certificate is skipped.
+	withKey := append(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte{1}}), ca...)
+	if err := VerifyCA(withKey, fp); err != nil {
+		t.Errorf("VerifyCA(key then cert): %v", err)
+	}
+	err = VerifyCA(other, fp)
+	if err == nil || !strings.Contains(err.Error(), "is not the one in the token") || !strings.Contains(err.Error(), "mallory-ca") {
+		t.Errorf("VerifyCA(other CA) = %v", err)
+	}
+	for _, tc := range []struct {
+		pem  []byte
+		fp   string
+		want string
+	}{
+		{ca, "", "no CA fingerprint"},
+		{ca, "xyz", "not a hex SHA-256"},
+		{[]byte("garbage"), fp, "no PEM CERTIFICATE"},
+		{pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2}}), fp, "parsing the CA certificate"},
+	} {
+		if err := VerifyCA(tc.pem, tc.fp); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("VerifyCA(%q) = %v, want %q", tc.want, err, tc.want)
+		}
+	}
+}
