@@ -1,6 +1,6 @@
 // Package reconciler is Flotilla's controller manager: one shared watch
 // cache over the store, and one rate-limited work queue with workers per
-// controller (deployment, replicaset, gc, scheduler), started and stopped
+// controller (deployment, replicaset, gc, scheduler, nodelifecycle), started and stopped
 // together. Each controller lives in its own folder; this package only
 // wires them. SimKubelet, a stand-in node agent for tests and benchmarks,
 // lives here too.
@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -19,20 +20,24 @@ import (
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
 	"github.com/flotilla-dev/flotilla/reconciler/deployment"
 	"github.com/flotilla-dev/flotilla/reconciler/gc"
+	"github.com/flotilla-dev/flotilla/reconciler/nodeipam"
+	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/replicaset"
 	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
 )
 
 // Controller names accepted in Config.Controllers.
 const (
-	Deployment = "deployment"
-	ReplicaSet = "replicaset"
-	GC         = "gc"
-	Scheduler  = "scheduler"
+	Deployment    = "deployment"
+	ReplicaSet    = "replicaset"
+	GC            = "gc"
+	Scheduler     = "scheduler"
+	NodeLifecycle = "nodelifecycle"
+	NodeIPAM      = "nodeipam"
 )
 
 // AllControllers is the default set, in start order.
-var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler}
+var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM}
 
 // Config configures a Manager. Zero values mean the defaults.
 type Config struct {
@@ -53,16 +58,37 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// MaxBackoff caps the per-key retry back-off after failures. Default 30s.
 	MaxBackoff time.Duration
+	// ClusterCIDR is the range nodes' pod CIDRs are taken from. Default
+	// 10.244.0.0/16; the overlay routes it between nodes.
+	ClusterCIDR *net.IPNet
+	// PodCIDRMaskSize is the size of each node's pod CIDR. Default 24
+	// (254 pods a node, 256 nodes in the default cluster CIDR).
+	PodCIDRMaskSize int
 	// Controllers names the controllers to run. Default AllControllers.
 	Controllers []string
+	// Membership is the gossip view the node lifecycle controller reacts to
+	// (a failed or departed member turns its Node's Ready to Unknown at
+	// once). Default nil: no gossip, nodes are judged by their agent
+	// heartbeat alone (a single node, or tests).
+	Membership nodelifecycle.Membership
+	// PodEvictionTimeout is how long a node stays not Ready before its pods
+	// are deleted and recreated elsewhere by their owners (server flag
+	// --pod-eviction-timeout). Default 30s. Shorter moves workloads sooner;
+	// longer rides out a reboot without restarting every pod elsewhere.
+	PodEvictionTimeout time.Duration
+	// NodeMonitorGracePeriod is how old an agent's heartbeat may be before
+	// a node that gossip does not vouch for is marked Unknown. Default 50s;
+	// it must exceed the agents' heartbeat interval (40s).
+	NodeMonitorGracePeriod time.Duration
 }
 
 // Manager runs the controllers over one shared cache.
 type Manager struct {
-	cfg   Config
-	log   *slog.Logger
-	cache *cache.Cache
-	loops []*controller.Loop
+	cfg      Config
+	log      *slog.Logger
+	cache    *cache.Cache
+	loops    []*controller.Loop
+	starters []controller.Starter
 
 	mu      sync.Mutex
 	running bool
@@ -91,6 +117,12 @@ func New(cfg Config) (*Manager, error) {
 	case cfg.ResyncPeriod < 0:
 		cfg.ResyncPeriod = 0
 	}
+	if cfg.PodEvictionTimeout < 0 {
+		return nil, fmt.Errorf("reconciler: Config.PodEvictionTimeout (--pod-eviction-timeout) is %s, want >= 0", cfg.PodEvictionTimeout)
+	}
+	if cfg.NodeMonitorGracePeriod < 0 {
+		return nil, fmt.Errorf("reconciler: Config.NodeMonitorGracePeriod is %s, want >= 0", cfg.NodeMonitorGracePeriod)
+	}
 	if cfg.Controllers == nil {
 		cfg.Controllers = AllControllers
 	}
@@ -109,12 +141,21 @@ func New(cfg Config) (*Manager, error) {
 		case Scheduler:
 			c = scheduler.New(cfg.Store, cfg.Clock, log)
 			workers = 1
+		case NodeIPAM:
+			c = nodeipam.New(cfg.Store, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, log)
+		case NodeLifecycle:
+			c = nodelifecycle.New(cfg.Store, cfg.Membership, cfg.Clock, log, nodelifecycle.Config{
+				PodEvictionTimeout: cfg.PodEvictionTimeout, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod,
+			})
 		default:
 			return nil, fmt.Errorf("reconciler: Config.Controllers: unknown controller %q (known: %v)", name, AllControllers)
 		}
 		loop := controller.NewLoop(c, log, workers, cfg.MaxBackoff)
 		c.Setup(m.cache, loop.Queue())
 		m.loops = append(m.loops, loop)
+		if s, ok := c.(controller.Starter); ok {
+			m.starters = append(m.starters, s)
+		}
 	}
 	return m, nil
 }
@@ -148,6 +189,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			l.Run(ctx)
+		}()
+	}
+	for _, s := range m.starters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Start(ctx)
 		}()
 	}
 	wg.Wait()

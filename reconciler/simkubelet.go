@@ -18,8 +18,9 @@ import (
 )
 
 // SimKubelet is a stand-in node agent for tests, benchmarks and e2e runs
-// without Podman: it registers a Ready Node and marks every pod bound to it
-// Running and Ready, with a pod IP, as soon as it sees it. It runs nothing.
+// without Podman: it registers a Ready Node, renews its heartbeat, and marks
+// every pod bound to it Running and Ready, with a pod IP, as soon as it sees
+// it. It runs nothing.
 // Zero values of the optional fields mean the defaults.
 type SimKubelet struct {
 	// Store is where the node and pod statuses are written. Required.
@@ -34,6 +35,10 @@ type SimKubelet struct {
 	// StartDelay is how long a pod stays Pending before it is marked
 	// Running and Ready. Default 0.
 	StartDelay time.Duration
+	// HeartbeatInterval is how often Run renews the node's Ready heartbeat,
+	// as the agent does. Default 40s (the agent's); negative disables it
+	// (a node whose agent has gone silent).
+	HeartbeatInterval time.Duration
 	// Logger receives the kubelet's logs. Default: discard.
 	Logger *slog.Logger
 
@@ -141,8 +146,67 @@ func (k *SimKubelet) SetReady(ctx context.Context, ready bool) error {
 	return nil
 }
 
-// Run registers the node (unless Register already did), then watches the
-// pods bound to it and marks each Running and Ready, until ctx ends.
+// Heartbeat renews the node's Ready heartbeat, as the agent does: a Ready
+// condition that the server set to Unknown becomes True again; one that
+// SetReady made False stays False. A conflicting write is retried.
+func (k *SimKubelet) Heartbeat(ctx context.Context) error {
+	var err error
+	for try := 0; try < 5; try++ {
+		if err = k.heartbeat(ctx); !errors.Is(err, store.ErrConflict) {
+			break
+		}
+	}
+	return err
+}
+
+func (k *SimKubelet) heartbeat(ctx context.Context) error {
+	o, err := k.Store.Get(ctx, "nodes", "", k.NodeName)
+	if err != nil {
+		return fmt.Errorf("simkubelet: node %s: %w", k.NodeName, err)
+	}
+	n := o.(*corev1.Node)
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	for i := range n.Status.Conditions {
+		c := &n.Status.Conditions[i]
+		if c.Type != corev1.NodeReady {
+			continue
+		}
+		c.LastHeartbeatTime = now
+		if c.Status == corev1.ConditionUnknown {
+			c.Status, c.Reason, c.Message, c.LastTransitionTime = corev1.ConditionTrue, "KubeletReady", "simulated kubelet is posting ready status", now
+		}
+	}
+	if _, err := k.Store.UpdateStatus(ctx, n); err != nil {
+		return fmt.Errorf("simkubelet: node %s heartbeat: %w", k.NodeName, err)
+	}
+	return nil
+}
+
+func (k *SimKubelet) heartbeats(ctx context.Context, log *slog.Logger) {
+	every := k.HeartbeatInterval
+	if every == 0 {
+		every = 40 * time.Second
+	}
+	if every < 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+				log.Debug("heartbeat failed", "err", err)
+			}
+		}
+	}
+}
+
+// Run registers the node (unless Register already did), then renews its
+// heartbeat and watches the pods bound to it, marking each Running and
+// Ready, until ctx ends.
 func (k *SimKubelet) Run(ctx context.Context) error {
 	if !k.registered.Load() {
 		if err := k.Register(ctx); err != nil {
@@ -150,6 +214,13 @@ func (k *SimKubelet) Run(ctx context.Context) error {
 		}
 	}
 	log := k.log()
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	defer func() { stopHB(); <-hbDone }()
+	go func() {
+		defer close(hbDone)
+		k.heartbeats(hbCtx, log)
+	}()
 	opts := store.ListOptions{FieldSelector: "spec.nodeName=" + k.NodeName}
 	for ctx.Err() == nil {
 		objs, rev, err := k.Store.List(ctx, "pods", opts)

@@ -29,6 +29,15 @@ type Controller interface {
 	Reconcile(ctx context.Context, key string) (Result, error)
 }
 
+// Starter is an optional ability of a Controller with event sources outside
+// the cache (gossip membership). The manager calls Start once, on its own
+// goroutine, after the cache has synced and alongside the workers; Start
+// turns those events into keys on the queue given to Setup and returns when
+// ctx ends.
+type Starter interface {
+	Start(ctx context.Context)
+}
+
 // Result is what a successful Reconcile asks for next.
 type Result struct {
 	// RequeueAfter, when > 0, reconciles the key again after this delay.

@@ -56,8 +56,8 @@ const (
 // taints the pod tolerates, and whose allocatable cpu,
 // memory and pods are not exceeded by the requests of the pods already bound
 // plus those placed earlier in this pass. Among feasible nodes it prefers the
-// least requested and the one with the fewest pods of the same controller
-// owner (spread). Like kube-scheduler, on large clusters it stops looking
+// one with the fewest pods of the same controller owner (replicas spread
+// across nodes by default), and among those the least requested. Like kube-scheduler, on large clusters it stops looking
 // after finding enough feasible nodes (adaptive percentage, at least 100),
 // starting each pod where the previous one stopped, so that a pass is
 // O(pods × sample) and not O(pods × nodes).
@@ -286,7 +286,11 @@ func untolerated(p *corev1.Pod, taints []corev1.Taint) *corev1.Taint {
 	return nil
 }
 
-// score is least-requested (0..200, cpu and memory) plus spread (0..100).
+// score ranks a feasible node: spread first, then least requested. Every
+// pod of the same controller owner already on the node costs spreadWeight,
+// more than the whole least-requested range (0..200, cpu and memory), so a
+// node with fewer replicas of the owner always wins and load only breaks
+// ties.
 func (n *nodeState) score(r request, sameOwner int32) float64 {
 	freeCPU := n.allocCPU - n.scoreCPU - r.scoreCPU
 	freeMem := n.allocMem - n.scoreMem - r.scoreMem
@@ -297,16 +301,11 @@ func (n *nodeState) score(r request, sameOwner int32) float64 {
 	if freeMem > 0 {
 		sc += float64(freeMem) * n.invMem
 	}
-	return sc + spread[min(sameOwner, int32(len(spread)-1))]
+	return sc - float64(sameOwner)*spreadWeight
 }
 
-// spread[k] is the spread score of a node with k pods of the same owner.
-var spread = func() (s [64]float64) {
-	for k := range s {
-		s[k] = 100 / float64(1+k)
-	}
-	return s
-}()
+// spreadWeight is the score cost of one pod of the same owner on a node.
+const spreadWeight = 1000
 
 // place chooses a node for p and accounts for it; -1 and the reason when none fits.
 func (s *snapshot) place(p *corev1.Pod) (int, string) {
@@ -319,7 +318,7 @@ func (s *snapshot) place(p *corev1.Pod) (int, string) {
 	if uid := ownerUID(p); uid != "" {
 		counts = s.ownerCounts(uid)
 	}
-	best, bestScore, found := -1, -1.0, 0
+	best, bestScore, found := -1, 0.0, 0
 	start := s.next
 	visited := 0
 	for ; visited < n && found < s.find; visited++ {
@@ -336,7 +335,7 @@ func (s *snapshot) place(p *corev1.Pod) (int, string) {
 		if counts != nil {
 			same = counts[i]
 		}
-		if sc := ns.score(r, same); sc > bestScore {
+		if sc := ns.score(r, same); best < 0 || sc > bestScore {
 			best, bestScore = i, sc
 		}
 	}

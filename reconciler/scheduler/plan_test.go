@@ -225,3 +225,36 @@ func TestScheduleFillsToCapacity(t *testing.T) {
 		t.Errorf("message %q, want %q", plan.Failures[0].Message, want)
 	}
 }
+
+// TestSpreadByOwner: replicas of one owner spread evenly over equal nodes,
+// even when one node starts emptier than the others; load only breaks ties.
+func TestSpreadByOwner(t *testing.T) {
+	nodes := []*corev1.Node{node("a", "4", "8Gi", 110), node("b", "4", "8Gi", 110), node("c", "4", "8Gi", 110)}
+	var pending []*corev1.Pod
+	for i := 0; i < 6; i++ {
+		pending = append(pending, pod(fmt.Sprintf("p%d", i), "", "", "rs"))
+	}
+	count := func(plan Plan) map[string]int {
+		got := map[string]int{}
+		for _, b := range plan.Bindings {
+			got[b.NodeName]++
+		}
+		return got
+	}
+	if got := count(Schedule(pending, nodes, nil)); fmt.Sprint(got) != "map[a:2 b:2 c:2]" {
+		t.Errorf("6 replicas on 3 equal nodes: %v, want 2/2/2", got)
+	}
+	// Node c carries heavy unrelated load: spread still wins over load.
+	busy := onNode(pod("busy", "3", "6Gi", "other"), "c")
+	if got := count(Schedule(pending, nodes, []*corev1.Pod{busy})); fmt.Sprint(got) != "map[a:2 b:2 c:2]" {
+		t.Errorf("with a busy node: %v, want 2/2/2", got)
+	}
+	// Replicas already running count: a and b hold 2 each, so c gets the next ones.
+	bound := []*corev1.Pod{
+		onNode(pod("x1", "", "", "rs"), "a"), onNode(pod("x2", "", "", "rs"), "a"),
+		onNode(pod("x3", "", "", "rs"), "b"), onNode(pod("x4", "", "", "rs"), "b"),
+	}
+	if got := count(Schedule(pending[:2], nodes, bound)); fmt.Sprint(got) != "map[c:2]" {
+		t.Errorf("after 2/2/0: %v, want both on c", got)
+	}
+}

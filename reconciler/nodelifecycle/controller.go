@@ -1,0 +1,222 @@
+package nodelifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// Controller keeps Node health. Keys are node names. It is enqueued by Node
+// events, by membership events (at once, so that a failure detected by
+// gossip shows in Ready within one reconcile), and by pods landing on a
+// node that is not Ready.
+type Controller struct {
+	store      store.Interface
+	membership Membership // nil: heartbeat only
+	clock      controller.Clock
+	cfg        Config
+	log        *slog.Logger
+
+	nodes, pods *cache.Informer
+	queue       controller.Queue
+}
+
+var (
+	_ controller.Controller = (*Controller)(nil)
+	_ controller.Starter    = (*Controller)(nil)
+)
+
+// New returns the node lifecycle controller writing to st. m may be nil
+// (no gossip: nodes are judged by heartbeat alone); cfg zero values mean
+// the defaults.
+func New(st store.Interface, m Membership, clock controller.Clock, log *slog.Logger, cfg Config) *Controller {
+	return &Controller{
+		store: st, membership: m, clock: clock, cfg: cfg.WithDefaults(),
+		log: log.With("controller", "nodelifecycle"),
+	}
+}
+
+// Name is "nodelifecycle".
+func (c *Controller) Name() string { return "nodelifecycle" }
+
+// Setup enqueues a node on its own changes, and on a pod being added or
+// changed while bound to a node that is not Ready (a straggler to evict).
+func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
+	c.queue = q
+	c.nodes = ca.Informer("nodes")
+	c.pods = ca.Informer("pods")
+	self := func(o schema.Object) { q.Add(o.GetName()) }
+	c.nodes.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }})
+	onPod := func(o schema.Object) {
+		name := o.(*corev1.Pod).Spec.NodeName
+		if name == "" {
+			return
+		}
+		if n, ok := c.nodes.Get("", name); ok && !ready(n.(*corev1.Node)) {
+			q.Add(name)
+		}
+	}
+	c.pods.AddHandler(cache.Handler{OnAdd: onPod, OnUpdate: func(_, n schema.Object) { onPod(n) }})
+}
+
+// Start turns membership events into keys until ctx ends or the events
+// channel closes. Without membership it returns at once.
+func (c *Controller) Start(ctx context.Context) {
+	if c.membership == nil {
+		return
+	}
+	ch := c.membership.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-ch:
+			if !ok {
+				c.log.Warn("membership events closed; relying on resync")
+				return
+			}
+			c.log.Debug("membership event", "node", ev.Member.Name, "alive", ev.Member.Alive, "left", ev.Member.Left)
+			c.queue.Add(ev.Member.Name)
+		}
+	}
+}
+
+// member returns the gossip member called name, or nil.
+func (c *Controller) member(name string) *Member {
+	if c.membership == nil {
+		return nil
+	}
+	for _, m := range c.membership.Members() {
+		if m.Name == name {
+			return &m
+		}
+	}
+	return nil
+}
+
+// Reconcile plans one node and applies the plan: the Ready condition
+// (status), then the taints (spec), then the evictions.
+func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Result, error) {
+	obj, ok := c.nodes.Get("", name)
+	if !ok {
+		return controller.Result{}, nil
+	}
+	node := obj.(*corev1.Node)
+	member := c.member(name)
+	now := c.clock.Now()
+	acts := Plan(node, member, nil, now, c.cfg)
+	if acts.EvictionDue {
+		acts = Plan(node, member, c.podsOn(name), now, c.cfg)
+	}
+	res := controller.Result{RequeueAfter: acts.RequeueAfter}
+	log := c.log.With("node", name)
+
+	if acts.Ready != nil {
+		n := schema.Copy(node)
+		setCondition(&n.Status, *acts.Ready)
+		out, err := c.store.UpdateStatus(ctx, n)
+		if err != nil {
+			return res, c.writeErr("update Ready condition of node", name, err)
+		}
+		node = out.(*corev1.Node)
+		if acts.Ready.Status == corev1.ConditionTrue {
+			log.Info("node ready again", "reason", acts.Ready.Reason)
+		} else {
+			log.Warn("node not ready", "status", acts.Ready.Status, "reason", acts.Ready.Reason, "message", acts.Ready.Message)
+		}
+	}
+	if acts.SetTaints {
+		n := schema.Copy(node)
+		n.Spec.Taints = acts.Taints
+		if _, err := c.store.Update(ctx, n); err != nil {
+			return res, c.writeErr("update taints of node", name, err)
+		}
+		log.Info("node taints updated", "taints", taintKeys(acts.Taints))
+	}
+	if len(acts.Evict) == 0 {
+		return res, nil
+	}
+	if !c.anyOtherReady(name) {
+		// Nowhere to move the pods: evicting would only stop them. Kubernetes
+		// likewise stops evicting in a full disruption.
+		log.Warn("evictions held: no other node is Ready", "pods", len(acts.Evict))
+		return controller.Result{RequeueAfter: c.cfg.PodEvictionTimeout}, nil
+	}
+	var errs []error
+	for _, p := range acts.Evict {
+		_, err := c.store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
+		switch {
+		case err == nil:
+			log.Warn("evicted pod from node that is not ready", "pod", p.Namespace+"/"+p.Name, "why", acts.Why, "timeout", c.cfg.PodEvictionTimeout)
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+			// Gone already, or replaced by a new pod of the same name
+			// (its own event brings it here if it is bound to this node).
+		default:
+			errs = append(errs, fmt.Errorf("evict pod %s/%s from node %s: %w", p.Namespace, p.Name, name, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// writeErr wraps a store write error; a node deleted meanwhile is not one.
+func (c *Controller) writeErr(what, name string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	// ErrConflict: the agent wrote meanwhile; its event or the back-off
+	// brings another pass on the current state.
+	return fmt.Errorf("%s %s: %w", what, name, err)
+}
+
+// podsOn returns the cached pods bound to node (a scan of every pod: it
+// runs only for a node whose eviction is due).
+func (c *Controller) podsOn(node string) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, o := range c.pods.List("") {
+		if p := o.(*corev1.Pod); p.Spec.NodeName == node {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// anyOtherReady reports whether a node other than name is Ready.
+func (c *Controller) anyOtherReady(name string) bool {
+	for _, o := range c.nodes.List("") {
+		if n := o.(*corev1.Node); n.Name != name && ready(n) {
+			return true
+		}
+	}
+	return false
+}
+
+func ready(n *corev1.Node) bool {
+	c := readyCondition(n)
+	return c != nil && c.Status == corev1.ConditionTrue
+}
+
+func setCondition(st *corev1.NodeStatus, c corev1.NodeCondition) {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == c.Type {
+			st.Conditions[i] = c
+			return
+		}
+	}
+	st.Conditions = append(st.Conditions, c)
+}
+
+func taintKeys(ts []corev1.Taint) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Key+":"+string(t.Effect))
+	}
+	return out
+}

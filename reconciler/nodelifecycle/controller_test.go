@@ -1,0 +1,176 @@
+package nodelifecycle
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/reconciler/internal/memstore"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// recQueue records the keys added.
+type recQueue struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (q *recQueue) Add(key string)                       { q.mu.Lock(); defer q.mu.Unlock(); q.keys = append(q.keys, key) }
+func (q *recQueue) AddAfter(key string, _ time.Duration) { q.Add(key) }
+func (q *recQueue) has(key string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, k := range q.keys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond (cache and event delivery are asynchronous); it never
+// measures the controller's timing, which runs on the fake clock.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("%s: not reached", what)
+}
+
+// TestControllerEvictsOnTheInjectedClock drives the controller by hand:
+// a gossip failure enqueues the node at once, one Reconcile marks it, and
+// the eviction happens exactly when the fake clock reaches the timeout.
+func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := memstore.New()
+	t.Cleanup(st.Close)
+	clk := &fakeClock{now: t0}
+	for _, name := range []string{"a", "b"} {
+		hb := metav1.NewTime(t0)
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
+		}}}}
+		n.APIVersion, n.Kind = "v1", "Node"
+		mustCreate(t, st, n)
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p1", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: "b", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	p.APIVersion, p.Kind = "v1", "Pod"
+	mustCreate(t, st, p)
+
+	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
+	log := slog.New(slog.DiscardHandler)
+	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: 30 * time.Second})
+	ca := cache.New(st, log, 0)
+	q := &recQueue{}
+	ctrl.Setup(ca, q)
+	ca.Start(ctx)
+	defer func() { cancel(); ca.Wait() }()
+	if !ca.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	go ctrl.Start(ctx)
+
+	members.Fail("b", t0)
+	waitFor(t, "node b enqueued by the membership event", func() bool { return q.has("b") })
+	res, err := ctrl.Reconcile(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 30*time.Second {
+		t.Errorf("requeue after %s, want 30s", res.RequeueAfter)
+	}
+	n := getNode(t, st, "b")
+	if c := readyCondition(n); c.Status != corev1.ConditionUnknown || len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != TaintUnreachable {
+		t.Fatalf("node b: %+v taints %v", c, n.Spec.Taints)
+	}
+	waitFor(t, "cache sees node b marked", func() bool {
+		o, _ := ctrl.nodes.Get("", "b")
+		return o.GetResourceVersion() == n.ResourceVersion
+	})
+
+	clk.Advance(29 * time.Second)
+	if res, err = ctrl.Reconcile(ctx, "b"); err != nil || res.RequeueAfter != time.Second {
+		t.Fatalf("at +29s: %+v %v, want a requeue after 1s", res, err)
+	}
+	if _, err := st.Get(ctx, "pods", "default", "p1"); err != nil {
+		t.Fatalf("pod evicted early: %v", err)
+	}
+	rev := st.Revision()
+	if _, err = ctrl.Reconcile(ctx, "b"); err != nil || st.Revision() != rev {
+		t.Fatalf("an unchanged plan wrote: %v, revision %d → %d", err, rev, st.Revision())
+	}
+
+	clk.Advance(time.Second)
+	if _, err = ctrl.Reconcile(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "pods", "default", "p1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("pod p1 not evicted at +30s: %v", err)
+	}
+	if n := getNode(t, st, "a"); len(n.Spec.Taints) != 0 || readyCondition(n).Status != corev1.ConditionTrue {
+		t.Errorf("node a touched: %+v", n)
+	}
+}
+
+func mustCreate(t *testing.T, st store.Interface, obj schema.Object) {
+	t.Helper()
+	if _, err := st.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getNode(t *testing.T, st store.Interface, name string) *corev1.Node {
+	t.Helper()
+	o, err := st.Get(context.Background(), "nodes", "", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.(*corev1.Node)
+}
+
+func TestFakeMembership(t *testing.T) {
+	f := NewFakeMembership(Member{Name: "b", Alive: true}, Member{Name: "a", Alive: true})
+	f.Leave("b", t0)
+	ev := <-f.Events()
+	if ev.Member.Name != "b" || ev.Member.Alive || !ev.Member.Left || !ev.Member.Since.Equal(t0) {
+		t.Errorf("event %+v", ev)
+	}
+	ms := f.Members()
+	if len(ms) != 2 || ms[0].Name != "a" || !ms[1].Left {
+		t.Errorf("members %+v", ms)
+	}
+	f.Forget("b")
+	f.Close()
+	f.Join("c", t0) // after Close: recorded, no event, no panic
+	if _, ok := <-f.Events(); ok {
+		t.Error("event after Close")
+	}
+	if len(f.Members()) != 2 {
+		t.Errorf("members %+v", f.Members())
+	}
+}

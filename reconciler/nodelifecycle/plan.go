@@ -1,0 +1,266 @@
+// Package nodelifecycle owns Node health on the server side: it marks a
+// node's Ready condition Unknown when gossip says the node failed or left
+// (or, without gossip, when its agent stops heartbeating), taints it so
+// that nothing new is scheduled there, and after PodEvictionTimeout deletes
+// the pods bound to it so that their owners recreate them on healthy nodes.
+// Plan is the pure planner; Controller is the edge that feeds it from the
+// watch cache and the Membership and writes to the store.
+//
+// Evicted pods are deleted from the store whoever owns them: pods of a
+// ReplicaSet are recreated and scheduled elsewhere, bare pods are gone (as
+// with Kubernetes' node lifecycle controller). A node that comes back finds
+// its pods' UIDs missing from the store and removes them as orphans (the
+// agent's job, not this package's).
+package nodelifecycle
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition reasons written by this controller.
+const (
+	// ReasonNodeStatusUnknown marks Ready=Unknown set by the server, as in
+	// Kubernetes.
+	ReasonNodeStatusUnknown = "NodeStatusUnknown"
+	// ReasonNodeStatusRecovered marks Ready=True restored by the server
+	// when a node it had marked Unknown is alive again with a fresh
+	// heartbeat (the agent then rewrites it with its own reason).
+	ReasonNodeStatusRecovered = "NodeStatusRecovered"
+)
+
+// Taints this controller manages, with Kubernetes' keys. Both have the
+// NoSchedule effect; the scheduler refuses them unless tolerated.
+const (
+	TaintUnreachable = "node.kubernetes.io/unreachable" // Ready=Unknown
+	TaintNotReady    = "node.kubernetes.io/not-ready"   // Ready=False
+)
+
+// Defaults of Config.
+const (
+	DefaultPodEvictionTimeout     = 30 * time.Second
+	DefaultNodeMonitorGracePeriod = 50 * time.Second
+)
+
+// Config tunes the planner. Zero values mean the defaults.
+type Config struct {
+	// PodEvictionTimeout is how long a node stays not Ready before its pods
+	// are deleted (server flag --pod-eviction-timeout). Default 30s.
+	// Shorter moves workloads sooner; longer rides out short outages (a
+	// reboot) without restarting every pod elsewhere.
+	PodEvictionTimeout time.Duration
+	// NodeMonitorGracePeriod is how old an agent's Ready heartbeat may be
+	// before a node that gossip does not vouch for is marked Unknown. The
+	// agent renews it every 40s when nothing changes, so it must be
+	// larger than that. Default 50s. Heartbeat times come from the agent's
+	// clock: server and agents are assumed to be roughly in sync (NTP).
+	NodeMonitorGracePeriod time.Duration
+}
+
+// WithDefaults returns cfg with zero fields set to their defaults.
+func (cfg Config) WithDefaults() Config {
+	if cfg.PodEvictionTimeout <= 0 {
+		cfg.PodEvictionTimeout = DefaultPodEvictionTimeout
+	}
+	if cfg.NodeMonitorGracePeriod <= 0 {
+		cfg.NodeMonitorGracePeriod = DefaultNodeMonitorGracePeriod
+	}
+	return cfg
+}
+
+// Actions is what Plan asks the controller to do for one node.
+type Actions struct {
+	// Ready is the Ready condition to write; nil leaves it as it is.
+	Ready *corev1.NodeCondition
+	// SetTaints asks to replace the node's taints with Taints (which may
+	// then be empty).
+	SetTaints bool
+	Taints    []corev1.Taint
+	// EvictionDue is true when the node has been not Ready for longer than
+	// PodEvictionTimeout: every pod bound to it is to be evicted (the
+	// controller lists them only then, and plans again with them).
+	EvictionDue bool
+	// Evict lists the pods to delete now.
+	Evict []*corev1.Pod
+	// Why says why the node is not Ready ("" when it is), for logs.
+	Why string
+	// RequeueAfter asks for another look at the node after this delay: when
+	// its heartbeat goes stale or its eviction becomes due. Zero: only on
+	// the next event.
+	RequeueAfter time.Duration
+}
+
+// Plan decides the health of node from its gossip member (nil when there is
+// no membership or the member is unknown to it), the pods bound to it, the
+// time and the configuration. It performs no I/O and does not modify its
+// arguments.
+//
+//   - member failed or left → Ready=Unknown (reason NodeStatusUnknown),
+//     whatever the agent last wrote: gossip is authoritative while it says
+//     so, and the not-Ready clock starts at member.Since.
+//   - member alive → Ready is the agent's to write; only an Unknown this
+//     controller wrote is cleared (Ready=True) once the agent's heartbeat
+//     is fresh again.
+//   - no member → a heartbeat older than NodeMonitorGracePeriod (or none
+//     within that time of the node's creation) → Ready=Unknown; a fresh one
+//     clears it as above.
+//
+// While the resulting Ready is Unknown the node carries the unreachable
+// taint, while False the not-ready taint (both NoSchedule), and neither
+// while True. Once it has been not Ready for PodEvictionTimeout, every pod
+// bound to it that has not finished is evicted.
+func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, now time.Time, cfg Config) Actions {
+	cfg = cfg.WithDefaults()
+	var acts Actions
+	cur := readyCondition(node)
+	grace := cfg.NodeMonitorGracePeriod
+
+	heartbeat := node.CreationTimestamp.Time
+	if cur != nil && !cur.LastHeartbeatTime.IsZero() {
+		heartbeat = cur.LastHeartbeatTime.Time
+	}
+	fresh := heartbeat.IsZero() || now.Sub(heartbeat) < grace
+	ours := cur != nil && cur.Status == corev1.ConditionUnknown && cur.Reason == ReasonNodeStatusUnknown
+
+	var want *corev1.NodeCondition // nil: keep cur
+	var since time.Time            // not-Ready clock start override
+	switch {
+	case member != nil && !member.Alive:
+		msg := fmt.Sprintf("gossip: node %s failed; last heard at %s", node.Name, stamp(member.Since))
+		if member.Left {
+			msg = fmt.Sprintf("gossip: node %s left the cluster at %s", node.Name, stamp(member.Since))
+		}
+		want = unknown(cur, msg, now)
+		since = member.Since
+	case member == nil && !fresh:
+		msg := fmt.Sprintf("flotilla agent stopped posting node status; last heartbeat at %s", stamp(heartbeat))
+		if cur == nil || cur.LastHeartbeatTime.IsZero() {
+			msg = "flotilla agent never posted node status"
+		}
+		want = unknown(cur, msg, now)
+	case ours && fresh:
+		c := *cur
+		c.Status = corev1.ConditionTrue
+		c.Reason = ReasonNodeStatusRecovered
+		c.Message = "node is reachable again and its agent heartbeat is fresh"
+		c.LastTransitionTime = metav1.NewTime(now).Rfc3339Copy()
+		want = &c
+	}
+	if member == nil && fresh && !heartbeat.IsZero() {
+		acts.RequeueAfter = heartbeat.Add(grace).Sub(now)
+	}
+
+	eff := cur
+	if want != nil {
+		if cur == nil || *want != *cur {
+			acts.Ready = want
+		}
+		eff = want
+	}
+
+	taints, changed := wantTaints(node.Spec.Taints, eff)
+	if changed {
+		acts.SetTaints, acts.Taints = true, taints
+	}
+
+	if eff == nil || eff.Status == corev1.ConditionTrue {
+		return acts
+	}
+	acts.Why = eff.Message
+	if since.IsZero() {
+		since = eff.LastTransitionTime.Time
+	}
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	due := since.Add(cfg.PodEvictionTimeout)
+	if now.Before(due) {
+		acts.RequeueAfter = minPositive(acts.RequeueAfter, due.Sub(now))
+		return acts
+	}
+	acts.EvictionDue = true
+	for _, p := range pods {
+		if p.Spec.NodeName == node.Name && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			acts.Evict = append(acts.Evict, p)
+		}
+	}
+	return acts
+}
+
+// unknown returns the Unknown Ready condition with msg, keeping cur's
+// heartbeat (the agent's) and its transition time when the status does not
+// change.
+func unknown(cur *corev1.NodeCondition, msg string, now time.Time) *corev1.NodeCondition {
+	c := corev1.NodeCondition{Type: corev1.NodeReady}
+	if cur != nil {
+		c = *cur
+	}
+	if c.Status != corev1.ConditionUnknown {
+		c.LastTransitionTime = metav1.NewTime(now).Rfc3339Copy()
+	}
+	c.Status = corev1.ConditionUnknown
+	c.Reason = ReasonNodeStatusUnknown
+	c.Message = msg
+	return &c
+}
+
+// wantTaints returns taints with the managed taints matching ready, and
+// whether that differs from taints. Other taints are kept in order.
+func wantTaints(taints []corev1.Taint, ready *corev1.NodeCondition) ([]corev1.Taint, bool) {
+	want := ""
+	if ready != nil {
+		switch ready.Status {
+		case corev1.ConditionUnknown:
+			want = TaintUnreachable
+		case corev1.ConditionFalse:
+			want = TaintNotReady
+		}
+	}
+	out := make([]corev1.Taint, 0, len(taints)+1)
+	changed, have := false, false
+	for _, t := range taints {
+		managed := (t.Key == TaintUnreachable || t.Key == TaintNotReady) && t.Effect == corev1.TaintEffectNoSchedule
+		switch {
+		case managed && t.Key == want && !have:
+			have = true
+			out = append(out, t)
+		case managed:
+			changed = true
+		default:
+			out = append(out, t)
+		}
+	}
+	if want != "" && !have {
+		out = append(out, corev1.Taint{Key: want, Effect: corev1.TaintEffectNoSchedule})
+		changed = true
+	}
+	return out, changed
+}
+
+// readyCondition returns node's Ready condition, or nil.
+func readyCondition(node *corev1.Node) *corev1.NodeCondition {
+	for i := range node.Status.Conditions {
+		if node.Status.Conditions[i].Type == corev1.NodeReady {
+			return &node.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// stamp formats t for condition messages (UTC, seconds), "unknown" if zero.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
