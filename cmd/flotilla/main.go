@@ -58,6 +58,8 @@ Then, from another shell:
 	root.AddCommand(
 		newUpCommand(),
 		newDownCommand(),
+		newServerCommand(),
+		newAgentCommand(),
 		newGetCommand(g),
 		newDescribeCommand(g),
 		newLogsCommand(g),

@@ -84,12 +84,12 @@ running; 'flotilla up' again resumes from the store.`,
 	return cmd
 }
 
-// logger returns the process logger: everything at info (debug with -v) to
-// the file, and warnings and errors also to stderr, so that the terminal
-// shows `up`'s progress lines and what needs attention.
-func (o *upOptions) logger(file, stderr io.Writer) *slog.Logger {
+// roleLogger returns a role's logger: everything at info (debug with
+// verbose) to the file, and warnings and errors also to stderr, so that the
+// terminal shows the role's progress lines and what needs attention.
+func roleLogger(file, stderr io.Writer, verbose bool) *slog.Logger {
 	level := slog.LevelInfo
-	if o.verbose {
+	if verbose {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewMultiHandler(

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/gossip"
+	"github.com/flotilla-dev/flotilla/cluster/join"
+	"github.com/flotilla-dev/flotilla/netfabric"
+	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podman"
+)
+
+// agentOptions are the flags of `flotilla agent`.
+type agentOptions struct {
+	upOptions  // the node-side flags it shares with up (data dir, Podman, network names)
+	token      string
+	tokenFile  string
+	join       string
+	advertise  string
+	gossipPort int
+}
+
+func newAgentCommand() *cobra.Command {
+	o := &agentOptions{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a node: join a server's cluster and run the pods it schedules here",
+		Long: `Run a node of a multi-node cluster: join the server named by the join token
+(printed by 'flotilla server'), take a pod CIDR, join the gossip and the VXLAN
+overlay, and run the pods bound to this node on its own Podman service.
+
+Pods keep running while the server is unreachable; the agent reconciles when
+it is back. An agent restart adopts its running pods.`,
+		Example: `  flotilla agent --token FLO1.… --advertise-addr 192.0.2.21
+  flotilla agent --token-file /etc/flotilla/join-token --join 192.0.2.10`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runAgent(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.token, "token", "", "the join token `flotilla server` printed")
+	f.StringVar(&o.tokenFile, "token-file", "", "read the join token from this file")
+	f.StringVar(&o.join, "join", "", "the server's address, when it differs from the one in the token (an IP or host)")
+	f.StringVar(&o.advertise, "advertise-addr", "", "this node's IP on the node network (default: the first global IPv4 address)")
+	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
+	f.StringVar(&o.dataDir, "data-dir", apiclient.DefaultDataDir(), "where the agent keeps its Podman service, pod network state and logs")
+	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
+	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
+	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this node's Podman service (default: the machine's); needs --podman-runroot")
+	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root (at most 50 characters)")
+	f.StringVar(&o.podmanDriver, "podman-storage-driver", "", "Podman storage driver for --podman-root")
+	f.StringVar(&o.bridge, "bridge", "flotilla0", "name of the pod network bridge")
+	f.StringVar(&o.netnsPrefix, "netns-prefix", "flo-", "prefix of the pods' network namespace names")
+	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
+	return cmd
+}
+
+func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("flotilla agent needs root: it creates network namespaces and runs Podman as root (try sudo)")
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
+	tok, err := readToken(o.token, o.tokenFile)
+	if err != nil {
+		return err
+	}
+	if o.join != "" {
+		if tok, err = retarget(tok, o.join); err != nil {
+			return err
+		}
+	}
+	logFile, logPath, err := openLog(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := roleLogger(logFile, os.Stderr, o.verbose)
+	say("logs in %s", logPath)
+	if o.nodeName == "" {
+		if o.nodeName, err = os.Hostname(); err != nil {
+			return fmt.Errorf("node name: %w (pass --node-name)", err)
+		}
+	}
+	advertise := net.ParseIP(o.advertise)
+	if o.advertise == "" {
+		if advertise, err = firstGlobalIPv4(); err != nil {
+			return fmt.Errorf("find this node's address: %w (pass --advertise-addr)", err)
+		}
+	} else if advertise == nil {
+		return fmt.Errorf("--advertise-addr %q is not an IP address", o.advertise)
+	}
+
+	// Trust the server only through the CA whose fingerprint the token holds.
+	caPEM, err := fetchCA(ctx, tok)
+	if err != nil {
+		return err
+	}
+	api, err := apiclient.New(apiclient.Config{Server: tok.Server, CAData: caPEM, Token: tok.APIToken})
+	if err != nil {
+		return err
+	}
+	if err := registerNode(ctx, api, o.nodeName, ""); err != nil {
+		return fmt.Errorf("%w (is the join token current? `flotilla server` prints it)", err)
+	}
+	say("joined %s as node %s", tok.Server, o.nodeName)
+	cidr, err := waitPodCIDR(ctx, api, o.nodeName, say)
+	if err != nil {
+		return err
+	}
+	_, podCIDR, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return fmt.Errorf("node %s has pod CIDR %q: %w", o.nodeName, cidr, err)
+	}
+	o.podCIDR = cidr
+	if err := saveHostSettings(o.dataDir, o.hostSettings()); err != nil {
+		return fmt.Errorf("record the host settings: %w", err)
+	}
+
+	// The pod network: the node's bridge, then the overlay to the others.
+	overlay := netfabric.OverlayConfig{UnderlayIP: advertise}
+	mtu, err := netfabric.OverlayMTU(overlay)
+	if err != nil {
+		return fmt.Errorf("overlay MTU: %w", err)
+	}
+	fabric, err := netfabric.New(netfabric.Config{
+		PodCIDR: podCIDR, MTU: mtu, Bridge: o.bridge, NetNSPrefix: o.netnsPrefix, NFTable: o.nftTable,
+		StateDir: filepath.Join(o.dataDir, "net"), Logger: log.With("component", "netfabric"),
+	})
+	if err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+	if err := fabric.Init(ctx); err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+	if err := fabric.InitOverlay(ctx, overlay); err != nil {
+		return fmt.Errorf("pod overlay: %w", err)
+	}
+	members, err := gossip.New(gossip.Config{
+		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: tok.GossipKey,
+		Meta: gossip.Meta{Role: gossip.RoleAgent, NodeName: o.nodeName, TunnelIP: advertise.String(),
+			PodCIDR: cidr, VTEPMAC: fabric.VTEPMAC().String()},
+		Logger: log.With("component", "gossip"),
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	defer members.Shutdown()
+	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil {
+		return fmt.Errorf("join the gossip: %w", err)
+	}
+
+	var runtime *podman.Runtime
+	if o.podmanSocket != "" {
+		if runtime, err = podman.Connect(ctx, o.podmanSocket); err != nil {
+			return fmt.Errorf("connect to Podman at %s: %w", o.podmanSocket, err)
+		}
+	} else {
+		svc, err := podman.StartService(ctx, podman.ServiceConfig{
+			DataDir: filepath.Join(o.dataDir, "podman"), Root: o.podmanRoot, RunRoot: o.podmanRunRoot, StorageDriver: o.podmanDriver,
+			Logger: log.With("component", "podman"),
+		})
+		if err != nil {
+			return fmt.Errorf("start Podman: %w", err)
+		}
+		defer svc.Stop()
+		runtime = svc.Runtime
+	}
+	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: api, Runtime: runtime, Network: fabric,
+		NodeIP: advertise, Logger: log.With("component", "agent")})
+	if err != nil {
+		return err
+	}
+	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return agent.Run(gctx) })
+	g.Go(func() error { followPeers(gctx, members, fabric, log.With("component", "overlay")); return nil })
+	err = g.Wait()
+	_ = members.Leave(2 * time.Second)
+	say("stopped; pods keep running, and `flotilla agent` adopts them when it starts again")
+	return ignoreCanceled(err)
+}
+
+// followPeers programs the overlay from gossip: on every membership change,
+// the whole set of agents with a pod CIDR. It works while the API server is
+// down, since it needs only gossip.
+func followPeers(ctx context.Context, members *gossip.Membership, fabric *netfabric.Fabric, log interface {
+	Warn(string, ...any)
+}) {
+	events, stop := members.Subscribe()
+	defer stop()
+	for {
+		var peers []netfabric.Peer
+		for _, m := range members.Members() {
+			if m.Meta.Role != gossip.RoleAgent || m.Meta.PodCIDR == "" {
+				continue
+			}
+			_, cidr, err1 := net.ParseCIDR(m.Meta.PodCIDR)
+			mac, err2 := net.ParseMAC(m.Meta.VTEPMAC)
+			ip := net.ParseIP(m.Meta.TunnelIP)
+			if err1 != nil || err2 != nil || ip == nil {
+				log.Warn("gossip member announces a bad overlay address; skipped", "member", m.Name)
+				continue
+			}
+			peers = append(peers, netfabric.Peer{Node: m.Meta.NodeName, UnderlayIP: ip, PodCIDR: cidr, VTEPMAC: mac})
+		}
+		if err := fabric.SetPeers(ctx, peers); err != nil {
+			log.Warn("programming the overlay", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+// readToken reads and parses the join token from the flag or the file.
+func readToken(token, file string) (join.Token, error) {
+	if token == "" && file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return join.Token{}, fmt.Errorf("read the join token: %w", err)
+		}
+		token = string(data)
+	}
+	if token == "" {
+		return join.Token{}, fmt.Errorf("no join token: pass --token (or --token-file) with what `flotilla server` printed")
+	}
+	tok, err := join.Parse(token)
+	if err != nil {
+		return join.Token{}, fmt.Errorf("the join token: %w", err)
+	}
+	return tok, nil
+}
+
+// retarget points the token at another address of the same server.
+func retarget(tok join.Token, host string) (join.Token, error) {
+	u, err := url.Parse(tok.Server)
+	if err != nil {
+		return tok, fmt.Errorf("the join token's server %q: %w", tok.Server, err)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err == nil {
+		u.Host = net.JoinHostPort(host, port)
+	} else {
+		u.Host = host
+	}
+	tok.Server = u.String()
+	if _, port, err := net.SplitHostPort(tok.GossipAddr); err == nil {
+		tok.GossipAddr = net.JoinHostPort(host, port)
+	}
+	return tok, nil
+}
+
+// fetchCA gets the cluster CA from the server and checks it against the
+// token's fingerprint: the one thing trusted before TLS can be.
+func fetchCA(ctx context.Context, tok join.Token) ([]byte, error) {
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // checked below, by fingerprint
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tok.Server+CACertsPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach the server at %s: %w", tok.Server, err)
+	}
+	defer resp.Body.Close()
+	pem, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch the cluster CA from %s: %s %v", tok.Server, resp.Status, err)
+	}
+	if err := join.VerifyCA(pem, tok.CAFingerprint); err != nil {
+		return nil, fmt.Errorf("the server at %s is not the one the join token names: %w", tok.Server, err)
+	}
+	return pem, nil
+}

@@ -1,0 +1,237 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Down removes the lab: it stops every process (SIGTERM, up to 5 s, then
+// SIGKILL, including the nodes' Podman services, conmons and containers),
+// unmounts everything mounted under Dir and the run roots, deletes the
+// namespaces and links, and removes Dir. It works from the state file plus
+// a sweep of kernel objects named "<Name>-…", so it also cleans up after a
+// crash, and a second Down does nothing.
+func (l *Lab) Down(ctx context.Context) error {
+	st, err := loadState(l.dir)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		st = l.st // already down, or Up failed before writing it: sweep by name
+	default:
+		l.log.Warn("lab state unreadable; cleaning up by name", "err", err)
+		st = l.st
+	}
+	return teardown(ctx, l.log, l.dir, st)
+}
+
+// Cleanup removes whatever a lab called name left with no usable state
+// file: processes in its namespaces, mounts under dir, namespaces and links
+// named "<name>-…", and the lab's files in dir. dir may be empty.
+func Cleanup(ctx context.Context, dir, name string, log *slog.Logger) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: want 1-10 lowercase letters or digits", name)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return fmt.Errorf("resolving lab dir %s: %w", dir, err)
+		}
+		dir = abs
+	}
+	return teardown(ctx, log, dir, &state{Name: name, Dir: dir})
+}
+
+func teardown(ctx context.Context, log *slog.Logger, dir string, st *state) error {
+	var errs []error
+	names := st.netnsNames()
+	for _, n := range leftoverNetNS(st.Name) {
+		if !contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	var paths []string
+	for _, n := range names {
+		if n != "" {
+			paths = append(paths, filepath.Join(netnsDir, n))
+		}
+	}
+	if err := newSelector(paths, st.Procs).kill(ctx, 5*time.Second, 10*time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("stopping the lab's processes: %w", err))
+	}
+	roots := []string{st.runDir()}
+	if dir != "" {
+		roots = append(roots, dir)
+	}
+	if err := unmountUnder(roots...); err != nil {
+		errs = append(errs, err)
+	}
+	removeRuntimeState(log, roots)
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if err := deleteNetNS(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := deleteRootLinks(st.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(st.runDir()); err != nil {
+		errs = append(errs, fmt.Errorf("removing %s: %w", st.runDir(), err))
+	}
+	os.Remove(runBase) // only if empty: other labs may use it
+	if dir != "" && len(mountsUnder(dir)) == 0 {
+		if err := removeLabFiles(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lab down %s: %w", st.Name, err)
+	}
+	log.Info("lab down", "name", st.Name, "dir", dir)
+	return nil
+}
+
+// removeRuntimeState removes the OCI runtimes' records (/run/runc/<id>,
+// /run/crun/<id>) of the nodes' containers, whose processes are gone: a
+// container's state names its root filesystem, under a node's storage.
+func removeRuntimeState(log *slog.Logger, roots []string) {
+	for _, base := range []string{"/run/runc", "/run/crun"} {
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			dir := filepath.Join(base, e.Name())
+			b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+			if err != nil {
+				b, err = os.ReadFile(filepath.Join(dir, "status"))
+			}
+			if err != nil {
+				continue
+			}
+			for _, r := range roots {
+				if r != "" && bytes.Contains(b, []byte(`"`+r+"/")) {
+					log.Debug("removing container runtime state", "dir", dir)
+					os.RemoveAll(dir)
+					break
+				}
+			}
+		}
+	}
+}
+
+// removeLabFiles removes what a lab puts in dir, then dir if that leaves
+// it empty: never anything else that someone put there.
+func removeLabFiles(dir string) error {
+	var errs []error
+	for _, e := range []string{stateFile, stateFile + ".tmp", "logs", "nodes", "images", lockFile} {
+		if err := os.RemoveAll(filepath.Join(dir, e)); err != nil {
+			errs = append(errs, fmt.Errorf("removing lab files: %w", err))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("removing lab dir: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder lists the mount points at or below any of roots, deepest first.
+func mountsUnder(roots ...string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		for _, r := range roots {
+			if mp == r || strings.HasPrefix(mp, r+"/") {
+				out = append(out, mp)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unmountUnder lazily unmounts everything at or below roots (container
+// overlays and shm of the nodes' Podman storage), deepest first.
+func unmountUnder(roots ...string) error {
+	for range 5 {
+		mps := mountsUnder(roots...)
+		if len(mps) == 0 {
+			return nil
+		}
+		for _, mp := range mps {
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
+	}
+	if mps := mountsUnder(roots...); len(mps) > 0 {
+		return fmt.Errorf("unmounting %d lab mounts, still mounted: %s", len(mps), strings.Join(mps, ", "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// tail is the end of a log file, for error messages.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 8 {
+		lines = lines[len(lines)-8:]
+	}
+	return fmt.Sprintf("log %s ends:\n%s", path, strings.Join(lines, "\n"))
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/gossip"
+	"github.com/flotilla-dev/flotilla/cluster/join"
+	"github.com/flotilla-dev/flotilla/examples"
+	"github.com/flotilla-dev/flotilla/gitsync"
+)
+
+// serverOptions are the flags of `flotilla server`.
+type serverOptions struct {
+	dataDir            string
+	repo, branch, path string
+	interval           time.Duration
+	apiAddr            string
+	advertise          string
+	gossipPort         int
+	name               string
+	podEvictionTimeout time.Duration
+	verbose            bool
+}
+
+func newServerCommand() *cobra.Command {
+	o := &serverOptions{}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane of a multi-node cluster; agents join it with the printed token",
+		Long: `Run the control plane of a multi-node cluster: the store, the API server, the
+controllers and scheduler, the Git sync, and a gossip member that tells which
+nodes are alive. It runs no pods itself: agents do ('flotilla agent').
+
+It prints a join token (also in DATA_DIR/join-token) that carries what an
+agent needs: the API address and credential, the gossip key, and the
+fingerprint of the cluster's CA.`,
+		Example: `  flotilla server --repo https://git.example/ops/site.git --advertise-addr 192.0.2.10
+  flotilla agent --token "$(cat /var/lib/flotilla/join-token)"   # on each node`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runServer(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", apiclient.DefaultDataDir(), "where the store, certificates, kubeconfig and join token live")
+	f.StringVar(&o.repo, "repo", "", "Git repository to sync: a URL or a local path (default: a copy of examples/hello under the data dir)")
+	f.StringVar(&o.branch, "branch", "", "branch to follow (default: the repository's HEAD)")
+	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests")
+	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository")
+	f.StringVar(&o.apiAddr, "api-addr", ":6443", "address the API server listens on")
+	f.StringVar(&o.advertise, "advertise-addr", "", "the IP agents reach this server at (default: the first global IPv4 address)")
+	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
+	f.StringVar(&o.name, "name", "", "this server's gossip name (default: server-<host name>)")
+	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
+	return cmd
+}
+
+func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
+	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
+	logFile, logPath, err := openLog(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := roleLogger(logFile, os.Stderr, o.verbose)
+	say("logs in %s", logPath)
+	if o.advertise == "" {
+		ip, err := firstGlobalIPv4()
+		if err != nil {
+			return fmt.Errorf("find this host's address: %w (pass --advertise-addr)", err)
+		}
+		o.advertise = ip.String()
+	}
+	if net.ParseIP(o.advertise) == nil {
+		return fmt.Errorf("--advertise-addr %q is not an IP address", o.advertise)
+	}
+	if o.name == "" {
+		host, _ := os.Hostname()
+		o.name = "server-" + host
+	}
+	key, err := ensureGossipKey(o.dataDir)
+	if err != nil {
+		return err
+	}
+	members, err := gossip.New(gossip.Config{
+		NodeName: o.name, BindPort: o.gossipPort, AdvertiseAddr: o.advertise, Key: key,
+		Meta:   gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, TunnelIP: o.advertise},
+		Logger: log.With("component", "gossip"),
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	defer members.Shutdown()
+	view := watchGossip(ctx, members)
+
+	repo := o.repo
+	if repo == "" {
+		repo = filepath.Join(o.dataDir, "repo")
+		if err := gitsync.InitLocalRepo(repo, examples.Hello()); err != nil && !errors.Is(err, gitsync.ErrRepoExists) {
+			return fmt.Errorf("create the example repository: %w", err)
+		}
+	}
+	cp, err := openControlPlane(planeOptions{
+		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
+		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
+		membership: view, podEvictionTimeout: o.podEvictionTimeout, log: log,
+	}, say)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
+	if o.repo == "" {
+		if err := installSyncHook(repo, cp.kubeconfig); err != nil {
+			return err
+		}
+	}
+	fp, err := join.Fingerprint(cp.caPEM)
+	if err != nil {
+		return err
+	}
+	tok := join.Token{Server: cp.serverURL, APIToken: cp.token, GossipKey: key,
+		GossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), CAFingerprint: fp}
+	if err := tok.Validate(); err != nil {
+		return fmt.Errorf("join token: %w", err)
+	}
+	tokenPath := filepath.Join(o.dataDir, "join-token")
+	if err := os.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the join token: %w", err)
+	}
+	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: cp.serverURL, TunnelIP: o.advertise}); err != nil {
+		return fmt.Errorf("announce the API address: %w", err)
+	}
+	api, err := cp.apiServer(nil)
+	if err != nil {
+		return err
+	}
+	say("API server at %s; kubeconfig %s", cp.serverURL, cp.kubeconfig)
+	say("syncing %s", gitsync.SanitizeURL(repo))
+	say("join token (also in %s); on each node run:", tokenPath)
+	fmt.Fprintf(out, "\n  flotilla agent --token %s\n\n", tok.Encode())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return api.Serve(gctx, cp.listener) })
+	g.Go(func() error { return cp.manager.Run(gctx) })
+	g.Go(func() error { return cp.syncer.Run(gctx) })
+	err = g.Wait()
+	_ = members.Leave(2 * time.Second)
+	say("stopped")
+	return ignoreCanceled(err)
+}
+
+// ensureGossipKey returns the cluster's gossip key, kept in the data dir.
+func ensureGossipKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, "gossip-key")
+	if data, err := os.ReadFile(path); err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(data)))
+		if err != nil || len(key) != gossip.KeySize {
+			return nil, fmt.Errorf("%s is not a %d-byte hex key: remove it to make a new one (agents must then rejoin)", path, gossip.KeySize)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	key, err := join.NewGossipKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// installSyncHook makes commits in a local repository sync at once.
+func installSyncHook(repo, kubeconfig string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary for the post-commit hook: %w", err)
+	}
+	hook := gitsync.ShellQuote(exe) + " sync --quiet --kubeconfig " + gitsync.ShellQuote(kubeconfig)
+	if err := gitsync.InstallPostCommitHook(repo, hook); err != nil {
+		return fmt.Errorf("install the post-commit hook: %w", err)
+	}
+	return nil
+}
+
+// firstGlobalIPv4 is the host's first global unicast IPv4 address.
+func firstGlobalIPv4() (net.IP, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.To4(), nil
+		}
+	}
+	return nil, errors.New("no global IPv4 address")
+}
