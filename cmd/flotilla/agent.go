@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -79,7 +80,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("flotilla agent needs root: it creates network namespaces and runs Podman as root (try sudo)")
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	tok, err := readToken(o.token, o.tokenFile)
+	tok, err := readToken(ctx, o.token, o.tokenFile, say)
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,21 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	}
 
 	// Trust the server only through the CA whose fingerprint the token holds.
+	// A server that does not answer yet is waited for; one that answers
+	// with another CA is refused at once.
 	caPEM, err := fetchCA(ctx, tok)
+	for told := false; errors.Is(err, errUnreachable); {
+		if !told {
+			say("waiting for the server at %s ...", tok.Server)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		caPEM, err = fetchCA(ctx, tok)
+	}
 	if err != nil {
 		return err
 	}
@@ -236,14 +251,28 @@ func followPeers(ctx context.Context, members *gossip.Membership, fabric *netfab
 	}
 }
 
-// readToken reads and parses the join token from the flag or the file.
-func readToken(token, file string) (join.Token, error) {
-	if token == "" && file != "" {
+// readToken reads and parses the join token from the flag or the file. A
+// file that does not exist yet is waited for (a server starting beside the
+// agent writes it).
+func readToken(ctx context.Context, token, file string, say func(string, ...any)) (join.Token, error) {
+	for told := false; token == "" && file != ""; {
 		data, err := os.ReadFile(file)
-		if err != nil {
+		if err == nil {
+			token = string(data)
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) {
 			return join.Token{}, fmt.Errorf("read the join token: %w", err)
 		}
-		token = string(data)
+		if !told {
+			say("waiting for the join token at %s ...", file)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return join.Token{}, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	if token == "" {
 		return join.Token{}, fmt.Errorf("no join token: pass --token (or --token-file) with what `flotilla server` printed")
@@ -273,6 +302,9 @@ func retarget(tok join.Token, host string) (join.Token, error) {
 	return tok, nil
 }
 
+// errUnreachable: the server did not answer (yet).
+var errUnreachable = errors.New("cannot reach the server")
+
 // fetchCA gets the cluster CA from the server and checks it against the
 // token's fingerprint: the one thing trusted before TLS can be.
 func fetchCA(ctx context.Context, tok join.Token) ([]byte, error) {
@@ -285,7 +317,7 @@ func fetchCA(ctx context.Context, tok join.Token) ([]byte, error) {
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reach the server at %s: %w", tok.Server, err)
+		return nil, fmt.Errorf("%w at %s: %w", errUnreachable, tok.Server, err)
 	}
 	defer resp.Body.Close()
 	pem, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

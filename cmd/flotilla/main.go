@@ -60,6 +60,7 @@ Then, from another shell:
 		newDownCommand(),
 		newServerCommand(),
 		newAgentCommand(),
+		newLabCommand(),
 		newGetCommand(g),
 		newDescribeCommand(g),
 		newLogsCommand(g),

@@ -33,6 +33,7 @@ type serverOptions struct {
 	apiAddr            string
 	advertise          string
 	gossipPort         int
+	gossipBind         string
 	name               string
 	podEvictionTimeout time.Duration
 	verbose            bool
@@ -68,6 +69,7 @@ fingerprint of the cluster's CA.`,
 	f.StringVar(&o.apiAddr, "api-addr", ":6443", "address the API server listens on")
 	f.StringVar(&o.advertise, "advertise-addr", "", "the IP agents reach this server at (default: the first global IPv4 address)")
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
+	f.StringVar(&o.gossipBind, "gossip-bind", "", "address gossip listens on (default: all of this host's)")
 	f.StringVar(&o.name, "name", "", "this server's gossip name (default: server-<host name>)")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
@@ -102,7 +104,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		return err
 	}
 	members, err := gossip.New(gossip.Config{
-		NodeName: o.name, BindPort: o.gossipPort, AdvertiseAddr: o.advertise, Key: key,
+		NodeName: o.name, BindAddr: o.gossipBind, BindPort: o.gossipPort, AdvertiseAddr: o.advertise, Key: key,
 		Meta:   gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, TunnelIP: o.advertise},
 		Logger: log.With("component", "gossip"),
 	})

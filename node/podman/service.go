@@ -37,6 +37,11 @@ type ServiceConfig struct {
 	Logger *slog.Logger
 }
 
+// TmpDir is the libpod temp dir of a service with its own RunRoot. Podman
+// records it in the storage's database and refuses a later `podman` command
+// on the same storage with another one: give it as --tmpdir.
+func TmpDir(runRoot string) string { return filepath.Join(runRoot, "libpod-tmp") }
+
 // maxRunRoot is the longest --runroot Podman accepts.
 const maxRunRoot = 50
 
@@ -103,7 +108,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	conf := containersConf
 	var args []string
 	if cfg.Root != "" {
-		tmp := filepath.Join(cfg.RunRoot, "libpod-tmp")
+		tmp := TmpDir(cfg.RunRoot)
 		conf += fmt.Sprintf("tmp_dir = %q\nvolume_path = %q\n", tmp, filepath.Join(cfg.Root, "volumes"))
 		args = append(args, "--root", cfg.Root, "--runroot", cfg.RunRoot)
 	}

@@ -51,6 +51,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	flopodman "github.com/flotilla-dev/flotilla/node/podman"
 	"log/slog"
 	"net"
 	"os"
@@ -113,7 +114,7 @@ type Node struct {
 // Every Podman of the node (its service, LoadImage) must pass the same
 // ones: Podman refuses a database opened with other paths.
 func (n Node) PodmanArgs() []string {
-	return []string{"--root", n.PodmanRoot, "--runroot", n.RunRoot, "--tmpdir", filepath.Join(n.RunRoot, "libpod")}
+	return []string{"--root", n.PodmanRoot, "--runroot", n.RunRoot, "--tmpdir", flopodman.TmpDir(n.RunRoot)}
 }
 
 // Lab is a running lab.
@@ -125,7 +126,10 @@ type Lab struct {
 }
 
 const (
-	stateFile  = "lab.json"
+	stateFile = "lab.json"
+	// ServerDir is Dir/server: the data dir for the caller's server
+	// process (its store, kubeconfig, join token), removed by Down.
+	ServerDir  = "server"
 	lockFile   = "lab.lock"
 	runBase    = "/run/flotilla-lab"
 	switchPort = "br0"

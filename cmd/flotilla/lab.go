@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cmd/flotilla/internal/lab"
+	"github.com/flotilla-dev/flotilla/examples"
+	"github.com/flotilla-dev/flotilla/node/podman"
+)
+
+// labName prefixes every namespace and link of the lab.
+const labName = "flab"
+
+func newLabCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "An N-node cluster on this one Linux host, each node in its own network namespace",
+		Long: `Build and drive a multi-node Flotilla cluster on one Linux host, no Docker
+needed: a switch namespace with a bridge, one network namespace per node with
+its own address, Podman service and agent, and a server in this host's
+namespace that syncs a Git repository. Every verb takes --dir.`,
+		Example: `  flotilla lab up --nodes 3
+  export KUBECONFIG=/var/lib/flotilla/lab/server/kubeconfig.yaml && flotilla get nodes
+  flotilla lab kill node2 && flotilla lab start node2
+  flotilla lab down`,
+	}
+	cmd.PersistentFlags().StringVar(&dir, "dir", filepath.Join(apiclient.DefaultDataDir(), "lab"), "the lab's directory (state, node data, logs)")
+	open := func() (*lab.Lab, error) {
+		l, err := lab.Open(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no lab in %s: start one with `flotilla lab up`", dir)
+		}
+		return l, err
+	}
+
+	var (
+		nodes   int
+		repo    string
+		name    string
+		subnet  string
+		timeout time.Duration
+		evict   time.Duration
+	)
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Build the lab and wait until every node is Ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, sub, err := net.ParseCIDR(subnet)
+			if err != nil {
+				return fmt.Errorf("--subnet %q: %w", subnet, err)
+			}
+			return labUp(cmd.Context(), lab.Config{Dir: dir, Name: name, Nodes: nodes, Subnet: sub}, repo, evict, timeout, cmd.OutOrStdout())
+		},
+	}
+	up.Flags().IntVar(&nodes, "nodes", 3, "how many nodes")
+	up.Flags().StringVar(&name, "name", labName, "prefix of the lab's namespaces and links (one per lab on a host)")
+	up.Flags().StringVar(&subnet, "subnet", "10.98.0.0/24", "the node network (the host is .254, nodes .11, .12, …)")
+	up.Flags().StringVar(&repo, "repo", "", "Git repository the server syncs (default: a fresh copy of examples/hello)")
+	up.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for every node to be Ready")
+	up.Flags().DurationVar(&evict, "pod-eviction-timeout", 30*time.Second, "the server's --pod-eviction-timeout")
+
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Remove every namespace, process, mount and file of the lab (also after a crash)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := lab.Open(dir)
+			if errors.Is(err, fs.ErrNotExist) {
+				return lab.Cleanup(cmd.Context(), dir, labName, nil)
+			} else if err != nil {
+				return err
+			}
+			return l.Down(cmd.Context())
+		},
+	}
+	load := &cobra.Command{
+		Use:   "load IMAGE",
+		Short: "Copy an image from this host's Podman storage into every node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.LoadImage(cmd.Context(), args[0])
+		},
+	}
+	exec := &cobra.Command{
+		Use:   "exec NODE -- CMD [ARG...]",
+		Short: "Run a command inside a node's network namespace",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.Exec(cmd.Context(), args[0], args[1:], lab.Stdio{In: cmd.InOrStdin(), Out: cmd.OutOrStdout(), Err: cmd.ErrOrStderr()})
+		},
+	}
+	kill := &cobra.Command{
+		Use:   "kill NODE",
+		Short: "Fail a node at once: its agent, Podman and containers are killed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.Kill(cmd.Context(), args[0])
+		},
+	}
+	start := &cobra.Command{
+		Use:   "start NODE",
+		Short: "Start a killed node's agent again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.Start(cmd.Context(), args[0])
+		},
+	}
+	cmd.AddCommand(up, down, load, exec, kill, start)
+	return cmd
+}
+
+// labUp builds the lab: the server in this host's namespace on the lab's
+// host address, an agent in each node, the example image in every node;
+// then waits for every node to be Ready.
+func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time.Duration, out io.Writer) error {
+	dir, nodes := cfg.Dir, cfg.Nodes
+	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla lab: "+format+"\n", args...) }
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	serverDir := filepath.Join(dir, lab.ServerDir)
+	tokenFile := filepath.Join(serverDir, "join-token")
+	// The server listens on the lab's host address (.254 of the subnet), so
+	// that every node reaches it.
+	host := cfg.Subnet.IP.To4()
+	if host == nil {
+		return fmt.Errorf("--subnet %s: want IPv4", cfg.Subnet)
+	}
+	hostIP := net.IPv4(host[0], host[1], host[2], host[3]|254).String()
+	serverArgs := []string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
+		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s"}
+	if repo != "" {
+		abs, err := filepath.Abs(repo)
+		if err != nil {
+			return err
+		}
+		serverArgs = append(serverArgs, "--repo", abs)
+	}
+	say("building a %d-node lab in %s ...", nodes, dir)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	l, err := lab.Up(ctx, cfg, lab.Spec{
+		Server: lab.ProcessSpec{Args: serverArgs},
+		Agent: func(n lab.Node) lab.ProcessSpec {
+			return lab.ProcessSpec{Args: []string{exe, "agent", "--token-file", tokenFile,
+				"--advertise-addr", n.IP.String(), "--data-dir", n.DataDir, "--node-name", n.Name,
+				"--podman-root", n.PodmanRoot, "--podman-runroot", n.RunRoot, "--netns-prefix", n.NetNSPrefix}}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("lab up: %w", err)
+	}
+	if l.HostIP().String() != hostIP {
+		_ = l.Down(ctx)
+		return fmt.Errorf("lab up: the lab's host address is %s, not %s", l.HostIP(), hostIP)
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("%w (the lab is left up to look at: logs in %s; `flotilla lab down` removes it)", err, filepath.Join(dir, "logs"))
+	}
+	if err := ensureHostImage(ctx, filepath.Join(dir, "images")); err != nil {
+		return fail(err)
+	}
+	say("loading %s into every node ...", examples.HelloImage)
+	if err := l.LoadImage(ctx, examples.HelloImage); err != nil {
+		return fail(err)
+	}
+	kubeconfig := filepath.Join(serverDir, "kubeconfig.yaml")
+	say("waiting for %d nodes to be Ready ...", nodes)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitNodesReady(ctx, kubeconfig, nodes); err != nil {
+		return fail(err)
+	}
+	say("%d nodes Ready.", nodes)
+	fmt.Fprintf(out, `
+  export KUBECONFIG=%s
+  flotilla get nodes -o wide
+  flotilla get pods -o wide
+  cd %s && edit && git commit        # the server syncs this repository
+  flotilla lab exec node1 -- wget -qO- http://<pod IP>:8080/
+  flotilla lab kill node2; flotilla lab start node2
+  flotilla lab down
+`, kubeconfig, filepath.Join(serverDir, "repo"))
+	return nil
+}
+
+// ensureHostImage makes sure the example image is in this host's default
+// Podman storage (lab load copies it from there).
+func ensureHostImage(ctx context.Context, workDir string) error {
+	svc, err := podman.StartService(ctx, podman.ServiceConfig{DataDir: workDir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("reach this host's Podman: %w", err)
+	}
+	defer svc.Stop()
+	return podman.EnsureBusyboxImage(ctx, svc.Runtime, examples.HelloImage)
+}
+
+// waitNodesReady waits until the API answers and n nodes are Ready.
+func waitNodesReady(ctx context.Context, kubeconfig string, n int) error {
+	var last error
+	for {
+		ready := 0
+		c, err := apiclient.FromKubeconfig(kubeconfig)
+		if err == nil {
+			var objs []*corev1.Node
+			objs, err = listNodes(ctx, c)
+			for _, o := range objs {
+				if nodeReady(o) {
+					ready++
+				}
+			}
+		}
+		if err == nil && ready >= n {
+			return nil
+		}
+		if err == nil {
+			err = errors.New(strconv.Itoa(ready) + " of " + strconv.Itoa(n) + " nodes Ready")
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nodes not Ready: %w", last)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func listNodes(ctx context.Context, c *apiclient.Client) ([]*corev1.Node, error) {
+	objs, _, err := c.List(ctx, "nodes", store.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*corev1.Node, len(objs))
+	for i, o := range objs {
+		out[i] = o.(*corev1.Node)
+	}
+	return out, nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
