@@ -193,6 +193,38 @@ func TestDeletionStopsRemovesTearsDown(t *testing.T) {
 	}
 }
 
+// TestIncompleteRuntimePodIsRecreated: an agent killed between creating the
+// runtime pod and its last container leaves a pod that adoption cannot
+// finish; the next agent removes it and creates the pod whole.
+func TestIncompleteRuntimePodIsRecreated(t *testing.T) {
+	h := newHarness(t)
+	pod := newPod("half")
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "side", Image: testImage})
+	p := createPod(t, h.st, pod)
+	half := h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "half",
+		Containers: []ContainerSpec{{Name: pod.Spec.Containers[0].Name, Image: testImage}}})
+	h.run(t)
+	eventually(t, "the pod Running with both containers", func() bool {
+		obj, err := h.st.Get(context.Background(), "pods", "default", "half")
+		if err != nil {
+			return false
+		}
+		running := 0
+		for _, cs := range obj.(*corev1.Pod).Status.ContainerStatuses {
+			if cs.State.Running != nil {
+				running++
+			}
+		}
+		return running == 2
+	})
+	if _, err := h.rt.PodStatus(context.Background(), half); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the incomplete runtime pod is still there (err %v)", err)
+	}
+	if n := h.rt.CountCalls("RunPod"); n != 1 {
+		t.Errorf("RunPod called %d times, want 1 (the pod created whole once)", n)
+	}
+}
+
 func TestAdoptionAndOrphans(t *testing.T) {
 	h := newHarness(t)
 	p := createPod(t, h.st, newPod("kept"))

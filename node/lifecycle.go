@@ -222,6 +222,19 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			if ctx.Err() == nil {
 				w.log.Warn("read runtime pod status", "err", err)
 			}
+		case len(missingContainers(pod, st)) > 0:
+			// An agent stopped (or was killed) between creating the runtime
+			// pod and its last container: the pod can never be completed.
+			// Remove it and create it whole; the network is kept (Setup is
+			// idempotent).
+			w.log.Warn("runtime pod is incomplete (an agent stopped while creating it); recreating it",
+				"id", id, "missing", missingContainers(pod, st))
+			if err := w.a.cfg.Runtime.RemovePod(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+				w.log.Warn("remove incomplete runtime pod", "id", id, "err", err)
+			} else {
+				w.setPodID("")
+				w.poke()
+			}
 		default:
 			if w.net == nil {
 				// adopted: Setup is idempotent and returns the same netns/IP
@@ -440,6 +453,17 @@ func shouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
 	default:
 		return true
 	}
+}
+
+// missingContainers names the pod's containers that the runtime pod lacks.
+func missingContainers(pod *corev1.Pod, st PodStatus) []string {
+	var missing []string
+	for _, c := range pod.Spec.Containers {
+		if st.Container(c.Name) == nil {
+			missing = append(missing, c.Name)
+		}
+	}
+	return missing
 }
 
 // reconcileContainers handles exits (restart with back-off or not), starts
