@@ -13,12 +13,16 @@ echo "go: $(go version | cut -d' ' -f3); podman: $(podman --version | cut -d' ' 
 echo
 
 sched=(go test -run '^$' -bench 'BenchmarkSchedule10kPods1kNodes' -benchtime 20x -count 3 ./reconciler/scheduler/)
-e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun' -benchtime 1x -v ./cmd/flotilla/)
+e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover' -benchtime 1x -v -timeout 20m ./cmd/flotilla/)
+net=(go test -run '^$' -bench 'BenchmarkPodToPodThroughput' -benchtime 20x ./netfabric/)
 echo "\$ ${sched[*]}"
 "${sched[@]}" | tee "$out/sched.txt" | grep -E '^Benchmark' || true
 echo
 echo "\$ ${e2e[*]}"
 "${e2e[@]}" | tee "$out/e2e.txt" | grep -E '^Benchmark|bench_test.go' || true
+echo
+echo "\$ ${net[*]}"
+"${net[@]}" | tee "$out/net.txt" | grep -E '^Benchmark' || true
 echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
@@ -29,9 +33,15 @@ p50=$(metric p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
 ratio=$(metric ratio "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 plain=$(metric podman-run-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 flot=$(metric flotilla-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
+notready=$(metric notready-s "$out/e2e.txt" BenchmarkLabFailover)
+moved=$(metric rescheduled-s "$out/e2e.txt" BenchmarkLabFailover)
+netratio=$(metric cross/same "$out/net.txt" BenchmarkPodToPodThroughput)
 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
 printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
 printf '%-52s %-22s %-12s %s\n' "scheduler: 10,000 pods onto 1,000 nodes (median of 3)" "${sched_rate:-?} pods/s" ">= 10000" "$(verdict "$sched_rate" 10000 '>=')"
 printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one node (p50 of 7)" "${p50:-?} s" "<= 2" "$(verdict "$p50" 2 '<=')"
 printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
+printf '%-52s %-22s %-12s %s\n' "node killed -> NotReady (3-node lab)" "${notready:-?} s" "<= 5" "$(verdict "$notready" 5 '<=')"
+printf '%-52s %-22s %-12s %s\n' "node killed -> its pods Running elsewhere" "${moved:-?} s" "<= 35" "$(verdict "$moved" 35 '<=')"
+printf '%-52s %-22s %-12s %s\n' "pod-to-pod throughput, across nodes / same node" "${netratio:-?}" ">= 0.7" "$(verdict "$netratio" 0.7 '>=')"

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +168,55 @@ func stats(d []time.Duration) (p50, lo, hi time.Duration) {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2], s[0], s[len(s)-1]
+}
+
+// BenchmarkLabFailover measures, in a 3-node lab of the real binary, how
+// long after `lab kill` the node is NotReady, and how long until all its
+// pods run again on the other nodes (the server's pod eviction timeout is
+// the lab's default, 30 s).
+func BenchmarkLabFailover(b *testing.B) {
+	l := newLab(b, 3)
+	deploy, err := os.ReadFile(filepath.Join(l.dir, "server", "repo", "deployment.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.commit("deployment.yaml", strings.Replace(string(deploy), "replicas: 2", "replicas: 6", 1), "six replicas")
+	l.eventually("6 pods Running on 3 nodes", 3*time.Minute, func() error {
+		nodes := map[string]bool{}
+		for _, p := range l.pods() {
+			if p.Status.Phase == corev1.PodRunning {
+				nodes[p.Spec.NodeName] = true
+			}
+		}
+		if len(nodes) != 3 {
+			return fmt.Errorf("pods Running on %d nodes", len(nodes))
+		}
+		return nil
+	})
+	start := time.Now()
+	l.lab("kill", "node2")
+	var notReady time.Duration
+	l.eventually("node2 NotReady", time.Minute, func() error {
+		if ready, err := l.nodeReady("node2"); err != nil || ready {
+			return fmt.Errorf("ready=%v err=%v", ready, err)
+		}
+		notReady = time.Since(start)
+		return nil
+	})
+	l.eventually("6 pods Running elsewhere", 3*time.Minute, func() error {
+		running := 0
+		for _, p := range l.pods() {
+			if p.Spec.NodeName != "node2" && p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if running != 6 {
+			return fmt.Errorf("%d Running off node2", running)
+		}
+		return nil
+	})
+	moved := time.Since(start)
+	b.Logf("node killed → NotReady %v; → its pods Running elsewhere %v", notReady.Round(10*time.Millisecond), moved.Round(10*time.Millisecond))
+	b.ReportMetric(notReady.Seconds(), "notready-s")
+	b.ReportMetric(moved.Seconds(), "rescheduled-s")
 }

@@ -25,12 +25,12 @@ import (
 // end-to-end tests, with its own name and subnet so it can run beside
 // others on the host.
 type labCluster struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	client *apiclient.Client
 }
 
-func newLab(t *testing.T, nodes int) *labCluster {
+func newLab(t testing.TB, nodes int) *labCluster {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("lab tests need root (network namespaces, Podman)")
@@ -313,7 +313,7 @@ func TestLabThreeNodes(t *testing.T) {
 
 // podNetNS finds a pod's network namespace on its node: the one of the
 // node's pod namespaces whose eth0 holds the pod IP.
-func podNetNS(t *testing.T, n labNode, p *corev1.Pod) string {
+func podNetNS(t testing.TB, n labNode, p *corev1.Pod) string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
