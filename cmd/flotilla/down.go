@@ -87,12 +87,15 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 	if err := json.Unmarshal(data, &h); err != nil {
 		return fmt.Errorf("read %s: %w", hostSettingsFile, err)
 	}
-	// The store is locked while `up` runs: refuse to pull the rug.
-	st, err := store.Open(store.Config{Dir: filepath.Join(dataDir, "db")})
-	if err != nil {
-		return fmt.Errorf("flotilla up still seems to run with %s (stop it first): %w", dataDir, err)
+	// The store is locked while `up` runs: refuse to pull the rug. (An
+	// agent's data dir has no store.)
+	if db := filepath.Join(dataDir, "db"); exists(db) {
+		st, err := store.Open(store.Config{Dir: db})
+		if err != nil {
+			return fmt.Errorf("flotilla up still seems to run with %s (stop it first): %w", dataDir, err)
+		}
+		st.Close()
 	}
-	st.Close()
 
 	var rt *podman.Runtime
 	if h.PodmanSocket != "" {
@@ -145,4 +148,9 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 	}
 	say("down")
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
