@@ -241,7 +241,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 		log.Warn("pod address outside the pod CIDR; readdressed", "old", old.IP, "ip", rec.IP)
 	}
 
-	ns, createdNS, err := ensureNetNS(rec.NetNS)
+	ns, createdNS, err := EnsureNetNS(rec.NetNS)
 	if err != nil {
 		return node.PodNetwork{}, f.undoSetup(rec, existed, false, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err))
 	}

@@ -66,7 +66,7 @@ func randInt(tb testing.TB, n int64) int {
 // makeNetNS creates a named namespace removed when the test ends.
 func makeNetNS(tb testing.TB, name string) netns.NsHandle {
 	tb.Helper()
-	h, _, err := ensureNetNS(name)
+	h, _, err := EnsureNetNS(name)
 	if err != nil {
 		tb.Fatal(err)
 	}

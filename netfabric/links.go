@@ -89,10 +89,11 @@ func isNetNS(path string) bool {
 	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
-// ensureNetNS returns a handle on the named namespace, creating it if
-// needed; created says whether this call made it. The caller closes the
-// handle.
-func ensureNetNS(name string) (h netns.NsHandle, created bool, err error) {
+// EnsureNetNS returns a handle on the named namespace (/run/netns/NAME),
+// creating it if needed; created says whether this call made it. The caller
+// closes the handle. It leaves the calling goroutine's thread in the
+// namespace it was in (the lab uses it for its node namespaces too).
+func EnsureNetNS(name string) (h netns.NsHandle, created bool, err error) {
 	path := filepath.Join(netnsDir, name)
 	if isNetNS(path) {
 		h, err := netns.GetFromPath(path)

@@ -26,7 +26,7 @@ func TestForwardDropPolicy(t *testing.T) {
 			deleteNetNS(filepath.Base(p))
 		}
 	})
-	hostNS, _, err := ensureNetNS(scratch)
+	hostNS, _, err := EnsureNetNS(scratch)
 	if err != nil {
 		t.Fatal(err)
 	}

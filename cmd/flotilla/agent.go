@@ -23,7 +23,6 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/node"
-	"github.com/flotilla-dev/flotilla/node/podman"
 )
 
 // agentOptions are the flags of `flotilla agent`.
@@ -183,22 +182,11 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("join the gossip: %w", err)
 	}
 
-	var runtime *podman.Runtime
-	if o.podmanSocket != "" {
-		if runtime, err = podman.Connect(ctx, o.podmanSocket); err != nil {
-			return fmt.Errorf("connect to Podman at %s: %w", o.podmanSocket, err)
-		}
-	} else {
-		svc, err := podman.StartService(ctx, podman.ServiceConfig{
-			DataDir: filepath.Join(o.dataDir, "podman"), Root: o.podmanRoot, RunRoot: o.podmanRunRoot, StorageDriver: o.podmanDriver,
-			Logger: log.With("component", "podman"),
-		})
-		if err != nil {
-			return fmt.Errorf("start Podman: %w", err)
-		}
-		defer svc.Stop()
-		runtime = svc.Runtime
+	runtime, stopPodman, err := podmanRuntime(ctx, o.dataDir, o.hostSettings(), log)
+	if err != nil {
+		return err
 	}
+	defer stopPodman()
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: api, Runtime: runtime, Network: fabric,
 		NodeIP: advertise, Logger: log.With("component", "agent")})
 	if err != nil {

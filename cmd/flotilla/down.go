@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,6 +38,26 @@ const hostSettingsFile = "host.json"
 func (o *upOptions) hostSettings() hostSettings {
 	return hostSettings{PodCIDR: o.podCIDR, Bridge: o.bridge, NetNSPrefix: o.netnsPrefix, NFTable: o.nftTable,
 		PodmanSocket: o.podmanSocket, PodmanRoot: o.podmanRoot, PodmanRunRoot: o.podmanRunRoot, PodmanDriver: o.podmanDriver}
+}
+
+// podmanRuntime connects to the Podman socket h names, or starts this
+// node's own Podman service (stop it with the returned func).
+func podmanRuntime(ctx context.Context, dataDir string, h hostSettings, log *slog.Logger) (*podman.Runtime, func(), error) {
+	if h.PodmanSocket != "" {
+		rt, err := podman.Connect(ctx, h.PodmanSocket)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to Podman at %s: %w", h.PodmanSocket, err)
+		}
+		return rt, func() {}, nil
+	}
+	svc, err := podman.StartService(ctx, podman.ServiceConfig{
+		DataDir: filepath.Join(dataDir, "podman"), Root: h.PodmanRoot, RunRoot: h.PodmanRunRoot, StorageDriver: h.PodmanDriver,
+		Logger: log.With("component", "podman"),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start Podman: %w (is podman installed? `make deps` installs it)", err)
+	}
+	return svc.Runtime, svc.Stop, nil
 }
 
 func saveHostSettings(dataDir string, h hostSettings) error {
@@ -97,21 +118,11 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 		st.Close()
 	}
 
-	var rt *podman.Runtime
-	if h.PodmanSocket != "" {
-		rt, err = podman.Connect(ctx, h.PodmanSocket)
-	} else {
-		var svc *podman.Service
-		svc, err = podman.StartService(ctx, podman.ServiceConfig{DataDir: filepath.Join(dataDir, "podman"),
-			Root: h.PodmanRoot, RunRoot: h.PodmanRunRoot, StorageDriver: h.PodmanDriver})
-		if err == nil {
-			defer svc.Stop()
-			rt = svc.Runtime
-		}
-	}
+	rt, stopPodman, err := podmanRuntime(ctx, dataDir, h, slog.New(slog.DiscardHandler))
 	if err != nil {
-		return fmt.Errorf("reach Podman: %w", err)
+		return err
 	}
+	defer stopPodman()
 	pods, err := rt.ListPods(ctx)
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)

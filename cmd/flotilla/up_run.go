@@ -66,23 +66,14 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	defer cp.close()
 
 	// The Podman service (or the one given), and the example's image.
-	var runtime *podman.Runtime
-	if o.podmanSocket != "" {
-		if runtime, err = podman.Connect(ctx, o.podmanSocket); err != nil {
-			return fmt.Errorf("connect to Podman at %s: %w", o.podmanSocket, err)
-		}
-	} else {
+	if o.podmanSocket == "" {
 		say("starting the Podman service ...")
-		svc, err := podman.StartService(ctx, podman.ServiceConfig{
-			DataDir: filepath.Join(o.dataDir, "podman"), Root: o.podmanRoot, RunRoot: o.podmanRunRoot, StorageDriver: o.podmanDriver,
-			Logger: log.With("component", "podman"),
-		})
-		if err != nil {
-			return fmt.Errorf("start Podman: %w (is podman installed? `make deps` installs it)", err)
-		}
-		defer svc.Stop()
-		runtime = svc.Runtime
 	}
+	runtime, stopPodman, err := podmanRuntime(ctx, o.dataDir, o.hostSettings(), log)
+	if err != nil {
+		return err
+	}
+	defer stopPodman()
 	if o.repo == "" {
 		if err := installSyncHook(repo, cp.kubeconfig); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/flotilla-dev/flotilla/netfabric"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -272,7 +273,7 @@ func TestDownAfterCrash(t *testing.T) {
 	}
 	// A pod namespace the agent made, and a mount under Dir.
 	podNS := l.Nodes()[0].NetNSPrefix + "pod1"
-	if h, err := newNetNS(podNS); err != nil {
+	if h, _, err := netfabric.EnsureNetNS(podNS); err != nil {
 		t.Fatal(err)
 	} else {
 		h.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flotilla-dev/flotilla/netfabric"
 	"log/slog"
 	"net"
 	"os"
@@ -31,7 +32,7 @@ func buildNetwork(ctx context.Context, log *slog.Logger, st *state) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("building the lab network: %w", err)
 		}
-		h, err := newNetNS(name)
+		h, _, err := netfabric.EnsureNetNS(name)
 		if err != nil {
 			return err
 		}
@@ -159,42 +160,6 @@ func configureLeg(ns netns.NsHandle, name string, addr *net.IPNet, gw net.IP) er
 		return fmt.Errorf("adding the default route via %s in %s: %w", gw, name, err)
 	}
 	return nil
-}
-
-// newNetNS creates /run/netns/name. netns.NewNamed moves the calling thread
-// into the new namespace, so it runs on a locked thread that switches back,
-// or, if that fails, dies with its goroutine.
-func newNetNS(name string) (netns.NsHandle, error) {
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{netns.None(), fmt.Errorf("getting the current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			if err == nil {
-				h.Close()
-			}
-			done <- result{netns.None(), fmt.Errorf("returning from netns %s: %w", name, serr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			err = fmt.Errorf("creating netns %s: %w", name, err)
-		}
-		done <- result{h, err}
-	}()
-	r := <-done
-	return r.h, r.err
 }
 
 // inNetNS runs fn on a thread inside ns (for /proc/sys/net).
