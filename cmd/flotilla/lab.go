@@ -138,7 +138,31 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 			return l.Start(cmd.Context(), args[0])
 		},
 	}
-	cmd.AddCommand(up, down, load, exec, kill, start)
+	stopServer := &cobra.Command{
+		Use:   "stop-server",
+		Short: "Stop the server (an outage of the control plane); nodes and pods keep running",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.StopServer(cmd.Context())
+		},
+	}
+	startServer := &cobra.Command{
+		Use:   "start-server",
+		Short: "Start the stopped server again",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.StartServer(cmd.Context())
+		},
+	}
+	cmd.AddCommand(up, down, load, exec, kill, start, stopServer, startServer)
 	return cmd
 }
 

@@ -88,15 +88,24 @@ func (l *labCluster) commit(file, content, msg string) {
 }
 
 func (l *labCluster) pods() []*corev1.Pod {
-	objs, _, err := l.client.List(context.Background(), "pods", store.ListOptions{Namespace: "default"})
+	pods, err := l.tryPods()
 	if err != nil {
 		l.t.Fatalf("list pods: %v", err)
+	}
+	return pods
+}
+
+// tryPods lists the pods, or says why the API did not answer.
+func (l *labCluster) tryPods() ([]*corev1.Pod, error) {
+	objs, _, err := l.client.List(context.Background(), "pods", store.ListOptions{Namespace: "default"})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*corev1.Pod, len(objs))
 	for i, o := range objs {
 		out[i] = o.(*corev1.Pod)
 	}
-	return out
+	return out, nil
 }
 
 func (l *labCluster) nodeReady(name string) (bool, error) {
@@ -305,6 +314,53 @@ func TestLabThreeNodes(t *testing.T) {
 		for _, uid := range strings.Fields(l.podman("node2", "ps", "-a", "--format", `{{index .Labels "flotilla.dev/pod-uid"}}`)) {
 			if !bound[uid] {
 				return fmt.Errorf("node2 still has a container of pod %s, which is not bound to it", uid)
+			}
+		}
+		return nil
+	})
+
+	// The API server down for a minute changes nothing that runs (client and
+	// server pods are on node1 and node3, which stayed up).
+	l.checkServerOutage(client, server, clientNS)
+}
+
+// checkServerOutage stops the API server for a minute: pods keep serving,
+// cross-node traffic keeps flowing (the overlay follows gossip, not the
+// API), and a commit made meanwhile is applied when the server is back.
+func (l *labCluster) checkServerOutage(client, server *corev1.Pod, clientNS string) {
+	t := l.t
+	l.lab("stop-server")
+	deadline := time.Now().Add(time.Minute)
+	deploy, err := os.ReadFile(filepath.Join(l.dir, "server", "repo", "deployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.commit("deployment.yaml", strings.Replace(string(deploy), "replicas: 6", "replicas: 4", 1), "four replicas, while the server is down")
+	for time.Now().Before(deadline) {
+		body, err := httpFromPod(clientNS, server.Status.PodIP)
+		if err != nil || !strings.Contains(body, server.Name) {
+			t.Fatalf("with the server down, node1's pod got %q, %v from %s", body, err, server.Name)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	l.lab("start-server")
+	l.eventually("the commit made during the outage is applied", 3*time.Minute, func() error {
+		pods, err := l.tryPods() // the server takes a moment to answer again
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, p := range pods {
+			if p.Labels["app"] == "hello" && p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if running != 4 {
+			return fmt.Errorf("%d hello pods Running, want 4", running)
+		}
+		for _, n := range []string{"node1", "node2", "node3"} {
+			if ready, err := l.nodeReady(n); err != nil || !ready {
+				return fmt.Errorf("%s ready=%v err=%v", n, ready, err)
 			}
 		}
 		return nil

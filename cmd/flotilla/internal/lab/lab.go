@@ -317,3 +317,35 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	}
 	return l.start(ctx, n.Name, l.st.Agents[n.Name])
 }
+
+// serverProc is the name the server process is recorded under.
+const serverProc = "server"
+
+// StopServer stops the server process (SIGTERM, then SIGKILL after 10 s),
+// as an outage of the control plane: the nodes, their agents and pods stay.
+func (l *Lab) StopServer(ctx context.Context) error {
+	var procs []Process
+	for _, p := range l.Processes() {
+		if p.Name == serverProc && p.Running {
+			procs = append(procs, p)
+		}
+	}
+	if len(procs) == 0 {
+		return nil
+	}
+	if err := newSelector(nil, procs).kill(ctx, 10*time.Second, 10*time.Second); err != nil {
+		return fmt.Errorf("stopping the server: %w", err)
+	}
+	l.log.Info("lab server stopped")
+	return nil
+}
+
+// StartServer starts the server again with the spec Up recorded.
+func (l *Lab) StartServer(ctx context.Context) error {
+	for _, p := range l.Processes() {
+		if p.Name == serverProc && p.Running {
+			return fmt.Errorf("starting the server: it still runs (pid %d)", p.PID)
+		}
+	}
+	return l.start(ctx, serverProc, l.st.Server)
+}
