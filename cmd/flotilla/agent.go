@@ -149,6 +149,22 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("record the host settings: %w", err)
 	}
 
+	// Gossip first: a second agent with this node's name is refused here,
+	// before it touches the network. The VTEP MAC follows from the pod CIDR.
+	members, err := gossip.New(gossip.Config{
+		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: tok.GossipKey,
+		Meta: gossip.Meta{Role: gossip.RoleAgent, NodeName: o.nodeName, TunnelIP: advertise.String(),
+			PodCIDR: cidr, VTEPMAC: netfabric.VTEPMACFor(podCIDR).String()},
+		Logger: log.With("component", "gossip"),
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	defer members.Shutdown()
+	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil {
+		return fmt.Errorf("join the gossip: %w", err)
+	}
+
 	// The pod network: the node's bridge, then the overlay to the others.
 	overlay := netfabric.OverlayConfig{UnderlayIP: advertise}
 	mtu, err := netfabric.OverlayMTU(overlay)
@@ -167,19 +183,6 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	}
 	if err := fabric.InitOverlay(ctx, overlay); err != nil {
 		return fmt.Errorf("pod overlay: %w", err)
-	}
-	members, err := gossip.New(gossip.Config{
-		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: tok.GossipKey,
-		Meta: gossip.Meta{Role: gossip.RoleAgent, NodeName: o.nodeName, TunnelIP: advertise.String(),
-			PodCIDR: cidr, VTEPMAC: fabric.VTEPMAC().String()},
-		Logger: log.With("component", "gossip"),
-	})
-	if err != nil {
-		return fmt.Errorf("start gossip: %w", err)
-	}
-	defer members.Shutdown()
-	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil {
-		return fmt.Errorf("join the gossip: %w", err)
 	}
 
 	runtime, stopPodman, err := podmanRuntime(ctx, o.dataDir, o.hostSettings(), log)

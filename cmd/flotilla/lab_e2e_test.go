@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -119,6 +120,7 @@ func (l *labCluster) nodeReady(name string) (bool, error) {
 // labNode is what the lab recorded of a node.
 type labNode struct {
 	Name        string `json:"name"`
+	IP          string `json:"ip"`
 	PodmanRoot  string `json:"podmanRoot"`
 	RunRoot     string `json:"runRoot"`
 	DataDir     string `json:"dataDir"`
@@ -319,9 +321,49 @@ func TestLabThreeNodes(t *testing.T) {
 		return nil
 	})
 
+	l.checkBadJoins()
+
 	// The API server down for a minute changes nothing that runs (client and
 	// server pods are on node1 and node3, which stayed up).
 	l.checkServerOutage(client, server, clientNS)
+}
+
+// checkBadJoins runs agents that must be refused, from node3's namespace: a
+// join token naming another CA, and a second agent claiming node1's name.
+// Each exits with a message that says why, and node1 stays Ready.
+func (l *labCluster) checkBadJoins() {
+	t := l.t
+	data, err := os.ReadFile(filepath.Join(l.dir, "server", "join-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := join.Parse(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := tok
+	forged.CAFingerprint = strings.Repeat("ab", 32)
+	n3 := l.node("node3")
+	agent := func(token, name string) string {
+		dir := t.TempDir()
+		cmd := exec.Command(flotillaBin, "lab", "exec", "--dir", l.dir, "node3", "--", flotillaBin, "agent", "--token", token,
+			"--node-name", name, "--advertise-addr", n3.IP, "--gossip-port", "7950", "--data-dir", dir,
+			"--bridge", "badjoin0", "--netns-prefix", "badjoin-", "--podman-root", filepath.Join(dir, "root"), "--podman-runroot", filepath.Join(dir, "run"))
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("an agent with %s was not refused:\n%s", name, out)
+		}
+		return string(out)
+	}
+	if out := agent(forged.Encode(), "intruder"); !strings.Contains(out, "not the one the join token names") {
+		t.Errorf("a token for another CA: the agent said\n%s", out)
+	}
+	if out := agent(tok.Encode(), "node1"); !strings.Contains(out, "already in the cluster") {
+		t.Errorf("a second node1: the agent said\n%s", out)
+	}
+	if ready, err := l.nodeReady("node1"); err != nil || !ready {
+		t.Errorf("after the refused joins node1 is ready=%v (%v)", ready, err)
+	}
 }
 
 // checkServerOutage stops the API server for a minute: pods keep serving,
