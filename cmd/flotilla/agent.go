@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/netfabric"
@@ -196,7 +198,12 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
+	logSrv, err := agentLogServer(o.dataDir, advertise, agent.LogHandler(tok.APIToken))
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntil(gctx, logSrv) })
 	g.Go(func() error { return agent.Run(gctx) })
 	g.Go(func() error { followPeers(gctx, members, fabric, log.With("component", "overlay")); return nil })
 	err = g.Wait()
@@ -319,4 +326,40 @@ func fetchCA(ctx context.Context, tok join.Token) ([]byte, error) {
 		return nil, fmt.Errorf("the server at %s is not the one the join token names: %w", tok.Server, err)
 	}
 	return pem, nil
+}
+
+// agentLogServer is the HTTPS server of the agent's log endpoint (the server
+// proxies `flotilla logs` to it), with a certificate of the agent's own.
+func agentLogServer(dataDir string, ip net.IP, h http.Handler) (*http.Server, error) {
+	_, certFile, keyFile, err := apiserver.EnsureCerts(filepath.Join(dataDir, "tls"), []string{ip.String()})
+	if err != nil {
+		return nil, fmt.Errorf("the log endpoint's certificate: %w", err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("the log endpoint's certificate: %w", err)
+	}
+	return &http.Server{
+		Addr: net.JoinHostPort(ip.String(), strconv.Itoa(node.LogsPort)), Handler: h,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second,
+	}, nil
+}
+
+// serveUntil serves srv (TLS) until ctx ends, then shuts it down.
+func serveUntil(ctx context.Context, srv *http.Server) error {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", srv.Addr, err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
 }

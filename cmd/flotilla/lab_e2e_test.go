@@ -254,9 +254,10 @@ func TestLabThreeNodes(t *testing.T) {
 		}
 		return nil
 	})
-	ctr := strings.TrimSpace(l.podman("node3", "ps", "--filter", "label=flotilla.dev/pod-uid="+string(server.UID), "--format", "{{.ID}}"))
-	if logs := l.podman("node3", "logs", ctr); !strings.Contains(logs, client.Status.PodIP+"]") {
-		t.Errorf("server pod's log does not show the client pod IP %s:\n%s", client.Status.PodIP, logs)
+	// `flotilla logs` reaches the pod's node through the server.
+	logs, err := exec.Command(flotillaBin, "--kubeconfig", filepath.Join(l.dir, "server", "kubeconfig.yaml"), "logs", server.Name).CombinedOutput()
+	if err != nil || !strings.Contains(string(logs), client.Status.PodIP+"]") {
+		t.Errorf("flotilla logs %s (%v) does not show the client pod IP %s:\n%s", server.Name, err, client.Status.PodIP, logs)
 	}
 
 	// Containers of one pod talk over localhost.

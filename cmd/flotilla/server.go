@@ -19,10 +19,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/node"
 )
 
 // serverOptions are the flags of `flotilla server`.
@@ -151,7 +153,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: cp.serverURL, TunnelIP: o.advertise}); err != nil {
 		return fmt.Errorf("announce the API address: %w", err)
 	}
-	api, err := cp.apiServer(nil)
+	api, err := cp.apiServer(apiserver.NodeLogs{Store: cp.store, Token: cp.token, Port: node.LogsPort})
 	if err != nil {
 		return err
 	}
