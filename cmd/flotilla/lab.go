@@ -36,7 +36,7 @@ needed: a switch namespace with a bridge, one network namespace per node with
 its own address, Podman service and agent, and a server in this host's
 namespace that syncs a Git repository. Every verb takes --dir.`,
 		Example: `  flotilla lab up --nodes 3
-  export KUBECONFIG=/var/lib/flotilla/lab/server/kubeconfig.yaml && flotilla get nodes
+  export KUBECONFIG=/var/lib/flotilla/lab/kubeconfig.yaml && flotilla get nodes
   flotilla lab kill node2 && flotilla lab start node2
   flotilla lab down`,
 	}
@@ -229,6 +229,15 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 		return fail(err)
 	}
 	say("%d nodes Ready.", nodes)
+	labKubeconfig := filepath.Join(dir, lab.KubeconfigFile)
+	data, err := os.ReadFile(kubeconfig)
+	if err == nil {
+		err = os.WriteFile(labKubeconfig, data, 0o600)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("write %s: %w", labKubeconfig, err))
+	}
+	kubeconfig = labKubeconfig
 	fmt.Fprintf(out, `
   export KUBECONFIG=%s
   flotilla get nodes -o wide

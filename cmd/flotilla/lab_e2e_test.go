@@ -62,7 +62,7 @@ func newLab(t testing.TB, nodes int) *labCluster {
 	if err != nil {
 		t.Fatalf("flotilla lab up: %v\n%s", err, out)
 	}
-	if l.client, err = apiclient.FromKubeconfig(filepath.Join(l.dir, "server", "kubeconfig.yaml")); err != nil {
+	if l.client, err = apiclient.FromKubeconfig(filepath.Join(l.dir, "kubeconfig.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	return l

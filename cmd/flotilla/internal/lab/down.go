@@ -139,7 +139,7 @@ func removeRuntimeState(log *slog.Logger, roots []string) {
 // it empty: never anything else that someone put there.
 func removeLabFiles(dir string) error {
 	var errs []error
-	for _, e := range []string{stateFile, stateFile + ".tmp", "logs", "nodes", "images", ServerDir, lockFile} {
+	for _, e := range []string{stateFile, stateFile + ".tmp", "logs", "nodes", "images", ServerDir, KubeconfigFile, lockFile} {
 		if err := os.RemoveAll(filepath.Join(dir, e)); err != nil {
 			errs = append(errs, fmt.Errorf("removing lab files: %w", err))
 		}

@@ -129,12 +129,15 @@ const (
 	stateFile = "lab.json"
 	// ServerDir is Dir/server: the data dir for the caller's server
 	// process (its store, kubeconfig, join token), removed by Down.
-	ServerDir  = "server"
-	lockFile   = "lab.lock"
-	runBase    = "/run/flotilla-lab"
-	switchPort = "br0"
-	nodeIf     = "eth0"
-	serverNS   = "server"
+	ServerDir = "server"
+	// KubeconfigFile is Dir/kubeconfig.yaml, the caller's copy of the
+	// cluster's kubeconfig for the user, removed by Down.
+	KubeconfigFile = "kubeconfig.yaml"
+	lockFile       = "lab.lock"
+	runBase        = "/run/flotilla-lab"
+	switchPort     = "br0"
+	nodeIf         = "eth0"
+	serverNS       = "server"
 )
 
 var (
