@@ -75,6 +75,11 @@ type Config struct {
 	// NodeIP is the node's address (hostIP of its pods). Default: the first
 	// global unicast IPv4 address of the machine.
 	NodeIP net.IP
+	// ClusterDNS is the nameserver of pods with dnsPolicy ClusterFirst: the
+	// node's cluster DNS. Default nil: pods keep the node's resolv.conf.
+	ClusterDNS net.IP
+	// ClusterDomain is the services' DNS domain. Default "cluster.local".
+	ClusterDomain string
 	// Logger; default slog.Default(). Logs carry the keys node and pod.
 	Logger *slog.Logger
 }
@@ -93,6 +98,13 @@ type Agent struct {
 	removing map[string]bool
 
 	wg sync.WaitGroup // workers and orphan removals
+}
+
+func (a *Agent) clusterDNS() string {
+	if a.cfg.ClusterDNS == nil {
+		return ""
+	}
+	return a.cfg.ClusterDNS.String()
 }
 
 // LogOptions selects what PodLogs returns.

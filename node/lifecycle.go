@@ -328,7 +328,8 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 	if w.net.IP != nil {
 		podIP = w.net.IP.String()
 	}
-	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: pod.Name, NetNSPath: w.net.NetNSPath}
+	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: podHostname(pod), NetNSPath: w.net.NetNSPath,
+		DNS: podDNS(pod, w.a.clusterDNS(), w.a.cfg.ClusterDomain)}
 	res := newEnvResolver(w.a.cfg.Store, pod.Namespace)
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]

@@ -32,14 +32,24 @@ type PodSandbox struct {
 	UID       string
 	Namespace string
 	Name      string
-	// Hostname of every container; the pod name.
+	// Hostname of every container: the pod's spec.hostname, else its name.
 	Hostname string
+	// DNS is the pod's resolver configuration; nil keeps the runtime's
+	// default (the node's own resolv.conf).
+	DNS *DNSConfig
 	// NetNSPath is the network namespace (from Network.Setup) every
 	// container joins. "" runs the containers in a private namespace with no
 	// network (only for tests).
 	NetNSPath string
 	// Containers in spec order; they are created and started in this order.
 	Containers []ContainerSpec
+}
+
+// DNSConfig is a pod's /etc/resolv.conf.
+type DNSConfig struct {
+	Nameservers []string
+	Searches    []string
+	Options     []string // "ndots:5"
 }
 
 // ContainerSpec is one container, as the runtime needs it: the Kubernetes

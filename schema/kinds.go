@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -61,6 +62,7 @@ var kinds = []Kind{
 	{Kind: "Pod", Version: "v1", Resource: "pods", Namespaced: true, ShortNames: []string{"po"}, FromGit: true, typ: reflect.TypeOf(corev1.Pod{})},
 	{Kind: "Service", Version: "v1", Resource: "services", Namespaced: true, ShortNames: []string{"svc"}, FromGit: true, typ: reflect.TypeOf(corev1.Service{})},
 	{Kind: "Endpoints", Version: "v1", Resource: "endpoints", Namespaced: true, ShortNames: []string{"ep"}, typ: reflect.TypeOf(corev1.Endpoints{})},
+	{Kind: "EndpointSlice", Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices", Namespaced: true, typ: reflect.TypeOf(discoveryv1.EndpointSlice{})},
 	{Kind: "ConfigMap", Version: "v1", Resource: "configmaps", Namespaced: true, ShortNames: []string{"cm"}, FromGit: true, typ: reflect.TypeOf(corev1.ConfigMap{})},
 	{Kind: "Secret", Version: "v1", Resource: "secrets", Namespaced: true, FromGit: true, typ: reflect.TypeOf(corev1.Secret{})},
 	{Kind: "PersistentVolume", Version: "v1", Resource: "persistentvolumes", ShortNames: []string{"pv"}, FromGit: true, typ: reflect.TypeOf(corev1.PersistentVolume{})},

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -125,6 +126,14 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 		sg.Labels = labels(s)
 		sg.Labels[node.LabelContainer] = cs.Name
 		sg.Hostname = s.Hostname
+		if d := s.DNS; d != nil {
+			for _, ns := range d.Nameservers {
+				if ip := net.ParseIP(ns); ip != nil {
+					sg.DNSServers = append(sg.DNSServers, ip)
+				}
+			}
+			sg.DNSSearch, sg.DNSOptions = d.Searches, d.Options
+		}
 		sg.Entrypoint = cs.Command
 		sg.Command = cs.Args
 		sg.Env = cs.Env
