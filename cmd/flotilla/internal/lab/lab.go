@@ -12,6 +12,10 @@
 //	      │
 //	<Name>-node<i>    eth0, .(10+i) (node1 = 10.98.0.11), lo up, default route via HostIP
 //	<Name>-server     eth0, .1: only when Spec.Server.Namespace is "server"
+//	<Name>-client     eth0, ClientIP (.253 in a /24): a machine on the node network
+//	                  that is no node, to reach NodePorts and load balancer IPs from
+//	LBPool            the last quarter of the subnet below the client (.192–.252 in
+//	                  a /24): the server's --lb-pool
 //
 // The bridge lives in a namespace of its own: a fresh namespace has no
 // firewall, so the br_netfilter trap (switched IPv4 frames passing the
@@ -138,6 +142,7 @@ const (
 	switchPort     = "br0"
 	nodeIf         = "eth0"
 	serverNS       = "server"
+	clientNS       = "client"
 )
 
 var (
@@ -218,6 +223,12 @@ func (l *Lab) HostIP() net.IP { return l.st.HostIP }
 
 // ServerIP is the address of the namespace the server runs in.
 func (l *Lab) ServerIP() net.IP { return l.st.ServerIP }
+
+// ClientIP is the address of the client namespace (Exec "client").
+func (l *Lab) ClientIP() net.IP { return l.st.ClientIP }
+
+// LBPool is the range of load balancer addresses, "first-last".
+func (l *Lab) LBPool() string { return l.st.LBPool }
 
 // Subnet is the lab network.
 func (l *Lab) Subnet() *net.IPNet {

@@ -178,6 +178,22 @@ func TestLab(t *testing.T) {
 		}
 		conmons = append(conmons, conmonPids(t, n)...)
 	}
+	// The client namespace, outside the cluster, reaches every node.
+	if l.ClientIP().String() != nthIP(cfg.Subnet, 253).String() || l.LBPool() != nthIP(cfg.Subnet, 192).String()+"-"+nthIP(cfg.Subnet, 252).String() || LBPool(cfg.Subnet) != l.LBPool() {
+		t.Errorf("client %s, pool %s", l.ClientIP(), l.LBPool())
+	}
+	{
+		self, _ := os.Executable()
+		args := []string{self}
+		for _, m := range nodes {
+			args = append(args, net.JoinHostPort(m.IP.String(), agentPort))
+		}
+		cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + cfg.Name + "-client", "--"}, args...)...)
+		cmd.Env = append(os.Environ(), helperEnv+"=dial")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("from the client: %v: %s", err, out)
+		}
+	}
 	procs := l.Processes()
 	if len(procs) != 4 {
 		t.Fatalf("recorded %d processes, want 4: %+v", len(procs), procs)

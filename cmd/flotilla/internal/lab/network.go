@@ -92,6 +92,9 @@ func buildNetwork(ctx context.Context, log *slog.Logger, st *state) error {
 	if st.ServerNS != "" {
 		legs = append(legs, leg{serverNS, st.ServerNS, st.ServerIP})
 	}
+	if st.ClientNS != "" {
+		legs = append(legs, leg{clientNS, st.ClientNS, st.ClientIP})
+	}
 	for _, n := range st.Nodes {
 		legs = append(legs, leg{n.Name, n.NetNS, n.IP})
 	}

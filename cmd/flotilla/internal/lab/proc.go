@@ -295,8 +295,8 @@ type Stdio struct {
 	Out, Err io.Writer
 }
 
-// Exec runs argv inside the network namespace of node (a node's name or
-// "server") and waits for it. argv[0] is looked up in PATH.
+// Exec runs argv inside the network namespace of node (a node's name,
+// "server", or "client": the machine outside the cluster) and waits for it. argv[0] is looked up in PATH.
 func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdio Stdio) error {
 	if len(argv) == 0 {
 		return errors.New("lab exec: no command")

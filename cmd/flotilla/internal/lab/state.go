@@ -24,6 +24,9 @@ type state struct {
 	HostLink string                 `json:"hostLink"` // in the root namespace
 	SwitchNS string                 `json:"switchNetns"`
 	ServerNS string                 `json:"serverNetns,omitempty"` // only when the server has its own
+	ClientNS string                 `json:"clientNetns,omitempty"` // a machine outside the cluster, on the node network
+	ClientIP net.IP                 `json:"clientIP,omitempty"`
+	LBPool   string                 `json:"lbPool,omitempty"` // "first-last": addresses for LoadBalancer services
 	Nodes    []Node                 `json:"nodes"`
 	Server   ProcessSpec            `json:"server"`
 	Agents   map[string]ProcessSpec `json:"agents"`
@@ -35,6 +38,9 @@ func (s *state) netnsNames() []string {
 	names := []string{s.SwitchNS}
 	if s.ServerNS != "" {
 		names = append(names, s.ServerNS)
+	}
+	if s.ClientNS != "" {
+		names = append(names, s.ClientNS)
 	}
 	for _, n := range s.Nodes {
 		names = append(names, n.NetNS)
@@ -54,6 +60,11 @@ func (s *state) nsPath(ns string) (string, error) {
 			return "", fmt.Errorf("lab %s has no server namespace", s.Name)
 		}
 		return filepath.Join(netnsDir, s.ServerNS), nil
+	case clientNS, s.ClientNS:
+		if s.ClientNS == "" {
+			return "", fmt.Errorf("lab %s has no client namespace", s.Name)
+		}
+		return filepath.Join(netnsDir, s.ClientNS), nil
 	}
 	for _, n := range s.Nodes {
 		if ns == n.Name || ns == n.NetNS {
@@ -71,8 +82,11 @@ func plan(cfg Config, spec Spec) (*state, error) {
 		return nil, fmt.Errorf("lab subnet %s: want an IPv4 network of at most /27", cfg.Subnet)
 	}
 	size := 1 << (32 - ones)
-	if 10+cfg.Nodes >= size-2 {
-		return nil, fmt.Errorf("lab subnet %s has room for %d nodes, not %d", sub, size-13, cfg.Nodes)
+	// Nodes from .11, the load balancer pool in the last quarter, then
+	// the client and the host at the top.
+	poolFirst, poolLast := size*3/4, size-4
+	if 10+cfg.Nodes >= poolFirst {
+		return nil, fmt.Errorf("lab subnet %s has room for %d nodes, not %d", sub, poolFirst-11, cfg.Nodes)
 	}
 	st := &state{
 		Version:  1,
@@ -82,8 +96,11 @@ func plan(cfg Config, spec Spec) (*state, error) {
 		HostIP:   nthIP(sub, size-2),
 		HostLink: cfg.Name + "-host",
 		SwitchNS: cfg.Name + "-switch",
+		ClientNS: cfg.Name + "-" + clientNS,
+		ClientIP: nthIP(sub, size-3),
 		Agents:   map[string]ProcessSpec{},
 	}
+	st.LBPool = poolRange(sub, poolFirst, poolLast)
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
 		ns := cfg.Name + "-" + name
@@ -142,6 +159,19 @@ func checkArgs(what string, ps ProcessSpec) error {
 		return fmt.Errorf("%s: %s is not an executable file", what, ps.Args[0])
 	}
 	return nil
+}
+
+// LBPool is the load balancer pool of a lab on subnet, "first-last": the
+// server's --lb-pool.
+func LBPool(subnet *net.IPNet) string {
+	sub := &net.IPNet{IP: subnet.IP.Mask(subnet.Mask).To4(), Mask: subnet.Mask}
+	ones, _ := sub.Mask.Size()
+	size := 1 << (32 - ones)
+	return poolRange(sub, size*3/4, size-4)
+}
+
+func poolRange(sub *net.IPNet, first, last int) string {
+	return nthIP(sub, first).String() + "-" + nthIP(sub, last).String()
 }
 
 func nthIP(n *net.IPNet, i int) net.IP {
