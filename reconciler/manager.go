@@ -1,9 +1,9 @@
 // Package reconciler is Flotilla's controller manager: one shared watch
 // cache over the store, and one rate-limited work queue with workers per
-// controller (deployment, replicaset, gc, scheduler, nodelifecycle), started and stopped
-// together. Each controller lives in its own folder; this package only
-// wires them. SimKubelet, a stand-in node agent for tests and benchmarks,
-// lives here too.
+// controller (deployment, replicaset, gc, scheduler, nodelifecycle, nodeipam,
+// endpointslice), started and stopped together. Each controller lives in
+// its own folder; this package only wires them. SimKubelet, a stand-in
+// node agent for tests and benchmarks, lives here too.
 package reconciler
 
 import (
@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
 	"github.com/flotilla-dev/flotilla/reconciler/deployment"
+	"github.com/flotilla-dev/flotilla/reconciler/endpointslice"
 	"github.com/flotilla-dev/flotilla/reconciler/gc"
 	"github.com/flotilla-dev/flotilla/reconciler/nodeipam"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
@@ -34,10 +35,11 @@ const (
 	Scheduler     = "scheduler"
 	NodeLifecycle = "nodelifecycle"
 	NodeIPAM      = "nodeipam"
+	EndpointSlice = "endpointslice"
 )
 
 // AllControllers is the default set, in start order.
-var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM}
+var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice}
 
 // Config configures a Manager. Zero values mean the defaults.
 type Config struct {
@@ -143,6 +145,8 @@ func New(cfg Config) (*Manager, error) {
 			workers = 1
 		case NodeIPAM:
 			c = nodeipam.New(cfg.Store, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, log)
+		case EndpointSlice:
+			c = endpointslice.New(cfg.Store, log)
 		case NodeLifecycle:
 			c = nodelifecycle.New(cfg.Store, cfg.Membership, cfg.Clock, log, nodelifecycle.Config{
 				PodEvictionTimeout: cfg.PodEvictionTimeout, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod,
