@@ -179,12 +179,6 @@ func canonicalHash(obj schema.Object) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// reader is what the planner reads: store.Tx, or the store outside a txn.
-type reader interface {
-	Get(resource, namespace, name string) (schema.Object, error)
-	List(resource string, opts store.ListOptions) ([]schema.Object, error)
-}
-
 type opType int
 
 const (
@@ -196,11 +190,12 @@ const (
 func (o opType) String() string { return [...]string{"create", "update", "delete"}[o] }
 
 type action struct {
-	op   opType
-	key  objKey
-	obj  schema.Object // create/update: the object to write; delete: the stored one
-	file string
-	line int
+	op     opType
+	key    objKey
+	obj    schema.Object // create/update: the object to write; delete: the stored one
+	stored schema.Object // update: the stored object
+	file   string
+	line   int
 }
 
 // applyError is a store write of one action that failed; when the store
@@ -224,7 +219,7 @@ func (e *applyError) problem() (schema.Problem, bool) {
 // plan compares the desired set with what r holds. It returns the actions
 // that make the store match, the number of objects Git owns afterwards, and
 // problems that refuse the commit (objects Git would have to take over).
-func plan(r reader, set desiredSet) ([]action, int, schema.Problems, error) {
+func plan(r Reader, set desiredSet) ([]action, int, schema.Problems, error) {
 	var acts []action
 	var probs schema.Problems
 	keep := map[objKey]bool{}
@@ -273,7 +268,7 @@ func plan(r reader, set desiredSet) ([]action, int, schema.Problems, error) {
 		if ann[schema.AnnotationAppliedHash] == d.hash && ann[schema.AnnotationSource] == d.source {
 			continue
 		}
-		acts = append(acts, action{op: opUpdate, key: d.key, obj: mergeForUpdate(cur, d.obj), file: d.file, line: d.line})
+		acts = append(acts, action{op: opUpdate, key: d.key, obj: mergeForUpdate(cur, d.obj), stored: cur, file: d.file, line: d.line})
 	}
 	var prunes, nsPrunes []action
 	for _, k := range schema.Kinds() {
@@ -377,6 +372,41 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// admit hands the creates, updates and deletes of acts to the admission
+// hook, inside the transaction. Objects to write are copied first (a
+// create's object is the desired set's), so the hook may complete them in
+// place; the plan then writes what it made of them.
+func admit(hook AdmitFunc, r Reader, acts []action) (schema.Problems, error) {
+	if hook == nil {
+		return nil, nil
+	}
+	objs := make([]Admission, 0, len(acts))
+	for i, a := range acts {
+		if a.file == "" && a.op != opDelete {
+			continue // an auto namespace: not Git's manifest
+		}
+		ad := Admission{Resource: a.key.Resource, File: a.file, Line: a.line}
+		switch a.op {
+		case opCreate:
+			acts[i].obj = schema.Copy(a.obj)
+			ad.Object = acts[i].obj
+		case opUpdate:
+			ad.Object, ad.Stored = a.obj, a.stored // a.obj is mergeForUpdate's own copy
+		case opDelete:
+			ad.Stored = a.obj
+		}
+		objs = append(objs, ad)
+	}
+	if len(objs) == 0 {
+		return nil, nil
+	}
+	probs, err := hook(r, objs)
+	if err != nil {
+		return nil, fmt.Errorf("admission: %w", err)
+	}
+	return probs.Errors(), nil
 }
 
 // applyActions performs the plan inside a transaction.

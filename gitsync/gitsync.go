@@ -58,6 +58,12 @@ type Config struct {
 	// Loader validates and decodes the manifests (schema.NewValidator()).
 	// Required.
 	Loader Loader
+	// Admit, when set, completes and checks the objects each commit
+	// creates, updates or deletes, inside the apply transaction (see
+	// AdmitFunc); its errors refuse the commit. Default nil: objects are
+	// written as Git has them. The server sets ipalloc's AdmitGit, which
+	// gives Services their cluster IPs and node ports.
+	Admit AdmitFunc
 	// Logger; default slog.Default(), with subsystem=gitsync added.
 	Logger *slog.Logger
 	// Clock; default the wall clock.

@@ -34,7 +34,7 @@ func TestRealValidatorAndExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, err := s.SyncNow(t.Context())
-	if err != nil || body.Result != schema.SyncApplied || body.Objects != 2 {
+	if err != nil || body.Result != schema.SyncApplied || body.Objects != 3 { // ConfigMap, Deployment, Service
 		t.Fatalf("first sync = %+v, %v", body, err)
 	}
 	if _, err := st.Get(t.Context(), "deployments", "default", "hello"); err != nil {

@@ -277,7 +277,7 @@ func subject(c *object.Commit) string {
 }
 
 // errPlanRefused aborts the transaction when, inside it, the plan finds an
-// object Git may not take over.
+// object Git may not take over, or the admission hook refuses an object.
 var errPlanRefused = errors.New("plan refused")
 
 // apply makes the store match set in one transaction together with the
@@ -309,6 +309,11 @@ func (s *Syncer) apply(ctx context.Context, stored schema.SyncStatusBody, c *obj
 			return err
 		}
 		if len(inTxProbs) > 0 {
+			return errPlanRefused
+		}
+		if inTxProbs, err = admit(s.cfg.Admit, tx, acts); err != nil {
+			return err
+		} else if len(inTxProbs) > 0 {
 			return errPlanRefused
 		}
 		next.Objects = owned

@@ -1,7 +1,7 @@
 // Package reconciler is Flotilla's controller manager: one shared watch
 // cache over the store, and one rate-limited work queue with workers per
 // controller (deployment, replicaset, gc, scheduler, nodelifecycle, nodeipam,
-// endpointslice), started and stopped together. Each controller lives in
+// endpointslice, loadbalancer), started and stopped together. Each controller lives in
 // its own folder; this package only wires them. SimKubelet, a stand-in
 // node agent for tests and benchmarks, lives here too.
 package reconciler
@@ -15,12 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
 	"github.com/flotilla-dev/flotilla/reconciler/deployment"
 	"github.com/flotilla-dev/flotilla/reconciler/endpointslice"
 	"github.com/flotilla-dev/flotilla/reconciler/gc"
+	"github.com/flotilla-dev/flotilla/reconciler/loadbalancer"
 	"github.com/flotilla-dev/flotilla/reconciler/nodeipam"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/replicaset"
@@ -36,10 +38,11 @@ const (
 	NodeLifecycle = "nodelifecycle"
 	NodeIPAM      = "nodeipam"
 	EndpointSlice = "endpointslice"
+	LoadBalancer  = "loadbalancer"
 )
 
 // AllControllers is the default set, in start order.
-var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice}
+var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice, LoadBalancer}
 
 // Config configures a Manager. Zero values mean the defaults.
 type Config struct {
@@ -82,6 +85,10 @@ type Config struct {
 	// a node that gossip does not vouch for is marked Unknown. Default 50s;
 	// it must exceed the agents' heartbeat interval (40s).
 	NodeMonitorGracePeriod time.Duration
+	// LoadBalancerPool is where Services of type LoadBalancer get their
+	// addresses (server flag --lb-pool; ipalloc.ParsePool). Default empty:
+	// they stay pending, which is logged once per service.
+	LoadBalancerPool ipalloc.Pool
 }
 
 // Manager runs the controllers over one shared cache.
@@ -145,6 +152,8 @@ func New(cfg Config) (*Manager, error) {
 			workers = 1
 		case NodeIPAM:
 			c = nodeipam.New(cfg.Store, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, log)
+		case LoadBalancer:
+			c = loadbalancer.New(cfg.Store, loadbalancer.Config{Pool: cfg.LoadBalancerPool}, log)
 		case EndpointSlice:
 			c = endpointslice.New(cfg.Store, log)
 		case NodeLifecycle:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"cuelang.org/go/cue/parser"
 	cuejson "cuelang.org/go/encoding/json"
 	cueyaml "cuelang.org/go/encoding/yaml"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Manifest is one object read from a manifest file.
@@ -52,6 +54,7 @@ type document struct {
 type loaded struct {
 	Manifest
 	nameLine, nameCol int
+	doc               document // to locate other fields
 }
 
 // LoadDir loads every manifest under dir on disk; Problem.File and
@@ -64,7 +67,8 @@ func (v *Validator) LoadDir(dir string) ([]Manifest, Problems) {
 // for .yaml, .yml, .json and .cue files, skipping hidden directories and
 // cue.mod), validates each document against the CUE schema, decodes it into
 // its typed object, and checks the set as a whole (one object per kind,
-// namespace and name). No paths means ".".
+// namespace and name; no nodePort or requested clusterIP in two Services).
+// No paths means ".".
 //
 // The manifests are returned in file order, even when some documents have
 // problems: the caller decides, usually with Problems.Err, whether the set
@@ -93,6 +97,7 @@ func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) (
 		ps = append(ps, fps...)
 	}
 	ps = append(ps, duplicates(all)...)
+	ps = append(ps, serviceClashes(all)...)
 	sort.SliceStable(ps, func(i, j int) bool {
 		a, b := ps[i], ps[j]
 		if a.File != b.File {
@@ -376,16 +381,20 @@ func (v *Validator) expandLists(name string, docs []document, ps *Problems) []do
 	return out
 }
 
+// at is the line and column of field (a CUE path such as
+// "spec.ports[1].nodePort") in d, or the document's start.
+func (d document) at(field string) (int, int) {
+	if x := d.val.LookupPath(cue.ParsePath(field)); x.Exists() {
+		if l, c := lineCol(x.Pos()); l > 0 {
+			return l, c
+		}
+	}
+	return d.line, 1
+}
+
 // loadDocument validates and decodes one document.
 func (v *Validator) loadDocument(name string, d document) (*loaded, Problems) {
-	at := func(field string) (int, int) {
-		if x := d.val.LookupPath(cue.ParsePath(field)); x.Exists() {
-			if l, c := lineCol(x.Pos()); l > 0 {
-				return l, c
-			}
-		}
-		return d.line, 1
-	}
+	at := d.at
 	kind, kerr := d.val.LookupPath(cue.ParsePath("kind")).String()
 	api, aerr := d.val.LookupPath(cue.ParsePath("apiVersion")).String()
 	if kerr != nil || kind == "" {
@@ -422,7 +431,7 @@ func (v *Validator) loadDocument(name string, d document) (*loaded, Problems) {
 		return nil, append(ps, Problem{File: name, Line: d.line, Column: 1, Reason: err.Error()})
 	}
 	l, c := at("metadata.name")
-	return &loaded{Manifest: Manifest{Object: obj, File: name, Line: d.line}, nameLine: l, nameCol: c}, ps
+	return &loaded{Manifest: Manifest{Object: obj, File: name, Line: d.line}, nameLine: l, nameCol: c, doc: d}, ps
 }
 
 // duplicates reports every object that has the kind, namespace and name of
@@ -450,6 +459,61 @@ func duplicates(ls []loaded) Problems {
 			continue
 		}
 		first[key] = l
+	}
+	return ps
+}
+
+// serviceClashes reports what two Services of the set cannot share: a
+// node port (whatever the protocols: a node has one port of that number
+// for the service) and a requested cluster IP. Each clash is located at the
+// later service's field and names the first service, with its place. What
+// one service may not repeat is checked by flotilla.cue; an address or port
+// of a Service already in the cluster is checked when the commit is applied.
+func serviceClashes(ls []loaded) Problems {
+	type claim struct{ who, at string }
+	var ps Problems
+	nodePorts := map[int32]claim{}
+	clusterIPs := map[string]claim{}
+	for _, l := range ls {
+		svc, ok := l.Object.(*corev1.Service)
+		if !ok {
+			continue
+		}
+		ns := svc.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		who := ns + "/" + svc.Name
+		if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone && svc.Spec.Type != corev1.ServiceTypeExternalName {
+			key := ip
+			if a, err := netip.ParseAddr(ip); err == nil {
+				key = a.Unmap().String()
+			}
+			line, col := l.doc.at("spec.clusterIP")
+			switch c, ok := clusterIPs[key]; {
+			case !ok:
+				clusterIPs[key] = claim{who, fmt.Sprintf("%s:%d", l.File, line)}
+			case c.who != who:
+				ps = append(ps, Problem{File: l.File, Line: line, Column: col, Field: "spec.clusterIP",
+					Reason: fmt.Sprintf("clusterIP %s is also requested by service %s (%s)", ip, c.who, c.at)})
+			}
+		}
+		own := map[int32]bool{}
+		for i, p := range svc.Spec.Ports {
+			if p.NodePort == 0 || own[p.NodePort] {
+				continue
+			}
+			own[p.NodePort] = true
+			field := fmt.Sprintf("spec.ports[%d].nodePort", i)
+			line, col := l.doc.at(field)
+			switch c, ok := nodePorts[p.NodePort]; {
+			case !ok:
+				nodePorts[p.NodePort] = claim{who, fmt.Sprintf("%s:%d", l.File, line)}
+			case c.who != who:
+				ps = append(ps, Problem{File: l.File, Line: line, Column: col, Field: field,
+					Reason: fmt.Sprintf("nodePort %d is also used by service %s (%s)", p.NodePort, c.who, c.at)})
+			}
+		}
 	}
 	return ps
 }

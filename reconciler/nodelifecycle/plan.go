@@ -1,8 +1,10 @@
 // Package nodelifecycle owns Node health on the server side: it marks a
 // node's Ready condition Unknown when gossip says the node failed or left
 // (or, without gossip, when its agent stops heartbeating), taints it so
-// that nothing new is scheduled there, and after PodEvictionTimeout deletes
-// the pods bound to it so that their owners recreate them on healthy nodes.
+// that nothing new is scheduled there, marks the pods bound to it not
+// Ready (so that the EndpointSlice controller takes them out of their
+// services at once), and after PodEvictionTimeout deletes them so that
+// their owners recreate them on healthy nodes.
 // Plan is the pure planner; Controller is the edge that feeds it from the
 // watch cache and the Membership and writes to the store.
 //
@@ -10,7 +12,9 @@
 // ReplicaSet are recreated and scheduled elsewhere, bare pods are gone (as
 // with Kubernetes' node lifecycle controller). A node that comes back finds
 // its pods' UIDs missing from the store and removes them as orphans (the
-// agent's job, not this package's).
+// agent's job, not this package's); the pods it still has, it finds marked
+// Ready=False (reason NodeNotReady) and rewrites their status from what it
+// observes, as it does whenever the store's status differs from its own.
 package nodelifecycle
 
 import (
@@ -19,6 +23,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Condition reasons written by this controller.
@@ -30,6 +35,10 @@ const (
 	// when a node it had marked Unknown is alive again with a fresh
 	// heartbeat (the agent then rewrites it with its own reason).
 	ReasonNodeStatusRecovered = "NodeStatusRecovered"
+	// ReasonNodeNotReady marks the Ready and ContainersReady conditions of
+	// a pod set False by the server because its node is not Ready, as in
+	// Kubernetes.
+	ReasonNodeNotReady = "NodeNotReady"
 )
 
 // Taints this controller manages, with Kubernetes' keys. Both have the
@@ -85,6 +94,20 @@ type Actions struct {
 	EvictionDue bool
 	// Evict lists the pods to delete now.
 	Evict []*corev1.Pod
+	// NotReady is true when the node is not Ready (Unknown or False, as
+	// planned): the controller lists the pods bound to it and plans again
+	// with them, to mark them not Ready (and evict them when due).
+	NotReady bool
+	// NotReadySince identifies the node's current not-Ready spell: when it
+	// began (gossip's Since, else the Ready condition's transition time;
+	// zero if neither is known). The controller keys its record of the
+	// pods it marked by it. Zero while the node is Ready.
+	NotReadySince time.Time
+	// MarkNotReady are copies of the pods bound to the node with their
+	// Ready and ContainersReady conditions set False (reason NodeNotReady),
+	// carrying the cached resourceVersion, to write with the store's status
+	// update.
+	MarkNotReady []*corev1.Pod
 	// Why says why the node is not Ready ("" when it is), for logs.
 	Why string
 	// RequeueAfter asks for another look at the node after this delay: when
@@ -94,9 +117,10 @@ type Actions struct {
 }
 
 // Plan decides the health of node from its gossip member (nil when there is
-// no membership or the member is unknown to it), the pods bound to it, the
-// time and the configuration. It performs no I/O and does not modify its
-// arguments.
+// no membership or the member is unknown to it), the pods bound to it (others
+// are ignored), the UIDs of those already marked not Ready during the
+// node's current not-Ready spell (marked; nil for none), the time and the
+// configuration. It performs no I/O and does not modify its arguments.
 //
 //   - member failed or left → Ready=Unknown (reason NodeStatusUnknown),
 //     whatever the agent last wrote: gossip is authoritative while it says
@@ -110,9 +134,16 @@ type Actions struct {
 //
 // While the resulting Ready is Unknown the node carries the unreachable
 // taint, while False the not-ready taint (both NoSchedule), and neither
-// while True. Once it has been not Ready for PodEvictionTimeout, every pod
-// bound to it that has not finished is evicted.
-func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, now time.Time, cfg Config) Actions {
+// while True. While it is not Ready, every pod bound to it that has not
+// finished and still claims readiness (a Ready or ContainersReady
+// condition that is not False) is marked: both conditions False, reason
+// NodeNotReady, a message naming the node. A pod in marked is not marked
+// again in the same spell even if it shows Ready again: only its agent
+// writes that, so the agent is alive and the judge of its pods (marking it
+// again would start a write duel with it). Once the node has been not Ready
+// for PodEvictionTimeout, every pod bound to it that has not finished is
+// evicted.
+func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[types.UID]bool, now time.Time, cfg Config) Actions {
 	cfg = cfg.WithDefaults()
 	var acts Actions
 	cur := readyCondition(node)
@@ -169,9 +200,22 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, now time.Time, 
 	if eff == nil || eff.Status == corev1.ConditionTrue {
 		return acts
 	}
-	acts.Why = eff.Message
+	acts.NotReady, acts.Why = true, eff.Message
 	if since.IsZero() {
 		since = eff.LastTransitionTime.Time
+	}
+	acts.NotReadySince = since
+	msg := fmt.Sprintf("node %s is not ready (Ready=%s)", node.Name, eff.Status)
+	if eff.Message != "" {
+		msg += ": " + eff.Message
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName != node.Name || finished(p) || marked[p.UID] {
+			continue
+		}
+		if m := markNotReady(p, msg, now); m != nil {
+			acts.MarkNotReady = append(acts.MarkNotReady, m)
+		}
 	}
 	if since.IsZero() || since.After(now) {
 		since = now
@@ -183,11 +227,57 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, now time.Time, 
 	}
 	acts.EvictionDue = true
 	for _, p := range pods {
-		if p.Spec.NodeName == node.Name && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		if p.Spec.NodeName == node.Name && !finished(p) {
 			acts.Evict = append(acts.Evict, p)
 		}
 	}
 	return acts
+}
+
+// finished reports whether p is terminal (Succeeded or Failed).
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// markNotReady returns a copy of p with its Ready and ContainersReady
+// conditions False (reason NodeNotReady, message msg; added if missing),
+// or nil when neither condition claims readiness (both False or absent:
+// already so, nothing to write). A condition that changes status gets now
+// as its transition time; one already False is kept as it is.
+func markNotReady(p *corev1.Pod, msg string, now time.Time) *corev1.Pod {
+	claims := false
+	for _, c := range p.Status.Conditions {
+		if (c.Type == corev1.PodReady || c.Type == corev1.ContainersReady) && c.Status != corev1.ConditionFalse {
+			claims = true
+		}
+	}
+	if !claims {
+		return nil
+	}
+	out := p.DeepCopy()
+	for _, typ := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
+		c := podCondition(&out.Status, typ)
+		if c == nil {
+			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: typ})
+			c = &out.Status.Conditions[len(out.Status.Conditions)-1]
+		}
+		if c.Status == corev1.ConditionFalse {
+			continue
+		}
+		c.Status, c.Reason, c.Message = corev1.ConditionFalse, ReasonNodeNotReady, msg
+		c.LastTransitionTime = metav1.NewTime(now).Rfc3339Copy()
+	}
+	return out
+}
+
+// podCondition returns st's condition of type typ, or nil.
+func podCondition(st *corev1.PodStatus, typ corev1.PodConditionType) *corev1.PodCondition {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == typ {
+			return &st.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // unknown returns the Unknown Ready condition with msg, keeping cur's
