@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -27,6 +30,19 @@ type Controller struct {
 
 	nodes, pods *cache.Informer
 	queue       controller.Queue
+
+	mu    sync.Mutex
+	marks map[string]*spellMarks // by node name; only nodes not Ready
+}
+
+// spellMarks records the pods this controller marked not Ready during one
+// not-Ready spell of a node, so that a pod its agent marks Ready again is
+// not marked again (Plan's marked). It is memory only: after a restart a
+// pod shown Ready is marked once more, and its agent, if alive, corrects
+// it once more.
+type spellMarks struct {
+	since time.Time // Actions.NotReadySince of the spell
+	pods  map[types.UID]bool
 }
 
 var (
@@ -40,21 +56,24 @@ var (
 func New(st store.Interface, m Membership, clock controller.Clock, log *slog.Logger, cfg Config) *Controller {
 	return &Controller{
 		store: st, membership: m, clock: clock, cfg: cfg.WithDefaults(),
-		log: log.With("controller", "nodelifecycle"),
+		log:   log.With("controller", "nodelifecycle"),
+		marks: map[string]*spellMarks{},
 	}
 }
 
 // Name is "nodelifecycle".
 func (c *Controller) Name() string { return "nodelifecycle" }
 
-// Setup enqueues a node on its own changes, and on a pod being added or
-// changed while bound to a node that is not Ready (a straggler to evict).
+// Setup enqueues a node on its own changes (deletion included), and on a
+// pod being added or changed while bound to a node that is not Ready (a pod
+// to mark not Ready, a straggler to evict).
 func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.queue = q
 	c.nodes = ca.Informer("nodes")
 	c.pods = ca.Informer("pods")
 	self := func(o schema.Object) { q.Add(o.GetName()) }
-	c.nodes.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }})
+	// OnDelete: a deleted node's record of marked pods is dropped.
+	c.nodes.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }, OnDelete: self})
 	onPod := func(o schema.Object) {
 		name := o.(*corev1.Pod).Spec.NodeName
 		if name == "" {
@@ -103,18 +122,23 @@ func (c *Controller) member(name string) *Member {
 }
 
 // Reconcile plans one node and applies the plan: the Ready condition
-// (status), then the taints (spec), then the evictions.
+// (status), then the taints (spec), then the pods' Ready conditions, then
+// the evictions.
 func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Result, error) {
 	obj, ok := c.nodes.Get("", name)
 	if !ok {
+		c.forgetMarks(name)
 		return controller.Result{}, nil
 	}
 	node := obj.(*corev1.Node)
 	member := c.member(name)
 	now := c.clock.Now()
-	acts := Plan(node, member, nil, now, c.cfg)
-	if acts.EvictionDue {
-		acts = Plan(node, member, c.podsOn(name), now, c.cfg)
+	acts := Plan(node, member, nil, nil, now, c.cfg)
+	if !acts.NotReady {
+		c.forgetMarks(name)
+	} else {
+		pods := c.podsOn(name)
+		acts = Plan(node, member, pods, c.marked(name, acts.NotReadySince, pods), now, c.cfg)
 	}
 	res := controller.Result{RequeueAfter: acts.RequeueAfter}
 	log := c.log.With("node", name)
@@ -141,8 +165,8 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 		}
 		log.Info("node taints updated", "taints", taintKeys(acts.Taints))
 	}
-	if len(acts.Evict) == 0 {
-		return res, nil
+	if err := c.markPods(ctx, log, name, acts); err != nil || len(acts.Evict) == 0 {
+		return res, err
 	}
 	if !c.anyOtherReady(name) {
 		// Nowhere to move the pods: evicting would only stop them. Kubernetes
@@ -166,6 +190,71 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 	return res, errors.Join(errs...)
 }
 
+// markPods writes the pods' not-Ready conditions, and records each pod
+// written in the node's spell. A pod deleted or changed meanwhile is
+// skipped (a change brings its node back here through Setup's handler).
+func (c *Controller) markPods(ctx context.Context, log *slog.Logger, name string, acts Actions) error {
+	if len(acts.MarkNotReady) == 0 {
+		return nil
+	}
+	var errs []error
+	n := 0
+	for _, p := range acts.MarkNotReady {
+		_, err := c.store.UpdateStatus(ctx, p)
+		switch {
+		case err == nil:
+			n++
+			c.recordMark(name, acts.NotReadySince, p.UID)
+			log.Debug("pod marked not ready", "pod", p.Namespace+"/"+p.Name)
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+		default:
+			errs = append(errs, fmt.Errorf("mark pod %s/%s not ready (node %s not ready): %w", p.Namespace, p.Name, name, err))
+		}
+	}
+	if n > 0 {
+		log.Warn("pods marked not ready", "pods", n, "why", acts.Why)
+	}
+	return errors.Join(errs...)
+}
+
+// marked returns the UIDs among pods that were marked during the node's
+// spell that began at since, forgetting an older spell's record and the
+// pods no longer bound to the node.
+func (c *Controller) marked(name string, since time.Time, pods []*corev1.Pod) map[types.UID]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.marks[name]
+	if m == nil || !m.since.Equal(since) {
+		m = &spellMarks{since: since, pods: map[types.UID]bool{}}
+		c.marks[name] = m
+	}
+	kept := make(map[types.UID]bool, len(m.pods))
+	out := make(map[types.UID]bool, len(m.pods))
+	for _, p := range pods {
+		if m.pods[p.UID] {
+			kept[p.UID], out[p.UID] = true, true
+		}
+	}
+	m.pods = kept
+	return out
+}
+
+// recordMark records pod uid as marked during the node's spell since.
+func (c *Controller) recordMark(name string, since time.Time, uid types.UID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.marks[name]; m != nil && m.since.Equal(since) {
+		m.pods[uid] = true
+	}
+}
+
+// forgetMarks drops the record of a node that is Ready or gone.
+func (c *Controller) forgetMarks(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.marks, name)
+}
+
 // writeErr wraps a store write error; a node deleted meanwhile is not one.
 func (c *Controller) writeErr(what, name string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
@@ -177,7 +266,7 @@ func (c *Controller) writeErr(what, name string, err error) error {
 }
 
 // podsOn returns the cached pods bound to node (a scan of every pod: it
-// runs only for a node whose eviction is due).
+// runs only for a node that is not Ready).
 func (c *Controller) podsOn(node string) []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, o := range c.pods.List("") {

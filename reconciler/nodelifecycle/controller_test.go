@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,6 +136,133 @@ func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
 	if n := getNode(t, st, "a"); len(n.Spec.Taints) != 0 || readyCondition(n).Status != corev1.ConditionTrue {
 		t.Errorf("node a touched: %+v", n)
 	}
+}
+
+// TestControllerMarksPodsNotReady: a node going Unknown gets its pods'
+// Ready=False (NodeNotReady) in the same reconcile, pods elsewhere are not
+// touched, an unchanged plan writes nothing, a pod its agent marks Ready
+// again is left alone for the rest of the spell, and a new spell marks it
+// again.
+func TestControllerMarksPodsNotReady(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := memstore.New()
+	t.Cleanup(st.Close)
+	clk := &fakeClock{now: t0}
+	for _, name := range []string{"a", "b"} {
+		hb := metav1.NewTime(t0)
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
+		}}}}
+		n.APIVersion, n.Kind = "v1", "Node"
+		mustCreate(t, st, n)
+	}
+	for _, p := range []*corev1.Pod{podWith("on-a", "a", corev1.ConditionTrue, corev1.ConditionTrue), podWith("on-b", "b", corev1.ConditionTrue, corev1.ConditionTrue)} {
+		p.UID = ""
+		p.Spec.Containers = []corev1.Container{{Name: "c", Image: "x"}}
+		p.APIVersion, p.Kind = "v1", "Pod"
+		mustCreate(t, st, p)
+	}
+	onA := getPod(t, st, "on-a")
+
+	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
+	log := slog.New(slog.DiscardHandler)
+	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: time.Hour})
+	ca := cache.New(st, log, 0)
+	ctrl.Setup(ca, &recQueue{})
+	ca.Start(ctx)
+	defer func() { cancel(); ca.Wait() }()
+	if !ca.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	cached := func(inf *cache.Informer, o schema.Object) {
+		t.Helper()
+		waitFor(t, "cache sees "+o.GetName(), func() bool {
+			c, ok := inf.Get(o.GetNamespace(), o.GetName())
+			return ok && c.GetResourceVersion() == o.GetResourceVersion()
+		})
+	}
+	reconcile := func(name string) {
+		t.Helper()
+		if _, err := ctrl.Reconcile(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	condition := func(p *corev1.Pod, typ corev1.PodConditionType) corev1.PodCondition {
+		if c := podCondition(&p.Status, typ); c != nil {
+			return *c
+		}
+		return corev1.PodCondition{}
+	}
+
+	reconcile("a")
+	reconcile("b")
+	if c := condition(getPod(t, st, "on-b"), corev1.PodReady); c.Status != corev1.ConditionTrue {
+		t.Fatal("pod on a Ready node marked")
+	}
+
+	members.Fail("b", t0)
+	reconcile("b")
+	p := getPod(t, st, "on-b")
+	for _, typ := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		if c := condition(p, typ); c.Status != corev1.ConditionFalse || c.Reason != ReasonNodeNotReady || !strings.Contains(c.Message, "node b") {
+			t.Errorf("pod on-b %s = %+v, want False/%s naming node b", typ, c, ReasonNodeNotReady)
+		}
+	}
+	if got := getPod(t, st, "on-a"); got.ResourceVersion != onA.ResourceVersion {
+		t.Errorf("pod on the healthy node a rewritten: %+v", got.Status.Conditions)
+	}
+	cached(ctrl.nodes, getNode(t, st, "b"))
+	cached(ctrl.pods, p)
+	rev := st.Revision()
+	reconcile("b")
+	reconcile("a")
+	if st.Revision() != rev {
+		t.Fatalf("an unchanged plan wrote: revision %d → %d", rev, st.Revision())
+	}
+
+	// Its agent (alive, only gossip is cut) marks the pod Ready again:
+	// the agent is the judge, no duel.
+	p = schema.Copy(p)
+	for i := range p.Status.Conditions {
+		p.Status.Conditions[i].Status, p.Status.Conditions[i].Reason = corev1.ConditionTrue, ""
+	}
+	out, err := st.UpdateStatus(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached(ctrl.pods, out)
+	rev = st.Revision()
+	reconcile("b")
+	if st.Revision() != rev {
+		t.Fatalf("pod marked again in the same spell: revision %d → %d, %+v", rev, st.Revision(), getPod(t, st, "on-b").Status.Conditions)
+	}
+
+	// Back, then failed again: a new spell marks it again.
+	members.Join("b", t0)
+	reconcile("b")
+	if c := readyCondition(getNode(t, st, "b")); c.Status != corev1.ConditionTrue {
+		t.Fatalf("node b not Ready again: %+v", c)
+	}
+	if c := condition(getPod(t, st, "on-b"), corev1.PodReady); c.Status != corev1.ConditionTrue {
+		t.Fatalf("pod on-b changed by a Ready node: %+v", c)
+	}
+	cached(ctrl.nodes, getNode(t, st, "b"))
+	clk.Advance(10 * time.Second)
+	members.Fail("b", clk.Now())
+	reconcile("b")
+	if c := condition(getPod(t, st, "on-b"), corev1.PodReady); c.Status != corev1.ConditionFalse || c.Reason != ReasonNodeNotReady {
+		t.Errorf("pod on-b not marked in the new spell: %+v", c)
+	}
+}
+
+func getPod(t *testing.T, st store.Interface, name string) *corev1.Pod {
+	t.Helper()
+	o, err := st.Get(context.Background(), "pods", "default", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.(*corev1.Pod)
 }
 
 func mustCreate(t *testing.T, st store.Interface, obj schema.Object) {

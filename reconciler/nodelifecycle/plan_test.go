@@ -122,7 +122,7 @@ func TestPlan(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := c.node.DeepCopy()
-			acts := Plan(c.node, c.member, pods, c.now, cfg)
+			acts := Plan(c.node, c.member, pods, nil, c.now, cfg)
 			if c.node.String() != before.String() {
 				t.Error("Plan modified its input")
 			}
@@ -177,7 +177,7 @@ func TestPlanTimeline(t *testing.T) {
 	m := &Member{Name: "b", Since: t0.Add(time.Second)}
 
 	now := t0.Add(3 * time.Second) // gossip noticed 2s after the last contact
-	acts := Plan(node, m, pods, now, cfg)
+	acts := Plan(node, m, pods, nil, now, cfg)
 	if acts.Ready == nil || acts.Ready.Status != corev1.ConditionUnknown || len(acts.Evict) != 0 {
 		t.Fatalf("at +3s: %+v", acts)
 	}
@@ -187,11 +187,11 @@ func TestPlanTimeline(t *testing.T) {
 		t.Fatalf("requeue %s, want 28s", acts.RequeueAfter)
 	}
 	now = now.Add(acts.RequeueAfter - time.Second)
-	if acts := Plan(node, m, pods, now, cfg); acts.Ready != nil || acts.SetTaints || len(acts.Evict) != 0 || acts.RequeueAfter != time.Second {
+	if acts := Plan(node, m, pods, nil, now, cfg); acts.Ready != nil || acts.SetTaints || len(acts.Evict) != 0 || acts.RequeueAfter != time.Second {
 		t.Fatalf("a second early: %+v", acts)
 	}
 	now = now.Add(time.Second)
-	if acts := Plan(node, m, pods, now, cfg); !acts.EvictionDue || len(acts.Evict) != 1 || acts.Ready != nil {
+	if acts := Plan(node, m, pods, nil, now, cfg); !acts.EvictionDue || len(acts.Evict) != 1 || acts.Ready != nil {
 		t.Fatalf("when due: %+v", acts)
 	}
 }
@@ -200,5 +200,151 @@ func TestConfigDefaults(t *testing.T) {
 	c := Config{}.WithDefaults()
 	if c.PodEvictionTimeout != 30*time.Second || c.NodeMonitorGracePeriod != 50*time.Second {
 		t.Errorf("defaults %+v", c)
+	}
+}
+
+// podWith returns a Running pod on node with the given Ready and
+// ContainersReady statuses ("" leaves the condition out), both changed an
+// hour before t0 with the agent's reason.
+func podWith(name, node string, ready, containers corev1.ConditionStatus) *corev1.Pod {
+	p := testPod(name, node, corev1.PodRunning)
+	old := metav1.NewTime(t0.Add(-time.Hour))
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: old}}
+	for _, c := range []struct {
+		typ corev1.PodConditionType
+		st  corev1.ConditionStatus
+	}{{corev1.ContainersReady, containers}, {corev1.PodReady, ready}} {
+		if c.st == "" {
+			continue
+		}
+		reason := ""
+		if c.st == corev1.ConditionFalse {
+			reason = "ContainersNotReady"
+		}
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: c.typ, Status: c.st, Reason: reason, LastTransitionTime: old})
+	}
+	return p
+}
+
+// TestPlanMarksPodsNotReady: while a node is not Ready, the pods bound to
+// it that still claim readiness get Ready=False and ContainersReady=False
+// (NodeNotReady), once per spell; pods of Ready nodes, other nodes,
+// finished pods and pods already not ready are left alone.
+func TestPlanMarksPodsNotReady(t *testing.T) {
+	T, F, U := corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown
+	healthy := testNode("b", T, "AgentReady", t0.Add(-10*time.Second), t0.Add(-time.Hour))
+	stale := testNode("b", T, "AgentReady", t0.Add(-51*time.Second), t0.Add(-time.Hour))
+	notReady := testNode("b", F, "AgentNotReady", t0, t0.Add(-5*time.Second))
+	alive := &Member{Name: "b", Alive: true, Since: t0.Add(-time.Minute)}
+	failed := &Member{Name: "b", Since: t0.Add(-2 * time.Second)}
+	failedLong := &Member{Name: "b", Since: t0.Add(-31 * time.Second)}
+
+	ready := podWith("ready", "b", T, T)
+	pods := []*corev1.Pod{
+		ready,
+		podWith("unknown", "b", U, U),
+		podWith("half", "b", F, T), // containers ready, pod not: only ContainersReady changes
+		podWith("no-containers-cond", "b", T, ""), // ContainersReady added
+		podWith("not-ready", "b", F, F),           // already so
+		podWith("pending", "b", "", ""),           // no readiness claimed
+		podWith("elsewhere", "a", T, T),           // another node
+		func() *corev1.Pod { p := podWith("done", "b", T, T); p.Status.Phase = corev1.PodSucceeded; return p }(),
+		func() *corev1.Pod { p := podWith("failed", "b", T, T); p.Status.Phase = corev1.PodFailed; return p }(),
+	}
+	claiming := []string{"ready", "unknown", "half", "no-containers-cond"}
+
+	cases := []struct {
+		name   string
+		node   *corev1.Node
+		member *Member
+		marked map[types.UID]bool
+		// want: pods marked (in order), the message fragment, the spell start.
+		mark  []string
+		msg   string
+		since time.Time
+		evict bool
+	}{
+		{name: "node Ready: nothing", node: healthy, member: alive},
+		{name: "alive with a stale heartbeat is still Ready: nothing", node: stale, member: alive},
+		{name: "no member, fresh heartbeat: nothing", node: healthy},
+		{name: "member failed: every pod claiming readiness", node: healthy, member: failed,
+			mark: claiming, msg: "node b is not ready (Ready=Unknown): gossip: node b failed", since: failed.Since},
+		{name: "heartbeat lost: marked, spell from the new transition", node: stale,
+			mark: claiming, msg: "stopped posting node status", since: t0},
+		{name: "agent reports False: marked", node: notReady, member: alive,
+			mark: claiming, msg: "node b is not ready (Ready=False)", since: t0.Add(-5 * time.Second)},
+		{name: "already marked in this spell and Ready again (its agent is alive): not marked again",
+			node: healthy, member: failed, marked: map[types.UID]bool{ready.UID: true},
+			mark: claiming[1:], msg: "failed", since: failed.Since},
+		{name: "eviction due: marked as well (evictions may be held)", node: healthy, member: failedLong,
+			mark: claiming, msg: "failed", since: failedLong.Since, evict: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := make([]string, len(pods))
+			for i, p := range pods {
+				before[i] = p.String()
+			}
+			acts := Plan(c.node, c.member, pods, c.marked, t0, Config{})
+			for i, p := range pods {
+				if p.String() != before[i] {
+					t.Fatalf("Plan modified pod %s", p.Name)
+				}
+			}
+			if acts.NotReady != (c.mark != nil) || !acts.NotReadySince.Equal(c.since) {
+				t.Errorf("NotReady %v since %v, want %v since %v", acts.NotReady, acts.NotReadySince, c.mark != nil, c.since)
+			}
+			if acts.EvictionDue != c.evict {
+				t.Errorf("eviction due %v, want %v", acts.EvictionDue, c.evict)
+			}
+			var got []string
+			for _, p := range acts.MarkNotReady {
+				got = append(got, p.Name)
+			}
+			if strings.Join(got, ",") != strings.Join(c.mark, ",") {
+				t.Fatalf("marked %v, want %v", got, c.mark)
+			}
+			for _, p := range acts.MarkNotReady {
+				var orig *corev1.Pod
+				for _, o := range pods {
+					if o.UID == p.UID {
+						orig = o
+					}
+				}
+				if p.ResourceVersion != orig.ResourceVersion || len(p.Status.ContainerStatuses) != len(orig.Status.ContainerStatuses) {
+					t.Errorf("%s: not a copy of the cached pod", p.Name)
+				}
+				for _, typ := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
+					nc, oc := podCondition(&p.Status, typ), podCondition(&orig.Status, typ)
+					switch {
+					case nc == nil || nc.Status != F:
+						t.Errorf("%s: %s = %+v, want False", p.Name, typ, nc)
+					case oc != nil && oc.Status == F:
+						if *nc != *oc {
+							t.Errorf("%s: %s was False already and changed: %+v → %+v", p.Name, typ, *oc, *nc)
+						}
+					case nc.Reason != ReasonNodeNotReady || !strings.Contains(nc.Message, c.msg) || !nc.LastTransitionTime.Time.Equal(t0):
+						t.Errorf("%s: %s = %+v, want reason %s, message with %q, transition at t0", p.Name, typ, *nc, ReasonNodeNotReady, c.msg)
+					}
+				}
+				if sc := podCondition(&p.Status, corev1.PodScheduled); sc == nil || sc.Status != T {
+					t.Errorf("%s: other conditions changed: %+v", p.Name, p.Status.Conditions)
+				}
+			}
+			// Applying the marks makes the plan idle (an unchanged cluster
+			// writes nothing).
+			after := make([]*corev1.Pod, len(pods))
+			copy(after, pods)
+			for _, m := range acts.MarkNotReady {
+				for i := range after {
+					if after[i].UID == m.UID {
+						after[i] = m
+					}
+				}
+			}
+			if again := Plan(c.node, c.member, after, c.marked, t0.Add(time.Second), Config{}); len(again.MarkNotReady) != 0 {
+				t.Errorf("marked again after the marks were written: %d pods", len(again.MarkNotReady))
+			}
+		})
 	}
 }
