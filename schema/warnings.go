@@ -33,7 +33,6 @@ func notHonoured() []unhonoured {
 		{"container", "livenessProbe.grpc", "gRPC probes are not supported yet"},
 		{"container", "readinessProbe.grpc", "gRPC probes are not supported yet"},
 		{"container", "startupProbe.grpc", "gRPC probes are not supported yet"},
-		{"Service", "spec.sessionAffinity", "the service proxy does not keep client affinity"},
 		{"Service", "spec.loadBalancerSourceRanges", "load balancer IPs are not filtered by source"},
 		{"Service", "spec.externalTrafficPolicy", "external traffic is always spread over the cluster"},
 		{"Service", "spec.internalTrafficPolicy", "internal traffic is always spread over the cluster"},

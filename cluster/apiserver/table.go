@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -170,7 +171,12 @@ func columnsFor(resource string, now time.Time) []column {
 	case "services":
 		svc := func(o schema.Object) *corev1.Service { return o.(*corev1.Service) }
 		return []column{
-			str("Type", 0, func(o schema.Object) string { return string(svc(o).Spec.Type) }),
+			str("Type", 0, func(o schema.Object) string {
+				if t := svc(o).Spec.Type; t != "" {
+					return string(t)
+				}
+				return string(corev1.ServiceTypeClusterIP)
+			}),
 			str("Cluster-IP", 0, func(o schema.Object) string { return orNone(svc(o).Spec.ClusterIP) }),
 			str("External-IP", 0, func(o schema.Object) string { return serviceExternal(svc(o)) }),
 			str("Port(s)", 0, func(o schema.Object) string { return servicePorts(svc(o)) }), a,
@@ -232,7 +238,29 @@ func columnsFor(resource string, now time.Time) []column {
 			str("Message", 0, func(o schema.Object) string { return e(o).Message }), a,
 		}
 	case "ingresses":
-		return []column{str("Hosts", 0, func(o schema.Object) string { return ingressHosts(o.(*networkingv1.Ingress)) }), a}
+		in := func(o schema.Object) *networkingv1.Ingress { return o.(*networkingv1.Ingress) }
+		return []column{
+			str("Class", 0, func(o schema.Object) string {
+				if c := in(o).Spec.IngressClassName; c != nil {
+					return *c
+				}
+				return "<none>"
+			}),
+			str("Hosts", 0, func(o schema.Object) string { return ingressHosts(in(o)) }),
+			str("Ports", 0, func(o schema.Object) string {
+				if len(in(o).Spec.TLS) > 0 {
+					return "80, 443"
+				}
+				return "80"
+			}), a,
+		}
+	case "endpointslices":
+		es := func(o schema.Object) *discoveryv1.EndpointSlice { return o.(*discoveryv1.EndpointSlice) }
+		return []column{
+			str("AddressType", 0, func(o schema.Object) string { return string(es(o).AddressType) }),
+			str("Ports", 0, func(o schema.Object) string { return slicePorts(es(o)) }),
+			str("Endpoints", 0, func(o schema.Object) string { return sliceEndpoints(es(o)) }), a,
+		}
 	case "syncstatuses":
 		st := func(o schema.Object) *schema.SyncStatus { return o.(*schema.SyncStatus) }
 		return []column{
@@ -355,7 +383,11 @@ func servicePorts(s *corev1.Service) string {
 		if p.NodePort != 0 {
 			v += ":" + strconv.Itoa(int(p.NodePort))
 		}
-		ports = append(ports, v+"/"+string(p.Protocol))
+		proto := p.Protocol
+		if proto == "" {
+			proto = corev1.ProtocolTCP
+		}
+		ports = append(ports, v+"/"+string(proto))
 	}
 	return orNone(strings.Join(ports, ","))
 }
@@ -382,6 +414,31 @@ func endpoints(e *corev1.Endpoints) string {
 	return orNone(strings.Join(eps, ","))
 }
 
+func slicePorts(es *discoveryv1.EndpointSlice) string {
+	var ports []string
+	for _, p := range es.Ports {
+		if p.Port != nil {
+			ports = append(ports, strconv.Itoa(int(*p.Port)))
+		}
+	}
+	return orNone(strings.Join(ports, ","))
+}
+
+// sliceEndpoints lists the ready endpoints' addresses, as kubectl does
+// (the first three, then a count).
+func sliceEndpoints(es *discoveryv1.EndpointSlice) string {
+	var addrs []string
+	for _, ep := range es.Endpoints {
+		if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+			addrs = append(addrs, ep.Addresses...)
+		}
+	}
+	if len(addrs) > 3 {
+		return strings.Join(addrs[:3], ",") + fmt.Sprintf(" + %d more...", len(addrs)-3)
+	}
+	return orNone(strings.Join(addrs, ","))
+}
+
 func ingressHosts(in *networkingv1.Ingress) string {
 	var hosts []string
 	for _, r := range in.Spec.Rules {
@@ -405,6 +462,11 @@ func Table(k schema.Kind, objs []schema.Object, now time.Time) *metav1.Table {
 
 // PodStatus is kubectl's STATUS of a pod.
 func PodStatus(p *corev1.Pod) string { return podStatus(p) }
+
+// ServiceExternal is the EXTERNAL-IP column of a Service: its load
+// balancer addresses and external IPs, "<pending>" for a LoadBalancer that
+// has none yet, "<none>" otherwise.
+func ServiceExternal(s *corev1.Service) string { return serviceExternal(s) }
 
 // NodeStatus is kubectl's STATUS of a node.
 func NodeStatus(n *corev1.Node) string { return nodeStatus(n) }

@@ -64,15 +64,7 @@ it is back. An agent restart adopts its running pods.`,
 	f.StringVar(&o.advertise, "advertise-addr", "", "this node's IP on the node network (default: the first global IPv4 address)")
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
 	f.StringVar(&o.dataDir, "data-dir", apiclient.DefaultDataDir(), "where the agent keeps its Podman service, pod network state and logs")
-	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
-	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
-	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this node's Podman service (default: the machine's); needs --podman-runroot")
-	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root (at most 50 characters)")
-	f.StringVar(&o.podmanDriver, "podman-storage-driver", "", "Podman storage driver for --podman-root")
-	f.StringVar(&o.bridge, "bridge", "flotilla0", "name of the pod network bridge")
-	f.StringVar(&o.netnsPrefix, "netns-prefix", "flo-", "prefix of the pods' network namespace names")
-	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network")
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
+	o.addNodeFlags(f)
 	return cmd
 }
 
@@ -193,7 +185,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	}
 	defer stopPodman()
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: api, Runtime: runtime, Network: fabric,
-		NodeIP: advertise, Logger: log.With("component", "agent")})
+		NodeIP: advertise, ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, Logger: log.With("component", "agent")})
 	if err != nil {
 		return err
 	}
@@ -206,6 +198,9 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	g.Go(func() error { return serveUntil(gctx, logSrv) })
 	g.Go(func() error { return agent.Run(gctx) })
 	g.Go(func() error { followPeers(gctx, members, fabric, log.With("component", "overlay")); return nil })
+	services := &servicePlane{opts: o.serviceOptions, store: api, nodeName: o.nodeName, nodeIP: advertise, podCIDR: podCIDR,
+		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, members: members, log: log.With("component", "services")}
+	g.Go(func() error { return services.run(gctx) })
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)
 	say("stopped; pods keep running, and `flotilla agent` adopts them when it starts again")

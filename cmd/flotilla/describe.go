@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,9 +13,12 @@ import (
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -33,14 +38,24 @@ func newDescribeCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return notFoundHint(err, k, args[1], ns)
 			}
-			describe(cmd.OutOrStdout(), obj, time.Now())
+			var related []schema.Object
+			if svc, ok := obj.(*corev1.Service); ok {
+				// A Service is described with its endpoints, as kubectl does.
+				related, _, err = c.List(cmd.Context(), "endpointslices", store.ListOptions{Namespace: svc.Namespace,
+					LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
+				if err != nil {
+					return fmt.Errorf("list the endpoints of service %s: %w", svc.Name, err)
+				}
+			}
+			describe(cmd.OutOrStdout(), obj, related, time.Now())
 			return nil
 		},
 	}
 }
 
-// describe writes an object as `kubectl describe` lays it out.
-func describe(w io.Writer, obj schema.Object, now time.Time) {
+// describe writes an object as `kubectl describe` lays it out; related
+// are the objects shown with it (a Service's EndpointSlices).
+func describe(w io.Writer, obj schema.Object, related []schema.Object, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	defer tw.Flush()
 	p := func(indent int, label string, value any) {
@@ -129,6 +144,8 @@ func describe(w io.Writer, obj schema.Object, now time.Time) {
 			cs = append(cs, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})
 		}
 		conditions(tw, cs)
+	case *corev1.Service:
+		describeService(p, o, related)
 	default:
 		tw.Flush()
 		fmt.Fprintln(w, "Spec and status:")
@@ -191,4 +208,66 @@ func resourceLine(rl corev1.ResourceList) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// describeService prints a Service's addresses, ports and endpoints; a
+// service whose selector matches no ready pod says so.
+func describeService(p func(int, string, any), svc *corev1.Service, related []schema.Object) {
+	p(0, "Selector", orNone(labels.SelectorFromSet(svc.Spec.Selector).String()))
+	p(0, "Type", orDefault(string(svc.Spec.Type), string(corev1.ServiceTypeClusterIP)))
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		p(0, "External Name", svc.Spec.ExternalName)
+		return
+	}
+	p(0, "IP", orNone(svc.Spec.ClusterIP))
+	if lb := apiserver.ServiceExternal(svc); lb != "<none>" {
+		p(0, "LoadBalancer Ingress", lb)
+	}
+	if svc.Spec.SessionAffinity != "" {
+		p(0, "Session Affinity", svc.Spec.SessionAffinity)
+	}
+	for _, sp := range svc.Spec.Ports {
+		name := orDefault(sp.Name, "<unset>")
+		p(0, "Port", fmt.Sprintf("%s  %d/%s", name, sp.Port, orDefault(string(sp.Protocol), "TCP")))
+		p(0, "TargetPort", orDefault(sp.TargetPort.String(), strconv.Itoa(int(sp.Port))))
+		if sp.NodePort != 0 {
+			p(0, "NodePort", fmt.Sprintf("%s  %d/%s", name, sp.NodePort, orDefault(string(sp.Protocol), "TCP")))
+		}
+		var ready, notReady []string
+		for _, o := range related {
+			es, ok := o.(*discoveryv1.EndpointSlice)
+			if !ok {
+				continue
+			}
+			for _, ep := range es.Ports {
+				if ep.Name == nil || *ep.Name != sp.Name || ep.Port == nil {
+					continue
+				}
+				for _, e := range es.Endpoints {
+					for _, a := range e.Addresses {
+						addr := net.JoinHostPort(a, strconv.Itoa(int(*ep.Port)))
+						if e.Conditions.Ready == nil || *e.Conditions.Ready {
+							ready = append(ready, addr)
+						} else {
+							notReady = append(notReady, addr)
+						}
+					}
+				}
+			}
+		}
+		switch {
+		case len(svc.Spec.Selector) == 0:
+			p(0, "Endpoints", "<none> (the service has no selector)")
+		case len(ready) == 0 && len(notReady) == 0:
+			p(0, "Endpoints", "<none> (no running pod matches the selector "+labels.SelectorFromSet(svc.Spec.Selector).String()+")")
+		case len(ready) == 0:
+			p(0, "Endpoints", fmt.Sprintf("<none> ready; not ready: %s", strings.Join(notReady, ",")))
+		default:
+			line := strings.Join(ready, ",")
+			if len(notReady) > 0 {
+				line += fmt.Sprintf(" (not ready: %s)", strings.Join(notReady, ","))
+			}
+			p(0, "Endpoints", line)
+		}
+	}
 }

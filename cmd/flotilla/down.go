@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/netfabric"
+	"github.com/flotilla-dev/flotilla/netfabric/svcproxy"
 	"github.com/flotilla-dev/flotilla/node/podman"
 )
 
@@ -146,8 +148,13 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 	if err != nil {
 		return fmt.Errorf("pod network: %w", err)
 	}
-	say("removing the pod network (bridge %s)", h.Bridge)
+	say("removing the pod network (bridge %s) and the service addresses", h.Bridge)
 	errs = append(errs, fabric.Destroy(ctx))
+	if pod, err := netip.ParsePrefix(cidr.String()); err == nil {
+		if proxy, err := svcproxy.New(svcproxy.Config{Table: svcTable(h.NFTable), PodCIDR: pod, Bridge: h.Bridge}); err == nil {
+			errs = append(errs, proxy.Destroy(ctx))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("down: %w", err)
 	}

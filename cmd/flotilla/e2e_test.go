@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -36,6 +38,24 @@ func TestUpGitOpsLoop(t *testing.T) {
 			t.Fatalf("pod %s answered %q, want %q", p.Name, body, want)
 		}
 	}
+
+	// The example's Service: a virtual IP from the service CIDR that this
+	// node (the host itself) reaches, answered by the pods.
+	obj, err := c.client.Get(t.Context(), "services", "default", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := obj.(*corev1.Service).Spec.ClusterIP
+	if !strings.HasPrefix(vip, "10.96.") {
+		t.Fatalf("service hello has cluster IP %q, want one from 10.96.0.0/16", vip)
+	}
+	c.eventually("the service's VIP answers from the host", time.Minute, func() error {
+		body, err := httpGet("http://" + vip + "/")
+		if err != nil || !strings.Contains(body, "Hello from Flotilla from hello-") {
+			return fmt.Errorf("%q, %v", body, err)
+		}
+		return nil
+	})
 
 	// Replicas and env change in one commit: a rolling update to 3 new pods.
 	c.edit("deployment.yaml", "replicas: 2", "replicas: 3", `value: "1"`, `value: "2"`)

@@ -28,7 +28,7 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 		Use:   "get TYPE[,TYPE...] [NAME]",
 		Short: "List objects, or show one",
 		Long: `List objects of a type (pods, deployments, replicasets, statefulsets, nodes,
-services, configmaps, secrets, pv, pvc, ingresses, syncstatuses, or all), or
+services, endpointslices, configmaps, secrets, pv, pvc, ingresses, syncstatuses, or all), or
 show one by name.`,
 		Example: `  flotilla get pods
   flotilla get deploy,rs -o wide

@@ -186,7 +186,8 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	}
 	hostIP := net.IPv4(host[0], host[1], host[2], host[3]|254).String()
 	serverArgs := []string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
-		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s"}
+		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s",
+		"--lb-pool", lab.LBPool(cfg.Subnet)}
 	if repo != "" {
 		abs, err := filepath.Abs(repo)
 		if err != nil {
@@ -244,9 +245,11 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
   flotilla get pods -o wide
   cd %s && edit && git commit        # the server syncs this repository
   flotilla lab exec node1 -- wget -qO- http://<pod IP>:8080/
+  flotilla lab exec client -- wget -qO- http://<node IP>:<nodePort>/   # from outside the cluster
+  (LoadBalancer services get addresses from %s)
   flotilla lab kill node2; flotilla lab start node2
   flotilla lab down
-`, kubeconfig, filepath.Join(serverDir, "repo"))
+`, kubeconfig, filepath.Join(serverDir, "repo"), l.LBPool())
 	return nil
 }
 

@@ -41,7 +41,7 @@ func newLab(t testing.TB, nodes int) *labCluster {
 	}
 	l := &labCluster{t: t, dir: filepath.Join(t.TempDir(), "lab")}
 	name := "fe" + randomHex(t, 3)
-	subnet := fmt.Sprintf("10.96.%d.0/24", 1+int(randomByte(t))%250)
+	subnet := fmt.Sprintf("10.93.%d.0/24", 1+int(randomByte(t))%250) // not 10.96/16: the service CIDR
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, f := range []string{"server.log", "node1.log", "node2.log", "node3.log"} {

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/reconciler"
@@ -36,7 +40,22 @@ type planeOptions struct {
 	publicHost         string
 	membership         nodelifecycle.Membership // nil: heartbeats only
 	podEvictionTimeout time.Duration
+	services           serviceAddrOptions
 	log                *slog.Logger
+}
+
+// serviceAddrOptions are the server-side flags of Services' addresses,
+// shared by up and server.
+type serviceAddrOptions struct {
+	serviceCIDR   string
+	nodePortRange string
+	lbPool        string
+}
+
+func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.serviceCIDR, "service-cidr", ipalloc.DefaultServiceCIDR, "range Services' virtual IPs come from (must not overlap the pod or node networks)")
+	f.StringVar(&o.nodePortRange, "service-node-port-range", ipalloc.DefaultNodePortRange, "node ports for NodePort and LoadBalancer Services")
+	f.StringVar(&o.lbPool, "lb-pool", "", "addresses for LoadBalancer Services, on the node network: comma-separated CIDRs or FIRST-LAST ranges (default none: they stay <pending>)")
 }
 
 // controlPlane is the store, the API listener and credentials, the
@@ -66,6 +85,26 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 			cp.close()
 		}
 	}()
+	// Bad flags fail before anything starts.
+	cidr, err := ipalloc.ParseServiceCIDR(o.services.serviceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	if cidr.Overlaps(defaultClusterCIDR) {
+		return nil, fmt.Errorf("--service-cidr %s overlaps the pod network %s: pick another range", cidr, defaultClusterCIDR)
+	}
+	ports, err := ipalloc.ParsePortRange(o.services.nodePortRange)
+	if err != nil {
+		return nil, err
+	}
+	alloc, err := ipalloc.New(ipalloc.Config{ServiceCIDR: cidr, NodePortRange: ports})
+	if err != nil {
+		return nil, err
+	}
+	pool, err := ipalloc.ParsePool(o.services.lbPool)
+	if err != nil {
+		return nil, err
+	}
 	// The API listener first: a port in use should fail before anything starts.
 	if cp.listener, err = net.Listen("tcp", o.apiAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another flotilla running? pass --api-addr)", o.apiAddr, err)
@@ -95,7 +134,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	if cp.manager, err = reconciler.New(reconciler.Config{
 		Store: cp.store, Logger: o.log.With("component", "reconciler"),
-		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout,
+		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 	}); err != nil {
 		return nil, err
 	}
@@ -107,7 +146,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.syncer, err = gitsync.New(gitsync.Config{
 		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
-		Store: cp.store, Loader: validator, Logger: o.log.With("component", "gitsync"),
+		Store: cp.store, Loader: validator, Admit: alloc.AdmitGit, Logger: o.log.With("component", "gitsync"),
 	}); err != nil {
 		return nil, err
 	}
@@ -132,6 +171,10 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 		},
 	})
 }
+
+// defaultClusterCIDR is the pod network of the whole cluster (the
+// reconciler's and netfabric's default).
+var defaultClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
 
 // CACertsPath serves the cluster CA's certificate (public) to joining agents.
 const CACertsPath = "/cacerts"

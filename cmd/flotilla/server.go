@@ -39,6 +39,7 @@ type serverOptions struct {
 	name               string
 	podEvictionTimeout time.Duration
 	verbose            bool
+	services           serviceAddrOptions
 }
 
 func newServerCommand() *cobra.Command {
@@ -73,6 +74,7 @@ fingerprint of the cluster's CA.`,
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
 	f.StringVar(&o.gossipBind, "gossip-bind", "", "address gossip listens on (default: all of this host's)")
 	f.StringVar(&o.name, "name", "", "this server's gossip name (default: server-<host name>)")
+	o.services.addFlags(f)
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	return cmd
@@ -126,7 +128,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
-		membership: view, podEvictionTimeout: o.podEvictionTimeout, log: log,
+		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, log: log,
 	}, say)
 	if err != nil {
 		return err

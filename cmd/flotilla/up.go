@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 )
@@ -40,6 +41,9 @@ type upOptions struct {
 	bridge        string
 	netnsPrefix   string
 	nftTable      string
+
+	serviceOptions
+	services serviceAddrOptions
 }
 
 func newUpCommand() *cobra.Command {
@@ -70,18 +74,27 @@ running; 'flotilla up' again resumes from the store.`,
 	f.StringVar(&o.branch, "branch", "", "branch to follow (default: the repository's HEAD)")
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests (default: all of it)")
 	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the API server")
-	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
 	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
-	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to the local example repo are picked up at once)")
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log every component's debug messages")
-	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this cluster's own Podman service (default: the machine's, so `podman ps` shows the pods); needs --podman-runroot")
-	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root")
+	o.services.addFlags(f)
+	o.addNodeFlags(f)
+	return cmd
+}
+
+// addNodeFlags adds the flags of a node's own parts, which up and agent
+// share: its name, its Podman, its pod network's names (several clusters on
+// one host keep them apart), its service plane, and logging.
+func (o *upOptions) addNodeFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
+	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
+	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this node's own Podman service (default: the machine's, so `podman ps` shows the pods); needs --podman-runroot")
+	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root (at most 50 characters)")
 	f.StringVar(&o.podmanDriver, "podman-storage-driver", "", "Podman storage driver for --podman-root (\"vfs\" needs no mounts; default: Podman's)")
 	f.StringVar(&o.bridge, "bridge", "flotilla0", "name of the pod network bridge (one per cluster on a host)")
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "flo-", "prefix of the pods' network namespace names (one per cluster on a host)")
-	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network (one per cluster on a host)")
-	return cmd
+	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network; the service proxy's is <name>-svc (one per cluster on a host)")
+	o.serviceOptions.addFlags(f)
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log every component's debug messages")
 }
 
 // roleLogger returns a role's logger: everything at info (debug with

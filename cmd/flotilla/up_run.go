@@ -58,7 +58,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
-		apiAddr: o.apiAddr, log: log,
+		apiAddr: o.apiAddr, services: o.services, log: log,
 	}, say)
 	if err != nil {
 		return err
@@ -97,7 +97,8 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	if err := registerNode(ctx, cp.store, o.nodeName, podCIDR.String()); err != nil {
 		return err
 	}
-	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric, Logger: log.With("component", "agent")})
+	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric,
+		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, Logger: log.With("component", "agent")})
 	if err != nil {
 		return err
 	}
@@ -115,6 +116,10 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g.Go(func() error { return api.Serve(ctx, cp.listener) })
 	g.Go(func() error { return cp.manager.Run(ctx) })
 	g.Go(func() error { return agent.Run(ctx) })
+	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
+	services := &servicePlane{opts: o.serviceOptions, store: cp.store, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
+		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, log: log.With("component", "services")}
+	g.Go(func() error { return services.run(ctx) })
 	g.Go(func() error { return cp.syncer.Run(ctx) })
 	g.Go(func() error { watchProgress(ctx, cp.store, out); return nil })
 	err = g.Wait()

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/spf13/pflag"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla-dev/flotilla/cluster/gossip"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/netfabric/dns"
+	"github.com/flotilla-dev/flotilla/netfabric/ingress"
+	"github.com/flotilla-dev/flotilla/netfabric/lbip"
+	"github.com/flotilla-dev/flotilla/netfabric/svcproxy"
+	"github.com/flotilla-dev/flotilla/netfabric/svcview"
+	"github.com/flotilla-dev/flotilla/node"
+)
+
+// serviceOptions are the node-side flags of the service plane, shared by
+// up and agent.
+type serviceOptions struct {
+	clusterDomain string
+	ingressHTTP   string
+	ingressHTTPS  string
+}
+
+func (o *serviceOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.clusterDomain, "cluster-domain", node.DefaultClusterDomain, "DNS domain of services (<svc>.<ns>.svc.<domain>)")
+	f.StringVar(&o.ingressHTTP, "ingress-http-addr", ":80", `where the ingress proxy serves HTTP ("off" disables it)`)
+	f.StringVar(&o.ingressHTTPS, "ingress-https-addr", ":443", `where the ingress proxy serves HTTPS ("off" disables it)`)
+}
+
+// svcTable is the nftables table of the service proxy, beside the pod
+// network's own table (so the isolation flag --nft-table covers both).
+func svcTable(nftTable string) string { return nftTable + "-svc" }
+
+// servicePlane is one node's service networking: the nftables service
+// proxy (VIPs, NodePorts, load balancer addresses), the cluster DNS on the
+// pod bridge's address, the ingress proxy, and the load balancer addresses
+// this node holds, all fed by one watch of Services, EndpointSlices,
+// Ingresses and Secrets. While the API is unreachable the last view stays
+// in force.
+type servicePlane struct {
+	opts     serviceOptions
+	store    store.Interface
+	nodeName string
+	nodeIP   net.IP
+	podCIDR  *net.IPNet
+	bridge   string
+	gateway  net.IP // the pod bridge's address: pods' nameserver
+	nftTable string
+	members  *gossip.Membership // nil: a one-node cluster
+	log      *slog.Logger
+}
+
+// run serves until ctx ends. Only the cluster DNS failing to listen is
+// fatal (pods could not resolve anything); an ingress port in use is
+// logged and the rest keeps working.
+func (sp *servicePlane) run(ctx context.Context) error {
+	log := sp.log
+	pod, err := netip.ParsePrefix(sp.podCIDR.String())
+	if err != nil {
+		return err
+	}
+	proxy, err := svcproxy.New(svcproxy.Config{Table: svcTable(sp.nftTable), PodCIDR: pod, Bridge: sp.bridge,
+		Logger: log.With("component", "svcproxy")})
+	if err != nil {
+		return fmt.Errorf("service proxy: %w", err)
+	}
+	dnsSrv, err := dns.New(dns.Config{Domain: sp.opts.clusterDomain, Listen: []string{net.JoinHostPort(sp.gateway.String(), "53")},
+		Logger: log.With("component", "dns")})
+	if err != nil {
+		return fmt.Errorf("cluster DNS: %w", err)
+	}
+	var ing *ingress.Proxy
+	if sp.opts.ingressHTTP != ingress.Off || sp.opts.ingressHTTPS != ingress.Off {
+		if ing, err = ingress.New(ingress.Config{HTTPAddr: sp.opts.ingressHTTP, HTTPSAddr: sp.opts.ingressHTTPS,
+			Logger: log.With("component", "ingress")}); err != nil {
+			return err
+		}
+	}
+	var ann *lbip.Announcer
+	if link, err := linkOf(sp.nodeIP); err != nil {
+		log.Warn("load balancer addresses will not be announced from this node", "err", err)
+	} else if ann, err = lbip.New(lbip.Config{NodeName: sp.nodeName, Link: link, Logger: log}); err != nil {
+		return err
+	}
+
+	var latest atomic.Pointer[svcview.Snapshot]
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dnsSrv.Run(gctx) })
+	if ing != nil {
+		g.Go(func() error {
+			if err := ing.Run(gctx); err != nil {
+				log.Warn("ingress proxy disabled", "err", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		svcview.Watch(gctx, svcview.WatchConfig{Store: sp.store, Logger: log.With("component", "svcview")}, func(s *svcview.Snapshot) {
+			latest.Store(s)
+			if err := proxy.Sync(gctx, s); err != nil {
+				log.Warn("programming service addresses", "err", err)
+			}
+			dnsSrv.Update(s)
+			if ing != nil {
+				ing.Update(s)
+			}
+			poke()
+		})
+		return nil
+	})
+	if ann != nil {
+		g.Go(func() error {
+			sp.announce(gctx, ann, &latest, kick)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// announce holds this node's share of the load balancer addresses: again
+// on every new view and every gossip membership change; released when the
+// agent stops (the other nodes take them over once gossip says it left).
+func (sp *servicePlane) announce(ctx context.Context, ann *lbip.Announcer, latest *atomic.Pointer[svcview.Snapshot], kick <-chan struct{}) {
+	var events <-chan gossip.Event
+	if sp.members != nil {
+		ch, stop := sp.members.Subscribe()
+		defer stop()
+		events = ch
+	}
+	defer func() {
+		if err := ann.Release(context.WithoutCancel(ctx)); err != nil {
+			sp.log.Warn("releasing load balancer addresses", "err", err)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+			}
+		}
+		if s := latest.Load(); s != nil {
+			if err := ann.Sync(ctx, s, sp.alive()); err != nil {
+				sp.log.Warn("load balancer addresses", "err", err)
+			}
+		}
+	}
+}
+
+// alive are the nodes that may hold load balancer addresses: the agents
+// gossip says are alive (they all run the proxy), this one included.
+func (sp *servicePlane) alive() []string {
+	names := []string{sp.nodeName}
+	if sp.members == nil {
+		return names
+	}
+	for _, m := range sp.members.Members() {
+		if m.Meta.Role == gossip.RoleAgent && m.Meta.NodeName != "" && m.Meta.NodeName != sp.nodeName {
+			names = append(names, m.Meta.NodeName)
+		}
+	}
+	return names
+}
+
+// linkOf is the interface that carries ip.
+func linkOf(ip net.IP) (string, error) {
+	if ip == nil {
+		return "", errors.New("no node address")
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return "", fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) {
+			link, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", err
+			}
+			return link.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface has the node address %s", ip)
+}
