@@ -15,6 +15,7 @@ echo
 sched=(go test -run '^$' -bench 'BenchmarkSchedule10kPods1kNodes' -benchtime 20x -count 3 ./reconciler/scheduler/)
 e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover' -benchtime 1x -v -timeout 20m ./cmd/flotilla/)
 net=(go test -run '^$' -bench 'BenchmarkPodToPodThroughput' -benchtime 20x ./netfabric/)
+svc=(go test -run '^$' -bench 'BenchmarkSync1000Services5000Endpoints|BenchmarkVIPvsPodIP$' -benchtime 20x ./netfabric/svcproxy/)
 echo "\$ ${sched[*]}"
 "${sched[@]}" | tee "$out/sched.txt" | grep -E '^Benchmark' || true
 echo
@@ -23,6 +24,9 @@ echo "\$ ${e2e[*]}"
 echo
 echo "\$ ${net[*]}"
 "${net[@]}" | tee "$out/net.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${svc[*]}"
+"${svc[@]}" | tee "$out/svc.txt" | grep -E '^Benchmark' || true
 echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
@@ -36,6 +40,10 @@ flot=$(metric flotilla-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 notready=$(metric notready-s "$out/e2e.txt" BenchmarkLabFailover)
 moved=$(metric rescheduled-s "$out/e2e.txt" BenchmarkLabFailover)
 netratio=$(metric cross/same "$out/net.txt" BenchmarkPodToPodThroughput)
+vipratio=$(metric vip/pod-conn "$out/svc.txt" BenchmarkVIPvsPodIP)
+vipka=$(metric vip/pod-keepalive "$out/svc.txt" BenchmarkVIPvsPodIP)
+svcupdate=$(metric median-ms "$out/svc.txt" 'BenchmarkSync1000Services5000Endpoints/update')
+svcrewrite=$(metric median-ms "$out/svc.txt" 'BenchmarkSync1000Services5000Endpoints/rewrite')
 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
 printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
@@ -45,3 +53,6 @@ printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of
 printf '%-52s %-22s %-12s %s\n' "node killed -> NotReady (3-node lab)" "${notready:-?} s" "<= 5" "$(verdict "$notready" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> its pods Running elsewhere" "${moved:-?} s" "<= 35" "$(verdict "$moved" 35 '<=')"
 printf '%-52s %-22s %-12s %s\n' "pod-to-pod throughput, across nodes / same node" "${netratio:-?}" ">= 0.7" "$(verdict "$netratio" 0.7 '>=')"
+printf '%-52s %-22s %-12s %s\n' "requests/s through a VIP / to the pod IP (new conn)" "${vipratio:-?} (keep-alive ${vipka:-?})" ">= 0.9" "$(verdict "$vipratio" 0.9 '>=')"
+printf '%-52s %-22s %-12s %s\n' "re-program 1,000 services / 5,000 endpoints (median)" "${svcupdate:-?} ms" "<= 200" "$(verdict "$svcupdate" 200 '<=')"
+printf '%-52s %-22s %-12s %s\n' "  the same, whole table rewritten (agent start)" "${svcrewrite:-?} ms" "<= 200" "$(verdict "$svcrewrite" 200 '<=')"

@@ -329,6 +329,9 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	if err := os.MkdirAll(n.RunRoot, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", n.RunRoot, err)
 	}
+	if err := setSwitchPort(l.st, n.Name, true); err != nil {
+		return fmt.Errorf("starting %s: %w", n.Name, err)
+	}
 	return l.start(ctx, n.Name, l.st.Agents[n.Name])
 }
 

@@ -250,3 +250,30 @@ func deleteRootLinks(name string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// setSwitchPort plugs a node's cable into the switch (up) or pulls it.
+func setSwitchPort(st *state, node string, up bool) error {
+	sw, err := netns.GetFromPath(filepath.Join(netnsDir, st.SwitchNS))
+	if err != nil {
+		return fmt.Errorf("opening the switch %s: %w", st.SwitchNS, err)
+	}
+	defer sw.Close()
+	h, err := netlink.NewHandleAt(sw)
+	if err != nil {
+		return fmt.Errorf("opening netlink in %s: %w", st.SwitchNS, err)
+	}
+	defer h.Close()
+	port, err := h.LinkByName(node)
+	if err != nil {
+		return fmt.Errorf("the switch port of %s: %w", node, err)
+	}
+	if up {
+		err = h.LinkSetUp(port)
+	} else {
+		err = h.LinkSetDown(port)
+	}
+	if err != nil {
+		return fmt.Errorf("setting the switch port of %s up=%v: %w", node, up, err)
+	}
+	return nil
+}

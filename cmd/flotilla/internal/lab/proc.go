@@ -262,7 +262,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // Kill makes a node fail at once, like a machine losing power: every
 // process of the node (agent, its Podman service, conmons, containers) is
-// SIGKILLed. Its namespace, storage and pod namespaces stay.
+// SIGKILLed and its port on the switch goes down. Its namespace, storage
+// and pod namespaces stay; Start plugs it in again.
 func (l *Lab) Kill(ctx context.Context, node string) error {
 	n, err := l.Node(node)
 	if err != nil {
@@ -283,6 +284,11 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 		paths = append(paths, filepath.Join(netnsDir, name))
 	}
 	if err := newSelector(paths, procs).kill(ctx, 0, 10*time.Second); err != nil {
+		return fmt.Errorf("killing %s: %w", n.Name, err)
+	}
+	// Unplug it too: a machine without power answers nothing, not even
+	// ARP for the addresses its kernel (the namespace) still holds.
+	if err := setSwitchPort(st, n.Name, false); err != nil {
 		return fmt.Errorf("killing %s: %w", n.Name, err)
 	}
 	l.log.Info("lab node killed", "node", n.Name)
