@@ -9,10 +9,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,41 +77,10 @@ func (tn testNet) fabric(t *testing.T) *Fabric {
 	return f
 }
 
-// inNetNS runs fn on a locked thread switched into the namespace at path,
-// and switches back. Sockets made by fn keep the namespace afterwards.
+// inNetNS runs fn inside the namespace at path (netfabric.InNetNS).
 func inNetNS(t testing.TB, path string, fn func() error) error {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("switching back: %w", err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return InNetNS(path, fn)
 }
 
 var syscallECONNREFUSED = unix.ECONNREFUSED

@@ -282,3 +282,46 @@ func ensureVeth(ns netns.NsHandle, pl podLink) error {
 	}
 	return nil
 }
+
+// InNetNS runs fn on a locked OS thread switched into the network
+// namespace at path, then switches back. Sockets fn opens stay in that
+// namespace after it returns, and processes it starts run there; goroutines
+// it starts do not (they run on other threads). If switching back fails the
+// thread stays locked and dies with its goroutine, rather than running
+// other goroutines in the wrong namespace.
+func InNetNS(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("opening netns %s: %w", path, err)
+	}
+	defer target.Close()
+	return InNetNSHandle(target, fn)
+}
+
+// InNetNSHandle is InNetNS for an open namespace handle.
+func InNetNSHandle(ns netns.NsHandle, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("getting the current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("entering netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			done <- errors.Join(ferr, fmt.Errorf("returning from netns: %w", err))
+			return // the thread stays locked and is discarded
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
+}

@@ -9,17 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
 // labCluster is a `flotilla lab` of the real binary, for the multi-node
@@ -163,35 +162,22 @@ func (l *labCluster) podman(node string, args ...string) string {
 // httpFromPod sends GET / to ip:8080 from inside the pod's network
 // namespace on its node, as the pod itself would.
 func httpFromPod(netnsPath, ip string) (string, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return "", err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(netnsPath)
-	if err != nil {
-		return "", err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return "", err
-	}
-	defer netns.Set(orig)
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 5*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
 	var last string
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		last = sc.Text()
-	}
-	return last, nil
+	err := netfabric.InNetNS(netnsPath, func() error {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
+		sc := bufio.NewScanner(conn)
+		for sc.Scan() {
+			last = sc.Text()
+		}
+		return nil
+	})
+	return last, err
 }
 
 const duoPod = `apiVersion: v1

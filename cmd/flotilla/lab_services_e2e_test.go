@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -15,10 +14,10 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
 // servicesYAML is what TestLabServices commits: a web Deployment behind a
@@ -471,40 +470,14 @@ func (l *labCluster) labNetNS(node string) string {
 // dnsQuery asks server a question from inside the network namespace at
 // path, as a pod would.
 func dnsQuery(path, server, name string, qtype uint16) (*mdns.Msg, error) {
-	type result struct {
-		m   *mdns.Msg
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			done <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			done <- result{nil, err}
-			return
-		}
+	var m *mdns.Msg
+	err := netfabric.InNetNS(path, func() error {
 		c := &mdns.Client{Timeout: 3 * time.Second}
 		q := new(mdns.Msg)
 		q.SetQuestion(name, qtype)
-		m, _, err := c.Exchange(q, server)
-		if serr := netns.Set(orig); serr != nil {
-			done <- result{nil, serr}
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		done <- result{m, err}
-	}()
-	r := <-done
-	return r.m, r.err
+		var err error
+		m, _, err = c.Exchange(q, server)
+		return err
+	})
+	return m, err
 }

@@ -4,21 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 )
 
@@ -152,37 +150,10 @@ func sh(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// inNS runs fn on a thread switched into the named namespace.
+// inNS runs fn inside the named namespace.
 func inNS(t *testing.T, name string, fn func() error) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if serr := netns.Set(orig); serr != nil {
-			errc <- fmt.Errorf("back to the test's namespace: %w", serr)
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := netfabric.InNetNS("/run/netns/"+name, fn); err != nil {
 		t.Fatalf("in %s: %v", name, err)
 	}
 }

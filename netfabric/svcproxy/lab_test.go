@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -88,42 +87,12 @@ func newNetNS(tb testing.TB, name string) string {
 	return path
 }
 
-// inNetNS runs fn on a locked thread switched into the namespace at path,
-// and switches back. Sockets made by fn stay in the namespace; children
-// that fn starts (nft) run in it.
+// inNetNS runs fn inside the namespace at path (netfabric.InNetNS):
+// sockets made by fn stay in the namespace; children that fn starts (nft)
+// run in it.
 func inNetNS(tb testing.TB, path string, fn func() error) error {
 	tb.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("switching back: %w", err) // the thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netfabric.InNetNS(path, fn)
 }
 
 func testLogger(tb testing.TB) *slog.Logger {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -53,7 +52,7 @@ func buildNetwork(ctx context.Context, log *slog.Logger, st *state) error {
 	}
 	// The switch only switches: keep bridged frames out of its (empty)
 	// iptables, whatever br_netfilter's default is.
-	if err := inNetNS(sw, func() error {
+	if err := netfabric.InNetNSHandle(sw, func() error {
 		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"} {
 			p := "/proc/sys/net/bridge/" + f
 			if _, err := os.Stat(p); err == nil {
@@ -163,34 +162,6 @@ func configureLeg(ns netns.NsHandle, name string, addr *net.IPNet, gw net.IP) er
 		return fmt.Errorf("adding the default route via %s in %s: %w", gw, name, err)
 	}
 	return nil
-}
-
-// inNetNS runs fn on a thread inside ns (for /proc/sys/net).
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("getting the current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("entering netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			done <- errors.Join(ferr, fmt.Errorf("returning from netns: %w", err))
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
 }
 
 // leftoverNetNS lists /run/netns entries that belong to lab name: "<name>-…".
