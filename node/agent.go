@@ -1,22 +1,30 @@
 package node
 
-// Pod lifecycle, as one pod worker drives it (lifecycle.go). Every step is
-// idempotent: an agent that crashes anywhere resumes from the runtime's
-// labels and the store.
+// Pod lifecycle, as one pod worker drives it (lifecycle.go, initcontainers.go,
+// podvolumes.go). Every step is idempotent: an agent that crashes anywhere
+// resumes from the runtime's labels, the pod dirs and the store.
 //
 //	             pod bound to this node (watch ADDED / list)
 //	                          │
 //	                          ▼
-//	   ┌──────────────── Pending ─────────────────┐
-//	   │ Network.Setup ─▶ resolve env ─▶ images   │ error: container Waiting
-//	   │ (netns + IP)     (ConfigMap/   (pull per │ CreateContainerConfigError,
-//	   │                   Secret)      policy)   │ ErrImagePull, ImagePullBackOff,
-//	   │                          │               │ ErrImageNeverPull; retried
-//	   │                          ▼               │ with back-off
-//	   │                  Runtime.RunPod ─────────┘
-//	   │                  (pod + containers, started)
-//	   │                          │
-//	   │   adopted after restart  ▼
+//	   ┌──────────────────────── Pending ─────────────────────────┐
+//	   │ Network.Setup ─▶ volumes.Setup ─▶ resolve env ─▶ images   │ error: container Waiting
+//	   │ (netns + IP)     (emptyDir, tmpfs,  (ConfigMap/   (pull per│ CreateContainerConfigError,
+//	   │                  hostPath checks,   Secret)       policy) │ ContainerCreating "waiting for
+//	   │                  API files, claims)      │                │ claim X to be bound", ErrImagePull,
+//	   │                                         ▼                │ ImagePullBackOff…; retried (config
+//	   │                               Runtime.RunPod ────────────┘ and claims at resync pace)
+//	   │         no init containers: pod + containers, started ──────────────┐
+//	   │         init containers: the pod alone, then one at a time:         │
+//	   │           CreateContainer + start init[i] ─▶ exit 0 ─▶ init[i+1]     │
+//	   │           (exits polled every 1s; Init:i/N)                         │
+//	   │             exit ≠ 0: restartPolicy Never ─▶ Failed                 │
+//	   │                       otherwise back-off ─▶ Init:CrashLoopBackOff   │
+//	   │           all exited 0 (Initialized) ─▶ CreateContainer per app ────┤
+//	   │           container. Init containers stay, exited, in the pod; a    │
+//	   │           pod that has app containers never runs them again.        │
+//	   │                                                                     ▼
+//	   │   adopted after restart (volumes.Setup again: nothing rewritten)  start
 //	   └──────────────────▶ Running ◀──────────────────────────┐
 //	                   probes │  │ container exits             │ back-off over:
 //	     readiness ─▶ Ready   │  ▼                             │ StartContainer,
@@ -25,8 +33,14 @@ package node
 //	                               ▼                      after 10 min running)
 //	                   Succeeded (all exit 0) / Failed
 //
+//	   Running, every SyncInterval: volumes.Setup rewrites the configMap,
+//	   secret, downwardAPI and projected files whose source changed (in
+//	   place: ..data swapped); an emptyDir on disk over its sizeLimit ─▶
+//	   StopPod ─▶ Failed, reason Evicted (its controller replaces it).
+//
 //	   any state ── pod leaves the store ──▶ StopPod(grace) ─▶ RemovePod
-//	                                         ─▶ Network.Teardown ─▶ gone
+//	                  ─▶ Network.Teardown ─▶ volumes.Teardown (pod dir:
+//	                  emptyDirs, API volumes; never hostPath or claim data) ─▶ gone
 //	   agent ctx cancelled: workers return, workloads keep running.
 
 import (
@@ -37,6 +51,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -46,6 +62,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
+	"github.com/flotilla-dev/flotilla/volumes"
 )
 
 // Config configures an Agent. Zero values mean the documented default.
@@ -80,6 +97,20 @@ type Config struct {
 	ClusterDNS net.IP
 	// ClusterDomain is the services' DNS domain. Default "cluster.local".
 	ClusterDomain string
+	// PodDir holds the pods' data, one directory per pod UID with its
+	// emptyDir, configMap, secret, downwardAPI and projected volumes,
+	// removed with the pod. Default: /var/lib/flotilla/pods for root, else
+	// $HOME/.local/share/flotilla/pods. Every agent on a machine should have
+	// its own; the directories are marked with NodeName, so an agent never
+	// removes another's.
+	PodDir string
+	// Mounter mounts the tmpfs of memory-backed volumes (emptyDir medium
+	// Memory, secret and projected volumes). Default: the kernel's, which
+	// needs root; tests without root give volumes.NewFakeMounter().
+	Mounter volumes.Mounter
+	// Claims resolves persistentVolumeClaim volumes to host paths. Default:
+	// volumes.StoreClaims(Store), which reads what the PV/PVC binder wrote.
+	Claims volumes.Claims
 	// Logger; default slog.Default(). Logs carry the keys node and pod.
 	Logger *slog.Logger
 }
@@ -89,6 +120,7 @@ type Agent struct {
 	cfg   Config
 	clock clock.WithTicker
 	log   *slog.Logger
+	vols  *volumes.Manager
 
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod // by UID: the store's pods for this node
@@ -147,9 +179,18 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.PodDir == "" {
+		cfg.PodDir = defaultPodDir()
+	}
+	vols, err := volumes.New(volumes.Config{Dir: cfg.PodDir, Owner: cfg.NodeName, Objects: cfg.Store,
+		Claims: cfg.Claims, Mounter: cfg.Mounter})
+	if err != nil {
+		return nil, fmt.Errorf("node agent: %w", err)
+	}
 	return &Agent{
 		cfg:      cfg,
 		clock:    cfg.Clock,
+		vols:     vols,
 		log:      cfg.Logger.With("node", cfg.NodeName),
 		pods:     map[string]*corev1.Pod{},
 		workers:  map[string]*podWorker{},
@@ -278,6 +319,7 @@ func (a *Agent) resync(ctx context.Context) (int64, error) {
 		go a.removeOrphan(ctx, o)
 	}
 	a.teardownOrphanNetworks(ctx)
+	a.teardownOrphanVolumes(byUID)
 	return rev, nil
 }
 
@@ -295,6 +337,31 @@ func (a *Agent) removeOrphan(ctx context.Context, p PodSummary) {
 	}
 	if err := a.cfg.Network.Teardown(ctx, p.UID); err != nil {
 		log.Warn("tear down orphan network", "err", err)
+	}
+	if err := a.vols.Teardown(p.UID); err != nil {
+		log.Warn("tear down orphan volumes", "err", err)
+	}
+}
+
+// teardownOrphanVolumes removes the pod dirs of pods that have neither a
+// worker nor a runtime pod (those are removed with them).
+func (a *Agent) teardownOrphanVolumes(runtimePods map[string]PodSummary) {
+	uids, err := a.vols.Pods()
+	if err != nil {
+		a.log.Warn("list pod dirs", "err", err)
+		return
+	}
+	for _, uid := range uids {
+		a.mu.Lock()
+		_, busy := a.workers[uid]
+		a.mu.Unlock()
+		if _, running := runtimePods[uid]; busy || running {
+			continue
+		}
+		a.log.Info("removing the volumes of a pod that is gone", "uid", uid)
+		if err := a.vols.Teardown(uid); err != nil {
+			a.log.Warn("tear down orphan volumes", "uid", uid, "err", err)
+		}
 	}
 }
 
@@ -467,6 +534,17 @@ func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOpti
 		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, err)
 	}
 	return nil
+}
+
+// defaultPodDir is Config.PodDir's default.
+func defaultPodDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/flotilla/pods"
+	}
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		return filepath.Join(home, ".local", "share", "flotilla", "pods")
+	}
+	return filepath.Join(os.TempDir(), "flotilla", "pods")
 }
 
 func defaultNodeIP() net.IP {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
+	"github.com/flotilla-dev/flotilla/volumes"
 )
 
 const testImage = "localhost/busybox:latest"
@@ -92,21 +93,24 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 type harness struct {
-	st  *countingStore
-	rt  *FakeRuntime
-	net *FakeNetwork
+	st      *countingStore
+	rt      *FakeRuntime
+	net     *FakeNetwork
+	podDir  string
+	mounter *volumes.FakeMounter
 }
 
 func newHarness(t *testing.T) *harness {
 	rt := NewFakeRuntime(nil)
 	rt.AddImage(testImage)
-	return &harness{st: &countingStore{Interface: store.MemoryFor(t)}, rt: rt, net: NewFakeNetwork()}
+	return &harness{st: &countingStore{Interface: store.MemoryFor(t)}, rt: rt, net: NewFakeNetwork(),
+		podDir: t.TempDir(), mounter: volumes.NewFakeMounter()}
 }
 
 // run starts an agent; the returned stop cancels it and waits.
 func (h *harness) run(t *testing.T) (*Agent, func()) {
 	t.Helper()
-	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net,
+	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, PodDir: h.podDir, Mounter: h.mounter,
 		SyncInterval: 50 * time.Millisecond, OrphanGracePeriod: time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +349,8 @@ func newSyncHarness(t *testing.T, pod *corev1.Pod) *syncHarness {
 	h := newHarness(t)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	h.rt.Clock = clk
-	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, Clock: clk, Logger: testLogger(t)})
+	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, Clock: clk, Logger: testLogger(t),
+		PodDir: h.podDir, Mounter: h.mounter, SyncInterval: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,7 +553,8 @@ func TestExpand(t *testing.T) {
 func TestNodeHeartbeatWritesRarely(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	st := store.MemoryFor(t)
-	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t)})
+	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t),
+		PodDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,6 +170,7 @@ func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, erro
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("RunPod %s/%s", spec.Namespace, spec.Name)
+	spec.Containers = append([]ContainerSpec(nil), spec.Containers...)
 	f.nextID++
 	p := &fakePod{
 		sum:  PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name},
@@ -197,6 +198,7 @@ func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, erro
 func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	spec.Containers = append([]ContainerSpec(nil), spec.Containers...)
 	f.nextID++
 	p := &fakePod{sum: PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name}, spec: spec}
 	for _, cs := range spec.Containers {
@@ -210,7 +212,33 @@ func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
 	return p.sum.ID
 }
 
-// Spec returns the sandbox a pod was run with (to check env, limits…).
+// CreateContainer implements Runtime.
+func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, cs ContainerSpec) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("CreateContainer %s", cs.Name)
+	p, ok := f.pods[podID]
+	if !ok {
+		return "", fmt.Errorf("fake create %s: pod %s: %w", cs.Name, podID, ErrNotFound)
+	}
+	for _, c := range p.containers {
+		if c.spec.Name == cs.Name {
+			return "", fmt.Errorf("fake create %s: the pod has a container of that name", cs.Name)
+		}
+	}
+	f.nextID++
+	c := &fakeContainer{spec: cs, status: ContainerStatus{
+		Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
+		ImageID: "sha256:" + cs.Image, State: ContainerCreated,
+	}}
+	p.containers = append(p.containers, c)
+	p.spec.Containers = append(p.spec.Containers, cs)
+	return c.status.ID, nil
+}
+
+// Spec returns the sandbox a pod was run with (to check env, limits,
+// mounts…); its Containers include those added by CreateContainer, in
+// creation order.
 func (f *FakeRuntime) Spec(podID string) (PodSandbox, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -218,7 +246,9 @@ func (f *FakeRuntime) Spec(podID string) (PodSandbox, bool) {
 	if !ok {
 		return PodSandbox{}, false
 	}
-	return p.spec, true
+	sb := p.spec
+	sb.Containers = append([]ContainerSpec(nil), p.spec.Containers...)
+	return sb, true
 }
 
 // ListPods implements Runtime.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/volumes"
 )
 
 // Back-off of container restarts and of failed pod starts, as the kubelet
@@ -38,12 +40,20 @@ type podWorker struct {
 	net        *PodNetwork
 	startTime  time.Time
 	containers map[string]*ctrState
-	// waiting reasons while the pod cannot be created
+	// waiting reasons while the pod (or, after its init containers, its
+	// app containers) cannot be created
 	createReason, createMessage string
+	createPaced                 bool // retry at resync pace (config or claim), not with back-off
 	createBackoff               time.Duration
 	createRetryAt               time.Time
 	restored                    bool // restart counts read from the stored status
-	warnedInit                  bool
+
+	vols        *volumes.Pod // the pod's volumes as last set up (nil: not yet)
+	nextVolSync time.Time    // when a running pod's volumes are next refreshed and measured
+	volErr      string       // the last volume refresh error logged
+	initDone    bool         // every init container completed: the app containers may run
+	initFailed  bool         // an init container failed under restartPolicy Never
+	evicted     string       // the eviction message; "" when not evicted
 }
 
 // ctrState is the agent's bookkeeping for one container.
@@ -56,7 +66,7 @@ type ctrState struct {
 	startedAt    time.Time // the run the probe state belongs to
 	waiting      string    // forced waiting reason (RunContainerError…)
 	waitingMsg   string
-	done         bool // exited and will not be restarted
+	done         bool // exited and will not be restarted (an init container: completed or failed for good)
 	probes       probeState
 }
 
@@ -170,6 +180,9 @@ func (w *podWorker) terminate(ctx context.Context) {
 	if err := w.a.cfg.Network.Teardown(ctx, w.uid); err != nil {
 		w.log.Warn("tear down pod network", "err", err)
 	}
+	if err := w.a.vols.Teardown(w.uid); err != nil {
+		w.log.Warn("tear down pod volumes", "err", err)
+	}
 	w.log.Info("pod removed")
 }
 
@@ -187,27 +200,18 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 	w.lastPod = pod
 	w.mu.Unlock()
 	w.restoreCounts(pod)
-	if len(pod.Spec.InitContainers) > 0 && !w.warnedInit {
-		w.warnedInit = true
-		w.log.Warn("initContainers are not run by this agent yet; starting the app containers", "count", len(pod.Spec.InitContainers))
-	}
 
 	var rs *PodStatus
 	if w.podID() == "" {
 		if !w.createRetryAt.IsZero() && now.Before(w.createRetryAt) {
 			next = minTime(next, w.createRetryAt)
 		} else if id, err := w.create(ctx, pod); err != nil {
-			w.createBackoff = nextBackoff(w.createBackoff)
-			w.createRetryAt = now.Add(w.createBackoff)
-			if w.createReason == "CreateContainerConfigError" {
-				// a ConfigMap or Secret may appear any time: retry at resync pace
-				w.createRetryAt = now.Add(w.a.cfg.SyncInterval)
-			}
+			w.createFailed(now)
 			next = minTime(next, w.createRetryAt)
-			w.log.Info("pod not started", "reason", w.createReason, "err", err, "retry", w.createBackoff)
+			w.log.Info("pod not started", "reason", w.createReason, "err", err, "retry", w.createRetryAt.Sub(now))
 		} else {
 			w.setPodID(id)
-			w.createReason, w.createMessage, w.createBackoff, w.createRetryAt = "", "", 0, time.Time{}
+			w.createSucceeded()
 			w.log.Info("pod started", "id", id)
 		}
 	}
@@ -216,13 +220,13 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 		switch {
 		case errors.Is(err, ErrNotFound):
 			w.log.Warn("runtime pod disappeared; recreating", "id", id)
-			w.setPodID("")
+			w.runtimePodGone()
 			w.poke()
 		case err != nil:
 			if ctx.Err() == nil {
 				w.log.Warn("read runtime pod status", "err", err)
 			}
-		case len(missingContainers(pod, st)) > 0:
+		case len(pod.Spec.InitContainers) == 0 && len(missingContainers(pod, st)) > 0:
 			// An agent stopped (or was killed) between creating the runtime
 			// pod and its last container: the pod can never be completed.
 			// Remove it and create it whole; the network is kept (Setup is
@@ -232,7 +236,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			if err := w.a.cfg.Runtime.RemovePod(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 				w.log.Warn("remove incomplete runtime pod", "id", id, "err", err)
 			} else {
-				w.setPodID("")
+				w.runtimePodGone()
 				w.poke()
 			}
 		default:
@@ -245,13 +249,37 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 				}
 			}
 			w.rememberIDs(st)
-			due, acted := w.reconcileContainers(ctx, pod, &st, now)
+			wasEvicted := w.evicted != ""
+			if due := w.syncVolumes(ctx, pod, &st, now); !due.IsZero() {
+				next = minTime(next, due)
+			}
+			var due time.Time
+			acted := w.evicted != "" && !wasEvicted // stopped: see it
+			switch {
+			case w.evicted != "":
+				// stays stopped: its controller replaces it
+			case len(pod.Spec.InitContainers) > 0:
+				due, acted = w.reconcileInit(ctx, pod, &st, now)
+				if acted { // containers were created or started: see them
+					if st2, err := w.a.cfg.Runtime.PodStatus(ctx, id); err == nil {
+						st = st2
+						w.rememberIDs(st)
+					}
+				}
+				if w.initDone && !w.initFailed {
+					d, a := w.reconcileContainers(ctx, pod, &st, now)
+					due, acted = minTime(due, d), acted || a
+				}
+			default:
+				due, acted = w.reconcileContainers(ctx, pod, &st, now)
+			}
 			if !due.IsZero() {
 				next = minTime(next, due)
 			}
 			if acted { // re-read after (re)starts so the status shows them
 				if st2, err := w.a.cfg.Runtime.PodStatus(ctx, id); err == nil {
 					st = st2
+					w.rememberIDs(st)
 				}
 			}
 			rs = &st
@@ -279,13 +307,48 @@ func (w *podWorker) restoreCounts(pod *corev1.Pod) {
 	if pod.Status.StartTime != nil {
 		w.startTime = pod.Status.StartTime.Time
 	}
-	for _, cs := range pod.Status.ContainerStatuses {
-		c := w.ctr(cs.Name)
-		c.restartCount = cs.RestartCount
-		if t := cs.LastTerminationState.Terminated; t != nil {
-			c.lastTerm = t.DeepCopy()
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, cs := range list {
+			c := w.ctr(cs.Name)
+			c.restartCount = cs.RestartCount
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				c.lastTerm = t.DeepCopy()
+			}
 		}
 	}
+	if pod.Status.Phase == corev1.PodFailed && pod.Status.Reason == reasonEvicted {
+		w.evicted = pod.Status.Message
+		if w.evicted == "" {
+			w.evicted = "evicted"
+		}
+		w.markAllDone(pod)
+	}
+}
+
+// runtimePodGone forgets the runtime pod (it disappeared or is being
+// recreated): a new one runs its init containers again.
+func (w *podWorker) runtimePodGone() {
+	w.setPodID("")
+	w.initDone, w.initFailed = false, false
+	for _, c := range w.containers {
+		c.done, c.handledExit = false, time.Time{}
+	}
+}
+
+// createFailed schedules the next try after create (or the creation of the
+// app containers) failed.
+func (w *podWorker) createFailed(now time.Time) {
+	w.createBackoff = nextBackoff(w.createBackoff)
+	w.createRetryAt = now.Add(w.createBackoff)
+	if w.createPaced {
+		// a ConfigMap, Secret or claim binding may come any time: retry at
+		// resync pace
+		w.createRetryAt = now.Add(w.a.cfg.SyncInterval)
+	}
+}
+
+func (w *podWorker) createSucceeded() {
+	w.createReason, w.createMessage, w.createPaced, w.createBackoff, w.createRetryAt = "", "", false, 0, time.Time{}
 }
 
 func (w *podWorker) ctr(name string) *ctrState {
@@ -309,9 +372,11 @@ func podRef(p *corev1.Pod) PodRef {
 	return PodRef{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}
 }
 
-// create sets up the network, resolves env, gets images and runs the pod.
-// On failure it sets createReason/createMessage (the waiting reason shown
-// on the containers) and returns the error.
+// create sets up the network and the volumes, resolves env, gets images
+// and runs the pod. A pod with init containers is created empty: its
+// containers come one at a time (reconcileInit). On failure it sets
+// createReason/createMessage (the waiting reason shown on the containers)
+// and returns the error.
 func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error) {
 	fail := func(reason string, err error) (string, error) {
 		w.createReason, w.createMessage = reason, err.Error()
@@ -324,30 +389,24 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 		}
 		w.net = &n
 	}
-	podIP := ""
-	if w.net.IP != nil {
-		podIP = w.net.IP.String()
+	vp, err := w.a.vols.Setup(ctx, pod)
+	if err != nil {
+		reason, paced := volumeFailure(err)
+		w.createPaced = paced
+		return fail(reason, err)
 	}
-	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: podHostname(pod), NetNSPath: w.net.NetNSPath,
-		DNS: podDNS(pod, w.a.clusterDNS(), w.a.cfg.ClusterDomain)}
-	res := newEnvResolver(w.a.cfg.Store, pod.Namespace)
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		env, err := res.resolve(ctx, pod, c, podIP, w.a.cfg.NodeIP.String())
-		var ce *configError
-		if errors.As(err, &ce) {
-			return fail("CreateContainerConfigError", err)
+	w.vols = vp
+	w.nextVolSync = w.a.clock.Now().Add(w.a.cfg.SyncInterval)
+	sb := w.sandbox(pod)
+	if len(pod.Spec.InitContainers) == 0 {
+		res := newEnvResolver(w.a.cfg.Store, pod.Namespace)
+		for i := range pod.Spec.Containers {
+			cs, reason, err := w.buildContainer(ctx, pod, &pod.Spec.Containers[i], res)
+			if err != nil {
+				return fail(reason, err)
+			}
+			sb.Containers = append(sb.Containers, cs)
 		}
-		if err != nil {
-			return fail("ContainerCreating", err)
-		}
-		if reason, err := w.ensureImage(ctx, c); err != nil {
-			return fail(reason, err)
-		}
-		sb.Containers = append(sb.Containers, containerSpec(c, env))
-	}
-	if pod.Spec.Hostname != "" {
-		sb.Hostname = pod.Spec.Hostname
 	}
 	id, err := w.a.cfg.Runtime.RunPod(ctx, sb)
 	if err != nil {
@@ -356,7 +415,62 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 	if w.startTime.IsZero() {
 		w.startTime = w.a.clock.Now()
 	}
+	w.initDone, w.initFailed = false, false
 	return id, nil
+}
+
+// sandbox is the pod-level part of what the runtime runs (no containers).
+// It needs the pod's network (w.net).
+func (w *podWorker) sandbox(pod *corev1.Pod) PodSandbox {
+	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: podHostname(pod),
+		DNS: podDNS(pod, w.a.clusterDNS(), w.a.cfg.ClusterDomain)}
+	if w.net != nil {
+		sb.NetNSPath = w.net.NetNSPath
+	}
+	if pod.Spec.Hostname != "" {
+		sb.Hostname = pod.Spec.Hostname
+	}
+	return sb
+}
+
+// buildContainer resolves a container's env and mounts and gets its image.
+// On failure the reason is the container's waiting reason, and w.createPaced
+// says whether to retry at resync pace.
+func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, res *envResolver) (ContainerSpec, string, error) {
+	w.createPaced = false
+	podIP := ""
+	if w.net != nil && w.net.IP != nil {
+		podIP = w.net.IP.String()
+	}
+	env, err := res.resolve(ctx, pod, c, podIP, w.a.cfg.NodeIP.String())
+	var ce *configError
+	if errors.As(err, &ce) {
+		w.createPaced = true
+		return ContainerSpec{}, "CreateContainerConfigError", err
+	}
+	if err != nil {
+		return ContainerSpec{}, "ContainerCreating", err
+	}
+	if w.vols == nil {
+		return ContainerSpec{}, "ContainerCreating", errors.New("volumes not set up yet")
+	}
+	mounts, err := w.vols.Mounts(c, func(s string) string { return expand(s, env) })
+	if err != nil {
+		reason, paced := volumeFailure(err)
+		if reason == "ContainerCreating" && !paced {
+			reason = "CreateContainerError"
+		}
+		w.createPaced = paced
+		return ContainerSpec{}, reason, fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	if reason, err := w.ensureImage(ctx, c); err != nil {
+		return ContainerSpec{}, reason, err
+	}
+	cs := containerSpec(c, env)
+	for _, m := range mounts {
+		cs.Mounts = append(cs.Mounts, Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
+	}
+	return cs, "", nil
 }
 
 // ensureImage pulls per imagePullPolicy; the reason names the failure.

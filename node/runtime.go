@@ -41,7 +41,10 @@ type PodSandbox struct {
 	// container joins. "" runs the containers in a private namespace with no
 	// network (only for tests).
 	NetNSPath string
-	// Containers in spec order; they are created and started in this order.
+	// Containers in spec order; RunPod creates and starts them in this
+	// order. Empty for a pod with init containers: RunPod then creates the
+	// pod alone, and the agent adds each container with CreateContainer
+	// when its turn comes.
 	Containers []ContainerSpec
 }
 
@@ -67,6 +70,21 @@ type ContainerSpec struct {
 	CPUMillis int64
 	// MemoryBytes is the memory limit; 0 means none.
 	MemoryBytes int64
+	// Mounts are the container's volumes, in volumeMounts order.
+	Mounts []Mount
+}
+
+// Mount is one volume of a container: a host file or directory
+// bind-mounted (recursively) into it. The agent prepares the source
+// (volumes.Manager); a memory-backed volume is a tmpfs the agent mounted
+// on the host, so that every container of the pod shares it.
+type Mount struct {
+	// Source is the host path; it exists when the container is created.
+	Source string
+	// Destination is the absolute path in the container.
+	Destination string
+	// ReadOnly mounts it read-only.
+	ReadOnly bool
 }
 
 // PodSummary is one runtime pod as ListPods reports it.
@@ -142,6 +160,14 @@ type Runtime interface {
 	// the error is returned, so a retry starts clean. A container that
 	// starts and exits at once is not an error (PodStatus shows it).
 	RunPod(ctx context.Context, spec PodSandbox) (string, error)
+
+	// CreateContainer creates one more container in the existing pod podID,
+	// with the pod-level settings of sb (labels, hostname, DNS, network
+	// namespace; sb.Containers is ignored), and returns its ID. It does not
+	// start it: StartContainer does. The agent runs init containers this
+	// way, one at a time, and then creates the app containers. ErrNotFound
+	// if the pod is gone.
+	CreateContainer(ctx context.Context, podID string, sb PodSandbox, c ContainerSpec) (string, error)
 
 	// ListPods returns every runtime pod that carries Flotilla labels,
 	// running or not, so the agent can adopt or remove them after a restart.

@@ -48,6 +48,10 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 		st.StartTime = rfcTimePtr(w.startTime)
 	}
 
+	initializing := len(pod.Spec.InitContainers) > 0 && !w.initDone
+	var incomplete []string
+	st.InitContainerStatuses, incomplete = w.initStatuses(pod, rs)
+
 	allReady := len(pod.Spec.Containers) > 0
 	var running, waiting, succeeded, failed, neverStarted int
 	for i := range pod.Spec.Containers {
@@ -65,7 +69,10 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 		switch {
 		case rc == nil:
 			reason, msg := "ContainerCreating", ""
-			if w.createReason != "" {
+			switch {
+			case initializing:
+				reason = "PodInitializing"
+			case w.createReason != "":
 				reason, msg = w.createReason, w.createMessage
 			}
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
@@ -119,7 +126,9 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 
 	n := len(pod.Spec.Containers)
 	switch {
-	case rs == nil || (running == 0 && neverStarted > 0):
+	case w.evicted != "" || w.initFailed:
+		st.Phase = corev1.PodFailed
+	case rs == nil || initializing || (running == 0 && neverStarted > 0):
 		st.Phase = corev1.PodPending
 	case running == 0 && waiting == 0 && failed > 0:
 		st.Phase = corev1.PodFailed
@@ -132,7 +141,14 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 		allReady = false
 	}
 
-	initialized := corev1.ConditionTrue
+	if w.evicted != "" {
+		st.Reason, st.Message = reasonEvicted, w.evicted
+	}
+	initialized, initReason, initMsg := corev1.ConditionTrue, "", ""
+	if len(incomplete) > 0 {
+		initialized, initReason = corev1.ConditionFalse, "ContainersNotInitialized"
+		initMsg = fmt.Sprintf("containers with incomplete status: %v", incomplete)
+	}
 	ready := corev1.ConditionFalse
 	reason := "ContainersNotReady"
 	if allReady {
@@ -143,7 +159,7 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 	}
 	conds := []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
-		{Type: corev1.PodInitialized, Status: initialized},
+		{Type: corev1.PodInitialized, Status: initialized, Reason: initReason, Message: initMsg},
 		{Type: corev1.ContainersReady, Status: ready, Reason: reason},
 		{Type: corev1.PodReady, Status: ready, Reason: reason},
 	}

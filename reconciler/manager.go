@@ -1,9 +1,10 @@
 // Package reconciler is Flotilla's controller manager: one shared watch
 // cache over the store, and one rate-limited work queue with workers per
-// controller (deployment, replicaset, gc, scheduler, nodelifecycle, nodeipam,
-// endpointslice, loadbalancer), started and stopped together. Each controller lives in
-// its own folder; this package only wires them. SimKubelet, a stand-in
-// node agent for tests and benchmarks, lives here too.
+// controller (deployment, replicaset, statefulset, gc, scheduler,
+// nodelifecycle, nodeipam, endpointslice, loadbalancer, volumebinding), started and stopped
+// together. Each controller lives in its own folder; this package only
+// wires them. SimKubelet, a stand-in node agent for tests and benchmarks,
+// lives here too.
 package reconciler
 
 import (
@@ -27,6 +28,8 @@ import (
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/replicaset"
 	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
+	"github.com/flotilla-dev/flotilla/reconciler/statefulset"
+	"github.com/flotilla-dev/flotilla/reconciler/volumebinding"
 )
 
 // Controller names accepted in Config.Controllers.
@@ -39,10 +42,12 @@ const (
 	NodeIPAM      = "nodeipam"
 	EndpointSlice = "endpointslice"
 	LoadBalancer  = "loadbalancer"
+	StatefulSet   = "statefulset"
+	VolumeBinding = "volumebinding"
 )
 
 // AllControllers is the default set, in start order.
-var AllControllers = []string{Deployment, ReplicaSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice, LoadBalancer}
+var AllControllers = []string{Deployment, ReplicaSet, StatefulSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice, LoadBalancer, VolumeBinding}
 
 // Config configures a Manager. Zero values mean the defaults.
 type Config struct {
@@ -89,6 +94,12 @@ type Config struct {
 	// addresses (server flag --lb-pool; ipalloc.ParsePool). Default empty:
 	// they stay pending, which is logged once per service.
 	LoadBalancerPool ipalloc.Pool
+	// LocalVolumeRoot is where the volumes that the built-in "local"
+	// StorageClass provisions live on each node, as ROOT/NODE/VOLUME
+	// (server flag --local-volume-root; an absolute path). Default
+	// /var/lib/flotilla/volumes. The node's name in the path keeps nodes
+	// that share a filesystem (flotilla lab) apart.
+	LocalVolumeRoot string
 }
 
 // Manager runs the controllers over one shared cache.
@@ -132,6 +143,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.NodeMonitorGracePeriod < 0 {
 		return nil, fmt.Errorf("reconciler: Config.NodeMonitorGracePeriod is %s, want >= 0", cfg.NodeMonitorGracePeriod)
 	}
+	if err := (volumebinding.Config{LocalVolumeRoot: cfg.LocalVolumeRoot}).Validate(); err != nil {
+		return nil, fmt.Errorf("reconciler: Config.LocalVolumeRoot: %w", err)
+	}
 	if cfg.Controllers == nil {
 		cfg.Controllers = AllControllers
 	}
@@ -145,6 +159,8 @@ func New(cfg Config) (*Manager, error) {
 			c = deployment.New(cfg.Store, cfg.Clock, log)
 		case ReplicaSet:
 			c = replicaset.New(cfg.Store, cfg.Clock, log)
+		case StatefulSet:
+			c = statefulset.New(cfg.Store, cfg.Clock, log)
 		case GC:
 			c = gc.New(cfg.Store, log, nil, nil)
 		case Scheduler:
@@ -154,6 +170,8 @@ func New(cfg Config) (*Manager, error) {
 			c = nodeipam.New(cfg.Store, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, log)
 		case LoadBalancer:
 			c = loadbalancer.New(cfg.Store, loadbalancer.Config{Pool: cfg.LoadBalancerPool}, log)
+		case VolumeBinding:
+			c = volumebinding.New(cfg.Store, volumebinding.Config{LocalVolumeRoot: cfg.LocalVolumeRoot}, cfg.Clock, log)
 		case EndpointSlice:
 			c = endpointslice.New(cfg.Store, log)
 		case NodeLifecycle:

@@ -146,7 +146,15 @@ type cueMsg struct {
 	args   []any
 }
 
-func (m cueMsg) String() string { return describeBounds(fmt.Sprintf(m.format, m.args...)) }
+func (m cueMsg) String() string {
+	if strings.HasPrefix(m.format, "incomplete value") {
+		// A manifest's values are all concrete: an incomplete one is a
+		// field the schema requires (a Go field without omitempty, such as
+		// a StorageClass's provisioner) that the manifest leaves out.
+		return "field is required but not present"
+	}
+	return describeBounds(fmt.Sprintf(m.format, m.args...))
+}
 
 // reasonOf says in one line what the errors at one field mean. The branches
 // of a failed disjunction (an enum, a quantity) become one "want one of".

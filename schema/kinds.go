@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -31,7 +32,7 @@ type Kind struct {
 	Group      string   // "apps"; "" for the core group
 	Version    string   // "v1"
 	Resource   string   // "deployments": the plural used in API paths and store keys
-	Namespaced bool     // false for Node, Namespace, PersistentVolume, SyncStatus
+	Namespaced bool     // false for Node, Namespace, PersistentVolume, StorageClass, SyncStatus
 	ShortNames []string // "deploy": what `flotilla get` also accepts
 	// FromGit is true for kinds a user may put in a Git repository.
 	FromGit bool
@@ -67,6 +68,7 @@ var kinds = []Kind{
 	{Kind: "Secret", Version: "v1", Resource: "secrets", Namespaced: true, FromGit: true, typ: reflect.TypeOf(corev1.Secret{})},
 	{Kind: "PersistentVolume", Version: "v1", Resource: "persistentvolumes", ShortNames: []string{"pv"}, FromGit: true, typ: reflect.TypeOf(corev1.PersistentVolume{})},
 	{Kind: "PersistentVolumeClaim", Version: "v1", Resource: "persistentvolumeclaims", Namespaced: true, ShortNames: []string{"pvc"}, FromGit: true, typ: reflect.TypeOf(corev1.PersistentVolumeClaim{})},
+	{Kind: "StorageClass", Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses", ShortNames: []string{"sc"}, FromGit: true, typ: reflect.TypeOf(storagev1.StorageClass{})},
 	{Kind: "Event", Version: "v1", Resource: "events", Namespaced: true, ShortNames: []string{"ev"}, typ: reflect.TypeOf(corev1.Event{})},
 	{Kind: "Deployment", Group: "apps", Version: "v1", Resource: "deployments", Namespaced: true, ShortNames: []string{"deploy"}, FromGit: true, typ: reflect.TypeOf(appsv1.Deployment{})},
 	{Kind: "ReplicaSet", Group: "apps", Version: "v1", Resource: "replicasets", Namespaced: true, ShortNames: []string{"rs"}, FromGit: true, typ: reflect.TypeOf(appsv1.ReplicaSet{})},

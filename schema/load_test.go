@@ -53,6 +53,8 @@ var badCases = []struct {
 	{"pvc-no-storage.yaml", 8, "spec.resources.requests.storage", "field is required but not present"},
 	{"pv-no-capacity.yaml", 5, "spec.capacity", "field is required but not present"},
 	{"unknown-field.yaml", 6, "spec.replica", `unknown field "replica"`},
+	{"storageclass-no-provisioner.yaml", 1, "provisioner", "field is required but not present"},
+	{"storageclass-binding-mode.yaml", 6, "volumeBindingMode", `invalid value "OnFirstUse" (want one of: "Immediate", "WaitForFirstConsumer")`},
 	{"label-key.yaml", 6, `metadata.labels["bad key!"]`, `invalid key "bad key!": want a label key`},
 	{"service-duplicate-port.yaml", 12, "spec.ports[1].port", "duplicate port 80/TCP: already spec.ports[0]"},
 	{"service-duplicate-nodeport.yaml", 15, "spec.ports[1].nodePort", "duplicate nodePort 30080/TCP: already spec.ports[0]"},
@@ -246,8 +248,7 @@ spec:
   initContainers: [{name: a, image: b}]
   containers: [{name: a, image: b}]
 `)}},
-			problems: []string{"p.yaml:5:3: warning: spec.initContainers: accepted but not honoured yet",
-				`p.yaml:5:21: spec.initContainers[0].name: duplicate container name "a"`}},
+			problems: []string{`p.yaml:5:21: spec.initContainers[0].name: duplicate container name "a"`}},
 		{name: "warnings do not refuse",
 			files: fstest.MapFS{"p.yaml": {Data: []byte(`apiVersion: v1
 kind: Pod

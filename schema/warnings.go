@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"strings"
 
 	"cuelang.org/go/cue"
 )
@@ -9,15 +10,15 @@ import (
 // unhonoured is a valid field that Flotilla accepts but does not act on
 // yet. Such a field is a vet warning, never silently dropped.
 type unhonoured struct {
-	scope string // "pod" (a pod spec), "container", or a Kind (from the object's root)
-	path  string // CUE path within the scope
+	scope string // "pod" (a pod spec), "container", "volume" (one of a pod's), or a Kind (from the object's root)
+	path  string // CUE path within the scope; "list[]." goes through every element of list
 	why   string
 }
 
 // notHonoured is the one list of accepted-but-ignored fields: remove an
 // entry when the part of Flotilla that honours it lands.
 func notHonoured() []unhonoured {
-	return []unhonoured{
+	return append([]unhonoured{
 		{"pod", "affinity", "the scheduler ignores affinity rules"},
 		{"pod", "tolerations", "nodes have no taints; tolerations are ignored"},
 		{"pod", "topologySpreadConstraints", "the scheduler does not spread by topology yet"},
@@ -25,7 +26,6 @@ func notHonoured() []unhonoured {
 		{"pod", "hostPID", "pods always get their own PID namespace"},
 		{"pod", "hostIPC", "pods always get their own IPC namespace"},
 		{"pod", "securityContext", "pod security contexts are not applied yet"},
-		{"pod", "initContainers", "init containers are not run yet"},
 		{"pod", "priorityClassName", "there is no pod priority or preemption"},
 		{"pod", "runtimeClassName", "every pod runs with the node's one runtime"},
 		{"container", "securityContext", "container security contexts are not applied yet"},
@@ -36,7 +36,34 @@ func notHonoured() []unhonoured {
 		{"Service", "spec.loadBalancerSourceRanges", "load balancer IPs are not filtered by source"},
 		{"Service", "spec.externalTrafficPolicy", "external traffic is always spread over the cluster"},
 		{"Service", "spec.internalTrafficPolicy", "internal traffic is always spread over the cluster"},
+		{"StorageClass", "allowVolumeExpansion", "volumes are not expanded: a claim keeps the size it was bound with"},
+		{"StorageClass", "mountOptions", "mount options are not applied"},
+		{"StorageClass", "allowedTopologies", "local volumes are provisioned on the node the first pod using the claim is scheduled to"},
+		{"StorageClass", "parameters", "the flotilla.dev/local-path provisioner takes no parameters"},
+		{"PersistentVolume", "spec.mountOptions", "mount options are not applied"},
+		{"PersistentVolumeClaim", "spec.dataSource", "volumes are not populated from a data source: they start empty"},
+		{"PersistentVolumeClaim", "spec.dataSourceRef", "volumes are not populated from a data source: they start empty"},
+	}, unmountableVolumes()...)
+}
+
+// unmountableVolumes are the volume types and parts the node agent cannot
+// mount (volumes/): a pod that has one waits with
+// CreateContainerConfigError.
+func unmountableVolumes() []unhonoured {
+	const why = "the node mounts only emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim volumes: a pod with this one does not start"
+	var out []unhonoured
+	for _, t := range []string{"nfs", "iscsi", "glusterfs", "rbd", "cephfs", "csi", "ephemeral", "image", "gitRepo", "fc",
+		"flexVolume", "cinder", "awsElasticBlockStore", "gcePersistentDisk", "azureDisk", "azureFile", "vsphereVolume",
+		"portworxVolume", "quobyte", "scaleIO", "storageos", "flocker", "photonPersistentDisk"} {
+		out = append(out, unhonoured{"volume", t, why})
 	}
+	return append(out,
+		unhonoured{"volume", "downwardAPI.items[].resourceFieldRef", "resourceFieldRef is not supported in volumes yet: the pod does not start"},
+		unhonoured{"volume", "projected.sources[].downwardAPI.items[].resourceFieldRef", "resourceFieldRef is not supported in volumes yet: the pod does not start"},
+		unhonoured{"volume", "projected.sources[].serviceAccountToken", "there are no service account tokens: the pod does not start"},
+		unhonoured{"volume", "projected.sources[].clusterTrustBundle", "cluster trust bundles are not supported: the pod does not start"},
+		unhonoured{"container", "volumeMounts[].mountPropagation", "volume mounts are always private (no propagation)"},
+	)
 }
 
 // podSpecPath is where a kind keeps its pod spec, "" when it has none.
@@ -55,17 +82,11 @@ func podSpecPath(k Kind) string {
 func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 	var ps Problems
 	warn := func(base cue.Value, prefix string, u unhonoured) {
-		x := base.LookupPath(cue.ParsePath(u.path))
-		if !x.Exists() {
-			return
+		for _, h := range lookupAll(base, u.path, prefix) {
+			line, col := lineCol(h.v.Pos())
+			ps = append(ps, Problem{File: file, Line: line, Column: col, Field: h.field, Warning: true,
+				Reason: fmt.Sprintf("accepted but not honoured yet: %s", u.why)})
 		}
-		line, col := lineCol(x.Pos())
-		field := u.path
-		if prefix != "" {
-			field = prefix + "." + u.path
-		}
-		ps = append(ps, Problem{File: file, Line: line, Column: col, Field: field, Warning: true,
-			Reason: fmt.Sprintf("accepted but not honoured yet: %s", u.why)})
 	}
 	podPath := podSpecPath(k)
 	pod := data.LookupPath(cue.ParsePath(podPath))
@@ -76,6 +97,17 @@ func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 		case "pod":
 			if podPath != "" && pod.Exists() {
 				warn(pod, podPath, u)
+			}
+		case "volume":
+			if podPath == "" || !pod.Exists() {
+				continue
+			}
+			iter, err := pod.LookupPath(cue.ParsePath("volumes")).List()
+			if err != nil {
+				continue
+			}
+			for i := 0; iter.Next(); i++ {
+				warn(iter.Value(), fmt.Sprintf("%s.volumes[%d]", podPath, i), u)
 			}
 		case "container":
 			if podPath == "" || !pod.Exists() {
@@ -93,4 +125,38 @@ func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 		}
 	}
 	return ps
+}
+
+// found is a value lookupAll found, with its path written out.
+type found struct {
+	v     cue.Value
+	field string
+}
+
+// lookupAll finds path below v; "list[]." in path goes through every
+// element of list. prefix is v's own path ("" at the root).
+func lookupAll(v cue.Value, path, prefix string) []found {
+	join := func(p string) string {
+		if prefix == "" {
+			return p
+		}
+		return prefix + "." + p
+	}
+	list, rest, ok := strings.Cut(path, "[].")
+	if !ok {
+		x := v.LookupPath(cue.ParsePath(path))
+		if !x.Exists() {
+			return nil
+		}
+		return []found{{x, join(path)}}
+	}
+	iter, err := v.LookupPath(cue.ParsePath(list)).List()
+	if err != nil {
+		return nil
+	}
+	var out []found
+	for i := 0; iter.Next(); i++ {
+		out = append(out, lookupAll(iter.Value(), rest, fmt.Sprintf("%s[%d]", join(list), i))...)
+	}
+	return out
 }

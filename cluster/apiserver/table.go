@@ -304,8 +304,30 @@ func podStatus(p *corev1.Pod) string {
 	if p.Status.Reason != "" {
 		reason = p.Status.Reason
 	}
+	// as kubectl: the first init container that has not completed names
+	// the status (Init:Error, Init:CrashLoopBackOff, else Init:i/N)
+	initializing := false
+	for i, cs := range p.Status.InitContainerStatuses {
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			continue
+		case cs.State.Terminated != nil && cs.State.Terminated.Reason != "":
+			reason = "Init:" + cs.State.Terminated.Reason
+		case cs.State.Terminated != nil && cs.State.Terminated.Signal != 0:
+			reason = fmt.Sprintf("Init:Signal:%d", cs.State.Terminated.Signal)
+		case cs.State.Terminated != nil:
+			reason = fmt.Sprintf("Init:ExitCode:%d", cs.State.Terminated.ExitCode)
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing":
+			reason = "Init:" + cs.State.Waiting.Reason
+		default:
+			reason = fmt.Sprintf("Init:%d/%d", i, len(p.Spec.InitContainers))
+		}
+		initializing = true
+		break
+	}
 	for _, cs := range p.Status.ContainerStatuses {
 		switch {
+		case initializing:
 		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
 			reason = cs.State.Waiting.Reason
 		case cs.State.Terminated != nil && cs.State.Terminated.Reason != "":

@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
+	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
 func newDescribeCommand(g *globalFlags) *cobra.Command {
@@ -146,6 +147,10 @@ func describe(w io.Writer, obj schema.Object, related []schema.Object, now time.
 		conditions(tw, cs)
 	case *corev1.Service:
 		describeService(p, o, related)
+	case *corev1.PersistentVolumeClaim:
+		describeClaim(p, tw, o)
+	case *corev1.PersistentVolume:
+		describeVolume(p, o)
 	default:
 		tw.Flush()
 		fmt.Fprintln(w, "Spec and status:")
@@ -270,4 +275,81 @@ func describeService(p func(int, string, any), svc *corev1.Service, related []sc
 			p(0, "Endpoints", line)
 		}
 	}
+}
+
+// describeClaim prints a claim's binding, and why it is not bound (the
+// binder's Bound=False condition).
+func describeClaim(p func(int, string, any), tw io.Writer, c *corev1.PersistentVolumeClaim) {
+	class := "<unset> (the default class)"
+	if c.Spec.StorageClassName != nil {
+		class = orDefault(*c.Spec.StorageClassName, `"" (none)`)
+	}
+	p(0, "StorageClass", class)
+	p(0, "Status", orDefault(string(c.Status.Phase), string(corev1.ClaimPending)))
+	p(0, "Volume", orNone(c.Spec.VolumeName))
+	req := c.Spec.Resources.Requests[corev1.ResourceStorage]
+	p(0, "Request", req.String())
+	if capa, ok := c.Status.Capacity[corev1.ResourceStorage]; ok {
+		p(0, "Capacity", capa.String())
+	} else {
+		p(0, "Capacity", "<none>")
+	}
+	p(0, "Access Modes", accessModes(c.Spec.AccessModes))
+	if n := c.Annotations[pvbinding.AnnSelectedNode]; n != "" {
+		p(0, "Selected Node", n)
+	}
+	var cs [][2]string
+	for _, cond := range c.Status.Conditions {
+		if cond.Type == pvbinding.ConditionBound && cond.Status == corev1.ConditionFalse {
+			p(0, "Reason", cond.Reason+": "+cond.Message)
+		}
+		cs = append(cs, [2]string{string(cond.Type), fmt.Sprintf("%s\t%s\t%s", cond.Status, cond.Reason, cond.Message)})
+	}
+	conditions(tw, cs)
+}
+
+// describeVolume prints a volume's source, binding and reclaim.
+func describeVolume(p func(int, string, any), v *corev1.PersistentVolume) {
+	p(0, "StorageClass", orNone(v.Spec.StorageClassName))
+	p(0, "Status", orDefault(string(v.Status.Phase), string(corev1.VolumePending)))
+	claim := "<none>"
+	if ref := v.Spec.ClaimRef; ref != nil {
+		claim = ref.Namespace + "/" + ref.Name
+	}
+	p(0, "Claim", claim)
+	p(0, "Reclaim Policy", pvbinding.ReclaimPolicy(v))
+	capa := v.Spec.Capacity[corev1.ResourceStorage]
+	p(0, "Capacity", capa.String())
+	p(0, "Access Modes", accessModes(v.Spec.AccessModes))
+	if na := v.Spec.NodeAffinity; na != nil && na.Required != nil {
+		var terms []string
+		for _, t := range na.Required.NodeSelectorTerms {
+			var reqs []string
+			for _, r := range t.MatchExpressions {
+				reqs = append(reqs, fmt.Sprintf("%s %s [%s]", r.Key, r.Operator, strings.Join(r.Values, ", ")))
+			}
+			terms = append(terms, strings.Join(reqs, ", "))
+		}
+		p(0, "Node Affinity", strings.Join(terms, "\n\t"))
+	}
+	switch {
+	case v.Spec.Local != nil:
+		p(0, "Source", "local directory "+v.Spec.Local.Path)
+	case v.Spec.HostPath != nil:
+		p(0, "Source", "hostPath "+v.Spec.HostPath.Path)
+	}
+	if v.Status.Message != "" {
+		p(0, "Message", strings.TrimSpace(v.Status.Reason+": "+v.Status.Message))
+	}
+}
+
+func accessModes(ms []corev1.PersistentVolumeAccessMode) string {
+	if len(ms) == 0 {
+		return "<none>"
+	}
+	ss := make([]string, len(ms))
+	for i, m := range ms {
+		ss[i] = string(m)
+	}
+	return strings.Join(ss, ",")
 }

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -38,5 +39,34 @@ func TestDescribeService(t *testing.T) {
 	describe(&out, svc, []schema.Object{slice}, time.Now())
 	if !strings.Contains(out.String(), "10.244.1.5:8080 (not ready: 10.244.2.9:8080)") {
 		t.Errorf("endpoints not shown:\n%s", out.String())
+	}
+}
+
+func TestDescribeClaim(t *testing.T) {
+	manual := "manual"
+	c := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "default"},
+		Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: &manual, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("30Gi")}}},
+		Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimPending, Conditions: []corev1.PersistentVolumeClaimCondition{{
+			Type: "Bound", Status: corev1.ConditionFalse, Reason: "FailedBinding", Message: "no persistent volume satisfies the claim: 1 too small (at most 20Gi)"}}}}
+	var out bytes.Buffer
+	describe(&out, c, nil, time.Now())
+	for _, want := range []string{"StorageClass:", "manual", "Status:", "Pending", "Volume:", "<none>", "Request:", "30Gi",
+		"Reason:", "FailedBinding: no persistent volume satisfies the claim: 1 too small (at most 20Gi)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("describe of a pending claim lacks %q:\n%s", want, out.String())
+		}
+	}
+	c.Spec.VolumeName = "pv-1"
+	c.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound, Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("50Gi")}}
+	out.Reset()
+	describe(&out, c, nil, time.Now())
+	for _, want := range []string{"Bound", "pv-1", "Capacity:", "50Gi", "ReadWriteOnce"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("describe of a bound claim lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "Reason:") {
+		t.Errorf("a bound claim shows a reason:\n%s", out.String())
 	}
 }

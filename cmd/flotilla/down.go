@@ -17,6 +17,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cmd/flotilla/internal/lab"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/netfabric/svcproxy"
 	"github.com/flotilla-dev/flotilla/node/podman"
@@ -138,6 +139,14 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 		if err := rt.RemovePod(ctx, p.ID); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// The removed pods' volumes: emptyDirs, configMap and secret files (their
+	// tmpfs mounts first). hostPath and persistent volume data stay.
+	podDir := filepath.Join(dataDir, "pods")
+	if err := lab.UnmountUnder(podDir); err != nil {
+		errs = append(errs, err)
+	} else if err := os.RemoveAll(podDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove the pods' volumes: %w", err))
 	}
 	_, cidr, err := net.ParseCIDR(h.PodCIDR)
 	if err != nil {

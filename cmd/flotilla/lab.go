@@ -176,6 +176,10 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	if err != nil {
 		return err
 	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
 	serverDir := filepath.Join(dir, lab.ServerDir)
 	tokenFile := filepath.Join(serverDir, "join-token")
 	// The server listens on the lab's host address (.254 of the subnet), so
@@ -187,7 +191,7 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	hostIP := net.IPv4(host[0], host[1], host[2], host[3]|254).String()
 	serverArgs := []string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
 		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s",
-		"--lb-pool", lab.LBPool(cfg.Subnet)}
+		"--lb-pool", lab.LBPool(cfg.Subnet), "--local-volume-root", filepath.Join(absDir, "nodes", "volumes")}
 	if repo != "" {
 		abs, err := filepath.Abs(repo)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
+	"github.com/flotilla-dev/flotilla/reconciler/volumebinding"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -41,6 +42,7 @@ type planeOptions struct {
 	membership         nodelifecycle.Membership // nil: heartbeats only
 	podEvictionTimeout time.Duration
 	services           serviceAddrOptions
+	localVolumeRoot    string // "": the reconciler's default
 	log                *slog.Logger
 }
 
@@ -135,6 +137,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.manager, err = reconciler.New(reconciler.Config{
 		Store: cp.store, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
+		LocalVolumeRoot: o.localVolumeRoot,
 	}); err != nil {
 		return nil, err
 	}
@@ -146,7 +149,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.syncer, err = gitsync.New(gitsync.Config{
 		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
-		Store: cp.store, Loader: validator, Admit: alloc.AdmitGit, Logger: o.log.With("component", "gitsync"),
+		Store: cp.store, Loader: validator, Admit: gitsync.ChainAdmit(alloc.AdmitGit, volumebinding.AdmitGit), Logger: o.log.With("component", "gitsync"),
 	}); err != nil {
 		return nil, err
 	}

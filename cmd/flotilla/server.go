@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
 // serverOptions are the flags of `flotilla server`.
@@ -40,6 +41,7 @@ type serverOptions struct {
 	podEvictionTimeout time.Duration
 	verbose            bool
 	services           serviceAddrOptions
+	localVolumeRoot    string
 }
 
 func newServerCommand() *cobra.Command {
@@ -75,6 +77,7 @@ fingerprint of the cluster's CA.`,
 	f.StringVar(&o.gossipBind, "gossip-bind", "", "address gossip listens on (default: all of this host's)")
 	f.StringVar(&o.name, "name", "", "this server's gossip name (default: server-<host name>)")
 	o.services.addFlags(f)
+	f.StringVar(&o.localVolumeRoot, "local-volume-root", pvbinding.DefaultLocalVolumeRoot, "where on each node the built-in \"local\" StorageClass makes volumes: ROOT/<node>/<volume>")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	return cmd
@@ -128,7 +131,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
-		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, log: log,
+		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 	}, say)
 	if err != nil {
 		return err

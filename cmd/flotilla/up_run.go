@@ -58,7 +58,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
-		apiAddr: o.apiAddr, services: o.services, log: log,
+		apiAddr: o.apiAddr, services: o.services, localVolumeRoot: filepath.Join(o.dataDir, "volumes"), log: log,
 	}, say)
 	if err != nil {
 		return err
@@ -98,7 +98,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric,
-		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, Logger: log.With("component", "agent")})
+		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
 	if err != nil {
 		return err
 	}

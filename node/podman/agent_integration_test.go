@@ -82,6 +82,7 @@ func TestAgentOnPodman(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	node1 := "it-" + randHex(t, 6)
+	podDir := t.TempDir()
 
 	if _, err := st.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "greet", Namespace: "default"},
 		Data: map[string]string{"GREETING": "hi-from-configmap", "page": "hello flotilla"}}); err != nil {
@@ -115,7 +116,7 @@ func TestAgentOnPodman(t *testing.T) {
 	}
 
 	startAgent := func() (*node.Agent, func()) {
-		a, err := node.New(node.Config{NodeName: node1, Store: st, Runtime: rt, Network: fab,
+		a, err := node.New(node.Config{NodeName: node1, Store: st, Runtime: rt, Network: fab, PodDir: podDir,
 			SyncInterval: 500 * time.Millisecond, OrphanGracePeriod: time.Second,
 			Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 		if err != nil {

@@ -35,6 +35,7 @@ import (
 // Runtime is node.Runtime on one Podman service. Safe for concurrent use.
 type Runtime struct {
 	conn context.Context // bindings connection; per call it is combined with the caller's ctx
+	uri  string          // the service, for connections of their own (Exec)
 }
 
 // Interface guards.
@@ -50,14 +51,18 @@ func Connect(ctx context.Context, socket string) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{conn: conn}, nil
+	return &Runtime{conn: conn, uri: socketURI(socket)}, nil
+}
+
+func socketURI(socket string) string {
+	if !strings.Contains(socket, "://") {
+		return "unix://" + socket
+	}
+	return socket
 }
 
 func connect(ctx context.Context, socket string) (context.Context, error) {
-	uri := socket
-	if !strings.Contains(uri, "://") {
-		uri = "unix://" + uri
-	}
+	uri := socketURI(socket)
 	// the connection context lives as long as the Runtime: not the caller's ctx
 	conn, err := bindings.NewConnection(context.WithoutCancel(ctx), uri)
 	if err != nil {
@@ -101,7 +106,8 @@ func labels(s node.PodSandbox) map[string]string {
 
 // RunPod implements node.Runtime. The Podman pod has no infra container:
 // each container joins the pod's network namespace by path and gets the
-// pod's hostname.
+// pod's hostname. Volumes are bind mounts of host paths ("rbind", plus
+// "ro" for read-only ones).
 func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -120,42 +126,7 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 		}
 	}()
 	for _, cs := range s.Containers {
-		sg := specgen.NewSpecGenerator(cs.Image, false)
-		sg.Name = name + "_" + cs.Name
-		sg.Pod = rep.Id
-		sg.Labels = labels(s)
-		sg.Labels[node.LabelContainer] = cs.Name
-		sg.Hostname = s.Hostname
-		if d := s.DNS; d != nil {
-			for _, ns := range d.Nameservers {
-				if ip := net.ParseIP(ns); ip != nil {
-					sg.DNSServers = append(sg.DNSServers, ip)
-				}
-			}
-			sg.DNSSearch, sg.DNSOptions = d.Searches, d.Options
-		}
-		sg.Entrypoint = cs.Command
-		sg.Command = cs.Args
-		sg.Env = cs.Env
-		sg.WorkDir = cs.WorkingDir
-		if s.NetNSPath != "" {
-			sg.NetNS = specgen.Namespace{NSMode: specgen.Path, Value: s.NetNSPath}
-		} else {
-			sg.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
-		}
-		if cs.CPUMillis > 0 || cs.MemoryBytes > 0 {
-			sg.ResourceLimits = &spec.LinuxResources{}
-			if cs.MemoryBytes > 0 {
-				m := cs.MemoryBytes
-				sg.ResourceLimits.Memory = &spec.LinuxMemory{Limit: &m}
-			}
-			if cs.CPUMillis > 0 {
-				period := uint64(100000)
-				quota := max(cs.CPUMillis*int64(period)/1000, 1000)
-				sg.ResourceLimits.CPU = &spec.LinuxCPU{Period: &period, Quota: &quota}
-			}
-		}
-		if _, err := containers.CreateWithSpec(c, sg, nil); err != nil {
+		if _, err := containers.CreateWithSpec(c, specFor(s, rep.Id, cs), nil); err != nil {
 			return "", fmt.Errorf("create container %s of pod %s: %w", cs.Name, name, err)
 		}
 	}
@@ -174,6 +145,64 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 		}
 	}
 	return rep.Id, nil
+}
+
+// specFor is the spec of one container of pod podID.
+func specFor(s node.PodSandbox, podID string, cs node.ContainerSpec) *specgen.SpecGenerator {
+	sg := specgen.NewSpecGenerator(cs.Image, false)
+	sg.Name = podName(s) + "_" + cs.Name
+	sg.Pod = podID
+	sg.Labels = labels(s)
+	sg.Labels[node.LabelContainer] = cs.Name
+	sg.Hostname = s.Hostname
+	if d := s.DNS; d != nil {
+		for _, ns := range d.Nameservers {
+			if ip := net.ParseIP(ns); ip != nil {
+				sg.DNSServers = append(sg.DNSServers, ip)
+			}
+		}
+		sg.DNSSearch, sg.DNSOptions = d.Searches, d.Options
+	}
+	sg.Entrypoint = cs.Command
+	sg.Command = cs.Args
+	sg.Env = cs.Env
+	sg.WorkDir = cs.WorkingDir
+	if s.NetNSPath != "" {
+		sg.NetNS = specgen.Namespace{NSMode: specgen.Path, Value: s.NetNSPath}
+	} else {
+		sg.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
+	}
+	if cs.CPUMillis > 0 || cs.MemoryBytes > 0 {
+		sg.ResourceLimits = &spec.LinuxResources{}
+		if cs.MemoryBytes > 0 {
+			m := cs.MemoryBytes
+			sg.ResourceLimits.Memory = &spec.LinuxMemory{Limit: &m}
+		}
+		if cs.CPUMillis > 0 {
+			period := uint64(100000)
+			quota := max(cs.CPUMillis*int64(period)/1000, 1000)
+			sg.ResourceLimits.CPU = &spec.LinuxCPU{Period: &period, Quota: &quota}
+		}
+	}
+	for _, m := range cs.Mounts {
+		opts := []string{"rbind", "rw"}
+		if m.ReadOnly {
+			opts[1] = "ro"
+		}
+		sg.Mounts = append(sg.Mounts, spec.Mount{Type: "bind", Source: m.Source, Destination: m.Destination, Options: opts})
+	}
+	return sg
+}
+
+// CreateContainer implements node.Runtime.
+func (r *Runtime) CreateContainer(ctx context.Context, podID string, s node.PodSandbox, cs node.ContainerSpec) (string, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	rep, err := containers.CreateWithSpec(c, specFor(s, podID, cs), nil)
+	if err != nil {
+		return "", fmt.Errorf("create container %s of pod %s: %w", cs.Name, podName(s), notFound(err))
+	}
+	return rep.ID, nil
 }
 
 func (r *Runtime) listContainers(c context.Context, podID string) ([]entities.ListContainer, error) {
@@ -380,9 +409,25 @@ func (r *Runtime) PullImage(ctx context.Context, image string) error {
 
 // Exec implements node.Execer (exec probes): it runs cmd in the container
 // and returns its exit code.
+//
+// Each Exec has a connection of its own: the bindings' ExecStartAndAttach
+// replaces the connection's HTTP transport to catch the socket it dials,
+// which on the shared connection races with every other call (and could
+// attach to another request's socket).
 func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, error) {
-	c, cancel := r.with(ctx)
-	defer cancel()
+	c, err := bindings.NewConnection(ctx, r.uri)
+	if err != nil {
+		return -1, fmt.Errorf("exec in container %s: connect to podman: %w", containerID, err)
+	}
+	if conn, err := bindings.GetClient(c); err == nil {
+		orig := conn.Client.Transport // replaced by ExecStartAndAttach
+		defer func() {
+			conn.Client.CloseIdleConnections()
+			if t, ok := orig.(interface{ CloseIdleConnections() }); ok {
+				t.CloseIdleConnections()
+			}
+		}()
+	}
 	cfg := new(handlers.ExecCreateConfig)
 	cfg.Cmd = cmd
 	cfg.AttachStdout, cfg.AttachStderr = true, true

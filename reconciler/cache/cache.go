@@ -271,6 +271,20 @@ func (i *Informer) listAndWatch(ctx context.Context, resync <-chan time.Time) er
 		}
 		return err
 	}
+	seen := int64(0) // events up to this revision are in the cache already
+	if rev == 0 {
+		// Watch from 0 means "from now on": writes to a store that was
+		// empty at the list, made before the watch began (by a controller
+		// acting on the first sync), would never be seen. List again now
+		// that the watch is in place; the watch's events up to that list
+		// are already in it.
+		objs, rev, err := i.st.List(ctx, i.resource, store.ListOptions{})
+		if err != nil {
+			return err
+		}
+		i.replace(objs, rev)
+		seen = rev
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -282,7 +296,9 @@ func (i *Informer) listAndWatch(ctx context.Context, resync <-chan time.Time) er
 				i.log.Debug("watch closed, re-listing")
 				return nil
 			}
-			i.apply(ev)
+			if ev.Revision > seen {
+				i.apply(ev)
+			}
 		}
 	}
 }

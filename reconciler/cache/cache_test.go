@@ -166,3 +166,29 @@ func TestKeys(t *testing.T) {
 		t.Error("KeyOf")
 	}
 }
+
+// TestEmptyStoreFirstWrites: an object written right after the first sync
+// of a cache over an empty store (revision 0, whose watch starts "from
+// now") still reaches the cache and its handlers.
+func TestEmptyStoreFirstWrites(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		st := store.MemoryFor(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		c := cache.New(st, nil, 0)
+		inf := c.Informer("namespaces")
+		rec := &recorder{}
+		inf.AddHandler(rec.handler())
+		c.Start(ctx)
+		c.WaitForSync(ctx)
+		if _, err := st.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "first"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the first object in the cache", func() bool { _, ok := inf.Get("", "first"); return ok && rec.has("add first") })
+		if _, err := st.Delete(ctx, "namespaces", "", "first", store.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "its deletion", func() bool { return rec.has("delete first") })
+		cancel()
+		c.Wait()
+	}
+}

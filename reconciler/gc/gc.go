@@ -1,7 +1,9 @@
 // Package gc is the garbage collector: an object that has ownerReferences
 // and none of whose owners exists any more (by UID, not by name) is deleted
-// — the ReplicaSets of a deleted Deployment, then their pods. Objects with
-// no ownerReferences (bare pods) are never touched. Dangling is the pure
+// — the ReplicaSets of a deleted Deployment, then their pods; the pods of a
+// deleted StatefulSet, and its claims when its claim retention policy is
+// whenDeleted: Delete (only then do they carry a reference to it). Objects
+// with no ownerReferences (bare pods, retained claims) are never touched. Dangling is the pure
 // rule; Controller is the edge over the watch cache and the store.
 package gc
 
@@ -22,11 +24,11 @@ import (
 )
 
 // DefaultDependents are the resources collected when Config names none.
-var DefaultDependents = []string{"replicasets", "pods"}
+var DefaultDependents = []string{"replicasets", "pods", "persistentvolumeclaims"}
 
 // DefaultOwners are the resources whose deletion is watched to find
 // dependents promptly (others are still checked, on resync).
-var DefaultOwners = []string{"deployments", "replicasets"}
+var DefaultOwners = []string{"deployments", "replicasets", "statefulsets"}
 
 // OwnerLookup tells whether the owner named by ref (in namespace ns of the
 // dependent) exists with ref's UID.

@@ -66,7 +66,8 @@ func (c *Controller) Name() string { return "nodelifecycle" }
 
 // Setup enqueues a node on its own changes (deletion included), and on a
 // pod being added or changed while bound to a node that is not Ready (a pod
-// to mark not Ready, a straggler to evict).
+// to mark not Ready, a straggler to evict) or that does not exist (an
+// orphan to collect; resync brings these back after a restart).
 func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.queue = q
 	c.nodes = ca.Informer("nodes")
@@ -79,7 +80,7 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		if name == "" {
 			return
 		}
-		if n, ok := c.nodes.Get("", name); ok && !ready(n.(*corev1.Node)) {
+		if n, ok := c.nodes.Get("", name); !ok || !ready(n.(*corev1.Node)) {
 			q.Add(name)
 		}
 	}
@@ -122,13 +123,14 @@ func (c *Controller) member(name string) *Member {
 }
 
 // Reconcile plans one node and applies the plan: the Ready condition
-// (status), then the taints (spec), then the pods' Ready conditions, then
-// the evictions.
+// (status), then the taints (spec), then the pods' Ready conditions (and
+// NodeLost marks), then the evictions. For a node that does not exist it
+// collects the pods still bound to it (Orphaned).
 func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Result, error) {
 	obj, ok := c.nodes.Get("", name)
 	if !ok {
 		c.forgetMarks(name)
-		return controller.Result{}, nil
+		return controller.Result{}, c.collectOrphans(ctx, name)
 	}
 	node := obj.(*corev1.Node)
 	member := c.member(name)
@@ -190,6 +192,35 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 	return res, errors.Join(errs...)
 }
 
+// collectOrphans deletes the pods bound to node name, which the cache no
+// longer has, once the store confirms that the Node is gone (the operator's
+// confirmation that whatever ran there is gone). Their owners recreate them
+// elsewhere.
+func (c *Controller) collectOrphans(ctx context.Context, name string) error {
+	orphans := Orphaned(name, c.podsOn(name))
+	if len(orphans) == 0 {
+		return nil
+	}
+	switch _, err := c.store.Get(ctx, "nodes", "", name); {
+	case err == nil:
+		return nil // the cache is behind: the node's event brings it back
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("confirm node %s is gone: %w", name, err)
+	}
+	var errs []error
+	for _, p := range orphans {
+		_, err := c.store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
+		switch {
+		case err == nil:
+			c.log.Warn("deleted pod of a deleted node", "pod", p.Namespace+"/"+p.Name, "node", name)
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+		default:
+			errs = append(errs, fmt.Errorf("delete pod %s/%s of deleted node %s: %w", p.Namespace, p.Name, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // markPods writes the pods' not-Ready conditions, and records each pod
 // written in the node's spell. A pod deleted or changed meanwhile is
 // skipped (a change brings its node back here through Setup's handler).
@@ -206,6 +237,10 @@ func (c *Controller) markPods(ctx context.Context, log *slog.Logger, name string
 			n++
 			c.recordMark(name, acts.NotReadySince, p.UID)
 			log.Debug("pod marked not ready", "pod", p.Namespace+"/"+p.Name)
+			if p.Status.Reason == ReasonNodeLost {
+				log.Warn("statefulset pod kept on unreachable node until the node is deleted or reports again (no second pod of its ordinal meanwhile)",
+					"pod", p.Namespace+"/"+p.Name, "confirm", "flotilla delete node "+name)
+			}
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
 		default:
 			errs = append(errs, fmt.Errorf("mark pod %s/%s not ready (node %s not ready): %w", p.Namespace, p.Name, name, err))

@@ -302,3 +302,105 @@ func TestFakeMembership(t *testing.T) {
 		t.Errorf("members %+v", f.Members())
 	}
 }
+
+// TestControllerStatefulSetPodOnLostNode: a StatefulSet pod on a node that
+// gossip says failed is kept past the eviction timeout, marked NodeLost;
+// when the operator deletes the Node, the pod is collected (its set then
+// recreates the ordinal elsewhere), while a bare pod bound to that name
+// that no agent reported on is left.
+func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := memstore.New()
+	t.Cleanup(st.Close)
+	clk := &fakeClock{now: t0}
+	for _, name := range []string{"a", "b"} {
+		hb := metav1.NewTime(t0)
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
+		}}}}
+		n.APIVersion, n.Kind = "v1", "Node"
+		mustCreate(t, st, n)
+	}
+	newPod := func(p *corev1.Pod) {
+		t.Helper()
+		p.UID = ""
+		p.Spec.Containers = []corev1.Container{{Name: "c", Image: "x"}}
+		p.APIVersion, p.Kind = "v1", "Pod"
+		mustCreate(t, st, p)
+	}
+	newPod(stsPod("web-1", "b"))
+	newPod(podWith("bare", "b", corev1.ConditionTrue, corev1.ConditionTrue))
+
+	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
+	log := slog.New(slog.DiscardHandler)
+	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: 30 * time.Second})
+	ca := cache.New(st, log, 0)
+	q := &recQueue{}
+	ctrl.Setup(ca, q)
+	ca.Start(ctx)
+	defer func() { cancel(); ca.Wait() }()
+	if !ca.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	reconcile := func(name string) {
+		t.Helper()
+		if _, err := ctrl.Reconcile(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	synced := func() {
+		t.Helper()
+		waitFor(t, "cache caught up", func() bool {
+			for _, o := range []string{"web-1", "bare", "waiting"} {
+				if p, err := st.Get(ctx, "pods", "default", o); err == nil {
+					if c, ok := ctrl.pods.Get("default", o); !ok || c.GetResourceVersion() != p.GetResourceVersion() {
+						return false
+					}
+				}
+			}
+			n, err := st.Get(ctx, "nodes", "", "b")
+			c, ok := ctrl.nodes.Get("", "b")
+			return (err != nil && !ok) || (err == nil && ok && c.GetResourceVersion() == n.GetResourceVersion())
+		})
+	}
+
+	members.Fail("b", t0)
+	reconcile("b")
+	synced()
+	clk.Advance(31 * time.Second)
+	reconcile("b")
+	if _, err := st.Get(ctx, "pods", "default", "bare"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("bare pod not evicted when due: %v", err)
+	}
+	web1 := getPod(t, st, "web-1")
+	if web1.Status.Reason != ReasonNodeLost || !strings.Contains(web1.Status.Message, "flotilla delete node b") {
+		t.Fatalf("web-1 kept? reason %q message %q", web1.Status.Reason, web1.Status.Message)
+	}
+	synced()
+	rev := st.Revision()
+	clk.Advance(time.Hour)
+	reconcile("b")
+	if st.Revision() != rev {
+		t.Errorf("held pod rewritten: revision %d → %d", rev, st.Revision())
+	}
+
+	// The operator confirms the node gone.
+	if _, err := st.Delete(ctx, "nodes", "", "b", store.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	newPod(testPod("waiting", "b", "")) // bound by hand to b, which may join again
+	synced()
+	reconcile("b")
+	if _, err := st.Get(ctx, "pods", "default", "web-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("web-1 not collected after its node was deleted: %v", err)
+	}
+	if _, err := st.Get(ctx, "pods", "default", "waiting"); err != nil {
+		t.Errorf("a bare pod no agent reported on was collected: %v", err)
+	}
+	// A pod bound to a node that does not exist brings that node's key
+	// (how orphans are found again after a restart, on resync).
+	if !q.has("b") {
+		t.Error("node b never enqueued")
+	}
+}

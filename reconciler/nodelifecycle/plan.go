@@ -15,10 +15,23 @@
 // agent's job, not this package's); the pods it still has, it finds marked
 // Ready=False (reason NodeNotReady) and rewrites their status from what it
 // observes, as it does whenever the store's status differs from its own.
+//
+// Pods of a StatefulSet on an unreachable node (Ready=Unknown) are the
+// exception: the store has no graceful deletion, so deleting them would let
+// their StatefulSet start a second pod of the same ordinal while the first
+// may still run behind a network partition. They are kept, marked with
+// status.reason NodeLost, until the node is confirmed gone — the operator
+// deletes the Node object (flotilla delete node NAME), whereupon its pods
+// are collected as orphans (Orphaned) and recreated elsewhere — or the node
+// comes back and its agent reports on them again. Kubernetes reaches the
+// same end through graceful deletion that only the kubelet or a deleted
+// Node can complete. On a node whose agent reports Ready=False (reachable,
+// so it stops a pod that leaves the store) they are evicted as any other.
 package nodelifecycle
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +52,10 @@ const (
 	// a pod set False by the server because its node is not Ready, as in
 	// Kubernetes.
 	ReasonNodeNotReady = "NodeNotReady"
+	// ReasonNodeLost is the status.reason of a StatefulSet pod kept on an
+	// unreachable node when its eviction is due (Kubernetes' reason for
+	// pods of an unreachable node).
+	ReasonNodeLost = "NodeLost"
 )
 
 // Taints this controller manages, with Kubernetes' keys. Both have the
@@ -94,6 +111,10 @@ type Actions struct {
 	EvictionDue bool
 	// Evict lists the pods to delete now.
 	Evict []*corev1.Pod
+	// Held lists the pods whose eviction is due but which are kept: pods of
+	// a StatefulSet on an unreachable node (Ready=Unknown), until the node
+	// is deleted or reports again.
+	Held []*corev1.Pod
 	// NotReady is true when the node is not Ready (Unknown or False, as
 	// planned): the controller lists the pods bound to it and plans again
 	// with them, to mark them not Ready (and evict them when due).
@@ -105,8 +126,10 @@ type Actions struct {
 	NotReadySince time.Time
 	// MarkNotReady are copies of the pods bound to the node with their
 	// Ready and ContainersReady conditions set False (reason NodeNotReady),
-	// carrying the cached resourceVersion, to write with the store's status
-	// update.
+	// and for Held pods not marked so yet status.reason NodeLost with a
+	// message saying how to release them, carrying the cached
+	// resourceVersion, to write with the store's status update (one copy
+	// per pod).
 	MarkNotReady []*corev1.Pod
 	// Why says why the node is not Ready ("" when it is), for logs.
 	Why string
@@ -142,7 +165,8 @@ type Actions struct {
 // writes that, so the agent is alive and the judge of its pods (marking it
 // again would start a write duel with it). Once the node has been not Ready
 // for PodEvictionTimeout, every pod bound to it that has not finished is
-// evicted.
+// evicted — except, while the node is Unknown, the pods a StatefulSet
+// controls: those are Held and marked NodeLost (see the package doc).
 func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[types.UID]bool, now time.Time, cfg Config) Actions {
 	cfg = cfg.WithDefaults()
 	var acts Actions
@@ -227,11 +251,55 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[type
 	}
 	acts.EvictionDue = true
 	for _, p := range pods {
-		if p.Spec.NodeName == node.Name && !finished(p) {
+		switch {
+		case p.Spec.NodeName != node.Name || finished(p):
+		case eff.Status == corev1.ConditionUnknown && statefulSetPod(p):
+			acts.Held = append(acts.Held, p)
+		default:
 			acts.Evict = append(acts.Evict, p)
 		}
 	}
+	lost := fmt.Sprintf("node %s is unreachable: this StatefulSet pod is kept, and not started elsewhere, "+
+		"until the node is confirmed gone (flotilla delete node %s) or its agent reports again", node.Name, node.Name)
+	for _, p := range acts.Held {
+		if p.Status.Reason == ReasonNodeLost && p.Status.Message == lost {
+			continue
+		}
+		var m *corev1.Pod
+		for _, q := range acts.MarkNotReady {
+			if q.UID == p.UID {
+				m = q
+			}
+		}
+		if m == nil {
+			m = p.DeepCopy()
+			acts.MarkNotReady = append(acts.MarkNotReady, m)
+		}
+		m.Status.Reason, m.Status.Message = ReasonNodeLost, lost
+	}
 	return acts
+}
+
+// statefulSetPod reports whether a StatefulSet controls p.
+func statefulSetPod(p *corev1.Pod) bool {
+	ref := metav1.GetControllerOf(p)
+	return ref != nil && ref.Kind == "StatefulSet" && strings.HasPrefix(ref.APIVersion, "apps/")
+}
+
+// Orphaned returns the pods bound to node, a Node that no longer exists,
+// that are to be deleted (Kubernetes' pod garbage collection): those a
+// controller owns (it recreates them elsewhere) and those an agent has
+// reported on (status.phase set: they ran there). A bare pod bound to that
+// name that no agent ever reported on is left alone: its node may be about
+// to join. It performs no I/O.
+func Orphaned(node string, pods []*corev1.Pod) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range pods {
+		if p.Spec.NodeName == node && (metav1.GetControllerOf(p) != nil || p.Status.Phase != "") {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // finished reports whether p is terminal (Succeeded or Failed).

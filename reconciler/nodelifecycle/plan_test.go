@@ -348,3 +348,95 @@ func TestPlanMarksPodsNotReady(t *testing.T) {
 		})
 	}
 }
+
+// stsPod is a Running, Ready pod on node controlled by a StatefulSet.
+func stsPod(name, node string) *corev1.Pod {
+	p := podWith(name, node, corev1.ConditionTrue, corev1.ConditionTrue)
+	yes := true
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "web", UID: "set-uid", Controller: &yes}}
+	return p
+}
+
+// TestPlanHoldsStatefulSetPods: when eviction is due on an unreachable
+// node, the pods a StatefulSet controls are kept and marked NodeLost (their
+// replacement would be a second pod of the same ordinal while the first may
+// still run); other pods are evicted. On a node whose agent reports
+// Ready=False (reachable: it stops a deleted pod) they are evicted too.
+func TestPlanHoldsStatefulSetPods(t *testing.T) {
+	failedLong := &Member{Name: "b", Since: t0.Add(-31 * time.Second)}
+	healthy := testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-10*time.Second), t0.Add(-time.Hour))
+	web1 := stsPod("web-1", "b")
+	rsPod := podWith("rs-pod", "b", corev1.ConditionTrue, corev1.ConditionTrue)
+	yes := true
+	rsPod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "x", UID: "rs-uid", Controller: &yes}}
+	pods := []*corev1.Pod{web1, rsPod}
+
+	acts := Plan(healthy, failedLong, pods, nil, t0, Config{})
+	if !acts.EvictionDue || len(acts.Evict) != 1 || acts.Evict[0].Name != "rs-pod" {
+		t.Fatalf("evict %v, want rs-pod only", acts.Evict)
+	}
+	if len(acts.Held) != 1 || acts.Held[0].Name != "web-1" {
+		t.Fatalf("held %v, want web-1", acts.Held)
+	}
+	var lost *corev1.Pod
+	n := 0
+	for _, p := range acts.MarkNotReady {
+		if p.Name == "web-1" {
+			lost = p
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("web-1 written %d times, want once (one status update per pod)", n)
+	}
+	if lost.Status.Reason != ReasonNodeLost || !strings.Contains(lost.Status.Message, "flotilla delete node b") {
+		t.Errorf("web-1 reason %q message %q", lost.Status.Reason, lost.Status.Message)
+	}
+	if c := podCondition(&lost.Status, corev1.PodReady); c == nil || c.Status != corev1.ConditionFalse {
+		t.Errorf("web-1 Ready %+v, want False", c)
+	}
+	if web1.Status.Reason != "" {
+		t.Error("Plan modified its input")
+	}
+
+	// Written once: the next pass (marks recorded) writes nothing.
+	again := Plan(healthy, failedLong, []*corev1.Pod{lost, rsPod}, map[types.UID]bool{web1.UID: true, rsPod.UID: true}, t0.Add(time.Second), Config{})
+	if len(again.MarkNotReady) != 0 || len(again.Held) != 1 {
+		t.Errorf("second pass: marks %d held %d", len(again.MarkNotReady), len(again.Held))
+	}
+	// The marks of an earlier spell are not remembered (a restart): only
+	// the readiness is marked again, NodeLost is already there.
+	fresh := Plan(healthy, failedLong, []*corev1.Pod{lost}, nil, t0.Add(time.Second), Config{})
+	if len(fresh.MarkNotReady) != 0 {
+		t.Errorf("NodeLost pod rewritten: %+v", fresh.MarkNotReady)
+	}
+
+	// Ready=False, reported by a reachable agent, for longer than the timeout.
+	notReady := testNode("b", corev1.ConditionFalse, "AgentNotReady", t0, t0.Add(-time.Minute))
+	acts = Plan(notReady, &Member{Name: "b", Alive: true, Since: t0.Add(-time.Hour)}, pods, nil, t0, Config{})
+	if len(acts.Evict) != 2 || len(acts.Held) != 0 {
+		t.Errorf("Ready=False: evict %v held %v, want both evicted", acts.Evict, acts.Held)
+	}
+	// Not due yet: nothing held, nothing lost.
+	acts = Plan(healthy, &Member{Name: "b", Since: t0.Add(-2 * time.Second)}, pods, nil, t0, Config{})
+	for _, p := range acts.MarkNotReady {
+		if p.Status.Reason == ReasonNodeLost {
+			t.Errorf("%s marked NodeLost before eviction is due", p.Name)
+		}
+	}
+}
+
+func TestOrphaned(t *testing.T) {
+	owned := stsPod("web-1", "gone")
+	ran := testPod("bare-ran", "gone", corev1.PodRunning)
+	waiting := testPod("bare-waiting", "gone", "") // bound to a node that may be about to join
+	elsewhere := stsPod("web-0", "a")
+	got := Orphaned("gone", []*corev1.Pod{owned, ran, waiting, elsewhere})
+	var names []string
+	for _, p := range got {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "web-1,bare-ran" {
+		t.Errorf("orphans %v, want web-1,bare-ran", names)
+	}
+}

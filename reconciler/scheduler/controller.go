@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
 	"github.com/flotilla-dev/flotilla/schema"
+	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
 // passKey is the one key the scheduler's queue holds: every relevant event
@@ -42,7 +44,8 @@ type Controller struct {
 	clock controller.Clock
 	log   *slog.Logger
 
-	pods, nodes *cache.Informer
+	pods, nodes              *cache.Informer
+	claims, volumes, classes *cache.Informer
 
 	mu      sync.Mutex
 	assumed map[types.UID]assumption
@@ -64,10 +67,14 @@ func New(st store.Interface, clock controller.Clock, log *slog.Logger) *Controll
 func (c *Controller) Name() string { return "scheduler" }
 
 // Setup asks for a pass when an unbound pod appears or changes, when a pod
-// goes away (resources freed) and when a node changes.
+// goes away (resources freed), when a node changes, and when a claim,
+// volume or storage class changes (a claim bound, a volume provisioned).
 func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.pods = ca.Informer("pods")
 	c.nodes = ca.Informer("nodes")
+	c.claims = ca.Informer("persistentvolumeclaims")
+	c.volumes = ca.Informer("persistentvolumes")
+	c.classes = ca.Informer("storageclasses")
 	pass := func(schema.Object) { q.Add(passKey) }
 	c.pods.AddHandler(cache.Handler{
 		OnAdd: func(o schema.Object) {
@@ -83,6 +90,41 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		OnDelete: pass,
 	})
 	c.nodes.AddHandler(cache.Handler{OnAdd: pass, OnUpdate: func(_, n schema.Object) { pass(n) }, OnDelete: pass})
+	for _, inf := range []*cache.Informer{c.claims, c.volumes, c.classes} {
+		inf.AddHandler(cache.Handler{OnAdd: pass, OnUpdate: func(old, n schema.Object) {
+			if old.GetResourceVersion() != n.GetResourceVersion() {
+				pass(n)
+			}
+		}, OnDelete: pass})
+	}
+}
+
+// storage is the cached persistent storage, when a pending pod has a
+// claim (nil otherwise: most passes need none).
+func (c *Controller) storage(pending []*corev1.Pod) *Storage {
+	need := false
+	for _, p := range pending {
+		for i := range p.Spec.Volumes {
+			if p.Spec.Volumes[i].PersistentVolumeClaim != nil {
+				need = true
+			}
+		}
+	}
+	if !need {
+		return nil
+	}
+	st := &Storage{Claims: map[string]*corev1.PersistentVolumeClaim{}, Volumes: map[string]*corev1.PersistentVolume{}}
+	for _, o := range c.claims.List("") {
+		st.Claims[cache.Key(o)] = o.(*corev1.PersistentVolumeClaim)
+	}
+	for _, o := range c.volumes.List("") {
+		st.Volumes[o.GetName()] = o.(*corev1.PersistentVolume)
+	}
+	for _, o := range c.classes.List("") {
+		st.Classes = append(st.Classes, o.(*storagev1.StorageClass))
+	}
+	st.Classes = pvbinding.WithBuiltin(st.Classes) // the binder keeps it
+	return st
 }
 
 func isDone(p *corev1.Pod) bool {
@@ -141,19 +183,25 @@ func (c *Controller) Reconcile(ctx context.Context, _ string) (controller.Result
 	if len(pending) == 0 {
 		return controller.Result{}, nil
 	}
-	plan := Schedule(pending, nodes, bound)
+	plan := ScheduleWithStorage(pending, nodes, bound, c.storage(pending))
 	var res controller.Result
-	if len(plan.Failures) > 0 {
+	if len(plan.Failures) > 0 || len(plan.Selections) > 0 {
 		res.RequeueAfter = retryUnschedulable
 	}
 	errs := c.bind(ctx, plan.Bindings, now)
+	for _, sel := range plan.Selections {
+		if err := c.selectNode(ctx, sel); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, f := range plan.Failures {
 		if err := c.markUnschedulable(ctx, f, now); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if len(plan.Bindings) > 0 || len(plan.Failures) > 0 {
-		c.log.Debug("scheduling pass", "pending", len(pending), "bound", len(plan.Bindings), "unschedulable", len(plan.Failures), "nodes", len(nodes))
+	if len(plan.Bindings) > 0 || len(plan.Failures) > 0 || len(plan.Selections) > 0 {
+		c.log.Debug("scheduling pass", "pending", len(pending), "bound", len(plan.Bindings), "unschedulable", len(plan.Failures),
+			"waiting for volumes", len(plan.Selections), "nodes", len(nodes))
 	}
 	return res, errors.Join(errs...)
 }
@@ -191,6 +239,31 @@ func (c *Controller) bind(ctx context.Context, bs []Binding, now time.Time) []er
 	}
 	wg.Wait()
 	return errs
+}
+
+// selectNode records the node chosen for a pod on its unbound claims
+// (volume.kubernetes.io/selected-node), where the binder binds or
+// provisions their volumes; the pod is bound by a later pass.
+func (c *Controller) selectNode(ctx context.Context, sel VolumeSelection) error {
+	var errs []error
+	for _, claim := range sel.Claims {
+		if claim.Annotations[pvbinding.AnnSelectedNode] == sel.NodeName {
+			continue
+		}
+		cl := schema.Copy(claim)
+		if cl.Annotations == nil {
+			cl.Annotations = map[string]string{}
+		}
+		cl.Annotations[pvbinding.AnnSelectedNode] = sel.NodeName
+		switch _, err := c.store.Update(ctx, cl); {
+		case err == nil:
+			c.log.Info("selected node for claim", "pvc", cl.Namespace+"/"+cl.Name, "node", sel.NodeName, "pod", sel.Pod.Namespace+"/"+sel.Pod.Name)
+		case errors.Is(err, store.ErrNotFound):
+		default:
+			errs = append(errs, fmt.Errorf("select node %s for claim %s/%s: %w", sel.NodeName, cl.Namespace, cl.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // markUnschedulable sets PodScheduled=False/Unschedulable with the reason,

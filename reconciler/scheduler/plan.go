@@ -1,8 +1,10 @@
 // Package scheduler binds unscheduled pods to nodes. Its core, Schedule, is
-// a pure planner over snapshots (pending pods, nodes, pods already bound →
-// bindings and reasons for the pods that fit nowhere) with incremental
-// accounting; Controller is the thin edge that feeds it from the watch cache
-// and writes spec.nodeName and PodScheduled conditions to the store.
+// a pure planner over snapshots (pending pods, nodes, pods already bound,
+// persistent storage → bindings, volume node selections and reasons for
+// the pods that fit nowhere) with incremental accounting; Controller is
+// the thin edge that feeds it from the watch cache and writes
+// spec.nodeName, claims' selected nodes and PodScheduled conditions to the
+// store.
 package scheduler
 
 import (
@@ -32,6 +34,8 @@ type Failure struct {
 type Plan struct {
 	Bindings []Binding
 	Failures []Failure
+	// Selections are pods that wait for their volumes on a chosen node.
+	Selections []VolumeSelection
 }
 
 // Filter reasons, as Kubernetes words them.
@@ -63,20 +67,55 @@ const (
 // O(pods × sample) and not O(pods × nodes).
 //
 // It performs no I/O and does not modify its arguments; bound pods whose
-// phase is Succeeded or Failed do not count.
+// phase is Succeeded or Failed do not count. Pods with
+// persistentVolumeClaim volumes are placed by ScheduleWithStorage; here
+// they fit nowhere (their claims are unknown).
 func Schedule(pending []*corev1.Pod, nodes []*corev1.Node, bound []*corev1.Pod) Plan {
+	return ScheduleWithStorage(pending, nodes, bound, nil)
+}
+
+// ScheduleWithStorage is Schedule for pods that may use persistent
+// volumes, with volume topology as Kubernetes' volume binding does it:
+//
+//   - a claim that does not exist, is bound to a volume that does not
+//     exist, or is unbound with a class that binds at once (Immediate, no
+//     class, an unknown class): the pod fits nowhere, and says which claim;
+//   - a claim bound to a volume with node affinity: only matching nodes
+//     (ReasonVolumeNodeAffinity);
+//   - a claim asking for neither ReadWriteMany nor ReadOnlyMany in use by
+//     a pod (bound, or placed earlier in the pass) on a node: only that
+//     node (ReasonVolumeInUse); ReadWriteOncePod in use at all: nowhere;
+//   - an unbound claim of a WaitForFirstConsumer class: any node where
+//     the local provisioner can create its volume, or where an existing
+//     volume that satisfies it is reachable (ReasonNoVolumes); a node
+//     already selected for it is preferred. Such a pod is not bound but
+//     returned as a VolumeSelection.
+func ScheduleWithStorage(pending []*corev1.Pod, nodes []*corev1.Node, bound []*corev1.Pod, st *Storage) Plan {
 	s := newSnapshot(nodes, bound)
+	s.vol = newVolState(st)
+	for _, p := range bound {
+		if i, ok := s.index[p.Spec.NodeName]; ok && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			s.vol.used(p, i)
+		}
+	}
 	var plan Plan
 	for _, p := range pending {
 		if p.Spec.NodeName != "" {
 			continue
 		}
-		node, msg := s.place(p)
-		if node < 0 {
+		node, pv, msg := s.place(p)
+		switch {
+		case node < 0:
 			plan.Failures = append(plan.Failures, Failure{Pod: p, Message: msg})
-			continue
+		case pv != nil && len(pv.waiting) > 0:
+			sel := VolumeSelection{Pod: p, NodeName: s.nodes[node].name}
+			for _, w := range pv.waiting {
+				sel.Claims = append(sel.Claims, w.claim)
+			}
+			plan.Selections = append(plan.Selections, sel)
+		default:
+			plan.Bindings = append(plan.Bindings, Binding{Pod: p, NodeName: s.nodes[node].name})
 		}
-		plan.Bindings = append(plan.Bindings, Binding{Pod: p, NodeName: s.nodes[node].name})
 	}
 	return plan
 }
@@ -103,14 +142,16 @@ type nodeState struct {
 
 type snapshot struct {
 	nodes  []nodeState
+	index  map[string]int        // node name → index
 	owners map[types.UID][]int32 // owner → pods of it per node index
 	next   int                   // rotating start index
 	find   int                   // feasible nodes to find per pod
+	vol    *volState
 }
 
 func newSnapshot(nodes []*corev1.Node, bound []*corev1.Pod) *snapshot {
-	s := &snapshot{nodes: make([]nodeState, 0, len(nodes)), owners: map[types.UID][]int32{}}
 	idx := make(map[string]int, len(nodes))
+	s := &snapshot{nodes: make([]nodeState, 0, len(nodes)), index: idx, owners: map[types.UID][]int32{}, vol: newVolState(nil)}
 	for _, n := range nodes {
 		ns := nodeState{
 			name:      n.Name,
@@ -307,11 +348,22 @@ func (n *nodeState) score(r request, sameOwner int32) float64 {
 // spreadWeight is the score cost of one pod of the same owner on a node.
 const spreadWeight = 1000
 
-// place chooses a node for p and accounts for it; -1 and the reason when none fits.
-func (s *snapshot) place(p *corev1.Pod) (int, string) {
+// place chooses a node for p and accounts for it; -1 and the reason when
+// none fits. pv is what p's claims ask (nil when nothing).
+func (s *snapshot) place(p *corev1.Pod) (node int, pv *podVolumes, reason string) {
 	n := len(s.nodes)
 	if n == 0 {
-		return -1, "0/0 nodes are available: no nodes registered."
+		return -1, nil, "0/0 nodes are available: no nodes registered."
+	}
+	pv, fail := s.vol.prepare(p)
+	if fail != "" {
+		return -1, nil, fmt.Sprintf("0/%d nodes are available: %s.", n, fail)
+	}
+	pin := -1
+	if pv != nil && pv.pin != "" {
+		if i, ok := s.index[pv.pin]; ok {
+			pin = i
+		}
 	}
 	r := requestsOf(p)
 	var counts []int32
@@ -327,7 +379,7 @@ func (s *snapshot) place(p *corev1.Pod) (int, string) {
 			i -= n
 		}
 		ns := &s.nodes[i]
-		if !ns.fits(p, r) {
+		if !ns.fits(p, r) || pv != nil && s.vol.volumeReason(ns, i, pv) != "" {
 			continue
 		}
 		found++
@@ -335,20 +387,32 @@ func (s *snapshot) place(p *corev1.Pod) (int, string) {
 		if counts != nil {
 			same = counts[i]
 		}
-		if sc := ns.score(r, same); best < 0 || sc > bestScore {
+		sc := ns.score(r, same)
+		if i == pin {
+			sc += pinWeight
+		}
+		if best < 0 || sc > bestScore {
 			best, bestScore = i, sc
 		}
 	}
 	s.next = (start + visited) % n
+	if pin >= 0 && best != pin && s.nodes[pin].fits(p, r) && s.vol.volumeReason(&s.nodes[pin], pin, pv) == "" {
+		best = pin // the selected node, even when the sample missed it
+	}
 	if best < 0 {
-		return -1, s.explain(p, r)
+		return -1, nil, s.explain(p, r, pv)
 	}
 	s.add(best, p, r)
-	return best, ""
+	s.vol.placed(p, best, &s.nodes[best], pv)
+	return best, pv, ""
 }
 
+// pinWeight outweighs every other score: a node already selected for a
+// pod's waiting claims wins whenever it fits.
+const pinWeight = 1e9
+
 // explain builds the Unschedulable message: every node's reasons, counted.
-func (s *snapshot) explain(p *corev1.Pod, r request) string {
+func (s *snapshot) explain(p *corev1.Pod, r request, pv *podVolumes) string {
 	counts := map[string]int{}
 	for i := range s.nodes {
 		n := &s.nodes[i]
@@ -363,6 +427,12 @@ func (s *snapshot) explain(p *corev1.Pod, r request) string {
 		if t := untolerated(p, n.taints); t != nil {
 			counts[fmt.Sprintf("node(s) had untolerated taint {%s: %s}", t.Key, t.Value)]++
 			continue
+		}
+		if pv != nil {
+			if why := s.vol.volumeReason(n, i, pv); why != "" {
+				counts[why]++
+				continue
+			}
 		}
 		if n.pods+1 > n.allocPods {
 			counts[ReasonPods]++
@@ -379,7 +449,11 @@ func (s *snapshot) explain(p *corev1.Pod, r request) string {
 		parts = append(parts, fmt.Sprintf("%d %s", c, reason))
 	}
 	sort.Strings(parts)
-	return fmt.Sprintf("0/%d nodes are available: %s.", len(s.nodes), strings.Join(parts, ", "))
+	msg := fmt.Sprintf("0/%d nodes are available: %s.", len(s.nodes), strings.Join(parts, ", "))
+	if pv != nil && pv.note != "" {
+		msg += " " + pv.note + "."
+	}
+	return msg
 }
 
 // NodeReady reports whether the node's Ready condition is True.

@@ -198,6 +198,10 @@ func unescapeMount(s string) string {
 
 // unmountUnder lazily unmounts everything at or below roots (container
 // overlays and shm of the nodes' Podman storage), deepest first.
+// UnmountUnder unmounts everything mounted at or below roots, deepest
+// first (`flotilla down` uses it for the pods' tmpfs volumes).
+func UnmountUnder(roots ...string) error { return unmountUnder(roots...) }
+
 func unmountUnder(roots ...string) error {
 	for range 5 {
 		mps := mountsUnder(roots...)
