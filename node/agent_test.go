@@ -587,3 +587,35 @@ func TestNodeHeartbeatWritesRarely(t *testing.T) {
 		t.Fatal("no heartbeat after 40s")
 	}
 }
+
+// TestNodeLabelsAddedToARegisteredNode: a Node created without labels (by
+// `flotilla agent`'s registration) gets kubernetes.io/hostname & co., which
+// local volumes' node affinity matches on; then it is left alone.
+func TestNodeLabelsAddedToARegisteredNode(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st := store.MemoryFor(t)
+	ctx := context.Background()
+	if _, err := st.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"zone": "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t),
+		PodDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.syncNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := st.Get(ctx, "nodes", "", "n1")
+	labels := obj.GetLabels()
+	if labels[corev1.LabelHostname] != "n1" || labels[corev1.LabelOSStable] != "linux" || labels["zone"] != "a" {
+		t.Fatalf("labels = %v", labels)
+	}
+	rv := obj.GetResourceVersion()
+	if err := a.syncNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if obj, _ := st.Get(ctx, "nodes", "", "n1"); obj.GetResourceVersion() != rv {
+		t.Error("labels written again")
+	}
+}

@@ -44,14 +44,29 @@ func (a *Agent) nodeLoop(ctx context.Context) {
 	}
 }
 
+// NodeLabels are the well-known labels of a node, as the kubelet sets
+// them: kubernetes.io/hostname (what node selectors and local volumes'
+// node affinity match), kubernetes.io/os and kubernetes.io/arch.
+func NodeLabels(name string) map[string]string {
+	return map[string]string{corev1.LabelHostname: name, corev1.LabelOSStable: "linux", corev1.LabelArchStable: runtime.GOARCH}
+}
+
+// missingLabels are the entries of want that have is missing or differs on.
+func missingLabels(have, want map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range want {
+		if have[k] != v {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // syncNode creates the Node if missing and writes its status if needed.
 func (a *Agent) syncNode(ctx context.Context) error {
 	obj, err := a.cfg.Store.Get(ctx, "nodes", "", a.cfg.NodeName)
 	if errors.Is(err, store.ErrNotFound) {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-			Name:   a.cfg.NodeName,
-			Labels: map[string]string{"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": runtime.GOARCH},
-		}}
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Labels: NodeLabels(a.cfg.NodeName)}}
 		if obj, err = a.cfg.Store.Create(ctx, n); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("register node %s: %w", a.cfg.NodeName, err)
 		}
@@ -66,6 +81,22 @@ func (a *Agent) syncNode(ctx context.Context) error {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return fmt.Errorf("read node %s: unexpected %T", a.cfg.NodeName, obj)
+	}
+	if missing := missingLabels(n.Labels, NodeLabels(a.cfg.NodeName)); len(missing) > 0 {
+		// A Node registered by someone else (the CLI's registration, an
+		// older agent) gets the well-known labels that node selectors and
+		// local volumes' node affinity match on.
+		n = schema.Copy(n)
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		for k, v := range missing {
+			n.Labels[k] = v
+		}
+		if obj, err = a.cfg.Store.Update(ctx, n); err != nil {
+			return fmt.Errorf("label node %s: %w", a.cfg.NodeName, err)
+		}
+		n = obj.(*corev1.Node)
 	}
 	want := a.nodeStatus(n.Status, a.clock.Now())
 	if equality.Semantic.DeepEqual(want, n.Status) {

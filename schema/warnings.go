@@ -33,6 +33,7 @@ func notHonoured() []unhonoured {
 		{"container", "livenessProbe.grpc", "gRPC probes are not supported yet"},
 		{"container", "readinessProbe.grpc", "gRPC probes are not supported yet"},
 		{"container", "startupProbe.grpc", "gRPC probes are not supported yet"},
+		{"StatefulSet", "spec.updateStrategy.rollingUpdate.maxUnavailable", "StatefulSet rolling updates replace one pod at a time"},
 		{"Service", "spec.loadBalancerSourceRanges", "load balancer IPs are not filtered by source"},
 		{"Service", "spec.externalTrafficPolicy", "external traffic is always spread over the cluster"},
 		{"Service", "spec.internalTrafficPolicy", "internal traffic is always spread over the cluster"},

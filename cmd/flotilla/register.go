@@ -10,13 +10,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node"
 )
 
 // registerNode makes sure the Node object exists before the agent starts,
 // with podCIDR when the node has its own ("" leaves the choice to the
 // server's nodeipam controller). An existing Node keeps its pod CIDR.
 func registerNode(ctx context.Context, st store.Interface, name, podCIDR string) error {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: node.NodeLabels(name)}}
 	if podCIDR != "" {
 		n.Spec = corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}
 	}
