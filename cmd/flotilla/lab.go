@@ -206,7 +206,9 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 		Agent: func(n lab.Node) lab.ProcessSpec {
 			return lab.ProcessSpec{Args: []string{exe, "agent", "--token-file", tokenFile,
 				"--advertise-addr", n.IP.String(), "--data-dir", n.DataDir, "--node-name", n.Name,
-				"--podman-root", n.PodmanRoot, "--podman-runroot", n.RunRoot, "--netns-prefix", n.NetNSPrefix}}
+				"--podman-root", n.PodmanRoot, "--podman-runroot", n.RunRoot, "--netns-prefix", n.NetNSPrefix,
+				// Lab nodes reach nothing outside the machine: no upstream DNS.
+				"--dns-upstream", "none"}}
 		},
 	})
 	if err != nil {

@@ -209,10 +209,13 @@ func TestLabStorage(t *testing.T) {
 
 	// The headless service names each pod.
 	w0 := l.pod("web-0")
-	l.eventually("nslookup web-0.nginx from another pod", time.Minute, func() error {
+	// busybox's nslookup does not apply the search list to a name with a
+	// dot, so it gets the full name; ping resolves the short one through
+	// the pod's resolv.conf (search default.svc.cluster.local …, ndots:5).
+	l.eventually("web-0.nginx resolves to web-0 from another pod", time.Minute, func() error {
 		p := l.pod("lookup")
-		out, err := l.execInPod(p.Spec.NodeName, "lookup", "nslookup web-0.nginx")
-		if err != nil || !strings.Contains(out, "Address: "+w0.Status.PodIP) {
+		out, err := l.execInPod(p.Spec.NodeName, "lookup", "nslookup web-0.nginx.default.svc.cluster.local; ping -c 1 -W 2 web-0.nginx")
+		if err != nil || !strings.Contains(out, "Address: "+w0.Status.PodIP) || !strings.Contains(out, "("+w0.Status.PodIP+")") {
 			return fmt.Errorf("%v: %s", err, out)
 		}
 		return nil

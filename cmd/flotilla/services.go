@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
@@ -29,10 +30,12 @@ type serviceOptions struct {
 	clusterDomain string
 	ingressHTTP   string
 	ingressHTTPS  string
+	dnsUpstream   string
 }
 
 func (o *serviceOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.clusterDomain, "cluster-domain", node.DefaultClusterDomain, "DNS domain of services (<svc>.<ns>.svc.<domain>)")
+	f.StringVar(&o.dnsUpstream, "dns-upstream", "", `resolvers the cluster DNS forwards other names to, comma-separated IP[:PORT] ("none": answer only the cluster domain; default: this node's /etc/resolv.conf)`)
 	f.StringVar(&o.ingressHTTP, "ingress-http-addr", ":80", `where the ingress proxy serves HTTP ("off" disables it)`)
 	f.StringVar(&o.ingressHTTPS, "ingress-https-addr", ":443", `where the ingress proxy serves HTTPS ("off" disables it)`)
 }
@@ -74,8 +77,16 @@ func (sp *servicePlane) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("service proxy: %w", err)
 	}
-	dnsSrv, err := dns.New(dns.Config{Domain: sp.opts.clusterDomain, Listen: []string{net.JoinHostPort(sp.gateway.String(), "53")},
-		Logger: log.With("component", "dns")})
+	dnsCfg := dns.Config{Domain: sp.opts.clusterDomain, Listen: []string{net.JoinHostPort(sp.gateway.String(), "53")},
+		Logger: log.With("component", "dns")}
+	switch up := strings.TrimSpace(sp.opts.dnsUpstream); up {
+	case "":
+	case "none":
+		dnsCfg.NoForward = true
+	default:
+		dnsCfg.Upstreams = strings.Split(up, ",")
+	}
+	dnsSrv, err := dns.New(dnsCfg)
 	if err != nil {
 		return fmt.Errorf("cluster DNS: %w", err)
 	}

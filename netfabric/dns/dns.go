@@ -65,6 +65,11 @@ type Config struct {
 	// the domain get SERVFAIL. An explicit upstream that is one of our
 	// Listen addresses is an error.
 	Upstreams []string
+	// NoForward answers only the cluster domain: other names get SERVFAIL
+	// at once and nothing is sent anywhere (a node without upstream DNS,
+	// such as a lab node, where waiting on an unreachable resolver would
+	// only slow every lookup down). Upstreams must then be empty.
+	NoForward bool
 	// ResolvConf is the file Upstreams default to. Default "/etc/resolv.conf".
 	ResolvConf string
 	// TTL of every answer, and the negative-caching TTL of NXDOMAIN and

@@ -126,6 +126,12 @@ func (l *logLimiter) allow(now time.Time, every time.Duration) (suppressed int, 
 // settleUpstreams returns Config.Upstreams, or the nameservers of
 // Config.ResolvConf, as "ip:port", without our own listen addresses.
 func (s *Server) settleUpstreams() ([]string, error) {
+	if s.cfg.NoForward {
+		if len(s.cfg.Upstreams) > 0 {
+			return nil, errors.New("cluster DNS: Config.NoForward with Upstreams: choose one")
+		}
+		return nil, nil
+	}
 	var out []string
 	if len(s.cfg.Upstreams) > 0 {
 		for _, u := range s.cfg.Upstreams {

@@ -139,3 +139,27 @@ func TestExternalNameUpstreamDown(t *testing.T) {
 		t.Fatalf("got %v", r)
 	}
 }
+
+// TestNoForward: with NoForward the server answers the cluster domain and
+// refuses everything else at once, reading no resolv.conf and sending
+// nothing anywhere.
+func TestNoForward(t *testing.T) {
+	if _, err := New(Config{Listen: []string{"127.0.0.1:0"}, NoForward: true, Upstreams: []string{"127.0.0.1:53"}}); err == nil {
+		t.Fatal("NoForward with Upstreams accepted")
+	}
+	s, addr := startServer(t, Config{NoForward: true, ResolvConf: "/etc/resolv.conf"})
+	if len(s.Upstreams()) != 0 {
+		t.Fatalf("upstreams %v with NoForward", s.Upstreams())
+	}
+	s.Update(testSnapshot())
+	start := time.Now()
+	if m := query(t, "udp", addr, "example.org.", dns.TypeA); m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("outside name: %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("outside name took %s: something waited on an upstream", d)
+	}
+	if m := query(t, "udp", addr, "nope.default.svc.cluster.local.", dns.TypeA); m.Rcode != dns.RcodeNameError {
+		t.Errorf("cluster name: %s, want NXDOMAIN", dns.RcodeToString[m.Rcode])
+	}
+}
