@@ -320,6 +320,9 @@ func (a *Agent) resync(ctx context.Context) (int64, error) {
 	}
 	a.teardownOrphanNetworks(ctx)
 	a.teardownOrphanVolumes(byUID)
+	if err := a.sweepProvisioned(ctx); err != nil {
+		a.log.Warn("removing deleted volumes' directories", "err", err)
+	}
 	return rev, nil
 }
 
