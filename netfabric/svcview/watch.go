@@ -49,7 +49,9 @@ func Watch(ctx context.Context, cfg WatchConfig, fn func(*Snapshot)) {
 	v := &view{objs: map[string]map[string]schema.Object{}, listed: map[string]bool{}, changed: make(chan struct{}, 1)}
 	var wg sync.WaitGroup
 	for _, res := range watched {
-		v.objs[res] = map[string]schema.Object{}
+		v.objs[res] = map[string]schema.Object{} // before any goroutine runs
+	}
+	for _, res := range watched {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
