@@ -9,6 +9,7 @@ package cache
 import (
 	"context"
 	"errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"log/slog"
 	"sync"
 	"time"
@@ -27,6 +28,25 @@ type Handler struct {
 	OnAdd    func(obj schema.Object)
 	OnUpdate func(old, new schema.Object)
 	OnDelete func(obj schema.Object)
+}
+
+// SelfHandler calls add with the key of every added or updated object: a
+// controller's handler on its own kind.
+func SelfHandler(add func(key string)) Handler {
+	self := func(obj schema.Object) { add(Key(obj)) }
+	return Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }}
+}
+
+// OwnerHandler calls add with "namespace/name" of the controller of every
+// added, updated or deleted object whose controller reference is of kind:
+// a controller's handler on the objects it owns.
+func OwnerHandler(kind string, add func(key string)) Handler {
+	owner := func(obj schema.Object) {
+		if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == kind {
+			add(KeyOf(obj.GetNamespace(), ref.Name))
+		}
+	}
+	return Handler{OnAdd: owner, OnUpdate: func(_, n schema.Object) { owner(n) }, OnDelete: owner}
 }
 
 // Cache holds one Informer per resource. Informers are created with

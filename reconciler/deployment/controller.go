@@ -44,21 +44,16 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.deploys = ca.Informer("deployments")
 	c.replicaSets = ca.Informer("replicasets")
 	c.pods = ca.Informer("pods")
-	self := func(obj schema.Object) { q.Add(cache.Key(obj)) }
-	c.deploys.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }})
-	owner := func(obj schema.Object) {
-		if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "Deployment" {
-			q.Add(cache.KeyOf(obj.GetNamespace(), ref.Name))
-		}
-	}
-	c.replicaSets.AddHandler(cache.Handler{OnAdd: owner, OnUpdate: func(_, n schema.Object) { owner(n) }, OnDelete: owner})
+	c.deploys.AddHandler(cache.SelfHandler(q.Add))
+	owner := cache.OwnerHandler("Deployment", q.Add)
+	c.replicaSets.AddHandler(owner)
 	c.pods.AddHandler(cache.Handler{OnDelete: func(obj schema.Object) {
 		ref := metav1.GetControllerOf(obj)
 		if ref == nil || ref.Kind != "ReplicaSet" {
 			return
 		}
 		if rs, ok := c.replicaSets.Get(obj.GetNamespace(), ref.Name); ok {
-			owner(rs)
+			owner.OnDelete(rs)
 		}
 	}})
 }

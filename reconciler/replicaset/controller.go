@@ -10,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -42,14 +41,9 @@ func (c *Controller) Name() string { return "replicaset" }
 func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.replicaSets = ca.Informer("replicasets")
 	c.pods = ca.Informer("pods")
-	self := func(obj schema.Object) { q.Add(cache.Key(obj)) }
-	c.replicaSets.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }})
-	owner := func(obj schema.Object) {
-		if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "ReplicaSet" {
-			q.Add(cache.KeyOf(obj.GetNamespace(), ref.Name))
-		}
-	}
-	c.pods.AddHandler(cache.Handler{OnAdd: owner, OnUpdate: func(_, n schema.Object) { owner(n) }, OnDelete: owner})
+	c.replicaSets.AddHandler(cache.SelfHandler(q.Add))
+	owner := cache.OwnerHandler("ReplicaSet", q.Add)
+	c.pods.AddHandler(owner)
 }
 
 // Reconcile creates or deletes pods of one ReplicaSet and writes its status.

@@ -9,7 +9,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -43,14 +42,9 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 	c.sets = ca.Informer("statefulsets")
 	c.pods = ca.Informer("pods")
 	c.claims = ca.Informer("persistentvolumeclaims")
-	self := func(obj schema.Object) { q.Add(cache.Key(obj)) }
-	c.sets.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }})
-	owner := func(obj schema.Object) {
-		if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "StatefulSet" {
-			q.Add(cache.KeyOf(obj.GetNamespace(), ref.Name))
-		}
-	}
-	c.pods.AddHandler(cache.Handler{OnAdd: owner, OnUpdate: func(_, n schema.Object) { owner(n) }, OnDelete: owner})
+	c.sets.AddHandler(cache.SelfHandler(q.Add))
+	owner := cache.OwnerHandler("StatefulSet", q.Add)
+	c.pods.AddHandler(owner)
 }
 
 // Reconcile takes the next step for one StatefulSet and writes its status.
