@@ -168,15 +168,7 @@ func (w *podWorker) initStatuses(pod *corev1.Pod, rs *PodStatus) ([]corev1.Conta
 	var incomplete []string
 	for i := range pod.Spec.InitContainers {
 		spec := &pod.Spec.InitContainers[i]
-		c := w.ctr(spec.Name)
-		cs := corev1.ContainerStatus{Name: spec.Name, Image: spec.Image, RestartCount: c.restartCount}
-		if c.lastTerm != nil {
-			cs.LastTerminationState.Terminated = c.lastTerm.DeepCopy()
-		}
-		var rc *ContainerStatus
-		if rs != nil {
-			rc = rs.Container(spec.Name)
-		}
+		c, cs, rc := w.containerStatusBase(spec, rs)
 		started := false
 		switch {
 		case rc == nil:

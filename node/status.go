@@ -56,15 +56,7 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 	var running, waiting, succeeded, failed, neverStarted int
 	for i := range pod.Spec.Containers {
 		spec := &pod.Spec.Containers[i]
-		c := w.ctr(spec.Name)
-		cs := corev1.ContainerStatus{Name: spec.Name, Image: spec.Image, RestartCount: c.restartCount}
-		if c.lastTerm != nil {
-			cs.LastTerminationState.Terminated = c.lastTerm.DeepCopy()
-		}
-		var rc *ContainerStatus
-		if rs != nil {
-			rc = rs.Container(spec.Name)
-		}
+		c, cs, rc := w.containerStatusBase(spec, rs)
 		started := false
 		switch {
 		case rc == nil:
@@ -173,4 +165,20 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 	}
 	st.Conditions = conds
 	return st
+}
+
+// containerStatusBase is what an init or app container's status starts
+// from: its bookkeeping, the status with name, image, restarts and last
+// termination, and what the runtime reports of it (nil if nothing).
+func (w *podWorker) containerStatusBase(spec *corev1.Container, rs *PodStatus) (*ctrState, corev1.ContainerStatus, *ContainerStatus) {
+	c := w.ctr(spec.Name)
+	cs := corev1.ContainerStatus{Name: spec.Name, Image: spec.Image, RestartCount: c.restartCount}
+	if c.lastTerm != nil {
+		cs.LastTerminationState.Terminated = c.lastTerm.DeepCopy()
+	}
+	var rc *ContainerStatus
+	if rs != nil {
+		rc = rs.Container(spec.Name)
+	}
+	return c, cs, rc
 }
