@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // Labels and limits of the slices this controller writes.
@@ -192,18 +194,8 @@ func podIPv4(p *corev1.Pod) string {
 	return ""
 }
 
-// IsReady reports whether the pod's Ready condition is True.
-func IsReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func endpointFor(svc *corev1.Service, p *corev1.Pod, ip string) discoveryv1.Endpoint {
-	podReady := IsReady(p)
+	podReady := schema.PodReady(p)
 	ready := podReady || svc.Spec.PublishNotReadyAddresses
 	no := false
 	ep := discoveryv1.Endpoint{

@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // BurstReplicas caps the pods created or deleted by one reconcile, as
@@ -84,7 +86,7 @@ func deleteFirst(a, b *corev1.Pod) bool {
 	if pa != pb {
 		return pa
 	}
-	ra, rb := IsReady(a), IsReady(b)
+	ra, rb := schema.PodReady(a), schema.PodReady(b)
 	if ra != rb {
 		return !ra
 	}
@@ -92,21 +94,6 @@ func deleteFirst(a, b *corev1.Pod) bool {
 		return b.CreationTimestamp.Before(&a.CreationTimestamp)
 	}
 	return a.Name > b.Name
-}
-
-// IsReady reports whether the pod's Ready condition is True.
-func IsReady(p *corev1.Pod) bool {
-	c := readyCondition(p)
-	return c != nil && c.Status == corev1.ConditionTrue
-}
-
-func readyCondition(p *corev1.Pod) *corev1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodReady {
-			return &p.Status.Conditions[i]
-		}
-	}
-	return nil
 }
 
 func status(rs *appsv1.ReplicaSet, active []*corev1.Pod, now time.Time) (appsv1.ReplicaSetStatus, time.Duration) {
@@ -121,7 +108,7 @@ func status(rs *appsv1.ReplicaSet, active []*corev1.Pod, now time.Time) (appsv1.
 		if hasLabels(p.Labels, rs.Spec.Template.Labels) {
 			st.FullyLabeledReplicas++
 		}
-		c := readyCondition(p)
+		c := schema.PodReadyCondition(p)
 		if c == nil || c.Status != corev1.ConditionTrue {
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // status derives set's status from the pods it controls, as observed
@@ -26,7 +28,7 @@ func status(set *appsv1.StatefulSet, ours []*corev1.Pod, currentRev, updateRev s
 		st.Replicas++
 		if runningReady(p) {
 			st.ReadyReplicas++
-			c := readyCondition(p)
+			c := schema.PodReadyCondition(p)
 			if left := c.LastTransitionTime.Add(minReady).Sub(now); minReady == 0 || left <= 0 {
 				st.AvailableReplicas++
 			} else {
