@@ -190,20 +190,26 @@ func underlayLink(cfg OverlayConfig) (netlink.Link, error) {
 		}
 		return l, nil
 	}
+	return LinkOf(cfg.UnderlayIP)
+}
+
+// LinkOf is the link of this network namespace that carries ip (the
+// overlay's underlay, the link load balancer addresses are announced on).
+func LinkOf(ip net.IP) (netlink.Link, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
 	for _, a := range addrs {
-		if a.IP.Equal(cfg.UnderlayIP) {
+		if a.IP.Equal(ip) {
 			l, err := netlink.LinkByIndex(a.LinkIndex)
 			if err != nil {
-				return nil, fmt.Errorf("finding the link of underlay address %s: %w", cfg.UnderlayIP, err)
+				return nil, fmt.Errorf("finding the link of address %s: %w", ip, err)
 			}
 			return l, nil
 		}
 	}
-	return nil, fmt.Errorf("underlay address %s is not an address of this network namespace", cfg.UnderlayIP)
+	return nil, fmt.Errorf("address %s is not an address of this network namespace", ip)
 }
 
 // OverlayMTU is the MTU InitOverlay(cfg) gives the VXLAN device: cfg.MTU,

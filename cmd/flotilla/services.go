@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,11 +10,11 @@ import (
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/netfabric/dns"
 	"github.com/flotilla-dev/flotilla/netfabric/ingress"
 	"github.com/flotilla-dev/flotilla/netfabric/lbip"
@@ -98,9 +97,11 @@ func (sp *servicePlane) run(ctx context.Context) error {
 		}
 	}
 	var ann *lbip.Announcer
-	if link, err := linkOf(sp.nodeIP); err != nil {
+	if sp.nodeIP == nil {
+		log.Warn("load balancer addresses will not be announced from this node: it has no address")
+	} else if link, err := netfabric.LinkOf(sp.nodeIP); err != nil {
 		log.Warn("load balancer addresses will not be announced from this node", "err", err)
-	} else if ann, err = lbip.New(lbip.Config{NodeName: sp.nodeName, Link: link, Logger: log}); err != nil {
+	} else if ann, err = lbip.New(lbip.Config{NodeName: sp.nodeName, Link: link.Attrs().Name, Logger: log}); err != nil {
 		return err
 	}
 
@@ -191,25 +192,4 @@ func (sp *servicePlane) alive() []string {
 		}
 	}
 	return names
-}
-
-// linkOf is the interface that carries ip.
-func linkOf(ip net.IP) (string, error) {
-	if ip == nil {
-		return "", errors.New("no node address")
-	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return "", fmt.Errorf("list addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(ip) {
-			link, err := netlink.LinkByIndex(a.LinkIndex)
-			if err != nil {
-				return "", err
-			}
-			return link.Attrs().Name, nil
-		}
-	}
-	return "", fmt.Errorf("no interface has the node address %s", ip)
 }
