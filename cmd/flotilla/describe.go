@@ -19,6 +19,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
@@ -251,7 +252,7 @@ func describeService(p func(int, string, any), svc *corev1.Service, related []sc
 				for _, e := range es.Endpoints {
 					for _, a := range e.Addresses {
 						addr := net.JoinHostPort(a, strconv.Itoa(int(*ep.Port)))
-						if e.Conditions.Ready == nil || *e.Conditions.Ready {
+						if svcview.EndpointReady(e) {
 							ready = append(ready, addr)
 						} else {
 							notReady = append(notReady, addr)

@@ -314,7 +314,7 @@ func readyEndpoints(snap *svcview.Snapshot, svc *corev1.Service) []endpoint {
 			continue
 		}
 		for _, ep := range sl.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+			if !svcview.EndpointReady(ep) {
 				continue
 			}
 			host := ""

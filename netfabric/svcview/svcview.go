@@ -91,6 +91,12 @@ func (s *Snapshot) SlicesOf(namespace, service string) []*discoveryv1.EndpointSl
 	return s.slices[nsName{namespace, service}]
 }
 
+// EndpointReady is an endpoint's ready condition; an unset condition
+// counts as ready, as in Kubernetes.
+func EndpointReady(ep discoveryv1.Endpoint) bool {
+	return ep.Conditions.Ready == nil || *ep.Conditions.Ready
+}
+
 // Backend is one endpoint address of one service port.
 type Backend struct {
 	Addr netip.Addr
@@ -138,7 +144,7 @@ func (s *Snapshot) Backends(svc *corev1.Service, sp corev1.ServicePort) []Backen
 				continue
 			}
 			for _, ep := range sl.Endpoints {
-				b := Backend{Port: *p.Port, Ready: ep.Conditions.Ready == nil || *ep.Conditions.Ready}
+				b := Backend{Port: *p.Port, Ready: EndpointReady(ep)}
 				if ep.Hostname != nil {
 					b.Hostname = *ep.Hostname
 				}
