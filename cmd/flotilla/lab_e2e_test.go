@@ -147,12 +147,17 @@ func (l *labCluster) node(name string) labNode {
 	return labNode{}
 }
 
-// podman runs the podman CLI on a node's storage.
-func (l *labCluster) podman(node string, args ...string) string {
+// podmanCmd is the podman CLI on a node's storage.
+func (l *labCluster) podmanCmd(node string, args ...string) *exec.Cmd {
 	n := l.node(node)
 	cmd := exec.Command("podman", append([]string{"--root", n.PodmanRoot, "--runroot", n.RunRoot, "--tmpdir", filepath.Join(n.RunRoot, "libpod-tmp")}, args...)...)
 	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(n.DataDir, "podman", "containers.conf"))
-	out, err := cmd.CombinedOutput()
+	return cmd
+}
+
+// podman runs the podman CLI on a node's storage; a failure fails the test.
+func (l *labCluster) podman(node string, args ...string) string {
+	out, err := l.podmanCmd(node, args...).CombinedOutput()
 	if err != nil {
 		l.t.Fatalf("podman %v on %s: %v\n%s", args, node, err, out)
 	}

@@ -16,7 +16,6 @@ import (
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
@@ -203,7 +202,7 @@ func TestLabServices(t *testing.T) {
 	// every replica answers.
 	for _, node := range []string{"node1", "node2", "node3"} {
 		l.eventually("every web replica answers http://web/ and http://web.default.svc.cluster.local/ from "+node, 2*time.Minute, func() error {
-			out, err := l.execInPod(node, "client-"+node,
+			out, err := l.execInPod("client-"+node,
 				"for i in $(seq 15); do timeout 5 wget -qO- http://web/; timeout 5 wget -qO- http://web.default.svc.cluster.local:80/; done")
 			if got := answers(out); !slices.Equal(got, webNames) {
 				return fmt.Errorf("answers %v (want %v); %v: %s", got, webNames, err, out)
@@ -217,7 +216,7 @@ func TestLabServices(t *testing.T) {
 	ctr := l.containerOf(w, "web")
 	l.podman(w.Spec.NodeName, "exec", ctr, "rm", "/tmp/ready")
 	l.eventually(w.Name+" out of rotation", time.Minute, func() error {
-		out, err := l.execInPod("node1", "client-node1", "for i in $(seq 20); do timeout 5 wget -qO- http://web/; done")
+		out, err := l.execInPod("client-node1", "for i in $(seq 20); do timeout 5 wget -qO- http://web/; done")
 		if got := answers(out); len(got) != 2 || slices.Contains(got, w.Name) {
 			return fmt.Errorf("answers %v; %v", got, err)
 		}
@@ -225,7 +224,7 @@ func TestLabServices(t *testing.T) {
 	})
 	l.podman(w.Spec.NodeName, "exec", ctr, "touch", "/tmp/ready")
 	l.eventually(w.Name+" back in rotation", time.Minute, func() error {
-		out, err := l.execInPod("node1", "client-node1", "for i in $(seq 20); do timeout 5 wget -qO- http://web/; done")
+		out, err := l.execInPod("client-node1", "for i in $(seq 20); do timeout 5 wget -qO- http://web/; done")
 		if got := answers(out); !slices.Equal(got, webNames) {
 			return fmt.Errorf("answers %v; %v", got, err)
 		}
@@ -410,20 +409,13 @@ func (l *labCluster) containerOf(p *corev1.Pod, container string) string {
 
 // execInPod runs a shell script in a pod's first container, through its
 // node's Podman; the output is returned even when the script fails.
-func (l *labCluster) execInPod(node, pod, script string) (string, error) {
+func (l *labCluster) execInPod(pod, script string) (string, error) {
 	l.t.Helper()
-	objs, _, err := l.client.List(context.Background(), "pods", store.ListOptions{Namespace: "default", FieldSelector: "metadata.name=" + pod})
-	if err != nil || len(objs) != 1 {
-		return "", fmt.Errorf("pod %s: %v", pod, err)
+	p := l.tryPod(pod)
+	if p == nil {
+		return "", fmt.Errorf("no pod %s", pod)
 	}
-	p := objs[0].(*corev1.Pod)
-	ctr := l.containerOf(p, p.Spec.Containers[0].Name)
-	n := l.node(node)
-	cmd := exec.Command("podman", "--root", n.PodmanRoot, "--runroot", n.RunRoot, "--tmpdir", filepath.Join(n.RunRoot, "libpod-tmp"),
-		"exec", ctr, "sh", "-c", script)
-	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(n.DataDir, "podman", "containers.conf"))
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return l.execInContainer(p, p.Spec.Containers[0].Name, script)
 }
 
 // clientWget fetches url with the host's busybox from the lab's client

@@ -184,7 +184,7 @@ func TestLabStorage(t *testing.T) {
 
 	// Data written by web-1 outlives web-1.
 	w1 := l.pod("web-1")
-	if out, err := l.execInPod(w1.Spec.NodeName, "web-1", "echo from-web-1 > /usr/share/nginx/html/data.txt"); err != nil {
+	if out, err := l.execInPod("web-1", "echo from-web-1 > /usr/share/nginx/html/data.txt"); err != nil {
 		t.Fatalf("write in web-1: %v: %s", err, out)
 	}
 	if out, err := exec.Command(flotillaBin, "--kubeconfig", filepath.Join(l.dir, "kubeconfig.yaml"), "delete", "pod", "web-1").CombinedOutput(); err != nil {
@@ -213,8 +213,7 @@ func TestLabStorage(t *testing.T) {
 	// dot, so it gets the full name; ping resolves the short one through
 	// the pod's resolv.conf (search default.svc.cluster.local …, ndots:5).
 	l.eventually("web-0.nginx resolves to web-0 from another pod", time.Minute, func() error {
-		p := l.pod("lookup")
-		out, err := l.execInPod(p.Spec.NodeName, "lookup", "nslookup web-0.nginx.default.svc.cluster.local; ping -c 1 -W 2 web-0.nginx")
+		out, err := l.execInPod("lookup", "nslookup web-0.nginx.default.svc.cluster.local; ping -c 1 -W 2 web-0.nginx")
 		if err != nil || !strings.Contains(out, "Address: "+w0.Status.PodIP) || !strings.Contains(out, "("+w0.Status.PodIP+")") {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -249,7 +248,7 @@ func TestLabStorage(t *testing.T) {
 		if p == nil || p.Status.Phase != corev1.PodRunning {
 			return fmt.Errorf("scratch-user %s", phase(p))
 		}
-		out, err := l.execInPod(p.Spec.NodeName, "scratch-user", "cat /data/file")
+		out, err := l.execInPod("scratch-user", "cat /data/file")
 		if err != nil || strings.TrimSpace(out) != "kept" {
 			return fmt.Errorf("%q, %v", out, err)
 		}
@@ -330,7 +329,7 @@ func (l *labCluster) readBack(what string, old types.UID) {
 		if p == nil || !podIsReady(p) || (old != "" && p.UID == old) {
 			return fmt.Errorf("web-1 %s", phase(p))
 		}
-		out, err := l.execInPod(p.Spec.NodeName, "web-1", "cat /usr/share/nginx/html/data.txt")
+		out, err := l.execInPod("web-1", "cat /usr/share/nginx/html/data.txt")
 		if err != nil || strings.TrimSpace(out) != "from-web-1" {
 			return fmt.Errorf("%q, %v", out, err)
 		}
@@ -373,10 +372,6 @@ func podRestarts(p *corev1.Pod) int32 {
 func (l *labCluster) execInContainer(p *corev1.Pod, container, script string) (string, error) {
 	l.t.Helper()
 	ctr := l.containerOf(p, container)
-	n := l.node(p.Spec.NodeName)
-	cmd := exec.Command("podman", "--root", n.PodmanRoot, "--runroot", n.RunRoot, "--tmpdir", filepath.Join(n.RunRoot, "libpod-tmp"),
-		"exec", ctr, "sh", "-c", script)
-	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(n.DataDir, "podman", "containers.conf"))
-	out, err := cmd.CombinedOutput()
+	out, err := l.podmanCmd(p.Spec.NodeName, "exec", ctr, "sh", "-c", script).CombinedOutput()
 	return string(out), err
 }
