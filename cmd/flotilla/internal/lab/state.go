@@ -84,7 +84,7 @@ func plan(cfg Config, spec Spec) (*state, error) {
 	size := 1 << (32 - ones)
 	// Nodes from .11, the load balancer pool in the last quarter, then
 	// the client and the host at the top.
-	poolFirst, poolLast := size*3/4, size-4
+	poolFirst, _ := poolBounds(size)
 	if 10+cfg.Nodes >= poolFirst {
 		return nil, fmt.Errorf("lab subnet %s has room for %d nodes, not %d", sub, poolFirst-11, cfg.Nodes)
 	}
@@ -100,7 +100,7 @@ func plan(cfg Config, spec Spec) (*state, error) {
 		ClientIP: nthIP(sub, size-3),
 		Agents:   map[string]ProcessSpec{},
 	}
-	st.LBPool = poolRange(sub, poolFirst, poolLast)
+	st.LBPool = LBPool(sub)
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
 		ns := cfg.Name + "-" + name
@@ -166,13 +166,13 @@ func checkArgs(what string, ps ProcessSpec) error {
 func LBPool(subnet *net.IPNet) string {
 	sub := &net.IPNet{IP: subnet.IP.Mask(subnet.Mask).To4(), Mask: subnet.Mask}
 	ones, _ := sub.Mask.Size()
-	size := 1 << (32 - ones)
-	return poolRange(sub, size*3/4, size-4)
-}
-
-func poolRange(sub *net.IPNet, first, last int) string {
+	first, last := poolBounds(1 << (32 - ones))
 	return nthIP(sub, first).String() + "-" + nthIP(sub, last).String()
 }
+
+// poolBounds are the first and last host numbers of the pool in a subnet
+// of size addresses: its last quarter, below the client and the host.
+func poolBounds(size int) (first, last int) { return size * 3 / 4, size - 4 }
 
 func nthIP(n *net.IPNet, i int) net.IP {
 	ip := make(net.IP, 4)
