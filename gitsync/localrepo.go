@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -126,15 +128,8 @@ func InstallPostCommitHook(repoDir, command string) error {
 		case !bytes.Contains(old, []byte(hookMarker)):
 			return fmt.Errorf("install git hook %s: %w; add this line to it instead: %s", p, ErrForeignHook, strings.TrimSpace(command))
 		}
-		tmp := p + ".flotilla-tmp"
-		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
-			return fmt.Errorf("install git hook %s: %w", p, err)
-		}
-		if err := os.Chmod(tmp, 0o755); err != nil { // WriteFile's mode is masked by umask
-			return fmt.Errorf("install git hook %s: %w", p, err)
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			return fmt.Errorf("install git hook %s: %w", p, err)
+		if err := atomicfile.WriteFile(p, []byte(script), 0o755); err != nil {
+			return fmt.Errorf("install git hook: %w", err)
 		}
 	}
 	return nil

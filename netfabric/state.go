@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 )
 
 // ErrPoolExhausted means every address of the node's pod CIDR is taken.
@@ -208,29 +210,8 @@ func (s *store) write(r *record) error {
 	if err != nil {
 		return fmt.Errorf("encoding record of pod %s: %w", r.UID, err)
 	}
-	final := filepath.Join(s.dir, r.Key+".json")
-	f, err := os.CreateTemp(s.dir, ".tmp-"+r.Key+"-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, r.Key+".json"), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing record of pod %s: %w", r.UID, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing record of pod %s: %w", r.UID, err)
-	}
-	if d, err := os.Open(s.dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -120,9 +122,8 @@ func (a *Agent) saveRoots(roots map[string]bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("record volume roots: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }

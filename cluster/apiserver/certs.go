@@ -10,12 +10,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 )
 
 // Files EnsureCerts keeps in its directory.
@@ -47,12 +50,9 @@ func EnsureCerts(dir string, hosts []string) (caPEM []byte, certFile, keyFile st
 	slices.Sort(hosts)
 	hosts = slices.Compact(hosts)
 
-	caCert, caKey, caPEM, err := loadPair(filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile))
-	if err != nil || time.Until(caCert.NotAfter) < renewBefore {
-		caCert, caKey, caPEM, err = newCA(dir)
-		if err != nil {
-			return nil, "", "", err
-		}
+	caCert, caKey, caPEM, err := loadCA(dir)
+	if err != nil {
+		return nil, "", "", err
 	}
 	certFile, keyFile = filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile)
 	cert, _, _, err := loadPair(certFile, keyFile)
@@ -64,6 +64,33 @@ func EnsureCerts(dir string, hosts []string) (caPEM []byte, certFile, keyFile st
 		return nil, "", "", err
 	}
 	return caPEM, certFile, keyFile, nil
+}
+
+// ErrCA is the error of a cluster CA that exists but cannot be used. The
+// CA is never replaced silently: every agent and kubeconfig trusts it, and
+// a new one would lock them all out.
+var ErrCA = errors.New("the cluster CA cannot be used")
+
+// loadCA reads the cluster CA of dir, or makes one when neither of its files
+// exists (a new cluster). A CA that is unreadable, half there, damaged or
+// expired is an error that says what to do, never a new CA.
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile)
+	_, certErr := os.Stat(certPath)
+	_, keyErr := os.Stat(keyPath)
+	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
+		return newCA(dir)
+	}
+	cert, key, certPEM, err := loadPair(certPath, keyPath)
+	if err == nil && time.Now().After(cert.NotAfter) {
+		err = fmt.Errorf("it expired on %s", cert.NotAfter.Format(time.DateOnly))
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: %s and %s: %w; restore both files from a backup, "+
+			"or remove both to create a new cluster CA (every agent must then join again with a new token)",
+			ErrCA, certPath, keyPath, err)
+	}
+	return cert, key, certPEM, nil
 }
 
 func covers(cert *x509.Certificate, hosts []string) bool {
@@ -194,23 +221,7 @@ func writePair(dir, certName, keyName string, der []byte, key *ecdsa.PrivateKey)
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, data, mode); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
 	return nil

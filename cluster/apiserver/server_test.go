@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -233,6 +235,43 @@ func TestEnsureCertsReused(t *testing.T) {
 	c3, _ := os.ReadFile(cert)
 	if string(ca3) != string(ca1) || string(c3) == string(c1) {
 		t.Fatal("a new host should reissue the server certificate from the same CA")
+	}
+}
+
+// TestEnsureCertsNeverReplacesTheCA: a CA that exists but cannot be used
+// stops the start with a message saying what to do; it is never silently
+// replaced, which would lock out every agent.
+func TestEnsureCertsNeverReplacesTheCA(t *testing.T) {
+	for name, damage := range map[string]func(dir string) error{
+		"unreadable key": func(dir string) error { // a directory in its place: even root cannot read it
+			if err := os.Remove(filepath.Join(dir, "ca.key")); err != nil {
+				return err
+			}
+			return os.Mkdir(filepath.Join(dir, "ca.key"), 0o700)
+		},
+		"missing key":   func(dir string) error { return os.Remove(filepath.Join(dir, "ca.key")) },
+		"missing cert":  func(dir string) error { return os.Remove(filepath.Join(dir, apiserver.CAFile)) },
+		"garbage cert":  func(dir string) error { return os.WriteFile(filepath.Join(dir, apiserver.CAFile), []byte("x"), 0o644) },
+		"truncated key": func(dir string) error { return os.Truncate(filepath.Join(dir, "ca.key"), 10) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, _, _, err := apiserver.EnsureCerts(dir, nil); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(filepath.Join(dir, apiserver.CAFile))
+			if err := damage(dir); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := apiserver.EnsureCerts(dir, nil)
+			if !errors.Is(err, apiserver.ErrCA) || !strings.Contains(err.Error(), "restore both files") {
+				t.Fatalf("EnsureCerts on a damaged CA: %v; want ErrCA saying what to do", err)
+			}
+			after, _ := os.ReadFile(filepath.Join(dir, apiserver.CAFile))
+			if name != "garbage cert" && name != "missing cert" && string(after) != string(before) {
+				t.Error("the CA certificate was replaced")
+			}
+		})
 	}
 }
 

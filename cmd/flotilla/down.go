@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
@@ -68,7 +70,7 @@ func saveHostSettings(dataDir string, h hostSettings) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dataDir, hostSettingsFile), data, 0o600)
+	return atomicfile.WriteFile(filepath.Join(dataDir, hostSettingsFile), data, 0o600)
 }
 
 func newDownCommand() *cobra.Command {

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
@@ -239,7 +241,7 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	labKubeconfig := filepath.Join(dir, lab.KubeconfigFile)
 	data, err := os.ReadFile(kubeconfig)
 	if err == nil {
-		err = os.WriteFile(labKubeconfig, data, 0o600)
+		err = atomicfile.WriteFile(labKubeconfig, data, 0o600)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("write %s: %w", labKubeconfig, err))

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -152,7 +154,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		return fmt.Errorf("join token: %w", err)
 	}
 	tokenPath := filepath.Join(o.dataDir, "join-token")
-	if err := os.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write the join token: %w", err)
 	}
 	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: cp.serverURL, TunnelIP: o.advertise}); err != nil {
@@ -187,14 +189,14 @@ func ensureGossipKey(dataDir string) ([]byte, error) {
 		}
 		return key, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w; fix its permissions or restore it from a backup", path, err)
 	}
 	key, err := join.NewGossipKey()
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, err
 	}
 	return key, nil
 }

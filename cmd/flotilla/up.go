@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -115,18 +117,21 @@ func roleLogger(file, stderr io.Writer, verbose bool) *slog.Logger {
 // random one the first time (the API token, the webhook secret).
 func ensureSecret(dataDir, name string) (string, error) {
 	path := filepath.Join(dataDir, name)
-	if data, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(data))) > 0 {
+	switch data, err := os.ReadFile(path); {
+	case err == nil && len(strings.TrimSpace(string(data))) > 0:
 		return strings.TrimSpace(string(data)), nil
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", path, err)
+	case err == nil:
+		return "", fmt.Errorf("%s is empty: restore it from a backup, or remove it to make a new one (clients holding the old one must then be given the new one)", path)
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("read %s: %w; fix its permissions or restore it from a backup", path, err)
 	}
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
 	token := hex.EncodeToString(b)
-	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", err
 	}
 	return token, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/flotilla-dev/flotilla/internal/atomicfile"
+
 	"github.com/vishvananda/netlink"
 )
 
@@ -230,22 +232,7 @@ func saveState(dir string, st *state) error {
 	if err != nil {
 		return fmt.Errorf("encoding lab state: %w", err)
 	}
-	tmp := filepath.Join(dir, stateFile+".tmp")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("writing lab state: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, stateFile))
-	}
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, stateFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing lab state: %w", err)
 	}
 	return nil
