@@ -49,6 +49,24 @@ type Request struct {
 // at the Request's File and Line and naming the other Service; on any
 // Problem the caller must write nothing.
 func (a *Allocator) Admit(existing []*corev1.Service, reqs []Request) schema.Problems {
+	var probs schema.Problems
+	for _, ps := range a.AdmitEach(existing, reqs) {
+		probs = append(probs, ps...)
+	}
+	sort.SliceStable(probs, func(i, j int) bool {
+		if probs[i].File != probs[j].File {
+			return probs[i].File < probs[j].File
+		}
+		return probs[i].Line < probs[j].Line
+	})
+	return probs
+}
+
+// AdmitEach is Admit with the problems of each Request apart, in the
+// order of reqs (the write pipeline maps them back to its writes). A
+// Request is completed only when it has no problem; on any problem in
+// any Request the caller must write none of them.
+func (a *Allocator) AdmitEach(existing []*corev1.Service, reqs []Request) []schema.Problems {
 	l := ledger{ips: map[netip.Addr]string{}, ports: map[int32]string{}}
 	existing = sortedServices(existing)
 	for _, s := range existing {
@@ -68,6 +86,7 @@ func (a *Allocator) Admit(existing []*corev1.Service, reqs []Request) schema.Pro
 	plans := make([]*svcPlan, len(reqs))
 	for i := range reqs {
 		plans[i] = a.classify(&reqs[i])
+		plans[i].index = i
 	}
 	sort.SliceStable(plans, func(i, j int) bool { return plans[i].who < plans[j].who })
 
@@ -132,21 +151,15 @@ func (a *Allocator) Admit(existing []*corev1.Service, reqs []Request) schema.Pro
 		}
 	}
 
-	var probs schema.Problems
+	out := make([]schema.Problems, len(reqs))
 	for _, p := range plans {
 		if len(p.probs) > 0 {
-			probs = append(probs, p.probs...)
+			out[p.index] = p.probs
 			continue
 		}
 		p.write()
 	}
-	sort.SliceStable(probs, func(i, j int) bool {
-		if probs[i].File != probs[j].File {
-			return probs[i].File < probs[j].File
-		}
-		return probs[i].Line < probs[j].Line
-	})
-	return probs
+	return out
 }
 
 // ledger is who holds each address and node port.
@@ -192,6 +205,7 @@ type portNeed struct {
 
 // svcPlan is what one Request needs, then what it got.
 type svcPlan struct {
+	index int // in the Requests
 	req   *Request
 	who   string
 	ip    ipNeed
