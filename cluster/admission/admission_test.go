@@ -47,12 +47,12 @@ func (c *counting) ValidateObject(obj schema.Object) schema.Problems {
 }
 
 type fixture struct {
-	raw   *store.Badger
-	cue   *counting
-	p     *admission.Pipeline
-	user  *admission.Store
-	ctrl  *admission.Store
-	ctx   context.Context
+	raw  *store.Badger
+	cue  *counting
+	p    *admission.Pipeline
+	user *admission.Store
+	ctrl *admission.Store
+	ctx  context.Context
 }
 
 func newFixture(t testing.TB) *fixture {
