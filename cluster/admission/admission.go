@@ -231,6 +231,18 @@ func (p *Pipeline) Prepare(w *Write, cue bool) {
 	p.validate(w, cue)
 }
 
+// prepare is Prepare with the CUE schema, after a first ownership check:
+// who may not write at all is told so (403) before what is wrong with the
+// object (422), as Kubernetes authorizes before it validates. The check
+// runs again inside the transaction, where it counts.
+func (p *Pipeline) prepare(w *Write) {
+	_ = ownership{}.admit(nil, []*Write{w})
+	if w.Refused() {
+		return
+	}
+	p.Prepare(w, true)
+}
+
 // Admit runs the admission plugins, in their fixed order, on writes that
 // are stored together, inside the transaction r reads. A plugin skips the
 // writes already refused. The error is a failed read of r.

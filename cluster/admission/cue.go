@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"encoding/json"
 	"testing/fstest"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,15 @@ func (l LoaderValidator) ValidateObject(obj schema.Object) schema.Problems {
 	if err != nil {
 		return schema.Problems{{Reason: "cannot encode the object: " + err.Error()}}
 	}
+	// Go's encoding writes absent lists and maps as null, which the CUE
+	// schema (like a manifest) reads as a value: leave them out.
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return schema.Problems{{Reason: "cannot encode the object: " + err.Error()}}
+	}
+	if data, err = json.Marshal(dropNulls(v)); err != nil {
+		return schema.Problems{{Reason: "cannot encode the object: " + err.Error()}}
+	}
 	_, ps := l.V.Load(fstest.MapFS{objectFile: &fstest.MapFile{Data: data}})
 	for i := range ps {
 		ps[i].File, ps[i].Line, ps[i].Column = "", 0, 0
@@ -44,3 +54,22 @@ func (l LoaderValidator) ValidateObject(obj schema.Object) schema.Problems {
 }
 
 var _ ObjectValidator = LoaderValidator{}
+
+// dropNulls removes the null members of objects, recursively.
+func dropNulls(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if e == nil {
+				delete(v, k)
+			} else {
+				v[k] = dropNulls(e)
+			}
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = dropNulls(e)
+		}
+	}
+	return v
+}

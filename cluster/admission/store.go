@@ -100,7 +100,7 @@ func (s *Store) CreateWith(ctx context.Context, obj schema.Object, o Options) (s
 		return nil, err
 	}
 	w := &Write{Op: Create, Kind: k, Object: schema.Copy(obj), Origin: s.origin}
-	s.p.Prepare(w, true)
+	s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func (s *Store) UpdateWith(ctx context.Context, obj schema.Object, status bool, 
 		return nil, err
 	}
 	w := &Write{Op: Update, Kind: k, Object: schema.Copy(obj), Old: old, Status: status, Origin: s.origin}
-	s.p.Prepare(w, true)
+	s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func (x *tx) Create(obj schema.Object) (schema.Object, error) {
 		return nil, err
 	}
 	w := &Write{Op: Create, Kind: k, Object: schema.Copy(obj), Origin: x.s.origin}
-	x.s.p.Prepare(w, true)
+	x.s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
 	}
@@ -314,7 +314,7 @@ func (x *tx) update(obj schema.Object, status bool) (schema.Object, error) {
 		return nil, err
 	}
 	w := &Write{Op: Update, Kind: k, Object: schema.Copy(obj), Old: old, Status: status, Origin: x.s.origin}
-	x.s.p.Prepare(w, true)
+	x.s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 // every error is a Status.
 func FuzzHandler(f *testing.F) {
 	st := store.MemoryFor(f)
-	srv, err := apiserver.New(apiserver.Config{Store: st, Logger: quietLogger(), MaxBodyBytes: 1 << 16,
+	srv, err := apiserver.New(apiserver.Config{Store: st, Admission: pipeline(f), Logger: quietLogger(), MaxBodyBytes: 1 << 16,
 		Logs: apiserver.StaticLogs{"default/p": "x\n"}})
 	if err != nil {
 		f.Fatal(err)

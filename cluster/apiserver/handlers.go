@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -245,8 +245,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	}
 }
 
-// readObject reads a request body into an object of req's kind, and checks
-// that what it names agrees with the path.
+// readObject reads a request body into an object of req's kind (the
+// pipeline's strict decode), and checks that what it names agrees with
+// the path. Unknown fields are refused unless the request's
+// fieldValidation says Warn (they come back as Warning headers) or Ignore.
 func (s *Server) readObject(w http.ResponseWriter, r *http.Request, req request) (schema.Object, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -255,91 +257,100 @@ func (s *Server) readObject(w http.ResponseWriter, r *http.Request, req request)
 				"the body of the request was in an unknown format %q; accepted: application/json", ct)
 		}
 	}
+	mode, err := fieldValidation(r)
+	if err != nil {
+		return nil, err
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		return nil, err
 	}
-	return decodeBody(req, body, r.URL.Query().Get("fieldValidation") == "Strict")
+	obj, warnings, err := decodeBody(req, body, mode)
+	warn(w, warnings)
+	return obj, err
 }
 
-// decodeBody is the pure part of readObject. strict refuses unknown fields
-// (fieldValidation=Strict, what kubectl sends).
-func decodeBody(req request, body []byte, strict bool) (schema.Object, error) {
+// fieldValidation reads the fieldValidation parameter ("" is Strict).
+func fieldValidation(r *http.Request) (admission.FieldValidation, error) {
+	v := r.URL.Query().Get("fieldValidation")
+	mode, ok := admission.ParseFieldValidation(v)
+	if !ok {
+		return "", badRequest("fieldValidation %q is not supported: use Strict, Warn or Ignore", v)
+	}
+	return mode, nil
+}
+
+// writeOptions reads the options of a write: dryRun=All, or none.
+func writeOptions(r *http.Request) (admission.Options, error) {
+	switch v := r.URL.Query()["dryRun"]; {
+	case len(v) == 0:
+		return admission.Options{}, nil
+	case len(v) == 1 && v[0] == metav1.DryRunAll:
+		return admission.Options{DryRun: true}, nil
+	default:
+		return admission.Options{}, badRequest("dryRun %q is not supported: the only value is %s", strings.Join(v, ","), metav1.DryRunAll)
+	}
+}
+
+// warn adds Kubernetes Warning headers (kubectl prints them).
+func warn(w http.ResponseWriter, warnings []string) {
+	for _, m := range warnings {
+		w.Header().Add("Warning", `299 - "`+strings.ReplaceAll(m, `"`, `'`)+`"`)
+	}
+}
+
+// decodeBody is the pure part of readObject.
+func decodeBody(req request, body []byte, mode admission.FieldValidation) (schema.Object, []string, error) {
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(body, &tm); err != nil {
-		return nil, badRequest("the request body is not valid JSON: %v", err)
+		return nil, nil, badRequest("the request body is not valid JSON: %v", err)
 	}
 	if tm.APIVersion != "" && tm.APIVersion != req.kind.APIVersion() {
-		return nil, badRequest("the API version in the data (%s) does not match the expected API version (%s)", tm.APIVersion, req.kind.APIVersion())
+		return nil, nil, badRequest("the API version in the data (%s) does not match the expected API version (%s)", tm.APIVersion, req.kind.APIVersion())
 	}
 	if tm.Kind != "" && tm.Kind != req.kind.Kind {
-		return nil, badRequest("the kind in the data (%s) does not match the expected kind (%s)", tm.Kind, req.kind.Kind)
+		return nil, nil, badRequest("the kind in the data (%s) does not match the expected kind (%s)", tm.Kind, req.kind.Kind)
 	}
-	obj, err := schema.Decode(req.kind, body)
+	obj, warnings, err := admission.Decode(req.kind, body, mode)
 	if err != nil {
-		return nil, badRequest("the request body is not a valid %s: %v", req.kind.Kind, err)
-	}
-	if strict {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(req.kind.New()); err != nil {
-			return nil, badRequest("strict decoding error: %v", err)
-		}
+		return nil, nil, err
 	}
 	if req.kind.Namespaced && req.nsPath {
 		switch ns := obj.GetNamespace(); {
 		case ns == "":
 			obj.SetNamespace(req.namespace)
 		case ns != req.namespace:
-			return nil, badRequest("the namespace of the provided object (%s) does not match the namespace sent on the request (%s)", ns, req.namespace)
+			return nil, nil, badRequest("the namespace of the provided object (%s) does not match the namespace sent on the request (%s)", ns, req.namespace)
 		}
 	}
 	if !req.kind.Namespaced && obj.GetNamespace() != "" {
-		return nil, badRequest("%s is cluster-scoped; the object must not have a namespace (got %q)", req.kind.Kind, obj.GetNamespace())
+		return nil, nil, badRequest("%s is cluster-scoped; the object must not have a namespace (got %q)", req.kind.Kind, obj.GetNamespace())
 	}
 	if req.name != "" {
 		switch name := obj.GetName(); {
 		case name == "":
 			obj.SetName(req.name)
 		case name != req.name:
-			return nil, badRequest("the name of the object (%s) does not match the name on the URL (%s)", name, req.name)
+			return nil, nil, badRequest("the name of the object (%s) does not match the name on the URL (%s)", name, req.name)
 		}
 	}
-	return obj, nil
+	return obj, warnings, nil
 }
 
-// gitOwned says whether Git is the source of truth of obj.
-func gitOwned(obj schema.Object) bool {
-	return obj.GetAnnotations()[schema.AnnotationManagedBy] == schema.ManagedByGit
-}
-
-// refuseGit is the 403 for a write to an object that Git owns.
-func refuseGit(k schema.Kind, obj schema.Object) *apiError {
-	where := ""
-	if src := obj.GetAnnotations()[schema.AnnotationSource]; src != "" {
-		if i := strings.LastIndexByte(src, ':'); i > 0 {
-			if _, err := strconv.Atoi(src[i+1:]); err == nil {
-				src = src[:i]
-			}
-		}
-		where = " (" + src + ")"
-	}
-	return newError(http.StatusForbidden, metav1.StatusReasonForbidden,
-		"%s %q is managed by Git%s; change it in the repository and commit", k.Resource, obj.GetName(), where)
-}
-
+// create stores a new object through the write pipeline.
 func (s *Server) create(w http.ResponseWriter, r *http.Request, req request) {
+	opts, err := writeOptions(r)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
 	obj, err := s.readObject(w, r, req)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
 	}
 	req.name = obj.GetName()
-	if gitOwned(obj) {
-		s.writeError(w, r, refuseGit(req.kind, obj), req.target())
-		return
-	}
-	created, err := s.cfg.Store.Create(r.Context(), obj)
+	created, err := s.writes.CreateWith(r.Context(), obj, opts)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
@@ -347,40 +358,21 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, req request) {
 	s.writeObjects(w, r, req, http.StatusCreated, []schema.Object{created}, 0, false)
 }
 
-// update is PUT of an object (Update) or of its /status (UpdateStatus). For
-// a spec update the stored object is read first to refuse Git's objects;
-// when the request carries no resourceVersion the one just read becomes a
-// precondition, so an object that Git claims in between is not overwritten
-// (the client then gets 409 Conflict and retries).
+// update is PUT of an object (Update) or of its /status (UpdateStatus),
+// through the write pipeline: an object from Git is refused there, inside
+// the store transaction, so Git cannot claim it in between.
 func (s *Server) update(w http.ResponseWriter, r *http.Request, req request, status bool) {
+	opts, err := writeOptions(r)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
 	obj, err := s.readObject(w, r, req)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
 	}
-	ctx := r.Context()
-	var updated schema.Object
-	if status {
-		updated, err = s.cfg.Store.UpdateStatus(ctx, obj)
-	} else {
-		if gitOwned(obj) {
-			s.writeError(w, r, refuseGit(req.kind, obj), req.target())
-			return
-		}
-		var cur schema.Object
-		if cur, err = s.cfg.Store.Get(ctx, req.kind.Resource, req.namespace, req.name); err != nil {
-			s.writeError(w, r, err, req.target())
-			return
-		}
-		if gitOwned(cur) {
-			s.writeError(w, r, refuseGit(req.kind, cur), req.target())
-			return
-		}
-		if obj.GetResourceVersion() == "" {
-			obj.SetResourceVersion(cur.GetResourceVersion())
-		}
-		updated, err = s.cfg.Store.Update(ctx, obj)
-	}
+	updated, err := s.writes.UpdateWith(r.Context(), obj, status, opts)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
@@ -388,10 +380,14 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req request, sta
 	s.writeObjects(w, r, req, http.StatusOK, []schema.Object{updated}, 0, false)
 }
 
-// delete removes an object; the body may carry DeleteOptions with
-// preconditions. Like update, it reads first to refuse Git's objects and
-// makes the read resourceVersion a precondition when none is given.
+// delete removes an object through the write pipeline; the body may
+// carry DeleteOptions with preconditions.
 func (s *Server) delete(w http.ResponseWriter, r *http.Request, req request) {
+	wo, err := writeOptions(r)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		s.writeError(w, r, err, req.target())
@@ -412,21 +408,15 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, req request) {
 				opts.ResourceVersion = *p.ResourceVersion
 			}
 		}
+		if len(do.DryRun) > 0 {
+			if len(do.DryRun) != 1 || do.DryRun[0] != metav1.DryRunAll {
+				s.writeError(w, r, badRequest("dryRun %q is not supported: the only value is %s", strings.Join(do.DryRun, ","), metav1.DryRunAll), req.target())
+				return
+			}
+			wo.DryRun = true
+		}
 	}
-	ctx := r.Context()
-	cur, err := s.cfg.Store.Get(ctx, req.kind.Resource, req.namespace, req.name)
-	if err != nil {
-		s.writeError(w, r, err, req.target())
-		return
-	}
-	if gitOwned(cur) {
-		s.writeError(w, r, refuseGit(req.kind, cur), req.target())
-		return
-	}
-	if opts.ResourceVersion == "" {
-		opts.ResourceVersion = cur.GetResourceVersion()
-	}
-	gone, err := s.cfg.Store.Delete(ctx, req.kind.Resource, req.namespace, req.name, opts)
+	gone, err := s.writes.DeleteWith(r.Context(), req.kind.Resource, req.namespace, req.name, opts, wo)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return

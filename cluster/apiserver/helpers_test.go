@@ -8,13 +8,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
@@ -33,16 +39,45 @@ type env struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+var (
+	pipelineOnce sync.Once
+	pipelineVal  *admission.Pipeline
+	pipelineErr  error
+)
+
+// pipeline is the real write pipeline, with the real CUE schema (built
+// once: it takes a few hundred milliseconds).
+func pipeline(t testing.TB) *admission.Pipeline {
+	t.Helper()
+	pipelineOnce.Do(func() {
+		v, err := schema.NewValidator()
+		if err != nil {
+			pipelineErr = err
+			return
+		}
+		pipelineVal, pipelineErr = admission.New(admission.Config{Validator: admission.LoaderValidator{V: v}})
+	})
+	if pipelineErr != nil {
+		t.Fatal(pipelineErr)
+	}
+	return pipelineVal
+}
+
 func newEnv(t *testing.T, logs apiserver.LogSource) *env {
 	t.Helper()
-	st := store.MemoryFor(t)
+	return newEnvOn(t, store.MemoryFor(t), logs)
+}
+
+// newEnvOn serves st.
+func newEnvOn(t testing.TB, st *store.Badger, logs apiserver.LogSource) *env {
+	t.Helper()
 	dir := t.TempDir()
 	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, err := apiserver.New(apiserver.Config{
-		Store: st, Token: testToken, TLSCertFile: certFile, TLSKeyFile: keyFile,
+		Store: st, Admission: pipeline(t), Token: testToken, TLSCertFile: certFile, TLSKeyFile: keyFile,
 		Logs: logs, Logger: quietLogger(), MaxBodyBytes: 64 << 10,
 	})
 	if err != nil {
@@ -68,7 +103,7 @@ func newEnv(t *testing.T, logs apiserver.LogSource) *env {
 }
 
 // do sends a raw request with the test token (unless token is "-").
-func (e *env) do(t *testing.T, method, path, body string, hdr ...string) (*http.Response, string) {
+func (e *env) do(t testing.TB, method, path, body string, hdr ...string) (*http.Response, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -135,4 +170,59 @@ func mustCreate(t *testing.T, st store.Interface, obj schema.Object) schema.Obje
 		}
 	}
 	return out
+}
+
+// kubectl runs the real kubectl against e with a kubeconfig of its own.
+type kubectl struct {
+	t    testing.TB
+	bin  string
+	kc   string
+	home string
+}
+
+func newKubectl(t testing.TB, e *env) *kubectl {
+	t.Helper()
+	bin, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	home := t.TempDir()
+	kc := filepath.Join(home, "kubeconfig.yaml")
+	if err := apiclient.WriteKubeconfig(kc, e.url, e.caPEM, testToken); err != nil {
+		t.Fatal(err)
+	}
+	return &kubectl{t: t, bin: bin, kc: kc, home: home}
+}
+
+// run runs kubectl with args; wantFail says whether it should fail.
+func (k *kubectl) run(wantFail bool, args ...string) string {
+	k.t.Helper()
+	cmd := exec.Command(k.bin, append([]string{"--kubeconfig", k.kc, "--cache-dir", filepath.Join(k.home, "cache")}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+k.home, "KUBECONFIG=")
+	out, err := cmd.CombinedOutput()
+	if (err != nil) != wantFail {
+		k.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	k.t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// file writes a manifest for kubectl -f.
+func (k *kubectl) file(name, content string) string {
+	k.t.Helper()
+	p := filepath.Join(k.home, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		k.t.Fatal(err)
+	}
+	return p
+}
+
+// expect fails the test for each wanted string out lacks.
+func expect(t testing.TB, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
 }

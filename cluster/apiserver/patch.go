@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -49,7 +50,16 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		return
 	}
 	_, pinned := nested(probe, "metadata", "resourceVersion")
-	strict := r.URL.Query().Get("fieldValidation") == "Strict"
+	mode, err := fieldValidation(r)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
+	opts, err := writeOptions(r)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
 	status := req.sub == "status"
 	ctx := r.Context()
 	for attempt := 0; ; attempt++ {
@@ -58,23 +68,14 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 			s.writeError(w, r, err, req.target())
 			return
 		}
-		if !status && gitOwned(cur) {
-			s.writeError(w, r, refuseGit(req.kind, cur), req.target())
-			return
-		}
-		obj, err := applyPatch(req, cur, body, strict)
+		obj, warnings, err := applyPatch(req, cur, body, mode)
 		if err != nil {
 			s.writeError(w, r, err, req.target())
 			return
 		}
-		var out schema.Object
-		if status {
-			out, err = s.cfg.Store.UpdateStatus(ctx, obj)
-		} else if gitOwned(obj) {
-			err = refuseGit(req.kind, obj)
-		} else {
-			out, err = s.cfg.Store.Update(ctx, obj)
-		}
+		// The patched object carries cur's resourceVersion: a write in
+		// between is a conflict, retried unless the patch pinned one.
+		out, err := s.writes.UpdateWith(ctx, obj, status, opts)
 		if errors.Is(err, store.ErrConflict) && !pinned && attempt < patchRetries {
 			continue
 		}
@@ -82,6 +83,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 			s.writeError(w, r, err, req.target())
 			return
 		}
+		warn(w, warnings)
 		s.writeObjects(w, r, req, http.StatusOK, []schema.Object{out}, 0, false)
 		return
 	}
@@ -89,31 +91,31 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 
 // applyPatch merge-patches cur and decodes the result, which must keep its
 // name and namespace.
-func applyPatch(req request, cur schema.Object, patch []byte, strict bool) (schema.Object, error) {
+func applyPatch(req request, cur schema.Object, patch []byte, mode admission.FieldValidation) (schema.Object, []string, error) {
 	orig, err := schema.Encode(cur)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var o, p any
 	if err := json.Unmarshal(orig, &o); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := json.Unmarshal(patch, &p); err != nil {
-		return nil, badRequest("the patch is not valid JSON: %v", err)
+		return nil, nil, badRequest("the patch is not valid JSON: %v", err)
 	}
 	patched, err := json.Marshal(mergePatch(o, p))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.nsPath = req.kind.Namespaced
-	obj, err := decodeBody(req, patched, strict)
+	obj, warnings, err := decodeBody(req, patched, mode)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if obj.GetName() != cur.GetName() || obj.GetNamespace() != cur.GetNamespace() {
-		return nil, badRequest("a patch may not change the name or namespace")
+		return nil, nil, badRequest("a patch may not change the name or namespace")
 	}
-	return obj, nil
+	return obj, warnings, nil
 }
 
 // plainMerge says whether a strategic merge patch means the same as a JSON

@@ -59,7 +59,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := route(group, ver, rest)
 	if err != nil {
-		s.writeError(w, r, err, target{})
+		s.writeError(w, r, err, req.target())
 		return
 	}
 	s.dispatch(w, r, req)
@@ -78,17 +78,19 @@ func route(group, ver string, rest []string) (request, error) {
 	if len(rest) > 3 {
 		return req, errNoRoute
 	}
-	k, ok := schema.KindByResource(rest[0])
-	if !ok || k.Group != group || k.Version != ver {
-		return req, errNoRoute
-	}
-	req.kind = k
 	if len(rest) > 1 {
 		req.name = rest[1]
 	}
 	if len(rest) > 2 {
 		req.sub = rest[2]
 	}
+	k, ok := schema.KindByResource(rest[0])
+	if !ok || k.Group != group || k.Version != ver {
+		// Still named in the Status details: what was asked for.
+		req.kind = schema.Kind{Group: group, Version: ver, Resource: rest[0]}
+		return req, errNoRoute
+	}
+	req.kind = k
 	switch {
 	case req.nsPath && !k.Namespaced:
 		return req, errNoRoute

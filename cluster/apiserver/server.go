@@ -1,7 +1,8 @@
 // Package apiserver serves Flotilla's store over a subset of the Kubernetes
 // REST API (same paths, JSON, list/watch semantics, Status errors and
 // discovery), so that the flotilla CLI, node agents and the real kubectl can
-// read and write the cluster. Objects that come from Git are read-only here.
+// read and write the cluster. Every write passes the write pipeline
+// (cluster/admission); objects that come from Git are read-only here.
 package apiserver
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -34,8 +36,13 @@ const DefaultMaxBodyBytes = 3 << 20
 type Config struct {
 	// Addr is the TCP address ListenAndServe listens on; "" means DefaultAddr.
 	Addr string
-	// Store holds the objects. Required.
+	// Store holds the objects; the server reads and watches it directly.
+	// Required.
 	Store store.Interface
+	// Admission is the write pipeline every create, update, patch, status
+	// write and delete passes, as a User's (admission.Pipeline.Store over
+	// Store). Required.
+	Admission *admission.Pipeline
 	// Token is the bearer token every request except /healthz, /readyz and
 	// /version must carry. Empty disables authentication (tests and
 	// loopback-only setups); New logs a warning then.
@@ -70,6 +77,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	handler http.Handler
+	writes  *admission.Store // Store, written through the pipeline
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed on shutdown: ends watches and log follows
@@ -79,6 +87,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("apiserver: Config.Store is required")
+	}
+	if cfg.Admission == nil {
+		return nil, errors.New("apiserver: Config.Admission is required (the write pipeline)")
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("apiserver: TLSCertFile and TLSKeyFile go together")
@@ -92,7 +103,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), writes: cfg.Admission.Store(cfg.Store, admission.User)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

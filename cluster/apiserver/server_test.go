@@ -49,7 +49,7 @@ func TestStatusErrors(t *testing.T) {
 		{"wrong group", "GET", "/apis/apps/v1/namespaces/default/pods", "", nil, 404, metav1.StatusReasonNotFound, ""},
 		{"cluster kind in namespace", "GET", "/api/v1/namespaces/default/nodes", "", nil, 404, metav1.StatusReasonNotFound, ""},
 		{"not found", "GET", "/api/v1/namespaces/default/pods/nope", "", nil, 404, metav1.StatusReasonNotFound, `pods "nope" not found`},
-		{"exists", "POST", "/api/v1/namespaces/default/pods", `{"metadata":{"name":"web-1"}}`, nil, 409, metav1.StatusReasonAlreadyExists, `pods "web-1" already exists`},
+		{"exists", "POST", "/api/v1/namespaces/default/pods", strings.Replace(podJSON, "web-2", "web-1", 1), nil, 409, metav1.StatusReasonAlreadyExists, `pods "web-1" already exists`},
 		{"conflict", "PUT", "/api/v1/namespaces/default/pods/web-1", `{"metadata":{"name":"web-1","resourceVersion":"999"}}`, nil, 409, metav1.StatusReasonConflict, "modified"},
 		{"json patch", "PATCH", "/api/v1/namespaces/default/pods/web-1", `[]`, []string{"Content-Type", "application/json-patch+json"}, 415, metav1.StatusReasonUnsupportedMediaType, ""},
 		{"strategic list patch", "PATCH", "/api/v1/namespaces/default/pods/web-1", `{"spec":{"containers":[{"name":"app","image":"x"}]}}`, []string{"Content-Type", "application/strategic-merge-patch+json"}, 415, metav1.StatusReasonUnsupportedMediaType, ""},
@@ -276,7 +276,7 @@ func TestEnsureCertsNeverReplacesTheCA(t *testing.T) {
 }
 
 func TestServeStopsWatchesOnShutdown(t *testing.T) {
-	srv, err := apiserver.New(apiserver.Config{Store: store.MemoryFor(t), Logger: quietLogger()})
+	srv, err := apiserver.New(apiserver.Config{Store: store.MemoryFor(t), Admission: pipeline(t), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -52,6 +53,10 @@ func toStatus(err error, t target) metav1.Status {
 	if errors.As(err, &ae) {
 		return finish(ae.status, t)
 	}
+	var as apierrors.APIStatus
+	if errors.As(err, &as) {
+		return finish(as.Status(), t)
+	}
 	var mbe *http.MaxBytesError
 	st := metav1.Status{Status: metav1.StatusFailure}
 	switch {
@@ -87,9 +92,13 @@ func toStatus(err error, t target) metav1.Status {
 	return finish(st, t)
 }
 
+// finish completes a Status: every error carries details, as clients
+// expect (kubectl itself dereferences them), naming what the request was
+// about when it is known.
 func finish(st metav1.Status, t target) metav1.Status {
 	st.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Status"}
-	if st.Details == nil && (t.resource != "" || t.name != "") {
+	st.Status = metav1.StatusFailure
+	if st.Details == nil {
 		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource}
 	}
 	return st
