@@ -12,16 +12,18 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
-// TestServicesGetStableAddresses runs ipalloc's admission hook through a
-// real sync: a Git repository, the CUE validator, the Badger store.
+// TestServicesGetStableAddresses runs the write pipeline's Services
+// admission (ipalloc) through a real sync: a Git repository, the CUE validator, the Badger store.
 // Services get cluster IPs and node ports once; later commits and a
 // restarted syncer keep them; a commit asking for a taken address is
 // refused whole.
@@ -34,6 +36,10 @@ func TestServicesGetStableAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pipe, err := admission.New(admission.Config{Allocator: alloc})
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "repo")
 	if err := gitsync.InitLocalRepo(dir, nil); err != nil {
 		t.Fatal(err)
@@ -41,7 +47,7 @@ func TestServicesGetStableAddresses(t *testing.T) {
 	repo := localRepo{t: t, dir: dir}
 	st := store.MemoryFor(t)
 	newSyncer := func() *gitsync.Syncer {
-		s, err := gitsync.New(gitsync.Config{URL: dir, WorkDir: filepath.Join(t.TempDir(), "clone"), Store: st, Loader: v, Admit: alloc.AdmitGit,
+		s, err := gitsync.New(gitsync.Config{URL: dir, WorkDir: filepath.Join(t.TempDir(), "clone"), Store: st, Loader: v, Admit: gitsync.PipelineAdmit(pipe),
 			Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
 		if err != nil {
 			t.Fatal(err)
@@ -202,4 +208,137 @@ type tlog struct{ t *testing.T }
 func (w tlog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestCommitPassesThePipeline: a commit's objects are admitted by the
+// same pipeline as the API's writes (Kubernetes defaults, stringData,
+// immutable fields), and defaults never count as drift: an applied
+// object is not rewritten by the next sync, nor by a commit that does not
+// change it.
+func TestCommitPassesThePipeline(t *testing.T) {
+	v, err := schema.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := admission.New(admission.Config{Validator: admission.LoaderValidator{V: v}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "repo")
+	if err := gitsync.InitLocalRepo(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	repo := localRepo{t: t, dir: dir}
+	st, err := store.Open(store.Config{Dir: filepath.Join(t.TempDir(), "db"), Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := gitsync.New(gitsync.Config{URL: dir, WorkDir: filepath.Join(t.TempDir(), "clone"), Store: st, Loader: v,
+		Admit: gitsync.PipelineAdmit(pipe), Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync := func(want schema.SyncResult) schema.SyncStatusBody {
+		t.Helper()
+		body, err := s.SyncNow(t.Context())
+		if body.Result != want {
+			t.Fatalf("sync = %s (%v), want %s: %s", body.Result, err, want, body.Message)
+		}
+		return body
+	}
+	get := func(resource, name string) schema.Object {
+		t.Helper()
+		obj, err := st.Get(t.Context(), resource, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	deploy := func(replicas int, app string) string {
+		return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %[2]s}}
+    spec:
+      containers:
+      - name: web
+        image: localhost/busybox:latest
+        readinessProbe: {httpGet: {port: 8080}}
+`, replicas, app)
+	}
+	const pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: solo}\nspec:\n  containers: [{name: a, image: \"busybox:%s\"}]\n"
+	repo.commit("app", map[string]string{
+		"deploy.yaml": deploy(2, "web"),
+		"svc.yaml":    service("web", "v1", "", ""),
+		"secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: hunter2}\n",
+		"pod.yaml":    fmt.Sprintf(pod, "1"),
+	})
+	sync(schema.SyncApplied)
+
+	d := get("deployments", "web").(*appsv1.Deployment)
+	c := d.Spec.Template.Spec.Containers[0]
+	if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || *d.Spec.ProgressDeadlineSeconds != 600 ||
+		c.ImagePullPolicy != corev1.PullAlways || c.ReadinessProbe.TimeoutSeconds != 1 || c.ReadinessProbe.FailureThreshold != 3 ||
+		d.Spec.Template.Spec.DNSPolicy != corev1.DNSClusterFirst {
+		t.Fatalf("deployment from Git not defaulted: %+v", d.Spec)
+	}
+	svc := get("services", "web").(*corev1.Service)
+	if svc.Spec.ClusterIP == "" || svc.Spec.Type != corev1.ServiceTypeClusterIP || len(svc.Spec.IPFamilies) != 1 || svc.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+		t.Fatalf("service from Git not completed: %+v", svc.Spec)
+	}
+	if sec := get("secrets", "creds").(*corev1.Secret); sec.StringData != nil || string(sec.Data["password"]) != "hunter2" {
+		t.Fatalf("secret from Git: %+v", sec)
+	}
+
+	// The next sync finds nothing to do: defaults are not drift.
+	rev := st.Revision()
+	sync(schema.SyncUnchanged)
+	if st.Revision() != rev {
+		t.Fatalf("a sync of the same commit wrote (revision %d → %d)", rev, st.Revision())
+	}
+	// A commit that does not touch the deployment does not rewrite it.
+	dRV := d.ResourceVersion
+	repo.commit("more", map[string]string{"cm.yaml": configMapManifest("extra")})
+	sync(schema.SyncApplied)
+	if got := get("deployments", "web").GetResourceVersion(); got != dRV {
+		t.Fatalf("untouched deployment rewritten: resourceVersion %s → %s", dRV, got)
+	}
+	// A changed one is rewritten, defaulted, its generation bumped.
+	repo.commit("scale", map[string]string{"deploy.yaml": deploy(3, "web")})
+	sync(schema.SyncApplied)
+	d = get("deployments", "web").(*appsv1.Deployment)
+	if *d.Spec.Replicas != 3 || d.Generation != 2 || *d.Spec.RevisionHistoryLimit != 10 {
+		t.Fatalf("scaled deployment: replicas %d generation %d", *d.Spec.Replicas, d.Generation)
+	}
+
+	// Immutable fields are refused from Git too, at the manifest.
+	repo.commit("reselect", map[string]string{"deploy.yaml": deploy(3, "front")})
+	body := sync(schema.SyncRefused)
+	probs := schema.Problems(body.Problems).Errors()
+	if len(probs) != 1 || !strings.HasPrefix(probs[0].String(), "deploy.yaml:1:0: spec.selector: ") || !strings.Contains(probs[0].Reason, "field is immutable") {
+		t.Fatalf("refused with %v", probs)
+	}
+	repo.commit("back", map[string]string{"deploy.yaml": deploy(3, "web")})
+	sync(schema.SyncApplied)
+
+	// A pod from Git keeps the node it was bound to when Git changes it.
+	p := schema.Copy(get("pods", "solo").(*corev1.Pod))
+	p.Spec.NodeName = "n1"
+	if _, err := st.Update(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	repo.commit("new image", map[string]string{"pod.yaml": fmt.Sprintf(pod, "2")})
+	sync(schema.SyncApplied)
+	if p := get("pods", "solo").(*corev1.Pod); p.Spec.NodeName != "n1" || p.Spec.Containers[0].Image != "busybox:2" {
+		t.Fatalf("pod after Git's change: node %q image %s", p.Spec.NodeName, p.Spec.Containers[0].Image)
+	}
+}
+
+func configMapManifest(name string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {a: b}\n", name)
 }

@@ -64,8 +64,8 @@ func TestAdmissionHook(t *testing.T) {
 	if _, err := h.sync(); err != nil {
 		t.Fatal(err)
 	}
-	// The auto namespace "apps" is not Git's manifest: not shown.
-	if got := fmt.Sprint(hook.calls); got != "[[create a.yaml:1 configmaps/a create b.yaml:1 configmaps/b]]" {
+	// The namespaces the objects use are admitted too, without a file.
+	if got := fmt.Sprint(hook.calls); got != "[[create :0 namespaces/apps create :0 namespaces/default create a.yaml:1 configmaps/a create b.yaml:1 configmaps/b]]" {
 		t.Errorf("calls = %s", got)
 	}
 	if cm := h.get("configmaps", "default", "a").(*corev1.ConfigMap); cm.Data["admitted"] != "yes" {

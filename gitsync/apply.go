@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -324,9 +325,17 @@ func autoNamespace(k schema.Kind, name, referencedBy string) schema.Object {
 // that Git does not set are dropped, except those in system domains
 // (*kubernetes.io/, *k8s.io/, *flotilla.dev/) that controllers add, such
 // as deployment.kubernetes.io/revision. Owner references and finalizers
-// the cluster added are kept; status is kept by the store.
+// the cluster added are kept; status is kept by the store. A pod's node,
+// which Git never sets but the scheduler does, is kept when Git leaves it
+// empty (a bound pod's node is immutable). Defaults are the admission
+// hook's: they are applied to the result like to any write.
 func mergeForUpdate(cur, git schema.Object) schema.Object {
 	upd := schema.Copy(git)
+	if p, ok := upd.(*corev1.Pod); ok && p.Spec.NodeName == "" {
+		if old, ok := cur.(*corev1.Pod); ok {
+			p.Spec.NodeName = old.Spec.NodeName
+		}
+	}
 	upd.SetUID(cur.GetUID())
 	upd.SetResourceVersion(cur.GetResourceVersion())
 	upd.SetCreationTimestamp(cur.GetCreationTimestamp())
@@ -375,18 +384,16 @@ func contains(ss []string, s string) bool {
 }
 
 // admit hands the creates, updates and deletes of acts to the admission
-// hook, inside the transaction. Objects to write are copied first (a
-// create's object is the desired set's), so the hook may complete them in
-// place; the plan then writes what it made of them.
+// hook, inside the transaction: every write of the commit, the namespaces
+// its objects use included. Objects to write are copied first (a create's
+// object is the desired set's), so the hook may complete them in place;
+// the plan then writes what it made of them.
 func admit(hook AdmitFunc, r Reader, acts []action) (schema.Problems, error) {
 	if hook == nil {
 		return nil, nil
 	}
 	objs := make([]Admission, 0, len(acts))
 	for i, a := range acts {
-		if a.file == "" && a.op != opDelete {
-			continue // an auto namespace: not Git's manifest
-		}
 		ad := Admission{Resource: a.key.Resource, File: a.file, Line: a.line}
 		switch a.op {
 		case opCreate:

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -21,16 +22,17 @@ type Loader interface {
 
 // Reader is the store as the planner and the admission hook read it: the
 // apply transaction's view (store.Tx), or the store itself outside one.
-// Returned objects belong to the caller.
+// Returned objects belong to the caller. It is admission.Reader.
 type Reader interface {
 	Get(resource, namespace, name string) (schema.Object, error)
 	List(resource string, opts store.ListOptions) ([]schema.Object, error)
 }
 
 // AdmitFunc is the admission hook (Config.Admit): it completes and checks
-// the objects a commit writes, as the API server's admission does in
-// Kubernetes (ipalloc.Allocator.AdmitGit gives Services their cluster IPs
-// and node ports).
+// the objects a commit writes. The servers set PipelineAdmit, the write
+// pipeline that every API, controller and agent write passes too
+// (defaults, immutable fields, Services' cluster IPs and node ports, …),
+// chained with hooks of the commit path's own (volumebinding.AdmitGit).
 //
 // The Syncer calls it inside the apply transaction, once per commit that
 // changes something, after the plan and before any write, on the
@@ -51,14 +53,16 @@ type AdmitFunc func(r Reader, objs []Admission) (schema.Problems, error)
 type Admission struct {
 	// Resource is the object's resource ("services").
 	Resource string
-	// Object is the object to write: Git's object for a create, Git's
+	// Object is the object to write: Git's object for a create (or a
+	// namespace the commit's objects use but do not declare), Git's
 	// object over the stored identity for an update (status is the
 	// store's). nil for a delete.
 	Object schema.Object
 	// Stored is the stored object for an update or a delete; nil for a
 	// create.
 	Stored schema.Object
-	// File and Line locate the manifest ("" and 0 for a delete).
+	// File and Line locate the manifest ("" and 0 for a delete and for
+	// an undeclared namespace).
 	File string
 	Line int
 }
@@ -76,3 +80,6 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Interface guard: the real validator is a Loader.
 var _ Loader = (*schema.Validator)(nil)
+
+// Interface guard: the Reader is what the write pipeline reads.
+var _ admission.Reader = Reader(nil)

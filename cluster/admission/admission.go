@@ -124,7 +124,7 @@ func (w *Write) Err() error {
 	return Invalid(w.Kind, name, w.Errs)
 }
 
-// Reason is the refusal as one line per problem, field first, for callers
+// Reasons is the refusal as one line per problem, field first, for callers
 // that report problems rather than Status objects (gitsync).
 func (w *Write) Reasons() []Reason {
 	if w.denied != nil {
@@ -132,7 +132,11 @@ func (w *Write) Reasons() []Reason {
 	}
 	out := make([]Reason, len(w.Errs))
 	for i, e := range w.Errs {
-		out[i] = Reason{Field: e.Field, Reason: e.ErrorBody()}
+		r := e.ErrorBody()
+		if _, omitted := e.BadValue.(field.OmitValueType); omitted && e.Type == field.ErrorTypeInvalid && e.Detail != "" {
+			r = e.Detail // a reason of its own (CUE's, ipalloc's): no "Invalid value: " before it
+		}
+		out[i] = Reason{Field: e.Field, Reason: r}
 	}
 	return out
 }
