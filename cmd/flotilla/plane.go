@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
@@ -63,7 +64,12 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 // controlPlane is the store, the API listener and credentials, the
 // controllers and the Git sync: a cluster's server side.
 type controlPlane struct {
-	store      *store.Badger
+	store *store.Badger
+	// admission is the write pipeline; writes is the store seen through it,
+	// as the controllers and an in-process agent write (the API server and
+	// gitsync run the same pipeline on their own writes).
+	admission  *admission.Pipeline
+	writes     *admission.Store
 	listener   net.Listener
 	token      string
 	caPEM      []byte
@@ -134,22 +140,32 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if err := apiclient.WriteKubeconfig(cp.kubeconfig, cp.serverURL, cp.caPEM, cp.token); err != nil {
 		return nil, fmt.Errorf("write kubeconfig: %w", err)
 	}
+	validator, err := schema.NewValidator()
+	if err != nil {
+		return nil, fmt.Errorf("load the CUE schema: %w", err)
+	}
+	// One write pipeline for every writer: the API (as a user's), the
+	// controllers and the in-process agent (as the cluster's), Git.
+	if cp.admission, err = admission.New(admission.Config{Validator: admission.LoaderValidator{V: validator}, Allocator: alloc}); err != nil {
+		return nil, err
+	}
+	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
 	if cp.manager, err = reconciler.New(reconciler.Config{
-		Store: cp.store, Logger: o.log.With("component", "reconciler"),
+		Store: cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 		LocalVolumeRoot: o.localVolumeRoot,
 	}); err != nil {
 		return nil, err
 	}
-	validator, err := schema.NewValidator()
-	if err != nil {
-		return nil, fmt.Errorf("load the CUE schema: %w", err)
-	}
 	cp.repo = o.repo
 	if cp.syncer, err = gitsync.New(gitsync.Config{
 		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
-		Store: cp.store, Loader: validator, Admit: gitsync.ChainAdmit(alloc.AdmitGit, volumebinding.AdmitGit), Logger: o.log.With("component", "gitsync"),
+		Store: cp.store, Loader: validator,
+		// Bindings first, so that the pipeline's immutable-field check
+		// sees the volume a claim is bound to kept.
+		Admit:  gitsync.ChainAdmit(volumebinding.AdmitGit, gitsync.PipelineAdmit(cp.admission)),
+		Logger: o.log.With("component", "gitsync"),
 	}); err != nil {
 		return nil, err
 	}
@@ -160,7 +176,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 // the Git webhook and the CA for joining agents, with logs from logs.
 func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
-		Store: cp.store, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
+		Store: cp.store, Admission: cp.admission, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
 		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer, cp.store)},
 		Open: map[string]http.Handler{

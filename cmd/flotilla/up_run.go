@@ -94,10 +94,10 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	if err := fabric.Init(ctx); err != nil {
 		return fmt.Errorf("pod network: %w", err)
 	}
-	if err := registerNode(ctx, cp.store, o.nodeName, podCIDR.String()); err != nil {
+	if err := registerNode(ctx, cp.writes, o.nodeName, podCIDR.String()); err != nil {
 		return err
 	}
-	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric,
+	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.writes, Runtime: runtime, Network: fabric,
 		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
 	if err != nil {
 		return err
@@ -117,7 +117,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g.Go(func() error { return cp.manager.Run(ctx) })
 	g.Go(func() error { return agent.Run(ctx) })
 	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
-	services := &servicePlane{opts: o.serviceOptions, store: cp.store, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
+	services := &servicePlane{opts: o.serviceOptions, store: cp.writes, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
 		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, log: log.With("component", "services")}
 	g.Go(func() error { return services.run(ctx) })
 	g.Go(func() error { return cp.syncer.Run(ctx) })
