@@ -97,7 +97,8 @@ type Write struct {
 	denied *Error
 
 	cueChecked bool   // the CUE schema has seen Object
-	comparedRV string // Old's resourceVersion when the CUE decision was made
+	comparedRV string // Old's resourceVersion when sameBody was found
+	sameBody   bool   // Object's body equals Old's (a pod's node aside)
 }
 
 // Refused reports whether the pipeline refused the write.

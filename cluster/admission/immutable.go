@@ -31,6 +31,14 @@ func (immutable) admit(_ Reader, ws []*Write) error {
 		if w.Op != Update || w.Status || w.Old == nil || w.Refused() {
 			continue
 		}
+		if w.bodyUnchanged() {
+			// Every immutable field is in the body: only a pod's node may
+			// have changed (the hot path: a binding).
+			if p, ok := w.Object.(*corev1.Pod); ok {
+				w.Errs = append(w.Errs, nodeNameUpdate(w.Old.(*corev1.Pod), p)...)
+			}
+			continue
+		}
 		errs := immutableErrs(w.Old, w.Object)
 		if len(errs) > 0 {
 			// An object stored before defaults existed: compare it as it
@@ -174,11 +182,7 @@ func withoutStorage(s corev1.PersistentVolumeClaimSpec) corev1.PersistentVolumeC
 // active deadline, added tolerations, removed scheduling gates may
 // change; the node is set once, by the binding.
 func podUpdate(old, p *corev1.Pod) field.ErrorList {
-	var errs field.ErrorList
-	if old.Spec.NodeName != "" && p.Spec.NodeName != old.Spec.NodeName {
-		errs = append(errs, field.Invalid(spec.Child("nodeName"), p.Spec.NodeName,
-			fmt.Sprintf("may not change once the pod is bound (to %s): delete the pod to move it", old.Spec.NodeName)))
-	}
+	errs := nodeNameUpdate(old, p)
 	was, now := old.Spec, p.Spec // shallow copies: only top-level fields are set
 	was.NodeName, now.NodeName = "", ""
 	if apiequality.Semantic.DeepEqual(was, now) {
@@ -213,4 +217,13 @@ func podUpdate(old, p *corev1.Pod) field.ErrorList {
 			"and `spec.schedulingGates` (only removals); delete the pod and create it anew"))
 	}
 	return errs
+}
+
+// nodeNameUpdate is the binding rule: a pod's node is set once.
+func nodeNameUpdate(old, p *corev1.Pod) field.ErrorList {
+	if old.Spec.NodeName != "" && p.Spec.NodeName != old.Spec.NodeName {
+		return field.ErrorList{field.Invalid(spec.Child("nodeName"), p.Spec.NodeName,
+			fmt.Sprintf("may not change once the pod is bound (to %s): delete the pod to move it", old.Spec.NodeName))}
+	}
+	return nil
 }

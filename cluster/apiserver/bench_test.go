@@ -1,0 +1,119 @@
+package apiserver_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// BenchmarkAPIWrite measures API write latency through HTTPS against the
+// real API server, the real write pipeline (the CUE schema included) and a
+// Badger store on disk that fsyncs every commit. It reports the p50 and
+// p99 of the requests' latency as seen by the client.
+//
+//	go test -run '^$' -bench APIWrite -benchtime 2000x ./cluster/apiserver/
+func BenchmarkAPIWrite(b *testing.B) {
+	st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), SyncWrites: true, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	e := newEnvOn(b, st, nil)
+	const deploy = `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"%s"},"spec":{"replicas":%d,` +
+		`"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},` +
+		`"spec":{"containers":[{"name":"web","image":"localhost/busybox:latest","ports":[{"containerPort":8080}],` +
+		`"readinessProbe":{"httpGet":{"port":8080}}}]}}}}`
+	base := "/apis/apps/v1/namespaces/default/deployments"
+	send := func(b *testing.B, method, path, body string, hdr ...string) time.Duration {
+		req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		start := time.Now()
+		resp, err := e.hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		d := time.Since(start)
+		if resp.StatusCode >= 300 {
+			b.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, data)
+		}
+		return d
+	}
+	report := func(b *testing.B, lat []time.Duration) {
+		slices.Sort(lat)
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+		b.ReportMetric(q(0.50), "p50-ms")
+		b.ReportMetric(q(0.99), "p99-ms")
+	}
+	var n int
+	next := func() string { n++; return fmt.Sprintf("web-%d", n) }
+
+	b.Run("create-deployment", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			lat = append(lat, send(b, "POST", base, fmt.Sprintf(deploy, next(), 2)))
+		}
+		report(b, lat)
+	})
+	send(b, "POST", base, fmt.Sprintf(deploy, "target", 1))
+	b.Run("update-deployment-spec", func(b *testing.B) {
+		var lat []time.Duration
+		i := 0
+		for b.Loop() {
+			i++
+			lat = append(lat, send(b, "PUT", base+"/target", fmt.Sprintf(deploy, "target", 1+i%5)))
+		}
+		report(b, lat)
+	})
+	b.Run("patch-labels", func(b *testing.B) {
+		var lat []time.Duration
+		i := 0
+		for b.Loop() {
+			i++
+			lat = append(lat, send(b, "PATCH", base+"/target", fmt.Sprintf(`{"metadata":{"labels":{"i":"%d"}}}`, i),
+				"Content-Type", "application/merge-patch+json"))
+		}
+		report(b, lat)
+	})
+	b.Run("create-configmap", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			lat = append(lat, send(b, "POST", "/api/v1/namespaces/default/configmaps",
+				fmt.Sprintf(`{"metadata":{"name":"%s"},"data":{"a":"b"}}`, next())))
+		}
+		report(b, lat)
+	})
+	b.Run("create-deployment-4-clients", func(b *testing.B) {
+		var mu sync.Mutex
+		var lat []time.Duration
+		b.SetParallelism(2) // 2 × GOMAXPROCS(2) = 4 clients
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				mu.Lock()
+				name := next()
+				mu.Unlock()
+				d := send(b, "POST", base, fmt.Sprintf(deploy, name, 2))
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		})
+		report(b, lat)
+	})
+}
