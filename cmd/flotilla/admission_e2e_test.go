@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+)
+
+// TestUpAdmission: the write pipeline as a kubectl user of `flotilla up`
+// meets it, through the real binary. An invalid Deployment is refused
+// with its field (it once crashed the whole process), the objects from
+// Git carry Kubernetes' defaults without being re-applied, `kubectl
+// expose` gets a ClusterIP, a dry run creates nothing, and the process
+// lives on and stops cleanly.
+func TestUpAdmission(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	c := newUpCluster(t)
+	c.start()
+	home := t.TempDir()
+	run := func(wantFail bool, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", filepath.Join(c.dataDir, "kubeconfig.yaml"),
+			"--cache-dir", filepath.Join(home, "cache")}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != wantFail {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	expect := func(out string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+	manifest := func(name string, replicas int) string {
+		p := filepath.Join(home, name+".yaml")
+		y := fmt.Sprintf("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %s\nspec:\n  replicas: %d\n  selector:\n    matchLabels: {app: %[1]s}\n"+
+			"  template:\n    metadata:\n      labels: {app: %[1]s}\n    spec:\n      containers: [{name: web, image: localhost/busybox:latest, command: [sleep, '3600']}]\n", name, replicas)
+		if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	expect(run(true, "apply", "-f", manifest("broken", -1)), `The Deployment "broken" is invalid: spec.replicas`)
+	expect(run(false, "apply", "--dry-run=server", "-f", manifest("trial", 1)), "created (server dry run)")
+	expect(run(true, "get", "deployment", "trial"), "not found")
+	expect(run(true, "get", "deployment", "broken"), "not found")
+
+	// The example from Git: stored with defaults, described without holes.
+	expect(run(false, "get", "deployment", "hello", "-o", "yaml"),
+		"revisionHistoryLimit: 10", "progressDeadlineSeconds: 600", "maxSurge: 25%", "terminationMessagePolicy: File",
+		"timeoutSeconds: 1", "successThreshold: 1", "failureThreshold: 3")
+	expect(run(false, "describe", "service", "hello"), "Type:                     ClusterIP", "Port:                     http  80/TCP", "TargetPort:               http/TCP")
+	// A sync of the unchanged commit does not re-apply it: the
+	// deployment's spec generation stays.
+	gen := func() int64 {
+		obj, err := c.client.Get(t.Context(), "deployments", "default", "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj.(*appsv1.Deployment).Generation
+	}
+	before := gen()
+	runCLI(t, c, "sync")
+	if after := gen(); after != before {
+		t.Errorf("a sync of the same commit changed the deployment's generation %d → %d", before, after)
+	}
+
+	expect(run(false, "expose", "deployment", "hello", "--name", "hello-direct", "--port", "8080"), "service/hello-direct exposed")
+	if ip := run(false, "get", "service", "hello-direct", "-o", "jsonpath={.spec.clusterIP}"); !strings.HasPrefix(ip, "10.96.") {
+		t.Errorf("exposed service's cluster IP %q", ip)
+	}
+	// A valid deployment made with kubectl runs.
+	expect(run(false, "apply", "-f", manifest("sleeper", 1)), "deployment.apps/sleeper created")
+	c.eventually("the sleeper's pod runs", 3*time.Minute, func() error {
+		out := run(false, "get", "pods", "-l", "app=sleeper", "--no-headers")
+		if !strings.Contains(out, "Running") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	if c.cmd.ProcessState != nil {
+		t.Fatalf("flotilla up exited: %s", c.cmd.ProcessState)
+	}
+	if err := c.stop(); err != nil {
+		t.Fatalf("flotilla up did not stop cleanly: %v", err)
+	}
+}
