@@ -491,3 +491,25 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+// TestGenerateName: an object named by the store from generateName passes
+// validation as Kubernetes' does (a bad prefix does not).
+func TestGenerateName(t *testing.T) {
+	f := newFixture(t)
+	out, err := f.user.Create(f.ctx, obj(t, `
+apiVersion: v1
+kind: Pod
+metadata: {generateName: web-}
+spec: {containers: [{name: a, image: "busybox:1"}]}`))
+	if err != nil || !strings.HasPrefix(out.GetName(), "web-") || len(out.GetName()) != len("web-")+5 {
+		t.Fatalf("generateName: %v, %v", out, err)
+	}
+	_, err = f.user.Create(f.ctx, obj(t, `
+apiVersion: v1
+kind: Pod
+metadata: {generateName: Web_}
+spec: {containers: [{name: a, image: "busybox:1"}]}`))
+	if !hasCause(causes(t, err), "metadata.generateName") {
+		t.Fatalf("bad generateName: %v", err)
+	}
+}

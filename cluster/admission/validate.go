@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,14 @@ func (p *Pipeline) checkCUE(w *Write) {
 		return
 	}
 	w.cueChecked = true
-	w.Errs = append(w.Errs, fromProblems(p.validator.ValidateObject(w.Object), w.Errs)...)
+	obj := w.Object
+	if obj.GetName() == "" && obj.GetGenerateName() != "" {
+		// The schema wants a name (a manifest needs one); the store will
+		// make it: check one of its shape.
+		obj = schema.Copy(obj)
+		obj.SetName(obj.GetGenerateName() + "xxxxx")
+	}
+	w.Errs = append(w.Errs, fromProblems(p.validator.ValidateObject(obj), w.Errs)...)
 }
 
 // bodyUnchanged reports whether w's body was found equal to the stored
@@ -127,7 +135,15 @@ func validateMeta(k schema.Kind, obj schema.Object) field.ErrorList {
 	if !ok {
 		nameFn = apivalidation.NameIsDNSSubdomain
 	}
-	return apivalidation.ValidateObjectMetaAccessor(obj, k.Namespaced, nameFn, field.NewPath("metadata"))
+	errs := apivalidation.ValidateObjectMetaAccessor(obj, k.Namespaced, nameFn, field.NewPath("metadata"))
+	if obj.GetName() == "" && obj.GetGenerateName() != "" {
+		// The store makes the name from generateName (whose prefix was
+		// checked): as Kubernetes, validate the rest before it exists.
+		errs = slices.DeleteFunc(errs, func(e *field.Error) bool {
+			return e.Type == field.ErrorTypeRequired && e.Field == "metadata.name"
+		})
+	}
+	return errs
 }
 
 // validateKind is the Go validation of the kinds the CUE schema does not
