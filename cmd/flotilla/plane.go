@@ -145,8 +145,15 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, fmt.Errorf("load the CUE schema: %w", err)
 	}
 	// One write pipeline for every writer: the API (as a user's), the
-	// controllers and the in-process agent (as the cluster's), Git.
-	if cp.admission, err = admission.New(admission.Config{Validator: admission.LoaderValidator{V: validator}, Allocator: alloc}); err != nil {
+	// controllers and the in-process agent (as the cluster's), Git. It
+	// has a CUE schema of its own (about 8 MiB): a validator serialises
+	// its calls, and a big commit's bulk validation must not hold up
+	// every API and controller write for its duration.
+	writeSchema, err := schema.NewValidator()
+	if err != nil {
+		return nil, fmt.Errorf("load the CUE schema: %w", err)
+	}
+	if cp.admission, err = admission.New(admission.Config{Validator: admission.LoaderValidator{V: writeSchema}, Allocator: alloc}); err != nil {
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
