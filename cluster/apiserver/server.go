@@ -41,7 +41,9 @@ type Config struct {
 	Store store.Interface
 	// Admission is the write pipeline every create, update, patch, status
 	// write and delete passes, as a User's (admission.Pipeline.Store over
-	// Store). Required.
+	// Store). nil: a pipeline without the CUE schema (defaults, Go checks
+	// and admission only), for tests of other parts; New logs a warning
+	// then. The servers always set it.
 	Admission *admission.Pipeline
 	// Token is the bearer token every request except /healthz, /readyz and
 	// /version must carry. Empty disables authentication (tests and
@@ -88,9 +90,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("apiserver: Config.Store is required")
 	}
-	if cfg.Admission == nil {
-		return nil, errors.New("apiserver: Config.Admission is required (the write pipeline)")
-	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("apiserver: TLSCertFile and TLSKeyFile go together")
 	}
@@ -103,11 +102,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), writes: cfg.Admission.Store(cfg.Store, admission.User)}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", "apiserver")
+	if cfg.Admission == nil {
+		p, err := admission.New(admission.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("apiserver: %w", err)
+		}
+		cfg.Admission, s.cfg.Admission = p, p
+		s.log.Warn("API writes are not validated against the CUE schema (no Config.Admission)")
+	}
+	s.writes = cfg.Admission.Store(cfg.Store, admission.User)
 	if cfg.Token == "" {
 		s.log.Warn("API authentication is disabled (no token configured)")
 	}
