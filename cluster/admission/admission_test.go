@@ -57,7 +57,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{raw: store.MemoryFor(t), cue: &counting{v: admission.LoaderValidator{V: cueValidator(t)}}, ctx: context.Background()}
+	f := &fixture{raw: store.MemoryFor(t), cue: &counting{v: admission.SchemaValidator(cueValidator(t))}, ctx: context.Background()}
 	var err error
 	if f.p, err = admission.New(admission.Config{Validator: f.cue}); err != nil {
 		t.Fatal(err)
@@ -511,5 +511,64 @@ metadata: {generateName: Web_}
 spec: {containers: [{name: a, image: "busybox:1"}]}`))
 	if !hasCause(causes(t, err), "metadata.generateName") {
 		t.Fatalf("bad generateName: %v", err)
+	}
+}
+
+// TestGoChecksOfKindsWithoutCUE: the kinds the CUE schema does not define
+// are checked in Go, by field.
+func TestGoChecksOfKindsWithoutCUE(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ yaml, field string }{
+		{`
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDR: 10.244.1.0/33}`, "spec.podCIDRs[0]"},
+		{`
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {taints: [{key: a, effect: Sometimes}]}`, "spec.taints[0].effect"},
+		{`
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: not-an-ip}], ports: [{port: 80}]}]`, "subsets[0].addresses[0].ip"},
+		{`
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 70000}]}]`, "subsets[0].ports[0].port"},
+		{`
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1}
+addressType: IPv4
+endpoints: [{addresses: ["fd00::1"]}]`, "endpoints[0].addresses[0]"},
+		{`
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1}
+addressType: IPv5
+endpoints: []`, "addressType"},
+		{`
+apiVersion: v1
+kind: Event
+metadata: {name: e1, namespace: default}
+involvedObject: {kind: Pod, name: p, namespace: other}
+type: Loud`, "involvedObject.namespace"},
+		{`
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+data: {"bad key": YQ==}`, "data[bad key]"},
+	} {
+		_, err := f.ctrl.Create(f.ctx, obj(t, c.yaml))
+		if !hasCause(causes(t, err), c.field) {
+			t.Errorf("%s: causes %q lack %s", strings.TrimSpace(c.yaml), causes(t, err), c.field)
+		}
+	}
+	if f.raw.Revision() != 0 {
+		t.Fatal("something invalid was stored")
 	}
 }

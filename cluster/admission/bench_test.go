@@ -58,7 +58,7 @@ func BenchmarkBindings(b *testing.B) {
 func benchBindings(b *testing.B, admitted bool) {
 	const pods, batch = 10000, 500
 	v := cueValidator(b)
-	p, err := admission.New(admission.Config{Validator: admission.LoaderValidator{V: v}})
+	p, err := admission.New(admission.Config{Validator: admission.SchemaValidator(v)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func cpuTime() time.Duration {
 //
 //	go test -run '^$' -bench AdmitPodCreate ./cluster/admission/
 func BenchmarkAdmitPodCreate(b *testing.B) {
-	p, err := admission.New(admission.Config{Validator: admission.LoaderValidator{V: cueValidator(b)}})
+	p, err := admission.New(admission.Config{Validator: admission.SchemaValidator(cueValidator(b))})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,16 @@ import (
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
+// SchemaValidator is the CUE schema of v as the pipeline's ObjectValidator:
+// v itself once schema.Validator has a ValidateObject of its own, else a
+// LoaderValidator on it.
+func SchemaValidator(v *schema.Validator) ObjectValidator {
+	if ov, ok := any(v).(ObjectValidator); ok {
+		return ov
+	}
+	return LoaderValidator{V: v}
+}
+
 // LoaderValidator is an ObjectValidator on the manifest loader: it checks
 // one object's JSON with schema.Validator.Load, the very code path of a
 // commit and of `flotilla vet`. Use it where the validator has no

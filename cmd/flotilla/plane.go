@@ -153,7 +153,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if err != nil {
 		return nil, fmt.Errorf("load the CUE schema: %w", err)
 	}
-	if cp.admission, err = admission.New(admission.Config{Validator: admission.LoaderValidator{V: writeSchema}, Allocator: alloc}); err != nil {
+	if cp.admission, err = admission.New(admission.Config{Validator: admission.SchemaValidator(writeSchema), Allocator: alloc}); err != nil {
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
