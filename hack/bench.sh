@@ -28,6 +28,14 @@ echo
 echo "\$ ${svc[*]}"
 "${svc[@]}" | tee "$out/svc.txt" | grep -E '^Benchmark' || true
 echo
+api=(go test -run '^$' -bench 'BenchmarkAPIWrite' -benchtime 1000x ./cluster/apiserver/)
+bind=(go test -run '^$' -bench 'BenchmarkBindings' -benchtime 3x ./cluster/admission/)
+echo "\$ ${api[*]}"
+"${api[@]}" | tee "$out/api.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${bind[*]}"
+"${bind[@]}" | tee "$out/bind.txt" | grep -E '^Benchmark' || true
+echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
 metric() { awk -v m="$1" -v b="$3" '$1 ~ b { for (i = 2; i < NF; i++) if ($(i+1) == m) print $i }' "$2"; }
@@ -44,6 +52,9 @@ vipratio=$(metric vip/pod-conn "$out/svc.txt" BenchmarkVIPvsPodIP)
 vipka=$(metric vip/pod-keepalive "$out/svc.txt" BenchmarkVIPvsPodIP)
 svcupdate=$(metric median-ms "$out/svc.txt" 'BenchmarkSync1000Services5000Endpoints/update')
 svcrewrite=$(metric median-ms "$out/svc.txt" 'BenchmarkSync1000Services5000Endpoints/rewrite')
+apip99=$(metric p99-ms "$out/api.txt" 'BenchmarkAPIWrite/create-deployment(-[0-9]+)?$')
+apip50=$(metric p50-ms "$out/api.txt" 'BenchmarkAPIWrite/create-deployment(-[0-9]+)?$')
+bindrate=$(metric pods/s "$out/bind.txt" 'BenchmarkBindings/admitted')
 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
 printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
@@ -56,3 +67,5 @@ printf '%-52s %-22s %-12s %s\n' "pod-to-pod throughput, across nodes / same node
 printf '%-52s %-22s %-12s %s\n' "requests/s through a VIP / to the pod IP (new conn)" "${vipratio:-?} (keep-alive ${vipka:-?})" ">= 0.9" "$(verdict "$vipratio" 0.9 '>=')"
 printf '%-52s %-22s %-12s %s\n' "re-program 1,000 services / 5,000 endpoints (median)" "${svcupdate:-?} ms" "<= 200" "$(verdict "$svcupdate" 200 '<=')"
 printf '%-52s %-22s %-12s %s\n' "  the same, whole table rewritten (agent start)" "${svcrewrite:-?} ms" "<= 200" "$(verdict "$svcrewrite" 200 '<=')"
+printf '%-52s %-22s %-12s %s\n' "API write (kubectl create of a Deployment), p99" "${apip99:-?} ms (p50 ${apip50:-?})" "<= 25" "$(verdict "$apip99" 25 '<=')"
+printf '%-52s %-22s %-12s %s\n' "10,000 bindings through admission, fsync, Txns of 500" "${bindrate:-?} pods/s" ">= 5000" "$(verdict "$bindrate" 5000 '>=')"
