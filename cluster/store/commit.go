@@ -375,11 +375,7 @@ type chunks struct {
 }
 
 func (s *Badger) newChunks() *chunks {
-	c := &chunks{db: s.db, maxN: s.db.MaxBatchCount() * 3 / 4, maxSize: s.db.MaxBatchSize() * 3 / 4}
-	if s.cfg.testChunkBytes > 0 {
-		c.maxSize = min(c.maxSize, s.cfg.testChunkBytes)
-	}
-	return c
+	return &chunks{db: s.db, maxN: s.db.MaxBatchCount() * 3 / 4, maxSize: s.db.MaxBatchSize() * 3 / 4}
 }
 
 func (c *chunks) set(key, value []byte) error { return c.add(key, value, false) }

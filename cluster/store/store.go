@@ -74,7 +74,9 @@ type DeleteOptions struct {
 //
 // Objects passed in are not retained or modified; objects returned are new
 // copies that the caller owns, with apiVersion and kind set. All methods are
-// safe for concurrent use.
+// safe for concurrent use. A write past an implementation's size limits
+// (per object, per transaction) fails with ErrTooLarge; a stored value that
+// cannot be read fails its own key only, with ErrCorrupt.
 type Interface interface {
 	// Get returns one object. resource is the plural ("pods"); namespace is ""
 	// for cluster-scoped kinds. ErrNotFound if absent.
