@@ -194,7 +194,6 @@ func (s *Badger) abandonJournal(c *chunks, from, to int64, sealed bool, cause er
 	}
 	if err != nil && sealed {
 		s.viewMu.Lock() // s.mu is held by the caller
-
 		s.broken = fmt.Errorf("%w; undo it: %w; restart the store", cause, err)
 		s.viewMu.Unlock()
 		s.log.Error("store broken", "err", s.broken)
@@ -247,6 +246,10 @@ func (s *Badger) recover() (rev, compacted int64, err error) {
 		}
 		if err := s.finishJournal(pending); err != nil {
 			return 0, 0, fmt.Errorf("finish the interrupted commit of revisions %d..%d: %w", rev+1, pending, err)
+		}
+		// Events past it, of an older journal never sealed, go too.
+		if _, err := s.discardEvents(pending); err != nil {
+			return 0, 0, fmt.Errorf("discard an interrupted commit after revision %d: %w", pending, err)
 		}
 		return pending, compacted, nil
 	case pending != 0: // a seal at or below the counter: finished already

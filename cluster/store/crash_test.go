@@ -275,3 +275,47 @@ func checkCrashStore(t *testing.T, dir string, start int64) (all bool) {
 	}
 	return all
 }
+
+// TestLargeCommitFails: when Badger fails in the middle of a large commit
+// (here: it is closed under the store), a commit not yet sealed is none of
+// it and the store goes on reporting the error; one sealed makes the store
+// refuse every read and write (no reader may see half of it) until a
+// restart, which finishes it.
+func TestLargeCommitFails(t *testing.T) {
+	for _, tc := range []struct {
+		phase commitPhase
+		all   bool
+	}{{phaseJournalHalf, false}, {phaseApplyHalf, true}} {
+		t.Run(string(tc.phase), func(t *testing.T) {
+			dir := t.TempDir()
+			start := seedCrashStore(t, dir)
+			var s *Badger
+			cfg := Config{Dir: dir, Logger: testkit.Logger(t)}
+			cfg.testHook = func(p commitPhase) {
+				if p == tc.phase {
+					if err := s.db.Close(); err != nil {
+						t.Errorf("close badger: %v", err)
+					}
+				}
+			}
+			s, err := Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Txn(context.Background(), crashTxn); err == nil {
+				t.Fatal("the txn succeeded on a closed database")
+			}
+			if s.Revision() != start {
+				t.Errorf("a failed commit moved the revision to %d", s.Revision())
+			}
+			_, err = s.Get(context.Background(), "configmaps", "web", "old-00")
+			if tc.all && (err == nil || !strings.Contains(err.Error(), "restart")) {
+				t.Errorf("a read after a sealed commit failed to apply: %v, want an error saying to restart", err)
+			}
+			_ = s.Close()
+			if all := checkCrashStore(t, dir, start); all != tc.all {
+				t.Errorf("after a failure at %s the store has all of the commit: %v, want %v", tc.phase, all, tc.all)
+			}
+		})
+	}
+}
