@@ -143,6 +143,6 @@ func (v *Validator) cueDocuments(e *evaluator, name string, data []byte) (docs [
 
 func isObject(x cue.Value) bool {
 	return x.IncompleteKind() == cue.StructKind &&
-		x.LookupPath(cue.ParsePath("apiVersion")).Exists() &&
-		x.LookupPath(cue.ParsePath("kind")).Exists()
+		x.LookupPath(cuePath("apiVersion")).Exists() &&
+		x.LookupPath(cuePath("kind")).Exists()
 }

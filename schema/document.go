@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
@@ -142,12 +143,12 @@ func (e *evaluator) objects(name string, d document, lim Limits) (outs []docOut,
 
 // expandList replaces a `kind: List` document by its items.
 func expandList(name string, d document) ([]document, Problems) {
-	kind, _ := d.val.LookupPath(cue.ParsePath("kind")).String()
-	api, _ := d.val.LookupPath(cue.ParsePath("apiVersion")).String()
+	kind, _ := d.val.LookupPath(cuePath("kind")).String()
+	api, _ := d.val.LookupPath(cuePath("apiVersion")).String()
 	if kind != "List" || api != "v1" {
 		return []document{d}, nil
 	}
-	items := d.val.LookupPath(cue.ParsePath("items"))
+	items := d.val.LookupPath(cuePath("items"))
 	iter, err := items.List()
 	if err != nil {
 		line, col := lineCol(items.Pos())
@@ -164,7 +165,7 @@ func expandList(name string, d document) ([]document, Problems) {
 // at is the line and column of field (a CUE path such as
 // "spec.ports[1].nodePort") in d, or the document's start.
 func (d document) at(field string) (int, int) {
-	if x := d.val.LookupPath(cue.ParsePath(field)); x.Exists() {
+	if x := d.val.LookupPath(cuePath(field)); x.Exists() {
 		if l, c := lineCol(x.Pos()); l > 0 {
 			return l, c
 		}
@@ -175,8 +176,8 @@ func (d document) at(field string) (int, int) {
 // object validates one document and returns it as JSON when it is valid.
 func (e *evaluator) object(name string, d document, lim Limits) (*docOut, Problems) {
 	at := d.at
-	kind, kerr := d.val.LookupPath(cue.ParsePath("kind")).String()
-	api, aerr := d.val.LookupPath(cue.ParsePath("apiVersion")).String()
+	kind, kerr := d.val.LookupPath(cuePath("kind")).String()
+	api, aerr := d.val.LookupPath(cuePath("apiVersion")).String()
 	if kerr != nil || kind == "" {
 		l, c := at("kind")
 		return nil, Problems{{File: name, Line: l, Column: c, Field: "kind", Reason: "missing kind: every manifest needs apiVersion and kind (a string)"}}
@@ -221,7 +222,7 @@ func (e *evaluator) object(name string, d document, lim Limits) (*docOut, Proble
 		var spec struct {
 			Ports []corev1.ServicePort `json:"ports"`
 		}
-		if err := d.val.LookupPath(cue.ParsePath("spec")).Decode(&spec); err == nil {
+		if err := d.val.LookupPath(cuePath("spec")).Decode(&spec); err == nil {
 			for i, p := range spec.Ports {
 				if p.NodePort != 0 {
 					mark(fmt.Sprintf("spec.ports[%d].nodePort", i))
@@ -230,4 +231,19 @@ func (e *evaluator) object(name string, d document, lim Limits) (*docOut, Proble
 		}
 	}
 	return out, ps
+}
+
+var cuePaths sync.Map // string → cue.Path
+
+// cuePath is cue.ParsePath, remembered: parsing a path is a CUE parse,
+// and documents look up the same few paths again and again.
+func cuePath(s string) cue.Path {
+	if p, ok := cuePaths.Load(s); ok {
+		return p.(cue.Path)
+	}
+	p := cue.ParsePath(s)
+	if !strings.Contains(s, "[") { // not an indexed one: they are many
+		cuePaths.Store(s, p)
+	}
+	return p
 }

@@ -259,7 +259,7 @@ func (v *Validator) evalInSandbox(files []cueFile) ([]cueResult, Problems) {
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), sandboxEnv+"="+sandboxProto)
 	cmd.Stdin = bytes.NewReader(req)
-	var stderr tailBuffer
+	var stderr headTail
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
@@ -293,16 +293,22 @@ func (v *Validator) sandboxProblems(files []cueFile, o sandboxOutcome, ctxErr, w
 	if file == "" {
 		file = files[0].Name
 	}
-	where := "evaluating this CUE"
+	where, col := "evaluating this CUE file", 1 // its compilation evaluates it whole
+	if line > 1 {
+		where = "validating this object"
+	}
+	if line == 0 {
+		col = 0
+	}
 	switch {
 	case o.limit == LimitCUETime || errors.Is(ctxErr, context.DeadlineExceeded):
-		return Problems{limitProblem(file, line, 0, LimitCUETime,
+		return Problems{limitProblem(file, line, col, LimitCUETime,
 			fmt.Sprintf("%s takes longer than %s", where, lim.CUETime), lim.CUETime)}
 	case o.limit == LimitCUEMemory || outOfMemory(stderr, waitErr):
-		return Problems{limitProblem(file, line, 0, LimitCUEMemory,
+		return Problems{limitProblem(file, line, col, LimitCUEMemory,
 			fmt.Sprintf("%s needs more than %s of memory", where, formatBytes(lim.CUEMemory)), lim.CUEMemory)}
 	case o.tooMuch:
-		return Problems{limitProblem(file, line, 0, LimitCommitBytes,
+		return Problems{limitProblem(file, line, col, LimitCommitBytes,
 			fmt.Sprintf("the objects of the .cue manifests are larger than %s of JSON in all", formatBytes(lim.MaxCommitBytes)), lim.MaxCommitBytes)}
 	}
 	reason := o.err
@@ -310,7 +316,7 @@ func (v *Validator) sandboxProblems(files []cueFile, o sandboxOutcome, ctxErr, w
 		reason = fmt.Sprintf("it stopped without an answer (%v)", waitErr)
 	}
 	if s := strings.TrimSpace(stderr); s != "" {
-		reason += ": " + lastLines(s, 3)
+		reason += ": " + firstLines(s, 3)
 	}
 	return Problems{{File: file, Line: line, Reason: "internal error: the CUE sandbox failed: " + reason}}
 }
@@ -319,7 +325,9 @@ func (v *Validator) sandboxProblems(files []cueFile, o sandboxOutcome, ctxErr, w
 // Go runtime's fatal error) or was killed as the kernel does when memory
 // runs out.
 func outOfMemory(stderr string, waitErr error) bool {
-	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") {
+	// The last is how a -race build reports its address-space limit.
+	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
+		strings.Contains(stderr, "too many address space collisions") {
 		return true
 	}
 	var ee *exec.ExitError
@@ -331,32 +339,41 @@ func outOfMemory(stderr string, waitErr error) bool {
 	return false
 }
 
-func lastLines(s string, n int) string {
+func firstLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+		lines = lines[:n]
 	}
 	return strings.Join(lines, " | ")
 }
 
-// tailBuffer keeps the last 64 KiB written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
+// headTail keeps the first and the last 8 KiB written to it: a Go
+// runtime's fatal error comes first, then goroutine dumps.
+type headTail struct {
+	mu         sync.Mutex
+	head, tail []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+const headTailSize = 8 << 10
+
+func (t *headTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - 64<<10; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
+	n := len(p)
+	if room := headTailSize - len(t.head); room > 0 {
+		k := min(room, len(p))
+		t.head = append(t.head, p[:k]...)
+		p = p[k:]
 	}
-	return len(p), nil
+	t.tail = append(t.tail, p...)
+	if over := len(t.tail) - headTailSize; over > 0 {
+		t.tail = append(t.tail[:0], t.tail[over:]...)
+	}
+	return n, nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *headTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return string(t.buf)
+	return string(t.head) + string(t.tail)
 }

@@ -42,7 +42,11 @@ func checkAliases(name string, data []byte, lim Limits) Problems {
 		}
 		fileTotal = saturate(fileTotal + docTotal)
 		if fileTotal > lim.MaxFileExpandedBytes {
-			return Problems{limitProblem(name, doc.Line, doc.Column, LimitFileExpandedBytes,
+			at := &doc
+			if len(doc.Content) > 0 {
+				at = doc.Content[0]
+			}
+			return Problems{limitProblem(name, at.Line, at.Column, LimitFileExpandedBytes,
 				fmt.Sprintf("the documents of this file expand to more than %s%s; this is the document where they cross it",
 					formatBytes(lim.MaxFileExpandedBytes), c.through()), lim.MaxFileExpandedBytes)}
 		}
