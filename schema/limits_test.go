@@ -288,3 +288,34 @@ func TestSandboxFailures(t *testing.T) {
 		t.Errorf("an answer beyond its bound was read whole")
 	}
 }
+
+// TestLoadTenThousandObjects: issue 9's commit of 10,000 ConfigMaps with
+// 200-byte values is within the default limits and validates whole (its
+// speed is BenchmarkLoad's).
+func TestLoadTenThousandObjects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 documents (about 10 s with -race)")
+	}
+	v := validator(t)
+	// In files of 100 documents, as a repository might hold them.
+	fsys := fstest.MapFS{}
+	for f := range 100 {
+		var docs []string
+		for i := range 100 {
+			docs = append(docs, benchConfigMap(f*100+i))
+		}
+		fsys[fmt.Sprintf("cms/%03d.yaml", f)] = &fstest.MapFile{Data: []byte(strings.Join(docs, "---\n"))}
+	}
+	ms, ps := v.Load(fsys)
+	if err := ps.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 10000 {
+		t.Fatalf("%d manifests, want 10000", len(ms))
+	}
+	for i, m := range ms {
+		if want := fmt.Sprintf("cm-%d", i); m.Object.GetName() != want {
+			t.Fatalf("manifest %d is %s, want %s: not in file order", i, m.Object.GetName(), want)
+		}
+	}
+}
