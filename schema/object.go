@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -21,8 +22,10 @@ import (
 //
 // What the server sets is not judged: metadata's uid, resourceVersion,
 // generation, creationTimestamp, deletionTimestamp,
-// deletionGracePeriodSeconds, managedFields and selfLink, and status. A
-// name must be set (resolve generateName first). A typed object cannot tell
+// deletionGracePeriodSeconds, managedFields and selfLink, and status. An
+// object with generateName and no name is judged with the name the server
+// would make (the prefix and five characters), and a problem of that name
+// is reported at metadata.generateName. A typed object cannot tell
 // a missing field from its zero value: a null, and an empty string in a
 // field Go always encodes, count as missing (Kubernetes says "Required
 // value" for both); other zero values (a port 0) are judged as written. An
@@ -42,7 +45,7 @@ func (v *Validator) ValidateObject(obj Object) (ps Problems) {
 	if !k.FromGit {
 		return nil
 	}
-	data, err := objectJSON(obj, k)
+	data, generated, err := objectJSON(obj, k)
 	if err != nil {
 		return Problems{{Reason: fmt.Sprintf("cannot encode the %s: %v", k.Kind, err)}}
 	}
@@ -71,6 +74,11 @@ func (v *Validator) ValidateObject(obj Object) (ps Problems) {
 	ps = e.validate(k, "", "", val)
 	for i := range ps {
 		ps[i].Line, ps[i].Column = 0, 0
+		if generated && ps[i].Field == "metadata.name" {
+			ps[i].Field = "metadata.generateName"
+			prefix := obj.GetGenerateName()
+			ps[i].Reason = strings.ReplaceAll(ps[i].Reason, strconv.Quote(prefix+generatedSuffix), strconv.Quote(prefix))
+		}
 	}
 	return ps
 }
@@ -80,30 +88,41 @@ func (v *Validator) ValidateObject(obj Object) (ps Problems) {
 var serverSetMeta = []string{"uid", "resourceVersion", "generation", "creationTimestamp",
 	"deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"}
 
+// generatedSuffix stands for the five characters the API server appends
+// to generateName.
+const generatedSuffix = "x0x0x"
+
 // objectJSON is obj's JSON as a manifest would have it: apiVersion and
 // kind set; status, server-set metadata and nulls dropped; an empty string
 // dropped where Go writes a field whatever its value (see ValidateObject).
-func objectJSON(obj Object, k Kind) ([]byte, error) {
+// An object with generateName and no name is given the name the server
+// would make of it (generated is then true).
+func objectJSON(obj Object, k Kind) (data []byte, generated bool, err error) {
 	obj = obj.DeepCopyObject().(Object)
 	SetTypeMeta(obj, k)
 	raw, err := json.Marshal(obj)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // keep 3 an integer
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	delete(m, "status")
 	if meta, ok := m["metadata"].(map[string]any); ok {
 		for _, f := range serverSetMeta {
 			delete(meta, f)
 		}
+		if prefix, _ := meta["generateName"].(string); prefix != "" && meta["name"] == nil {
+			meta["name"] = prefix + generatedSuffix
+			generated = true
+		}
 	}
 	clean(m, reflect.TypeOf(obj))
-	return json.Marshal(m)
+	data, err = json.Marshal(m)
+	return data, generated, err
 }
 
 // clean drops, in x (t's JSON), every null, and every empty string of a

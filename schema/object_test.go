@@ -288,3 +288,22 @@ func BenchmarkValidateObject(b *testing.B) {
 		})
 	}
 }
+
+// TestValidateObjectGenerateName: a name to be generated is judged by its
+// prefix, and reported there.
+func TestValidateObjectGenerateName(t *testing.T) {
+	v := validator(t)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "web-5d4f8c7b9-"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "busybox"}}}}
+	if ps := v.ValidateObject(pod); len(ps) != 0 {
+		t.Errorf("good prefix: %v", ps)
+	}
+	pod.GenerateName = "Web_"
+	if got := fieldReasons(v.ValidateObject(pod)); len(got) != 1 || !strings.HasPrefix(got[0], `metadata.generateName: invalid value "Web_" (out of bound a DNS-1123 subdomain`) {
+		t.Errorf("bad prefix: %v", got)
+	}
+	pod.GenerateName = ""
+	if got := fieldReasons(v.ValidateObject(pod)); len(got) != 1 || got[0] != "metadata.name: field is required but not present" {
+		t.Errorf("no name: %v", got)
+	}
+}

@@ -245,7 +245,13 @@ func (v *Validator) evalInSandbox(files []cueFile) ([]cueResult, Problems) {
 	if !sandboxHooked.Load() {
 		return nil, fail("cannot evaluate .cue manifests: this program does not run Flotilla's CUE sandbox (its main must call schema.MaybeRunSandbox first); use YAML or JSON, or the flotilla binary")
 	}
-	exe, err := os.Executable()
+	// /proc/self/exe is this very program even when its file has been
+	// replaced or removed since it started (an upgrade).
+	exe := "/proc/self/exe"
+	_, err := os.Stat(exe)
+	if err != nil {
+		exe, err = os.Executable()
+	}
 	if err != nil {
 		return nil, fail(fmt.Sprintf("cannot evaluate .cue manifests: find this executable for the CUE sandbox: %v", err))
 	}
