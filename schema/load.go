@@ -185,17 +185,17 @@ func (v *Validator) loadDataFiles(srcs []source, outs []fileOut) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			e, err := v.get()
-			if err != nil {
-				for j := range jobs {
+			for j := range jobs {
+				// An evaluator per document, not per Load: a ValidateObject
+				// of the API waits for one document, not for a whole commit.
+				e, err := v.get()
+				if err != nil {
 					j.slot.objects = []int{j.doc.line}
 					j.slot.ps = Problems{{File: srcs[j.slot.file].name, Line: j.doc.line, Reason: fmt.Sprintf("internal error: %v", err)}}
+					continue
 				}
-				return
-			}
-			defer v.put(e)
-			for j := range jobs {
 				j.slot.items, j.slot.objects, j.slot.ps = v.loadDocument(e, srcs[j.slot.file].name, j.doc)
+				v.put(e)
 			}
 		})
 	}

@@ -21,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // strictDecode decodes one YAML document into its typed object as the API
@@ -306,4 +308,36 @@ func TestValidateObjectGenerateName(t *testing.T) {
 	if got := fieldReasons(v.ValidateObject(pod)); len(got) != 1 || got[0] != "metadata.name: field is required but not present" {
 		t.Errorf("no name: %v", got)
 	}
+}
+
+// TestValidateObjectDuringLoad: a big commit being validated does not hold
+// the CUE contexts for its whole length: an API object is validated while
+// it runs.
+func TestValidateObjectDuringLoad(t *testing.T) {
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := strictDecode([]byte(benchConfigMap(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		v.Load(benchRepo(3000, benchConfigMap))
+	}()
+	// Wait until the Load has taken every context.
+	testkit.EventuallyTrue(t, "the Load holds every CUE context", time.Minute, func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.made == cap(v.pool) && len(v.pool) == 0
+	})
+	if ps := v.ValidateObject(obj); len(ps) != 0 {
+		t.Fatal(ps)
+	}
+	if n := v.validated.Load(); n >= 3000 {
+		t.Errorf("ValidateObject waited for the whole Load (%d documents validated before it)", n-1)
+	}
+	<-loadDone
 }

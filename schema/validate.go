@@ -7,6 +7,7 @@ import (
 	"path"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/cuecontext"
@@ -45,6 +46,8 @@ type Validator struct {
 	mu   sync.Mutex      // guards made
 	made int             // evaluators made, at most cap(pool)
 
+	validated atomic.Int64 // documents and objects validated, ever
+
 	modMu sync.Mutex // serialises mod
 	mod   *evaluator // the module as loaded, for CUE manifests that import it
 
@@ -57,9 +60,10 @@ type Validator struct {
 // evaluator is one CUE context with the schema compiled in it. It is used
 // by one goroutine at a time.
 type evaluator struct {
-	ctx   *cue.Context
-	doc   cue.Value            // #Document
-	kinds map[string]cue.Value // #ConfigMap, ... by Kind
+	validated *atomic.Int64 // the Validator's count
+	ctx       *cue.Context
+	doc       cue.Value            // #Document
+	kinds     map[string]cue.Value // #ConfigMap, ... by Kind
 }
 
 // embeddedRoot is where the loader sees the embedded module; it need not
@@ -96,7 +100,8 @@ func NewValidatorWithLimits(l Limits) (*Validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	mod, err := newEvaluatorOf(ctx, pkg)
+	v := &Validator{limits: l.withDefaults(), overlay: overlay}
+	v.mod, err = newEvaluatorOf(ctx, pkg, &v.validated)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +109,8 @@ func NewValidatorWithLimits(l Limits) (*Validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := min(max(runtime.GOMAXPROCS(0), 1), maxEvaluators)
-	v := &Validator{limits: l.withDefaults(), schemaSrc: src, overlay: overlay, mod: mod, pool: make(chan *evaluator, n)}
+	v.schemaSrc = src
+	v.pool = make(chan *evaluator, min(max(runtime.GOMAXPROCS(0), 1), maxEvaluators))
 	// Make the first evaluator now: a schema that does not compile is an
 	// error of NewValidator, not of the first Load.
 	e, err := v.get()
@@ -153,17 +158,17 @@ func compileSchema(pkg cue.Value) ([]byte, error) {
 }
 
 // newEvaluator compiles the self-contained schema in a new CUE context.
-func newEvaluator(src []byte) (*evaluator, error) {
+func newEvaluator(src []byte, validated *atomic.Int64) (*evaluator, error) {
 	ctx := cuecontext.New()
 	pkg := ctx.CompileBytes(src, cue.Filename(schemaFile))
 	if err := pkg.Err(); err != nil {
 		return nil, fmt.Errorf("schema: compile the self-contained schema: %w", err)
 	}
-	return newEvaluatorOf(ctx, pkg)
+	return newEvaluatorOf(ctx, pkg, validated)
 }
 
-func newEvaluatorOf(ctx *cue.Context, pkg cue.Value) (*evaluator, error) {
-	e := &evaluator{ctx: ctx, doc: pkg.LookupPath(cue.ParsePath(documentDef)), kinds: map[string]cue.Value{}}
+func newEvaluatorOf(ctx *cue.Context, pkg cue.Value, validated *atomic.Int64) (*evaluator, error) {
+	e := &evaluator{validated: validated, ctx: ctx, doc: pkg.LookupPath(cue.ParsePath(documentDef)), kinds: map[string]cue.Value{}}
 	if !e.doc.Exists() {
 		return nil, fmt.Errorf("schema: embedded CUE has no %s", documentDef)
 	}
@@ -192,7 +197,7 @@ func (v *Validator) get() (*evaluator, error) {
 	if v.made < cap(v.pool) {
 		v.made++
 		v.mu.Unlock()
-		e, err := newEvaluator(v.schemaSrc)
+		e, err := newEvaluator(v.schemaSrc, &v.validated)
 		if err != nil {
 			v.mu.Lock()
 			v.made--
@@ -214,6 +219,7 @@ func (v *Validator) parallelism() int { return cap(v.pool) }
 // definition: the verdict of #Document for a known kind, without its
 // if-chain). Problems are located in file.
 func (e *evaluator) validate(k Kind, file, posFile string, data cue.Value) Problems {
+	e.validated.Add(1)
 	def, ok := e.kinds[k.Kind]
 	if !ok {
 		def = e.doc
