@@ -82,7 +82,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 			return err
 		}
 	}
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}
