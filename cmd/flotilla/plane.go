@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/internal/logfile"
+	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/volumebinding"
@@ -222,6 +223,20 @@ func openLog(dataDir string, o logOptions) (io.WriteCloser, string, error) {
 		return nil, "", fmt.Errorf("open the log: %w", err)
 	}
 	return w, path, nil
+}
+
+// defaultPodmanRoot is where a root Podman keeps images and containers
+// when no --podman-root is given.
+const defaultPodmanRoot = "/var/lib/containers/storage"
+
+// diskPressure is what the node agent watches for DiskPressure: the data
+// dir's file system (store, pods' emptyDirs) and Podman's storage.
+func (o *upOptions) diskPressure() node.DiskPressureConfig {
+	img := o.podmanRoot
+	if img == "" {
+		img = defaultPodmanRoot
+	}
+	return node.DiskPressureConfig{NodeFS: o.dataDir, ImageFS: img}
 }
 
 // ignoreCanceled turns the context.Canceled of a clean stop into nil.

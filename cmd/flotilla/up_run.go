@@ -98,7 +98,8 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric,
-		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
+		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
+		DiskPressure: o.diskPressure()})
 	if err != nil {
 		return err
 	}
