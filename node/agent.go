@@ -113,6 +113,10 @@ type Config struct {
 	Claims volumes.Claims
 	// Logger; default slog.Default(). Logs carry the keys node and pod.
 	Logger *slog.Logger
+	// DiskPressure says when the node reports DiskPressure and evicts
+	// pods to free disk (diskpressure.go). Default: the kubelet's
+	// thresholds on PodDir's file system.
+	DiskPressure DiskPressureConfig
 }
 
 // Agent is the node agent. Create it with New, then call Run.
@@ -121,6 +125,7 @@ type Agent struct {
 	clock clock.WithTicker
 	log   *slog.Logger
 	vols  *volumes.Manager
+	disk  *diskMonitor // nil: DiskPressure.Disabled
 
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod // by UID: the store's pods for this node
@@ -187,10 +192,19 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node agent: %w", err)
 	}
+	var disk *diskMonitor
+	if !cfg.DiskPressure.Disabled {
+		cfg.DiskPressure = cfg.DiskPressure.withDefaults(cfg.PodDir)
+		if err := cfg.DiskPressure.validate(); err != nil {
+			return nil, err
+		}
+		disk = newDiskMonitor(cfg.DiskPressure, cfg.Clock)
+	}
 	return &Agent{
 		cfg:      cfg,
 		clock:    cfg.Clock,
 		vols:     vols,
+		disk:     disk,
 		log:      cfg.Logger.With("node", cfg.NodeName),
 		pods:     map[string]*corev1.Pod{},
 		workers:  map[string]*podWorker{},
@@ -205,6 +219,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("node agent starting")
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.nodeLoop(ctx) }()
+	if a.disk != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.diskLoop(ctx) }()
+	}
 	retry := time.Second
 	for {
 		err := a.listAndWatch(ctx)

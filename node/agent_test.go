@@ -152,12 +152,18 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 	if c := spec.Containers[0]; c.CPUMillis != 500 || c.MemoryBytes != 64<<20 || spec.Hostname != "web" || spec.NetNSPath == "" {
 		t.Fatalf("sandbox = %+v", spec)
 	}
+	// Ready, and DiskPressure=False once the disk was measured.
+	eventually(t, "node Ready without disk pressure", func() bool {
+		c := nodeCondition(t, h.st, corev1.NodeDiskPressure)
+		return c != nil && c.Status == corev1.ConditionFalse
+	})
 	obj, err := h.st.Get(context.Background(), "nodes", "", "n1")
 	if err != nil {
 		t.Fatalf("node not registered: %v", err)
 	}
 	n := obj.(*corev1.Node)
-	if n.Status.Capacity.Pods().Value() != MaxPods || n.Status.Capacity.Memory().IsZero() || len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Status != corev1.ConditionTrue {
+	if n.Status.Capacity.Pods().Value() != MaxPods || n.Status.Capacity.Memory().IsZero() || len(n.Status.Conditions) != 2 ||
+		n.Status.Conditions[0].Type != corev1.NodeReady || n.Status.Conditions[0].Status != corev1.ConditionTrue {
 		t.Fatalf("node status = %+v", n.Status)
 	}
 

@@ -40,6 +40,7 @@ func (a *Agent) nodeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.clock.After(check):
+		case <-a.diskChanged():
 		}
 	}
 }
@@ -154,6 +155,7 @@ func (a *Agent) nodeStatus(old corev1.NodeStatus, now time.Time) corev1.NodeStat
 	if now.Sub(ready.LastHeartbeatTime.Time) >= a.cfg.HeartbeatInterval {
 		ready.LastHeartbeatTime = nowT
 	}
+	a.setDiskCondition(&st, ready.LastHeartbeatTime)
 	return st
 }
 

@@ -37,6 +37,9 @@ func volumeFailure(err error) (reason string, paced bool) {
 // the emptyDirs that have a sizeLimit, evicting the pod when one is over.
 // It returns when it is next due (zero: never).
 func (w *podWorker) syncVolumes(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) time.Time {
+	if w.evictForDisk(ctx, pod) { // diskpressure.go
+		return time.Time{}
+	}
 	if w.evicted != "" {
 		if anyRunning(st) { // evicted by an agent that stopped before stopping it
 			w.stopEvicted(ctx, pod)

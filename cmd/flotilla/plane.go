@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,8 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/internal/logfile"
+	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/volumebinding"
@@ -191,17 +194,49 @@ func (cp *controlPlane) close() {
 	}
 }
 
-// openLog opens DATA_DIR/flotilla.log for the role's logger.
-func openLog(dataDir string) (*os.File, string, error) {
+// logOptions are a role's log rotation flags (see internal/logfile).
+type logOptions struct {
+	maxSizeMiB int
+	maxFiles   int
+}
+
+func (o *logOptions) addFlags(f *pflag.FlagSet) {
+	f.IntVar(&o.maxSizeMiB, "log-max-size", logfile.DefaultMaxSizeMiB, "rotate DATA_DIR/flotilla.log when it reaches this many MiB")
+	f.IntVar(&o.maxFiles, "log-max-files", logfile.DefaultMaxFiles, "rotated logs kept (gzipped); older ones are removed")
+}
+
+// openLog opens DATA_DIR/flotilla.log for the role's logger, rotated by
+// size (internal/logfile: 50 MiB × 5 gzipped files by default).
+func openLog(dataDir string, o logOptions) (io.WriteCloser, string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create data dir: %w", err)
 	}
+	if o.maxSizeMiB < 1 {
+		return nil, "", fmt.Errorf("--log-max-size %d: want at least 1 (MiB)", o.maxSizeMiB)
+	}
+	if o.maxFiles < 1 {
+		return nil, "", fmt.Errorf("--log-max-files %d: want at least 1", o.maxFiles)
+	}
 	path := filepath.Join(dataDir, "flotilla.log")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	w, err := logfile.Open(logfile.Config{Path: path, MaxSizeMiB: o.maxSizeMiB, MaxFiles: o.maxFiles})
 	if err != nil {
 		return nil, "", fmt.Errorf("open the log: %w", err)
 	}
-	return f, path, nil
+	return w, path, nil
+}
+
+// defaultPodmanRoot is where a root Podman keeps images and containers
+// when no --podman-root is given.
+const defaultPodmanRoot = "/var/lib/containers/storage"
+
+// diskPressure is what the node agent watches for DiskPressure: the data
+// dir's file system (store, pods' emptyDirs) and Podman's storage.
+func (o *upOptions) diskPressure() node.DiskPressureConfig {
+	img := o.podmanRoot
+	if img == "" {
+		img = defaultPodmanRoot
+	}
+	return node.DiskPressureConfig{NodeFS: o.dataDir, ImageFS: img}
 }
 
 // ignoreCanceled turns the context.Canceled of a clean stop into nil.

@@ -42,6 +42,7 @@ type serverOptions struct {
 	name               string
 	podEvictionTimeout time.Duration
 	verbose            bool
+	log                logOptions // rotation of DATA_DIR/flotilla.log
 	services           serviceAddrOptions
 	localVolumeRoot    string
 }
@@ -82,12 +83,13 @@ fingerprint of the cluster's CA.`,
 	f.StringVar(&o.localVolumeRoot, "local-volume-root", pvbinding.DefaultLocalVolumeRoot, "where on each node the built-in \"local\" StorageClass makes volumes: ROOT/<node>/<volume>")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
+	o.log.addFlags(f)
 	return cmd
 }
 
 func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ type upOptions struct {
 	nodeName     string
 	interval     time.Duration
 	verbose      bool
+	log          logOptions // rotation of DATA_DIR/flotilla.log
 
 	// For several clusters on one host (tests, the lab): keep them apart.
 	podmanRoot    string
@@ -97,6 +98,7 @@ func (o *upOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network; the service proxy's is <name>-svc (one per cluster on a host)")
 	o.serviceOptions.addFlags(f)
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log every component's debug messages")
+	o.log.addFlags(f)
 }
 
 // roleLogger returns a role's logger: everything at info (debug with

@@ -30,7 +30,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return errors.New("flotilla up needs root: it creates network namespaces and runs Podman as root (try sudo)")
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,8 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.store, Runtime: runtime, Network: fabric,
-		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
+		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
+		DiskPressure: o.diskPressure()})
 	if err != nil {
 		return err
 	}
