@@ -8,12 +8,14 @@ package node
 //	                          │
 //	                          ▼
 //	   ┌──────────────────────── Pending ─────────────────────────┐
+//	   │ runtime listed once (a pod to adopt is never created twice) │
 //	   │ Network.Setup ─▶ volumes.Setup ─▶ resolve env ─▶ images   │ error: container Waiting
 //	   │ (netns + IP)     (emptyDir, tmpfs,  (ConfigMap/   (pull per│ CreateContainerConfigError,
-//	   │                  hostPath checks,   Secret)       policy) │ ContainerCreating "waiting for
-//	   │                  API files, claims)      │                │ claim X to be bound", ErrImagePull,
-//	   │                                         ▼                │ ImagePullBackOff…; retried (config
-//	   │                               Runtime.RunPod ────────────┘ and claims at resync pace)
+//	   │                  hostPath checks,   Secret)       policy; │ ContainerCreating "waiting for
+//	   │                  API files, claims)      │  localhost/ is │ claim X to be bound", ErrImagePull,
+//	   │                                         ▼  never pulled) │ ImagePullBackOff, ErrImageNeverPull…;
+//	   │                               Runtime.RunPod ────────────┘ retried (config, claims, never-pulled
+//	   │                                                              images at resync pace)
 //	   │         no init containers: pod + containers, started ──────────────┐
 //	   │         init containers: the pod alone, then one at a time:         │
 //	   │           CreateContainer + start init[i] ─▶ exit 0 ─▶ init[i+1]     │
@@ -24,7 +26,9 @@ package node
 //	   │           container. Init containers stay, exited, in the pod; a    │
 //	   │           pod that has app containers never runs them again.        │
 //	   │                                                                     ▼
-//	   │   adopted after restart (volumes.Setup again: nothing rewritten)  start
+//	   │   adopted after restart, or from the runtime list   start
+//	   │   (volumes.Setup again: nothing rewritten; other runtime pods
+//	   │   of the same UID are duplicates: removed)
 //	   └──────────────────▶ Running ◀──────────────────────────┐
 //	                   probes │  │ container exits             │ back-off over:
 //	     readiness ─▶ Ready   │  ▼                             │ StartContainer,
@@ -32,6 +36,26 @@ package node
 //	     (RestartContainer)        │ no                  (10s, 20s … 5m; reset
 //	                               ▼                      after 10 min running)
 //	                   Succeeded (all exit 0) / Failed
+//
+//	   What wakes a worker: the store's watch (its pod changed), a runtime
+//	   event of its pod's containers (start, died, oom, remove…; it then
+//	   reads the pod from the runtime), the next due time (back-off, probe,
+//	   init container poll), and a resync: SyncInterval, at which it reads
+//	   the runtime only if the runtime streams no events; with events it
+//	   reads it every RuntimeResyncInterval (5 min) at the latest.
+//
+//	   Runtime down (runtimehealth.go): the node is NotReady (reason
+//	   ContainerRuntimeDown), workers leave the runtime alone and pods keep
+//	   their last status; back: the runtime is re-listed, every worker reads
+//	   its pod and retries at once what failed (a lost runtime pod is
+//	   created again, one kept running by conmon is the same pod).
+//
+//	   A sync that panics: logged with its stack, the pod's status.reason is
+//	   AgentPanic (phase kept), retried after a back-off (10s … 5m); the
+//	   agent and the other pods go on.
+//
+//	   Every runtime call has a deadline (deadlines.go: RuntimeTimeout 2 min,
+//	   PullTimeout 10 min): a hung runtime fails a step, never hangs a worker.
 //
 //	   Running, every SyncInterval: volumes.Setup rewrites the configMap,
 //	   secret, downwardAPI and projected files whose source changed (in

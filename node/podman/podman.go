@@ -1,9 +1,12 @@
 //go:build linux
 
 // Package podman is the node agent's container runtime: it implements
-// node.Runtime on a Podman service through the Podman Go bindings, starts
-// that service for the agent (StartService), and makes the local busybox
-// image that examples and tests run (EnsureBusyboxImage).
+// node.Runtime on a Podman service through the Podman Go bindings (with
+// its events, node.EventWatcher, and health, node.Pinger), starts that
+// service for the agent and starts it again whenever it dies
+// (StartService), caps each container's log (RuntimeConfig.LogSizeMax), and
+// makes the local busybox image that examples and tests run
+// (EnsureBusyboxImage).
 package podman
 
 import (
