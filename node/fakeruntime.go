@@ -27,7 +27,9 @@ type FakeBehavior struct {
 // FakeRuntime is an in-memory Runtime for tests of the agent and of anything
 // that drives it. Time comes from Clock, so exits are deterministic with a
 // fake clock. Behaviors are looked up by container name. It records every
-// call (see Calls). Safe for concurrent use, setters included.
+// call (see Calls). Safe for concurrent use, setters included. It can also
+// stream events, answer pings, go down, hang and lose pods
+// (fakeruntime_events.go).
 type FakeRuntime struct {
 	Clock clock.PassiveClock
 
