@@ -93,7 +93,7 @@ func (w *podWorker) stopEvicted(ctx context.Context, pod *corev1.Pod) {
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	if err := w.a.cfg.Runtime.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := w.a.rt.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, ErrNotFound) {
 		w.log.Warn("stop evicted pod", "err", err)
 	}
 }
