@@ -53,6 +53,8 @@ type Config struct {
 	// Resync is how often the full manifest set of an unchanged commit is
 	// re-applied (repairing objects deleted behind Git's back). Default 10m;
 	// negative disables it. A re-apply that finds no drift writes nothing.
+	// A refused (stalled) commit is never re-evaluated by polls or
+	// resyncs: only a new head, a `flotilla sync` or a restart does.
 	Resync time.Duration
 	// WebhookSecret authenticates webhook calls (the HMAC key for GitHub and
 	// Gitea, the token for GitLab). Empty disables the webhook: every call
