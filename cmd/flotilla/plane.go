@@ -35,7 +35,9 @@ type planeOptions struct {
 	branch   string
 	path     string
 	interval time.Duration
-	apiAddr  string
+	// fetchTimeout bounds each ref listing and fetch (0: gitsync's default).
+	fetchTimeout time.Duration
+	apiAddr      string
 	// hosts are the names and addresses the API certificate is valid for,
 	// besides the listener's own.
 	hosts []string
@@ -150,7 +152,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	cp.repo = o.repo
 	if cp.syncer, err = gitsync.New(gitsync.Config{
-		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval,
+		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval, FetchTimeout: o.fetchTimeout,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
 		Store: cp.store, Loader: validator, Admit: gitsync.ChainAdmit(alloc.AdmitGit, volumebinding.AdmitGit), Logger: o.log.With("component", "gitsync"),
 	}); err != nil {
@@ -165,7 +167,7 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
-		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer, cp.store)},
+		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
 			// Agents fetch the CA here and check it against the join token's

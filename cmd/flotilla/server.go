@@ -142,7 +142,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	}
 	defer cp.close()
 	if o.repo == "" {
-		if err := installSyncHook(repo, cp.kubeconfig); err != nil {
+		if err := gitsync.RemoveSyncHooks(repo); err != nil { // the repository is watched now
 			return err
 		}
 	}
@@ -201,19 +201,6 @@ func ensureGossipKey(dataDir string) ([]byte, error) {
 		return nil, err
 	}
 	return key, nil
-}
-
-// installSyncHook makes commits in a local repository sync at once.
-func installSyncHook(repo, kubeconfig string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find this binary for the post-commit hook: %w", err)
-	}
-	hook := gitsync.ShellQuote(exe) + " sync --quiet --kubeconfig " + gitsync.ShellQuote(kubeconfig)
-	if err := gitsync.InstallPostCommitHook(repo, hook); err != nil {
-		return fmt.Errorf("install the post-commit hook: %w", err)
-	}
-	return nil
 }
 
 // firstGlobalIPv4 is the host's first global unicast IPv4 address.

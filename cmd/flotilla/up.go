@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/gitsync"
 )
 
 // upOptions are the flags of `flotilla up`.
@@ -34,6 +35,7 @@ type upOptions struct {
 	podCIDR      string
 	nodeName     string
 	interval     time.Duration
+	gitTimeout   time.Duration
 	verbose      bool
 	log          logOptions // rotation of DATA_DIR/flotilla.log
 
@@ -78,7 +80,8 @@ running; 'flotilla up' again resumes from the store.`,
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests (default: all of it)")
 	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the API server")
 	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
-	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to the local example repo are picked up at once)")
+	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to a local repository are picked up at once: its refs are watched)")
+	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
 	o.services.addFlags(f)
 	o.addNodeFlags(f)
 	return cmd
