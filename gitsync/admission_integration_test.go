@@ -220,7 +220,7 @@ func TestCommitPassesThePipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipe, err := admission.New(admission.Config{Validator: admission.SchemaValidator(v)})
+	pipe, err := admission.New(admission.Config{Validator: v})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,18 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
+
+// ErrFetchTimeout is wrapped by a ref listing or fetch that got no (full)
+// answer within Config.FetchTimeout. Transient: retried with back-off.
+var ErrFetchTimeout = errors.New("the remote did not answer in time")
+
+// ErrFetchTooLarge is wrapped by a fetch that would download more than
+// Config.MaxFetchSize. It refuses the branch head (stalled, with the
+// LimitExceeded reason) until the head moves.
+var ErrFetchTooLarge = errors.New("the fetch exceeds the size limit")
 
 const remoteName = "origin"
 
@@ -26,6 +40,7 @@ type remote struct {
 	display string // for logs, errors and status: no userinfo
 	auth    transport.AuthMethod
 	secrets []string // strings that must never be shown (password, token)
+	local   string   // the directory of a local repository (path or file://); "" for a network remote
 }
 
 // parseRemote splits credentials out of rawURL. Local paths are made
@@ -42,9 +57,12 @@ func parseRemote(rawURL string) (remote, error) {
 		if aerr != nil {
 			return remote{}, fmt.Errorf("gitsync: repository path %q: %w", rawURL, aerr)
 		}
-		return remote{url: abs, display: abs}, nil
+		return remote{url: abs, display: abs, local: abs}, nil
 	}
 	r := remote{}
+	if u.Scheme == "file" {
+		r.local = filepath.Clean(u.Path)
+	}
 	if u.User != nil {
 		user := u.User.Username()
 		pass, hasPass := u.User.Password()
@@ -122,9 +140,11 @@ func (r remote) sanitize(err error) error {
 // fetcher owns the local bare clone. Not safe for concurrent use; the Syncer
 // serialises syncs.
 type fetcher struct {
-	dir    string
-	remote remote
-	repo   *git.Repository
+	dir     string
+	remote  remote
+	timeout time.Duration // per ref listing, per fetch
+	maxSize int64         // bytes one fetch may write
+	repo    *git.Repository
 }
 
 // open opens the clone, creating it (an empty bare repository with the
@@ -135,12 +155,13 @@ func (f *fetcher) open() (*git.Repository, error) {
 	if f.repo != nil {
 		return f.repo, nil
 	}
-	repo, err := git.PlainOpen(f.dir)
+	if err := os.MkdirAll(f.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create clone directory: %w", err)
+	}
+	st := &cappedStorage{Storage: filesystem.NewStorage(osfs.New(f.dir), cache.NewObjectLRUDefault()), limit: f.maxSize}
+	repo, err := git.Open(st, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		if err := os.MkdirAll(f.dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create clone directory: %w", err)
-		}
-		repo, err = git.PlainInit(f.dir, true)
+		repo, err = git.Init(st, nil) // bare
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open clone in %s: %w", f.dir, err)
@@ -176,9 +197,11 @@ func (f *fetcher) resolve(ctx context.Context, branch string) (string, plumbing.
 	if err != nil {
 		return "", plumbing.ZeroHash, fmt.Errorf("read remote of clone: %w", err)
 	}
-	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: f.remote.auth})
+	lctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: f.remote.auth})
 	if err != nil {
-		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.remote.sanitize(err))
+		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.timedOut(ctx, lctx, f.remote.sanitize(err)))
 	}
 	byName := make(map[plumbing.ReferenceName]*plumbing.Reference, len(refs))
 	for _, r := range refs {
@@ -220,7 +243,9 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 		return c, nil
 	}
 	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/%s/%s", branch, remoteName, branch))
-	err = repo.FetchContext(ctx, &git.FetchOptions{
+	fctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	err = repo.FetchContext(fctx, &git.FetchOptions{
 		RemoteName: remoteName,
 		RefSpecs:   []config.RefSpec{spec},
 		Auth:       f.remote.auth,
@@ -228,7 +253,8 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 		Tags:       git.NoTags,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return nil, fmt.Errorf("fetch %s from %s: %w", branch, f.remote.display, f.remote.sanitize(err))
+		f.removePartialPacks()
+		return nil, fmt.Errorf("fetch %s from %s: %w", branch, f.remote.display, f.timedOut(ctx, fctx, f.remote.sanitize(err)))
 	}
 	c, err := repo.CommitObject(want)
 	if err != nil {
@@ -242,4 +268,60 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 		}
 	}
 	return c, nil
+}
+
+// timedOut names the deadline when the conversation's own context (inner)
+// expired while the caller's (outer) did not: go-git's error then only
+// says that a read was cancelled.
+func (f *fetcher) timedOut(outer, inner context.Context, err error) error {
+	if outer.Err() == nil && errors.Is(inner.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no answer within %s (FetchTimeout): %w", ErrFetchTimeout, f.timeout, err)
+	}
+	return err
+}
+
+// removePartialPacks deletes what an interrupted fetch left of its pack
+// (go-git leaves its temporary file behind when the pack is cut short).
+func (f *fetcher) removePartialPacks() {
+	tmps, _ := filepath.Glob(filepath.Join(f.dir, "objects", "pack", "tmp_pack_*"))
+	for _, p := range tmps {
+		_ = os.Remove(p)
+	}
+}
+
+// cappedStorage is the clone's storage with a limit on the bytes of each
+// pack a fetch writes: go-git streams a fetched pack into PackfileWriter,
+// so this is where the download can be cut off.
+type cappedStorage struct {
+	*filesystem.Storage
+	limit int64
+}
+
+func (s *cappedStorage) PackfileWriter() (io.WriteCloser, error) {
+	w, err := s.Storage.PackfileWriter()
+	if err != nil {
+		return nil, err
+	}
+	return &cappedWriter{WriteCloser: w, limit: s.limit}, nil
+}
+
+type cappedWriter struct {
+	io.WriteCloser
+	limit, n int64
+}
+
+func (w *cappedWriter) Write(p []byte) (int, error) {
+	if w.n+int64(len(p)) > w.limit {
+		return 0, fmt.Errorf("%w of %d bytes (MaxFetchSize)", ErrFetchTooLarge, w.limit)
+	}
+	n, err := w.WriteCloser.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// IsLocal reports whether rawURL names a repository on this machine (a
+// path or a file:// URL): Run watches such a repository's refs.
+func IsLocal(rawURL string) bool {
+	r, err := parseRemote(rawURL)
+	return err == nil && r.local != ""
 }

@@ -1,5 +1,6 @@
 // Package gitsync keeps the store equal to one Git branch: it fetches the
-// repository with go-git (on a poll, a webhook or a local post-commit hook),
+// repository with go-git (on a poll, a webhook, a `flotilla sync`, or at
+// once when a local repository's refs change),
 // reads every manifest of the branch head straight from the commit tree, has
 // the whole set validated, and applies a valid commit in one store
 // transaction (create, update, prune), recording the outcome in the
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -24,6 +27,8 @@ const (
 	DefaultResync       = 10 * time.Minute
 	DefaultMaxFileSize  = 4 << 20  // 4 MiB
 	DefaultMaxTotalSize = 64 << 20 // 64 MiB
+	DefaultFetchTimeout = 60 * time.Second
+	DefaultMaxFetchSize = 512 << 20 // 512 MiB
 )
 
 // Config configures a Syncer. Zero values mean the documented default.
@@ -40,11 +45,16 @@ type Config struct {
 	Path string
 	// Interval between polls. Default 15s; each wait adds up to 10% jitter
 	// so that many clusters on one Git server do not poll in step. A poll of
-	// an unchanged branch is one ref listing and writes nothing.
+	// an unchanged branch is one ref listing and writes nothing. After a
+	// transient failure (fetch, store) the next attempt backs off instead:
+	// 1s, 2s, 4s, … up to 5 minutes, until one succeeds; a trigger (webhook,
+	// `flotilla sync`, a local commit) still syncs at once.
 	Interval time.Duration
 	// Resync is how often the full manifest set of an unchanged commit is
 	// re-applied (repairing objects deleted behind Git's back). Default 10m;
 	// negative disables it. A re-apply that finds no drift writes nothing.
+	// A refused (stalled) commit is never re-evaluated by polls or
+	// resyncs: only a new head, a `flotilla sync` or a restart does.
 	Resync time.Duration
 	// WebhookSecret authenticates webhook calls (the HMAC key for GitHub and
 	// Gitea, the token for GitLab). Empty disables the webhook: every call
@@ -66,8 +76,26 @@ type Config struct {
 	Admit AdmitFunc
 	// Logger; default slog.Default(), with subsystem=gitsync added.
 	Logger *slog.Logger
-	// Clock; default the wall clock.
-	Clock Clock
+	// Clock times polls, back-off and the status's timestamps; default the
+	// wall clock (tests give testkit.NewFakeClock). Network deadlines
+	// (FetchTimeout) are always wall-clock time.
+	Clock clock.Clock
+	// FetchTimeout bounds each conversation with the remote: one ref
+	// listing, one fetch. Default 60s. A remote that accepts the connection
+	// and never answers fails the attempt after it (a transient failure,
+	// recorded in the SyncStatus); it never blocks later syncs.
+	FetchTimeout time.Duration
+	// MaxFetchSize limits the bytes one fetch may download (the pack the
+	// remote sends). Default 512 MiB. A branch whose fetch would exceed it
+	// is refused (stalled until its head moves), so a huge or hostile
+	// repository cannot fill the data dir.
+	MaxFetchSize int64
+	// NoWatch turns off watching a local repository. By default, when URL
+	// is a local path or file:// URL, its refs (HEAD, refs/heads/*,
+	// packed-refs; also through a worktree's .git file) are watched with
+	// inotify and a commit syncs at once instead of at the next poll.
+	// Nothing is written into the repository.
+	NoWatch bool
 	// MaxFileSize limits one manifest file read from the repository.
 	// Default 4 MiB; larger manifest files refuse the commit, larger other
 	// files are skipped.
@@ -110,7 +138,16 @@ func (c *Config) setDefaults() error {
 	}
 	c.Logger = c.Logger.With("subsystem", "gitsync")
 	if c.Clock == nil {
-		c.Clock = realClock{}
+		c.Clock = clock.RealClock{}
+	}
+	if c.FetchTimeout < 0 {
+		return fmt.Errorf("gitsync: FetchTimeout %s must not be negative (--git-timeout)", c.FetchTimeout)
+	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = DefaultFetchTimeout
+	}
+	if c.MaxFetchSize <= 0 {
+		c.MaxFetchSize = DefaultMaxFetchSize
 	}
 	p, err := cleanRepoPath(c.Path)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -69,61 +71,7 @@ func (yamlLoader) Load(fsys fs.FS, paths ...string) ([]schema.Manifest, schema.P
 	return ms, probs
 }
 
-// fakeClock moves only when told; After fires when the time is reached.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(t) }
 
 // gitRemote is a bare repository in a temp dir and a working clone that
 // commits and pushes to it, as a user would.
@@ -207,12 +155,12 @@ type harness struct {
 	remote *gitRemote
 	store  *store.Badger
 	syncer *Syncer
-	clock  *fakeClock
+	clock  *clocktesting.FakeClock
 }
 
 func newHarness(t *testing.T, mutate ...func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, remote: newGitRemote(t), store: newTestStore(t), clock: newFakeClock()}
+	h := &harness{t: t, remote: newGitRemote(t), store: newTestStore(t), clock: testkit.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
 	cfg := Config{
 		URL:     h.remote.bare,
 		WorkDir: filepath.Join(t.TempDir(), "clone"),
@@ -269,7 +217,7 @@ func (h *harness) status() schema.SyncStatusBody {
 
 // newTestStore is the real Badger store, in memory; on disk in a temp dir
 // should the in-memory mode be unavailable.
-func newTestStore(t *testing.T) (s *store.Badger) {
+func newTestStore(t testing.TB) (s *store.Badger) {
 	t.Helper()
 	func() {
 		defer func() {

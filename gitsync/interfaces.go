@@ -2,15 +2,15 @@ package gitsync
 
 import (
 	"io/fs"
-	"time"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
-// The seams of a Syncer that its owner fills in (besides store.Interface):
-// the manifest loader, the admission hook and the clock.
+// The seams of a Syncer that its owner fills in (besides store.Interface
+// and k8s.io/utils' clock.Clock): the manifest loader and the admission
+// hook.
 
 // Loader turns the files of one commit into manifests, validating the whole
 // set. schema.Validator implements it. Problems carry the file and line of
@@ -66,17 +66,6 @@ type Admission struct {
 	File string
 	Line int
 }
-
-// Clock is the time source, injected so that tests need not sleep.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Interface guard: the real validator is a Loader.
 var _ Loader = (*schema.Validator)(nil)

@@ -7,10 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
-
-	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -88,55 +85,32 @@ func InitLocalRepo(dir string, seed fs.FS) error {
 	return nil
 }
 
-// hookMarker identifies hooks written by InstallPostCommitHook; only those
-// are ever overwritten.
+// hookMarker identified the post-commit, post-merge and post-rewrite hooks
+// that earlier versions of `flotilla up` wrote into their example
+// repository to sync after each commit. The repository's refs are watched
+// now (Config.NoWatch), so those hooks are only removed.
 const hookMarker = "# Installed by flotilla: syncs the local cluster after each commit."
 
-// hookNames are the hooks that change the checked-out branch's head
-// locally: commit, merge/pull, and amend/rebase.
 var hookNames = []string{"post-commit", "post-merge", "post-rewrite"}
 
-// ErrForeignHook is returned by InstallPostCommitHook when a hook that
-// flotilla did not write is in the way.
-var ErrForeignHook = errors.New("a git hook not written by flotilla exists")
-
-// InstallPostCommitHook writes executable post-commit, post-merge and
-// post-rewrite hooks into repoDir/.git/hooks that run command with sh in
-// the background, its output discarded, so that a commit never waits for
-// it. command is shell text: quote its arguments with ShellQuote. Hooks
-// written earlier by this function are replaced; another hook in the way
-// is left alone and ErrForeignHook returned.
-func InstallPostCommitHook(repoDir, command string) error {
-	if strings.TrimSpace(command) == "" || strings.ContainsRune(command, 0) {
-		return errors.New("install git hook: command is empty or contains a NUL byte")
-	}
-	hooks := filepath.Join(repoDir, ".git", "hooks")
-	if fi, err := os.Stat(filepath.Join(repoDir, ".git")); err != nil || !fi.IsDir() {
-		return fmt.Errorf("install git hook: %s is not a non-bare git repository", repoDir)
-	}
-	if err := os.MkdirAll(hooks, 0o755); err != nil {
-		return fmt.Errorf("install git hook: %w", err)
-	}
-	script := "#!/bin/sh\n" + hookMarker + "\n(\n" + command + "\n) </dev/null >/dev/null 2>&1 &\nexit 0\n"
+// RemoveSyncHooks deletes the sync hooks an earlier flotilla wrote into
+// repoDir/.git/hooks (only files that carry its marker; any other hook is
+// left alone). A repository without them is fine.
+func RemoveSyncHooks(repoDir string) error {
 	for _, name := range hookNames {
-		p := filepath.Join(hooks, name)
-		old, err := os.ReadFile(p)
+		p := filepath.Join(repoDir, ".git", "hooks", name)
+		data, err := os.ReadFile(p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
+			continue
 		case err != nil:
-			return fmt.Errorf("install git hook %s: %w", p, err)
-		case !bytes.Contains(old, []byte(hookMarker)):
-			return fmt.Errorf("install git hook %s: %w; add this line to it instead: %s", p, ErrForeignHook, strings.TrimSpace(command))
+			return fmt.Errorf("remove the old sync hook %s: %w", p, err)
+		case !bytes.Contains(data, []byte(hookMarker)):
+			continue
 		}
-		if err := atomicfile.WriteFile(p, []byte(script), 0o755); err != nil {
-			return fmt.Errorf("install git hook: %w", err)
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove the old sync hook %s: %w", p, err)
 		}
 	}
 	return nil
-}
-
-// ShellQuote quotes s as one POSIX shell word ('…', with embedded single
-// quotes escaped), for building a hook command from paths.
-func ShellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

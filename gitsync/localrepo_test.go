@@ -3,12 +3,10 @@ package gitsync
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
-	"time"
 
 	git "github.com/go-git/go-git/v5"
 
@@ -77,83 +75,32 @@ func TestSyncFromLocalRepo(t *testing.T) {
 	}
 }
 
-func TestPostCommitHookRunsCommand(t *testing.T) {
-	gitBin, err := exec.LookPath("git")
-	if err != nil {
-		t.Skip("git CLI not installed")
-	}
-	dir := filepath.Join(t.TempDir(), "my repo's dir")
-	if err := InitLocalRepo(dir, seedFS()); err != nil {
-		t.Fatal(err)
-	}
-	marker := filepath.Join(t.TempDir(), "synced 'marker'")
-	if err := InstallPostCommitHook(dir, "touch "+ShellQuote(marker)); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range hookNames {
-		fi, err := os.Stat(filepath.Join(dir, ".git", "hooks", name))
-		if err != nil || fi.Mode().Perm()&0o111 == 0 {
-			t.Fatalf("hook %s not executable: %v %v", name, fi, err)
-		}
-	}
-	// Installing again replaces our own hooks.
-	if err := InstallPostCommitHook(dir, "touch "+ShellQuote(marker)); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "b.yaml"), []byte(configMap("b", "", "1")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) {
-		cmd := exec.Command(gitBin, append([]string{"-c", "user.name=T", "-c", "user.email=t@example.com"}, args...)...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+t.TempDir())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	run("add", "b.yaml")
-	run("commit", "-q", "-m", "add b")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(marker); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the post-commit hook did not run its command")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func TestPostCommitHookLeavesForeignHooks(t *testing.T) {
+func TestRemoveSyncHooks(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	if err := InitLocalRepo(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, ".git", "hooks", "post-commit")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	hooks := filepath.Join(dir, ".git", "hooks")
+	if err := os.MkdirAll(hooks, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte("#!/bin/sh\necho mine\n"), 0o755); err != nil {
+	ours := "#!/bin/sh\n" + hookMarker + "\n(\n'/usr/bin/flotilla' sync --quiet\n) &\n"
+	files := map[string]string{"post-commit": ours, "post-merge": ours, "post-rewrite": "#!/bin/sh\necho mine\n"}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(hooks, name), []byte(data), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveSyncHooks(dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := InstallPostCommitHook(dir, "true"); !errors.Is(err, ErrForeignHook) {
-		t.Fatalf("err = %v", err)
+	for name, data := range files {
+		_, err := os.Stat(filepath.Join(hooks, name))
+		if mine := strings.Contains(data, hookMarker); mine != errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: flotilla's = %v, stat after removal: %v", name, mine, err)
+		}
 	}
-	if data, _ := os.ReadFile(p); !strings.Contains(string(data), "echo mine") {
-		t.Error("foreign hook overwritten")
-	}
-	if err := InstallPostCommitHook(t.TempDir(), "true"); err == nil {
-		t.Error("hook installed outside a repository")
-	}
-}
-
-func TestShellQuote(t *testing.T) {
-	out, err := exec.Command("sh", "-c", "printf %s "+ShellQuote(`it's a "test" $HOME; rm -rf /`)).Output()
-	if err != nil {
-		t.Skip("no sh")
-	}
-	if string(out) != `it's a "test" $HOME; rm -rf /` {
-		t.Errorf("round trip = %q", out)
+	if err := RemoveSyncHooks(dir); err != nil {
+		t.Errorf("a second removal: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -19,6 +21,73 @@ import (
 // changes, LastAppliedTime when the applied commit changes.
 
 var statusKind, _ = schema.KindByName("SyncStatus")
+
+// Condition types of the SyncStatus, as Flux's (kstatus) are.
+const (
+	// ConditionReady is True when the branch head is live, False (with the
+	// reason) when it is not.
+	ConditionReady = "Ready"
+	// ConditionStalled is True when the branch head is refused: nothing
+	// but a new commit helps, and no poll evaluates it again.
+	ConditionStalled = "Stalled"
+	// ConditionReconciling is True while a failed sync is being retried
+	// with back-off (stored), or while a sync runs (in the answer to a
+	// sync request only: a sync in progress is never written).
+	ConditionReconciling = "Reconciling"
+)
+
+// Reasons of the conditions: what stalled the head, what failed, or what
+// is under way.
+const (
+	ReasonApplied = "Applied" // the head is live
+	// Stalled (refused) heads:
+	ReasonValidationFailed = "ValidationFailed" // a manifest is invalid (schema, cross-object checks)
+	ReasonLimitExceeded    = "LimitExceeded"    // a limit: file or commit size, fetch size, objects per commit, the store's transaction size
+	ReasonAdmissionRefused = "AdmissionRefused" // admission refused an object (or Git may not take it over)
+	ReasonInternalError    = "InternalError"    // evaluating the commit panicked: a bug, named in the log with its stack
+	// Transient failures, retried with back-off:
+	ReasonFetchFailed = "FetchFailed" // listing refs, fetching or reading the clone failed or timed out
+	ReasonStoreFailed = "StoreFailed" // reading or writing the store failed
+	// Under way:
+	ReasonRetrying    = "ProgressingWithRetry" // retrying after a transient failure
+	ReasonProgressing = "Progressing"          // a sync is running
+)
+
+func appliedConditions(msg string) []metav1.Condition {
+	return []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied, Message: msg}}
+}
+
+func stalledConditions(reason, msg string) []metav1.Condition {
+	return []metav1.Condition{
+		{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg},
+		{Type: ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: msg + "; waiting for a new commit"},
+	}
+}
+
+func transientConditions(reason, msg, live string) []metav1.Condition {
+	return []metav1.Condition{
+		{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg},
+		{Type: ConditionReconciling, Status: metav1.ConditionTrue, Reason: ReasonRetrying,
+			Message: fmt.Sprintf("retrying with back-off; %s stays live", orNone(short(live)))},
+	}
+}
+
+// conditionReason is the reason of the condition of type t, "" without one.
+func conditionReason(b schema.SyncStatusBody, t string) string {
+	if c := meta.FindStatusCondition(b.Conditions, t); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// problemsReason classes a refused commit's problems: a limit, or invalid
+// manifests.
+func problemsReason(probs schema.Problems, limit bool) string {
+	if limit {
+		return ReasonLimitExceeded
+	}
+	return ReasonValidationFailed
+}
 
 // statusUpdater is the optional ability of a store.Tx to write a status
 // inside the transaction. Without it the status is written right after the
@@ -155,7 +224,26 @@ func stamp(stored, next schema.SyncStatusBody, now time.Time) schema.SyncStatusB
 	if next.Result != stored.Result || next.LastAttemptedCommit != stored.LastAttemptedCommit || next.LastAttemptTime == nil {
 		next.LastAttemptTime = &t
 	}
+	next.Conditions = stampConditions(stored.Conditions, next.Conditions, t)
 	return next
+}
+
+// stampConditions gives each condition of next its transition time: the
+// stored one's while its status is unchanged, t otherwise. next's own
+// times are ignored.
+func stampConditions(stored, next []metav1.Condition, t metav1.Time) []metav1.Condition {
+	if len(next) == 0 {
+		return nil
+	}
+	out := make([]metav1.Condition, len(next))
+	for i, c := range next {
+		c.LastTransitionTime = t
+		if old := meta.FindStatusCondition(stored, c.Type); old != nil && old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // sameStatus compares what a status says, times aside.
@@ -165,12 +253,33 @@ func sameStatus(a, b schema.SyncStatusBody) bool {
 	if len(a.Problems) == 0 && len(b.Problems) == 0 {
 		a.Problems, b.Problems = nil, nil
 	}
+	a.Conditions, b.Conditions = untimed(a.Conditions), untimed(b.Conditions)
 	return reflect.DeepEqual(a, b)
+}
+
+func untimed(cs []metav1.Condition) []metav1.Condition {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]metav1.Condition, len(cs))
+	for i, c := range cs {
+		c.LastTransitionTime = metav1.Time{}
+		out[i] = c
+	}
+	return out
 }
 
 // sameBody compares two status bodies, times included.
 func sameBody(a, b schema.SyncStatusBody) bool {
-	return sameStatus(a, b) && sameTime(a.LastAppliedTime, b.LastAppliedTime) && sameTime(a.LastAttemptTime, b.LastAttemptTime)
+	if !sameStatus(a, b) || !sameTime(a.LastAppliedTime, b.LastAppliedTime) || !sameTime(a.LastAttemptTime, b.LastAttemptTime) {
+		return false
+	}
+	for i := range a.Conditions {
+		if !a.Conditions[i].LastTransitionTime.Equal(&b.Conditions[i].LastTransitionTime) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameTime(a, b *metav1.Time) bool {
@@ -178,4 +287,14 @@ func sameTime(a, b *metav1.Time) bool {
 		return a == b
 	}
 	return a.Time.Equal(b.Time)
+}
+
+// storeLimit turns a store error that no retry can cure — the commit is
+// larger than the store takes in one transaction — into the problem that
+// refuses the commit (LimitExceeded), naming the limit.
+func storeLimit(err error, objects int) (schema.Problem, bool) {
+	if err == nil || !errors.Is(err, badger.ErrTxnTooBig) {
+		return schema.Problem{}, false
+	}
+	return schema.Problem{Reason: fmt.Sprintf("the commit's %d objects are more than the store takes in one transaction (%v): split the change over several commits", objects, err)}, true
 }

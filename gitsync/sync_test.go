@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -63,7 +64,7 @@ func TestUnchangedCommitWritesNothing(t *testing.T) {
 		if body.Result != schema.SyncUnchanged {
 			t.Errorf("Result = %s, want Unchanged", body.Result)
 		}
-		h.clock.Advance(time.Hour)
+		h.clock.Step(time.Hour)
 		if body, err = h.poll(); err != nil || body.Result != schema.SyncUnchanged {
 			t.Errorf("poll = %s, %v", body.Result, err)
 		}
@@ -270,7 +271,7 @@ func TestFetchFailureKeepsLiveCommitAndRecovers(t *testing.T) {
 		t.Errorf("stored = %+v", st)
 	}
 	rev := h.store.Revision()
-	h.clock.Advance(time.Minute)
+	h.clock.Step(time.Minute)
 	if _, err := h.poll(); !errors.Is(err, ErrTransient) {
 		t.Fatal(err)
 	}
@@ -327,18 +328,21 @@ func TestSanitizeURL(t *testing.T) {
 }
 
 func TestRunPollsAndTriggers(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, func(c *Config) { c.NoWatch = true }) // polls and triggers only
 	first := h.remote.commit("one", map[string]string{"a.yaml": configMap("a", "", "1")})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- h.syncer.Run(ctx) }()
-	waitFor(t, func() bool { return h.statusOrZero().LastAppliedCommit == first })
+	testkit.EventuallyTrue(t, "the first commit applied", 0, func() bool { return h.statusOrZero().LastAppliedCommit == first })
 	second := h.remote.commit("two", map[string]string{"a.yaml": configMap("a", "", "2")})
 	h.syncer.Trigger()
 	h.syncer.Trigger() // merged with the first
-	waitFor(t, func() bool { return h.statusOrZero().LastAppliedCommit == second })
+	testkit.EventuallyTrue(t, "the triggered sync applied the second commit", 0, func() bool { return h.statusOrZero().LastAppliedCommit == second })
 	third := h.remote.commit("three", map[string]string{"a.yaml": configMap("a", "", "3")})
-	waitFor(t, func() bool { h.clock.Advance(DefaultInterval * 2); return h.statusOrZero().LastAppliedCommit == third })
+	testkit.EventuallyTrue(t, "a poll applied the third commit", 0, func() bool {
+		h.clock.Step(DefaultInterval * 2)
+		return h.statusOrZero().LastAppliedCommit == third
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -351,17 +355,6 @@ func (h *harness) statusOrZero() schema.SyncStatusBody {
 		return schema.SyncStatusBody{}
 	}
 	return obj.(*schema.SyncStatus).Status
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestSyncNowRepairsDrift(t *testing.T) {

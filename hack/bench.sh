@@ -13,7 +13,7 @@ echo "go: $(go version | cut -d' ' -f3); podman: $(podman --version | cut -d' ' 
 echo
 
 sched=(go test -run '^$' -bench 'BenchmarkSchedule10kPods1kNodes' -benchtime 20x -count 3 ./reconciler/scheduler/)
-e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover' -benchtime 1x -v -timeout 20m ./cmd/flotilla/)
+e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover|BenchmarkIdle100Pods' -benchtime 1x -v -timeout 30m ./cmd/flotilla/)
 net=(go test -run '^$' -bench 'BenchmarkPodToPodThroughput' -benchtime 20x ./netfabric/)
 svc=(go test -run '^$' -bench 'BenchmarkSync1000Services5000Endpoints|BenchmarkVIPvsPodIP$' -benchtime 20x ./netfabric/svcproxy/)
 echo "\$ ${sched[*]}"
@@ -47,6 +47,8 @@ plain=$(metric podman-run-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 flot=$(metric flotilla-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 notready=$(metric notready-s "$out/e2e.txt" BenchmarkLabFailover)
 moved=$(metric rescheduled-s "$out/e2e.txt" BenchmarkLabFailover)
+idlecpu=$(metric total-%core "$out/e2e.txt" BenchmarkIdle100Pods)
+idlemb=$(metric flotilla-MB "$out/e2e.txt" BenchmarkIdle100Pods)
 netratio=$(metric cross/same "$out/net.txt" BenchmarkPodToPodThroughput)
 vipratio=$(metric vip/pod-conn "$out/svc.txt" BenchmarkVIPvsPodIP)
 vipka=$(metric vip/pod-keepalive "$out/svc.txt" BenchmarkVIPvsPodIP)
@@ -63,6 +65,8 @@ printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one node (p50 of 7)"
 printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> NotReady (3-node lab)" "${notready:-?} s" "<= 5" "$(verdict "$notready" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> its pods Running elsewhere" "${moved:-?} s" "<= 35" "$(verdict "$moved" 35 '<=')"
+printf '%-52s %-22s %-12s %s\n' "100 idle pods: Flotilla + its Podman, % of one core" "${idlecpu:-?} %" "<= 5" "$(verdict "$idlecpu" 5 '<=')"
+printf '%-52s %-22s %-12s %s\n' "100 idle pods: Flotilla's resident memory (max)" "${idlemb:-?} MB" "<= 150" "$(verdict "$idlemb" 150 '<=')"
 printf '%-52s %-22s %-12s %s\n' "pod-to-pod throughput, across nodes / same node" "${netratio:-?}" ">= 0.7" "$(verdict "$netratio" 0.7 '>=')"
 printf '%-52s %-22s %-12s %s\n' "requests/s through a VIP / to the pod IP (new conn)" "${vipratio:-?} (keep-alive ${vipka:-?})" ">= 0.9" "$(verdict "$vipratio" 0.9 '>=')"
 printf '%-52s %-22s %-12s %s\n' "re-program 1,000 services / 5,000 endpoints (median)" "${svcupdate:-?} ms" "<= 200" "$(verdict "$svcupdate" 200 '<=')"

@@ -225,7 +225,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 		rec.IP = old.IP
 		if old.NetNS != rec.NetNS || old.HostVeth != rec.HostVeth {
 			// Recorded under another NetNSPrefix: retire the old names.
-			if err := errors.Join(deleteLink(old.HostVeth), deleteNetNS(old.NetNS)); err != nil {
+			if err := errors.Join(deleteLink(old.HostVeth), DeleteNetNS(old.NetNS)); err != nil {
 				return node.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: removing its old network: %w", pod.UID, err)
 			}
 		}
@@ -268,14 +268,14 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 	if createdNS || createdVeth {
 		log.Info("pod network set up", "netns", rec.NetNS, "ip", rec.IP, "veth", rec.HostVeth)
 	}
-	return node.PodNetwork{NetNSPath: filepath.Join(netnsDir, rec.NetNS), IP: addr.AsSlice()}, nil
+	return node.PodNetwork{NetNSPath: filepath.Join(NetNSDir, rec.NetNS), IP: addr.AsSlice()}, nil
 }
 
 // undoSetup removes what a failed Setup made: the netns if it created it,
 // and the record (with its address) if there was none before.
 func (f *Fabric) undoSetup(rec record, existed, createdNS bool, err error) error {
 	if createdNS {
-		if derr := deleteNetNS(rec.NetNS); derr != nil {
+		if derr := DeleteNetNS(rec.NetNS); derr != nil {
 			err = errors.Join(err, fmt.Errorf("cleaning up: %w", derr))
 		}
 	}
@@ -304,7 +304,7 @@ func (f *Fabric) Teardown(ctx context.Context, podUID string) error {
 	if err := deleteLink(rec.HostVeth); err != nil {
 		return fmt.Errorf("netfabric teardown of pod %s: %w", podUID, err)
 	}
-	if err := deleteNetNS(rec.NetNS); err != nil {
+	if err := DeleteNetNS(rec.NetNS); err != nil {
 		return fmt.Errorf("netfabric teardown of pod %s: %w", podUID, err)
 	}
 	if err := f.state.release(podUID); err != nil {

@@ -149,7 +149,7 @@ func TestSetupIsIdempotentAndSurvivesRestart(t *testing.T) {
 	// Reboot: the kernel forgets the bridge, the veth and /run/netns; the
 	// state directory remains.
 	rec, _ := f2.state.get(uid)
-	for _, err := range []error{deleteLink(rec.HostVeth), deleteNetNS(rec.NetNS), deleteLink(tn.cfg.Bridge)} {
+	for _, err := range []error{deleteLink(rec.HostVeth), DeleteNetNS(rec.NetNS), deleteLink(tn.cfg.Bridge)} {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +221,7 @@ func TestTeardownFreesEverything(t *testing.T) {
 func assertGone(t *testing.T, f *Fabric, uid string) {
 	t.Helper()
 	key := shortKey(f.cfg.NetNSPrefix, uid)
-	if _, err := os.Lstat(filepath.Join(netnsDir, f.cfg.NetNSPrefix+key)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(NetNSDir, f.cfg.NetNSPrefix+key)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns of %s still there: %v", uid, err)
 	}
 	if _, err := netlink.LinkByName("veth" + key[:11]); err == nil {
@@ -293,7 +293,7 @@ func TestConcurrentSetups(t *testing.T) {
 	for _, uid := range uids {
 		assertGone(t, f, uid)
 	}
-	left, _ := filepath.Glob(filepath.Join(netnsDir, f.cfg.NetNSPrefix+"*"))
+	left, _ := filepath.Glob(filepath.Join(NetNSDir, f.cfg.NetNSPrefix+"*"))
 	if len(left) != 0 {
 		t.Errorf("namespaces left behind: %v", left)
 	}
@@ -422,7 +422,7 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 		t.Fatal("Setup succeeded over a foreign link with the veth's name")
 	}
 	key := shortKey(f.cfg.NetNSPrefix, uid)
-	if _, err := os.Lstat(filepath.Join(netnsDir, f.cfg.NetNSPrefix+key)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(NetNSDir, f.cfg.NetNSPrefix+key)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns left behind: %v", err)
 	}
 	if pods, _ := f.Pods(context.Background()); len(pods) != 0 {

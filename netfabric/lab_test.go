@@ -72,7 +72,7 @@ func makeNetNS(tb testing.TB, name string) netns.NsHandle {
 	}
 	tb.Cleanup(func() {
 		h.Close()
-		if err := deleteNetNS(name); err != nil {
+		if err := DeleteNetNS(name); err != nil {
 			tb.Errorf("cleanup: %v", err)
 		}
 	})
@@ -110,7 +110,7 @@ func newLab(tb testing.TB, n int, logger *slog.Logger) *lab {
 
 	for i := 0; i < n; i++ {
 		nd := &labNode{name: fmt.Sprintf("flv%sn%d", id, i)}
-		nd.path = filepath.Join(netnsDir, nd.name)
+		nd.path = filepath.Join(NetNSDir, nd.name)
 		nd.underlay = net.IPv4(10, 99, byte(x), byte(i+1)).To4()
 		h := makeNetNS(tb, nd.name)
 		wireNode(tb, h, sw, swh, br, i, nd.underlay)

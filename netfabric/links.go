@@ -7,18 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// netnsDir is where named namespaces live (iproute2's convention, and the
-// only place netns.NewNamed puts them).
-const netnsDir = "/run/netns"
 
 // podIfName is the pod's end of its veth, inside the pod namespace.
 const podIfName = "eth0"
@@ -80,91 +74,6 @@ func ensureBridge(name string, mtu int, gw netip.Prefix) (netlink.Link, error) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-// isNetNS reports whether path is a mounted network namespace (and not, say,
-// the empty file a crash between create and bind-mount leaves behind).
-func isNetNS(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
-}
-
-// EnsureNetNS returns a handle on the named namespace (/run/netns/NAME),
-// creating it if needed; created says whether this call made it. The caller
-// closes the handle. It leaves the calling goroutine's thread in the
-// namespace it was in (the lab uses it for its node namespaces too).
-func EnsureNetNS(name string) (h netns.NsHandle, created bool, err error) {
-	path := filepath.Join(netnsDir, name)
-	if isNetNS(path) {
-		h, err := netns.GetFromPath(path)
-		if err != nil {
-			return netns.None(), false, fmt.Errorf("opening netns %s: %w", path, err)
-		}
-		return h, false, nil
-	}
-	// A leftover plain file (crash between create and mount) blocks O_EXCL.
-	if _, err := os.Lstat(path); err == nil {
-		unix.Unmount(path, unix.MNT_DETACH)
-		if err := os.Remove(path); err != nil {
-			return netns.None(), false, fmt.Errorf("removing stale netns file %s: %w", path, err)
-		}
-	}
-	// netns.NewNamed unshares the calling thread into the new namespace, so
-	// do it on a locked thread of its own and switch back. If switching
-	// back fails the thread stays locked and dies with its goroutine rather
-	// than running other goroutines in the pod's namespace. netns.Get reads
-	// this thread's namespace (/proc/<pid>/task/<tid>/ns/net), so an agent
-	// running under nsenter returns to its node namespace, not the root one
-	// (TestFabricUnderNsenter checks every thread afterwards).
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{netns.None(), fmt.Errorf("getting the current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			if err == nil {
-				h.Close()
-				deleteNetNS(name)
-			}
-			done <- result{netns.None(), fmt.Errorf("returning to the host netns after creating %s: %w", name, serr)}
-			return // thread stays locked: it is discarded
-		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			if !isNetNS(path) {
-				os.Remove(path)
-			}
-			done <- result{netns.None(), fmt.Errorf("creating netns %s: %w", path, err)}
-			return
-		}
-		done <- result{h, nil}
-	}()
-	r := <-done
-	return r.h, r.err == nil, r.err
-}
-
-// deleteNetNS unmounts and removes a named namespace; a missing one is fine.
-// Processes still inside it (a container that was not stopped) keep it
-// alive until they exit, but it is no longer reachable by name.
-func deleteNetNS(name string) error {
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting netns %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing netns %s: %w", path, err)
-	}
-	return nil
 }
 
 // deleteLink deletes the named link in the root namespace; missing is fine.

@@ -36,7 +36,7 @@ func TestFabricUnderNsenter(t *testing.T) {
 	id := randHex(t, 8)
 	name := "flv" + id + "nd"
 	makeNetNS(t, name)
-	path := filepath.Join(netnsDir, name)
+	path := filepath.Join(NetNSDir, name)
 	bridge := "flt" + id
 	cmd := exec.Command(nsenter, "--net="+path, "--", os.Args[0],
 		"-test.run=^TestHelperUnderNsenter$", "-test.v", "-test.count=1")
@@ -49,7 +49,7 @@ func TestFabricUnderNsenter(t *testing.T) {
 	if _, err := netlink.LinkByName(bridge); err == nil {
 		t.Errorf("bridge %s appeared in the test's own namespace", bridge)
 	}
-	matches, _ := filepath.Glob(filepath.Join(netnsDir, "flv"+id+"-*"))
+	matches, _ := filepath.Glob(filepath.Join(NetNSDir, "flv"+id+"-*"))
 	if len(matches) != 0 {
 		t.Errorf("pod namespaces left behind: %v", matches)
 	}

@@ -21,9 +21,9 @@ func TestForwardDropPolicy(t *testing.T) {
 	tn := newTestNet(t, 24)
 	scratch := tn.cfg.NetNSPrefix + "host"
 	t.Cleanup(func() {
-		left, _ := filepath.Glob(filepath.Join(netnsDir, tn.cfg.NetNSPrefix+"*"))
+		left, _ := filepath.Glob(filepath.Join(NetNSDir, tn.cfg.NetNSPrefix+"*"))
 		for _, p := range left {
-			deleteNetNS(filepath.Base(p))
+			DeleteNetNS(filepath.Base(p))
 		}
 	})
 	hostNS, _, err := EnsureNetNS(scratch)

@@ -8,12 +8,14 @@ package node
 //	                          │
 //	                          ▼
 //	   ┌──────────────────────── Pending ─────────────────────────┐
+//	   │ runtime listed once (a pod to adopt is never created twice) │
 //	   │ Network.Setup ─▶ volumes.Setup ─▶ resolve env ─▶ images   │ error: container Waiting
 //	   │ (netns + IP)     (emptyDir, tmpfs,  (ConfigMap/   (pull per│ CreateContainerConfigError,
-//	   │                  hostPath checks,   Secret)       policy) │ ContainerCreating "waiting for
-//	   │                  API files, claims)      │                │ claim X to be bound", ErrImagePull,
-//	   │                                         ▼                │ ImagePullBackOff…; retried (config
-//	   │                               Runtime.RunPod ────────────┘ and claims at resync pace)
+//	   │                  hostPath checks,   Secret)       policy; │ ContainerCreating "waiting for
+//	   │                  API files, claims)      │  localhost/ is │ claim X to be bound", ErrImagePull,
+//	   │                                         ▼  never pulled) │ ImagePullBackOff, ErrImageNeverPull…;
+//	   │                               Runtime.RunPod ────────────┘ retried (config, claims, never-pulled
+//	   │                                                              images at resync pace)
 //	   │         no init containers: pod + containers, started ──────────────┐
 //	   │         init containers: the pod alone, then one at a time:         │
 //	   │           CreateContainer + start init[i] ─▶ exit 0 ─▶ init[i+1]     │
@@ -24,7 +26,9 @@ package node
 //	   │           container. Init containers stay, exited, in the pod; a    │
 //	   │           pod that has app containers never runs them again.        │
 //	   │                                                                     ▼
-//	   │   adopted after restart (volumes.Setup again: nothing rewritten)  start
+//	   │   adopted after restart, or from the runtime list   start
+//	   │   (volumes.Setup again: nothing rewritten; other runtime pods
+//	   │   of the same UID are duplicates: removed)
 //	   └──────────────────▶ Running ◀──────────────────────────┐
 //	                   probes │  │ container exits             │ back-off over:
 //	     readiness ─▶ Ready   │  ▼                             │ StartContainer,
@@ -32,6 +36,26 @@ package node
 //	     (RestartContainer)        │ no                  (10s, 20s … 5m; reset
 //	                               ▼                      after 10 min running)
 //	                   Succeeded (all exit 0) / Failed
+//
+//	   What wakes a worker: the store's watch (its pod changed), a runtime
+//	   event of its pod's containers (start, died, oom, remove…; it then
+//	   reads the pod from the runtime), the next due time (back-off, probe,
+//	   init container poll), and a resync: SyncInterval, at which it reads
+//	   the runtime only if the runtime streams no events; with events it
+//	   reads it every RuntimeResyncInterval (5 min) at the latest.
+//
+//	   Runtime down (runtimehealth.go): the node is NotReady (reason
+//	   ContainerRuntimeDown), workers leave the runtime alone and pods keep
+//	   their last status; back: the runtime is re-listed, every worker reads
+//	   its pod and retries at once what failed (a lost runtime pod is
+//	   created again, one kept running by conmon is the same pod).
+//
+//	   A sync that panics: logged with its stack, the pod's status.reason is
+//	   AgentPanic (phase kept), retried after a back-off (10s … 5m); the
+//	   agent and the other pods go on.
+//
+//	   Every runtime call has a deadline (deadlines.go: RuntimeTimeout 2 min,
+//	   PullTimeout 10 min): a hung runtime fails a step, never hangs a worker.
 //
 //	   Running, every SyncInterval: volumes.Setup rewrites the configMap,
 //	   secret, downwardAPI and projected files whose source changed (in
@@ -79,10 +103,30 @@ type Config struct {
 	// Clock drives back-off, probes, resyncs and heartbeats. Default: the
 	// real clock; tests inject a fake one.
 	Clock clock.WithTicker
-	// SyncInterval is the full resync period (re-list pods, look for
-	// orphans, re-check every pod), with up to 10% jitter. Default 10s.
-	// Shorter notices lost events sooner and costs reads, never writes.
+	// SyncInterval is the store resync period (re-list the node's pods,
+	// re-check every pod against the store: ConfigMap and Secret volumes,
+	// configuration errors), with up to 10% jitter. Default 10s. Shorter
+	// notices lost events sooner and costs reads, never writes. A runtime
+	// that streams no events (no EventWatcher) is also polled at this pace.
 	SyncInterval time.Duration
+	// RuntimeResyncInterval is, while the runtime's events stream, how
+	// often the agent re-lists the runtime (adopting its pods, removing
+	// orphans and duplicates) and every worker re-reads its pod's
+	// containers without an event. Default 5m: events cover the time
+	// between; shorter costs the runtime work on an idle node.
+	RuntimeResyncInterval time.Duration
+	// RuntimeCheckInterval is how often a runtime that can be pinged
+	// (Pinger) is checked, for the node's Ready condition; an event stream
+	// that ends is noticed at once. Default 10s.
+	RuntimeCheckInterval time.Duration
+	// RuntimeTimeout bounds every runtime call but pulls (StopPod and
+	// RestartContainer get their grace period on top; a log follow is
+	// bounded only by its client). Default 2m: longer than any answer of a
+	// healthy runtime, short enough that a hung one does not hold a pod.
+	RuntimeTimeout time.Duration
+	// PullTimeout bounds an image pull. Default 10m (a large image on a
+	// slow link).
+	PullTimeout time.Duration
 	// HeartbeatInterval is how often the Node's Ready condition is renewed
 	// when nothing else changed. Default 40s. Each heartbeat is one write.
 	HeartbeatInterval time.Duration
@@ -113,14 +157,25 @@ type Config struct {
 	Claims volumes.Claims
 	// Logger; default slog.Default(). Logs carry the keys node and pod.
 	Logger *slog.Logger
+	// DiskPressure says when the node reports DiskPressure and evicts
+	// pods to free disk (diskpressure.go). Default: the kubelet's
+	// thresholds on PodDir's file system.
+	DiskPressure DiskPressureConfig
 }
 
 // Agent is the node agent. Create it with New, then call Run.
 type Agent struct {
 	cfg   Config
+	rt    Runtime // cfg.Runtime with a deadline on every call
 	clock clock.WithTicker
 	log   *slog.Logger
 	vols  *volumes.Manager
+	disk  *diskMonitor // nil: DiskPressure.Disabled
+
+	health    runtimeHealth
+	resyncNow chan struct{} // a runtime resync soon (pokes merge)
+	nodeNow   chan struct{} // a node status sync soon
+	checkNow  chan struct{} // a runtime ping soon
 
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod // by UID: the store's pods for this node
@@ -128,6 +183,15 @@ type Agent struct {
 	listRev int64                  // revision of the last list; older events are stale
 	// orphans being removed, by runtime pod ID
 	removing map[string]bool
+	// runtimeByUID is the last runtime list: runtime pod IDs by pod UID
+	// (several: duplicates to remove); runtimeListed once there is one. No
+	// worker creates a pod before, so that none duplicates a pod to adopt.
+	runtimeByUID    map[string][]string
+	runtimeListed   bool
+	lastRuntimeList time.Time
+
+	// syncHook, when set (tests), runs at the start of every pod sync.
+	syncHook func(*corev1.Pod)
 
 	wg sync.WaitGroup // workers and orphan removals
 }
@@ -170,6 +234,18 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 40 * time.Second
 	}
+	if cfg.RuntimeResyncInterval <= 0 {
+		cfg.RuntimeResyncInterval = 5 * time.Minute
+	}
+	if cfg.RuntimeCheckInterval <= 0 {
+		cfg.RuntimeCheckInterval = 10 * time.Second
+	}
+	if cfg.RuntimeTimeout <= 0 {
+		cfg.RuntimeTimeout = 2 * time.Minute
+	}
+	if cfg.PullTimeout <= 0 {
+		cfg.PullTimeout = 10 * time.Minute
+	}
 	if cfg.OrphanGracePeriod <= 0 {
 		cfg.OrphanGracePeriod = 10 * time.Second
 	}
@@ -187,14 +263,27 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node agent: %w", err)
 	}
+	var disk *diskMonitor
+	if !cfg.DiskPressure.Disabled {
+		cfg.DiskPressure = cfg.DiskPressure.withDefaults(cfg.PodDir)
+		if err := cfg.DiskPressure.validate(); err != nil {
+			return nil, err
+		}
+		disk = newDiskMonitor(cfg.DiskPressure, cfg.Clock)
+	}
 	return &Agent{
-		cfg:      cfg,
-		clock:    cfg.Clock,
-		vols:     vols,
-		log:      cfg.Logger.With("node", cfg.NodeName),
-		pods:     map[string]*corev1.Pod{},
-		workers:  map[string]*podWorker{},
-		removing: map[string]bool{},
+		cfg:       cfg,
+		rt:        deadlineRuntime{rt: cfg.Runtime, call: cfg.RuntimeTimeout, pull: cfg.PullTimeout},
+		clock:     cfg.Clock,
+		vols:      vols,
+		disk:      disk,
+		log:       cfg.Logger.With("node", cfg.NodeName),
+		resyncNow: make(chan struct{}, 1),
+		nodeNow:   make(chan struct{}, 1),
+		checkNow:  make(chan struct{}, 1),
+		pods:      map[string]*corev1.Pod{},
+		workers:   map[string]*podWorker{},
+		removing:  map[string]bool{},
 	}, nil
 }
 
@@ -203,8 +292,13 @@ func New(cfg Config) (*Agent, error) {
 // running: a later agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("node agent starting")
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.nodeLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.runtimeLoop(ctx) }()
+	if a.disk != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.diskLoop(ctx) }()
+	}
 	retry := time.Second
 	for {
 		err := a.listAndWatch(ctx)
@@ -232,10 +326,11 @@ func (a *Agent) podSelector() store.ListOptions {
 }
 
 // listAndWatch lists the node's pods, reconciles workers and orphans, then
-// follows the watch, with a full resync every SyncInterval. It returns nil
-// when the watch closed normally (re-list), an error otherwise.
+// follows the watch, with a store resync every SyncInterval and a runtime
+// resync when one is due (runtimeResyncDue) or asked for (resyncNow). It
+// returns nil when the watch closed normally (re-list), an error otherwise.
 func (a *Agent) listAndWatch(ctx context.Context) error {
-	rev, err := a.resync(ctx)
+	rev, err := a.resync(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -256,10 +351,14 @@ func (a *Agent) listAndWatch(ctx context.Context) error {
 			}
 			a.handleEvent(ctx, ev)
 		case <-timer.C():
-			if _, err := a.resync(ctx); err != nil {
+			if _, err := a.resync(ctx, a.runtimeResyncDue()); err != nil {
 				a.log.Warn("resync failed", "err", err)
 			}
 			timer.Reset(a.jitter(a.cfg.SyncInterval))
+		case <-a.resyncNow:
+			if _, err := a.resync(ctx, true); err != nil {
+				a.log.Warn("resync failed", "err", err)
+			}
 		}
 	}
 }
@@ -268,25 +367,48 @@ func (a *Agent) jitter(d time.Duration) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d)/10+1))
 }
 
-// resync is the full sync: list the store's pods and the runtime's, start
-// workers (with the runtime pod to adopt), stop workers of pods that are
-// gone, remove orphans, poke everyone.
-func (a *Agent) resync(ctx context.Context) (int64, error) {
+// runtimeResyncDue reports whether the periodic resync should re-list the
+// runtime too: always while its events do not stream, else every
+// RuntimeResyncInterval, and until a runtime list succeeded.
+func (a *Agent) runtimeResyncDue() bool {
+	a.mu.Lock()
+	listed, last := a.runtimeListed, a.lastRuntimeList
+	a.mu.Unlock()
+	return !listed || !a.eventsLive() || !a.clock.Now().Before(last.Add(a.cfg.RuntimeResyncInterval))
+}
+
+// resync is the full sync: list the store's pods, start workers and stop
+// those of pods that are gone, poke everyone. withRuntime also lists the
+// runtime's pods: each worker is offered its own (to adopt, and to remove
+// duplicates), orphans are removed, and the networks and volumes of pods
+// that are gone are torn down. A runtime that does not answer fails only
+// that part (the node shows it NotReady); the store part goes on.
+func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 	objs, rev, err := a.cfg.Store.List(ctx, "pods", a.podSelector())
 	if err != nil {
 		return 0, fmt.Errorf("list pods of node %s: %w", a.cfg.NodeName, err)
 	}
-	running, err := a.cfg.Runtime.ListPods(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list runtime pods: %w", err)
-	}
-	byUID := map[string]PodSummary{}
-	for _, p := range running {
-		byUID[p.UID] = p
+	var running []PodSummary
+	if withRuntime {
+		if err := a.runtimeErr(); err != nil {
+			withRuntime = false // down: listed again when it is back
+		} else if running, err = a.rt.ListPods(ctx); err != nil {
+			a.runtimeCallFailed(err)
+			a.log.Warn("list runtime pods", "err", err)
+			withRuntime = false
+		}
 	}
 
 	a.mu.Lock()
 	a.listRev = rev
+	if withRuntime {
+		a.runtimeByUID = map[string][]string{}
+		for _, p := range running {
+			a.runtimeByUID[p.UID] = append(a.runtimeByUID[p.UID], p.ID)
+		}
+		a.runtimeListed = true
+		a.lastRuntimeList = a.clock.Now()
+	}
 	fresh := map[string]*corev1.Pod{}
 	for _, o := range objs {
 		if p, ok := o.(*corev1.Pod); ok {
@@ -300,23 +422,35 @@ func (a *Agent) resync(ctx context.Context) (int64, error) {
 	}
 	for uid, p := range fresh {
 		a.pods[uid] = p
-		a.ensureWorkerLocked(ctx, p, byUID[uid].ID)
+		w := a.ensureWorkerLocked(ctx, p)
+		if withRuntime {
+			w.offer(a.runtimeByUID[uid])
+		}
 	}
 	var orphans []PodSummary
-	for _, p := range running {
-		if _, ok := a.workers[p.UID]; !ok && !a.removing[p.ID] {
-			a.removing[p.ID] = true
-			orphans = append(orphans, p)
+	if withRuntime {
+		for _, p := range running {
+			if _, ok := a.workers[p.UID]; !ok && !a.removing[p.ID] {
+				a.removing[p.ID] = true
+				orphans = append(orphans, p)
+			}
 		}
 	}
 	for _, w := range a.workers {
 		w.poke()
 	}
 	a.mu.Unlock()
+	if !withRuntime {
+		return rev, nil
+	}
 
 	for _, o := range orphans {
 		a.wg.Add(1)
 		go a.removeOrphan(ctx, o)
+	}
+	byUID := map[string]bool{}
+	for _, p := range running {
+		byUID[p.UID] = true
 	}
 	a.teardownOrphanNetworks(ctx)
 	a.teardownOrphanVolumes(byUID)
@@ -331,10 +465,10 @@ func (a *Agent) removeOrphan(ctx context.Context, p PodSummary) {
 	defer func() { a.mu.Lock(); delete(a.removing, p.ID); a.mu.Unlock() }()
 	log := a.log.With("pod", p.Namespace+"/"+p.Name, "uid", p.UID)
 	log.Info("removing orphan runtime pod (not in the store)", "id", p.ID)
-	if err := a.cfg.Runtime.StopPod(ctx, p.ID, a.cfg.OrphanGracePeriod); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := a.rt.StopPod(ctx, p.ID, a.cfg.OrphanGracePeriod); err != nil && !errors.Is(err, ErrNotFound) {
 		log.Warn("stop orphan pod", "err", err)
 	}
-	if err := a.cfg.Runtime.RemovePod(ctx, p.ID); err != nil {
+	if err := a.rt.RemovePod(ctx, p.ID); err != nil {
 		log.Warn("remove orphan pod", "err", err)
 		return
 	}
@@ -348,7 +482,7 @@ func (a *Agent) removeOrphan(ctx context.Context, p PodSummary) {
 
 // teardownOrphanVolumes removes the pod dirs of pods that have neither a
 // worker nor a runtime pod (those are removed with them).
-func (a *Agent) teardownOrphanVolumes(runtimePods map[string]PodSummary) {
+func (a *Agent) teardownOrphanVolumes(runtimePods map[string]bool) {
 	uids, err := a.vols.Pods()
 	if err != nil {
 		a.log.Warn("list pod dirs", "err", err)
@@ -358,7 +492,7 @@ func (a *Agent) teardownOrphanVolumes(runtimePods map[string]PodSummary) {
 		a.mu.Lock()
 		_, busy := a.workers[uid]
 		a.mu.Unlock()
-		if _, running := runtimePods[uid]; busy || running {
+		if busy || runtimePods[uid] {
 			continue
 		}
 		a.log.Info("removing the volumes of a pod that is gone", "uid", uid)
@@ -408,9 +542,7 @@ func (a *Agent) handleEvent(ctx context.Context, ev store.Event) {
 		return
 	}
 	a.pods[uid] = p
-	if w := a.ensureWorkerLocked(ctx, p, ""); w != nil {
-		w.poke()
-	}
+	a.ensureWorkerLocked(ctx, p).poke()
 }
 
 // rvLess reports a < b for numeric resourceVersions.
@@ -420,14 +552,17 @@ func rvLess(a, b string) bool {
 	return err1 == nil && err2 == nil && x < y
 }
 
-// ensureWorkerLocked starts the worker of a pod if it has none. runtimeID is
-// the runtime pod to adopt ("" for none known).
-func (a *Agent) ensureWorkerLocked(ctx context.Context, p *corev1.Pod, runtimeID string) *podWorker {
+// ensureWorkerLocked starts the worker of a pod if it has none, with the
+// runtime pods of its UID that the last runtime list saw, to adopt.
+func (a *Agent) ensureWorkerLocked(ctx context.Context, p *corev1.Pod) *podWorker {
 	uid := string(p.UID)
 	if w, ok := a.workers[uid]; ok {
 		return w
 	}
-	w := newPodWorker(a, p, runtimeID)
+	w := newPodWorker(a, p)
+	if ids := a.runtimeByUID[uid]; len(ids) > 0 {
+		w.offer(ids)
+	}
 	a.workers[uid] = w
 	a.wg.Add(1)
 	go func() {
@@ -532,7 +667,7 @@ func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOpti
 	if id == "" {
 		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, ErrNotFound)
 	}
-	err := a.cfg.Runtime.ContainerLogs(ctx, id, LogRequest{Follow: opts.Follow, TailLines: opts.TailLines}, w)
+	err := a.rt.ContainerLogs(ctx, id, LogRequest{Follow: opts.Follow, TailLines: opts.TailLines}, w)
 	if err != nil {
 		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, err)
 	}

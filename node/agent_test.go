@@ -152,12 +152,18 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 	if c := spec.Containers[0]; c.CPUMillis != 500 || c.MemoryBytes != 64<<20 || spec.Hostname != "web" || spec.NetNSPath == "" {
 		t.Fatalf("sandbox = %+v", spec)
 	}
+	// Ready, and DiskPressure=False once the disk was measured.
+	eventually(t, "node Ready without disk pressure", func() bool {
+		c := nodeCondition(t, h.st, corev1.NodeDiskPressure)
+		return c != nil && c.Status == corev1.ConditionFalse
+	})
 	obj, err := h.st.Get(context.Background(), "nodes", "", "n1")
 	if err != nil {
 		t.Fatalf("node not registered: %v", err)
 	}
 	n := obj.(*corev1.Node)
-	if n.Status.Capacity.Pods().Value() != MaxPods || n.Status.Capacity.Memory().IsZero() || len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Status != corev1.ConditionTrue {
+	if n.Status.Capacity.Pods().Value() != MaxPods || n.Status.Capacity.Memory().IsZero() || len(n.Status.Conditions) != 2 ||
+		n.Status.Conditions[0].Type != corev1.NodeReady || n.Status.Conditions[0].Status != corev1.ConditionTrue {
 		t.Fatalf("node status = %+v", n.Status)
 	}
 
@@ -356,7 +362,8 @@ func newSyncHarness(t *testing.T, pod *corev1.Pod) *syncHarness {
 	}
 	p := createPod(t, h.st, pod)
 	a.pods[string(p.UID)] = p
-	return &syncHarness{harness: h, clk: clk, a: a, w: newPodWorker(a, p, ""), pod: p}
+	a.runtimeListed = true // as after the agent's first resync
+	return &syncHarness{harness: h, clk: clk, a: a, w: newPodWorker(a, p), pod: p}
 }
 
 func (s *syncHarness) sync(t *testing.T) corev1.PodStatus {
@@ -450,7 +457,7 @@ func TestImagePullPolicies(t *testing.T) {
 		t.Fatal("pulled despite Never")
 	}
 
-	s = newSyncHarness(t, newPod("pull", corev1.Container{Name: "main", Image: "localhost/absent:1"}))
+	s = newSyncHarness(t, newPod("pull", corev1.Container{Name: "main", Image: "registry.example/absent:1"}))
 	s.rt.SetPullError(errors.New("no registry"))
 	st = s.sync(t)
 	if w := st.ContainerStatuses[0].State.Waiting; w == nil || w.Reason != "ErrImagePull" {
@@ -465,6 +472,45 @@ func TestImagePullPolicies(t *testing.T) {
 	s.clk.Step(20 * time.Second)
 	if st = s.sync(t); st.Phase != corev1.PodRunning {
 		t.Fatalf("not running after the image arrived: %+v", st)
+	}
+}
+
+// TestLocalhostImagesAreNeverPulled: an image under localhost/ names this
+// node's storage. Present, it runs without a pull even with policy Always
+// (a :latest tag); missing, the pod fails at once with ErrImageNeverPull
+// and what to do, no pull is tried, and it starts once the image is loaded.
+func TestLocalhostImagesAreNeverPulled(t *testing.T) {
+	s := newSyncHarness(t, newPod("here", corev1.Container{Name: "main", Image: testImage, ImagePullPolicy: corev1.PullAlways}))
+	if st := s.sync(t); st.Phase != corev1.PodRunning {
+		t.Fatalf("phase %s, want Running: %+v", st.Phase, st.ContainerStatuses)
+	}
+	if n := s.rt.CountCalls("PullImage"); n != 0 {
+		t.Fatalf("%d pulls of a local image", n)
+	}
+
+	const missing = "localhost/missing:latest"
+	s = newSyncHarness(t, newPod("absent", corev1.Container{Name: "main", Image: missing}))
+	st := s.sync(t)
+	w := st.ContainerStatuses[0].State.Waiting
+	if w == nil || w.Reason != "ErrImageNeverPull" || st.Phase != corev1.PodPending {
+		t.Fatalf("status = %+v", st.ContainerStatuses[0].State)
+	}
+	for _, want := range []string{missing, "not in this node's storage", "podman load", "flotilla lab load"} {
+		if !strings.Contains(w.Message, want) {
+			t.Errorf("message %q does not say %q", w.Message, want)
+		}
+	}
+	if n := s.rt.CountCalls("PullImage"); n != 0 {
+		t.Fatalf("%d pulls of a localhost/ image", n)
+	}
+	// Loaded: found again at resync pace (10s here), not after a long back-off.
+	s.rt.AddImage(missing)
+	s.clk.Step(10 * time.Second)
+	if st = s.sync(t); st.Phase != corev1.PodRunning {
+		t.Fatalf("not Running after the image was loaded: %+v", st.ContainerStatuses[0].State)
+	}
+	if n := s.rt.CountCalls("PullImage"); n != 0 {
+		t.Fatalf("%d pulls of a localhost/ image", n)
 	}
 }
 

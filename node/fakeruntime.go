@@ -27,7 +27,9 @@ type FakeBehavior struct {
 // FakeRuntime is an in-memory Runtime for tests of the agent and of anything
 // that drives it. Time comes from Clock, so exits are deterministic with a
 // fake clock. Behaviors are looked up by container name. It records every
-// call (see Calls). Safe for concurrent use, setters included.
+// call (see Calls). Safe for concurrent use, setters included. It can also
+// stream events, answer pings, go down, hang and lose pods
+// (fakeruntime_events.go).
 type FakeRuntime struct {
 	Clock clock.PassiveClock
 
@@ -38,6 +40,13 @@ type FakeRuntime struct {
 	pods      map[string]*fakePod
 	calls     []string
 	nextID    int
+
+	// optional abilities (fakeruntime_events.go)
+	events  bool                // WatchEvents streams (EnableEvents)
+	subs    []chan RuntimeEvent // live WatchEvents streams
+	downErr error               // every call fails with it (SetDown)
+	downCh  chan struct{}       // closed when the runtime goes down: streams end
+	hang    bool                // every call blocks until its ctx ends (SetHang)
 }
 
 type fakePod struct {
@@ -47,6 +56,7 @@ type fakePod struct {
 }
 
 type fakeContainer struct {
+	uid    string // the pod's
 	spec   ContainerSpec
 	status ContainerStatus
 }
@@ -64,6 +74,7 @@ func NewFakeRuntime(clk clock.PassiveClock) *FakeRuntime {
 		behaviors: map[string]FakeBehavior{},
 		images:    map[string]bool{},
 		pods:      map[string]*fakePod{},
+		downCh:    make(chan struct{}),
 	}
 }
 
@@ -119,6 +130,7 @@ func (f *FakeRuntime) ExitContainer(containerID string, code int32) error {
 		c.status.State = ContainerExited
 		c.status.ExitCode = code
 		c.status.FinishedAt = f.Clock.Now()
+		f.emitLocked("died", c)
 	}
 	return nil
 }
@@ -162,11 +174,15 @@ func (f *FakeRuntime) startLocked(c *fakeContainer) error {
 	c.status.FinishedAt = time.Time{}
 	c.status.ExitCode = 0
 	c.status.Error = ""
+	f.emitLocked("start", c)
 	return nil
 }
 
 // RunPod implements Runtime.
 func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, error) {
+	if err := f.available(ctx); err != nil {
+		return "", err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("RunPod %s/%s", spec.Namespace, spec.Name)
@@ -178,7 +194,7 @@ func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, erro
 	}
 	for _, cs := range spec.Containers {
 		f.nextID++
-		c := &fakeContainer{spec: cs, status: ContainerStatus{
+		c := &fakeContainer{uid: spec.UID, spec: cs, status: ContainerStatus{
 			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
 			ImageID: "sha256:" + cs.Image, State: ContainerCreated,
 		}}
@@ -203,7 +219,7 @@ func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
 	p := &fakePod{sum: PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name}, spec: spec}
 	for _, cs := range spec.Containers {
 		f.nextID++
-		p.containers = append(p.containers, &fakeContainer{spec: cs, status: ContainerStatus{
+		p.containers = append(p.containers, &fakeContainer{uid: spec.UID, spec: cs, status: ContainerStatus{
 			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image, ImageID: "sha256:" + cs.Image,
 			State: ContainerRunning, StartedAt: f.Clock.Now(),
 		}})
@@ -214,6 +230,9 @@ func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
 
 // CreateContainer implements Runtime.
 func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, cs ContainerSpec) (string, error) {
+	if err := f.available(ctx); err != nil {
+		return "", err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("CreateContainer %s", cs.Name)
@@ -227,7 +246,7 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodS
 		}
 	}
 	f.nextID++
-	c := &fakeContainer{spec: cs, status: ContainerStatus{
+	c := &fakeContainer{uid: p.sum.UID, spec: cs, status: ContainerStatus{
 		Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
 		ImageID: "sha256:" + cs.Image, State: ContainerCreated,
 	}}
@@ -253,6 +272,9 @@ func (f *FakeRuntime) Spec(podID string) (PodSandbox, bool) {
 
 // ListPods implements Runtime.
 func (f *FakeRuntime) ListPods(ctx context.Context) ([]PodSummary, error) {
+	if err := f.available(ctx); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("ListPods")
@@ -266,8 +288,12 @@ func (f *FakeRuntime) ListPods(ctx context.Context) ([]PodSummary, error) {
 
 // PodStatus implements Runtime.
 func (f *FakeRuntime) PodStatus(ctx context.Context, podID string) (PodStatus, error) {
+	if err := f.available(ctx); err != nil {
+		return PodStatus{}, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.record("PodStatus %s", podID)
 	p, ok := f.pods[podID]
 	if !ok {
 		return PodStatus{}, fmt.Errorf("fake pod %s: %w", podID, ErrNotFound)
@@ -282,6 +308,9 @@ func (f *FakeRuntime) PodStatus(ctx context.Context, podID string) (PodStatus, e
 
 // StartContainer implements Runtime.
 func (f *FakeRuntime) StartContainer(ctx context.Context, containerID string) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("StartContainer %s", containerID)
@@ -298,6 +327,9 @@ func (f *FakeRuntime) StartContainer(ctx context.Context, containerID string) er
 
 // RestartContainer implements Runtime.
 func (f *FakeRuntime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("RestartContainer %s", containerID)
@@ -310,6 +342,9 @@ func (f *FakeRuntime) RestartContainer(ctx context.Context, containerID string, 
 
 // StopPod implements Runtime.
 func (f *FakeRuntime) StopPod(ctx context.Context, podID string, grace time.Duration) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("StopPod %s %s", podID, grace)
@@ -323,6 +358,7 @@ func (f *FakeRuntime) StopPod(ctx context.Context, podID string, grace time.Dura
 			c.status.State = ContainerExited
 			c.status.ExitCode = 143
 			c.status.FinishedAt = f.Clock.Now()
+			f.emitLocked("died", c)
 		}
 	}
 	return nil
@@ -330,15 +366,26 @@ func (f *FakeRuntime) StopPod(ctx context.Context, podID string, grace time.Dura
 
 // RemovePod implements Runtime.
 func (f *FakeRuntime) RemovePod(ctx context.Context, podID string) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("RemovePod %s", podID)
+	if p, ok := f.pods[podID]; ok {
+		for _, c := range p.containers {
+			f.emitLocked("remove", c)
+		}
+	}
 	delete(f.pods, podID)
 	return nil
 }
 
 // ContainerLogs implements Runtime.
 func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	c := f.findLocked(containerID)
 	var logs string
@@ -355,6 +402,9 @@ func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req
 
 // ImageExists implements Runtime.
 func (f *FakeRuntime) ImageExists(ctx context.Context, image string) (bool, error) {
+	if err := f.available(ctx); err != nil {
+		return false, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.images[image], nil
@@ -362,6 +412,9 @@ func (f *FakeRuntime) ImageExists(ctx context.Context, image string) (bool, erro
 
 // PullImage implements Runtime.
 func (f *FakeRuntime) PullImage(ctx context.Context, image string) error {
+	if err := f.available(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("PullImage %s", image)

@@ -54,7 +54,7 @@ func (w *podWorker) reconcileInit(ctx context.Context, pod *corev1.Pod, st *PodS
 		}
 		cs, reason, err := w.buildContainer(ctx, pod, c, res)
 		if err == nil {
-			if _, err = w.a.cfg.Runtime.CreateContainer(ctx, w.podID(), sb, cs); err != nil {
+			if _, err = w.a.rt.CreateContainer(ctx, w.podID(), sb, cs); err != nil {
 				reason, w.createPaced = "CreateContainerError", false
 			}
 		}
@@ -149,11 +149,11 @@ func (w *podWorker) createInit(ctx context.Context, pod *corev1.Pod, spec *corev
 		return retry(reason, err)
 	}
 	w.createPaced = false
-	id, err := w.a.cfg.Runtime.CreateContainer(ctx, w.podID(), w.sandbox(pod), cs)
+	id, err := w.a.rt.CreateContainer(ctx, w.podID(), w.sandbox(pod), cs)
 	if err != nil {
 		return retry("CreateContainerError", fmt.Errorf("create init container %s: %w", spec.Name, err))
 	}
-	if err := w.a.cfg.Runtime.StartContainer(ctx, id); err != nil {
+	if err := w.a.rt.StartContainer(ctx, id); err != nil {
 		return retry("RunContainerError", fmt.Errorf("start init container %s: %w", spec.Name, err))
 	}
 	c.waiting, c.waitingMsg = "", ""

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,11 +32,22 @@ type podWorker struct {
 
 	trigger chan struct{} // buffered 1: pokes merge
 
-	mu       sync.Mutex // guards deleted, lastPod and ids (read by PodLogs)
+	mu       sync.Mutex // guards the fields up to the blank line (set by the agent, read by PodLogs)
 	deleted  bool
 	lastPod  *corev1.Pod
 	ids      map[string]string // container name → runtime ID
 	runtimeI string            // runtime pod ID ("" not created)
+	offered  []string          // runtime pods of this UID in the last runtime list (adopt one, remove the rest)
+	hasOffer bool
+	stale    bool // a runtime event came: the cached runtime status is old
+	back     bool // the runtime answers again: retry at once what failed while it was down
+
+	// the runtime's view of the pod as last read (nil: read it), and when
+	cached   *PodStatus
+	cachedID string
+	cachedAt time.Time
+	// back-off after a sync that panicked
+	panicBackoff time.Duration
 
 	// goroutine-owned state
 	net        *PodNetwork
@@ -70,7 +83,7 @@ type ctrState struct {
 	probes       probeState
 }
 
-func newPodWorker(a *Agent, p *corev1.Pod, runtimeID string) *podWorker {
+func newPodWorker(a *Agent, p *corev1.Pod) *podWorker {
 	return &podWorker{
 		a:          a,
 		uid:        string(p.UID),
@@ -78,17 +91,36 @@ func newPodWorker(a *Agent, p *corev1.Pod, runtimeID string) *podWorker {
 		trigger:    make(chan struct{}, 1),
 		lastPod:    p,
 		ids:        map[string]string{},
-		runtimeI:   runtimeID,
 		containers: map[string]*ctrState{},
 	}
 }
 
 // poke asks the worker to sync soon; repeated pokes merge into one.
-func (w *podWorker) poke() {
-	select {
-	case w.trigger <- struct{}{}:
-	default:
-	}
+func (w *podWorker) poke() { poke(w.trigger) }
+
+// markStale tells the worker that its pod changed in the runtime (an
+// event): the next sync, soon, reads it again.
+func (w *podWorker) markStale() {
+	w.mu.Lock()
+	w.stale = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+// runtimeBack tells the worker that the runtime answers again.
+func (w *podWorker) runtimeBack() {
+	w.mu.Lock()
+	w.stale, w.back = true, true
+	w.mu.Unlock()
+	w.poke()
+}
+
+// offer gives the worker the runtime pods of its UID that a runtime list
+// saw: it adopts one if it has none, and removes the others.
+func (w *podWorker) offer(ids []string) {
+	w.mu.Lock()
+	w.offered, w.hasOffer = append([]string(nil), ids...), true
+	w.mu.Unlock()
 }
 
 // markDeleted tells the worker its pod left the store.
@@ -139,10 +171,10 @@ func (w *podWorker) run(ctx context.Context) {
 		deleted := w.deleted
 		w.mu.Unlock()
 		if deleted {
-			w.terminate(ctx)
+			w.terminateSafely(ctx)
 			return
 		}
-		next := w.sync(ctx)
+		next := w.syncSafely(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -153,6 +185,60 @@ func (w *podWorker) run(ctx context.Context) {
 		}
 		timer.Reset(max(next.Sub(w.a.clock.Now()), 10*time.Millisecond))
 	}
+}
+
+// syncSafely is sync with a panic recovered: one pod whose content trips a
+// bug stops only itself. The panic is logged with its stack, the pod's
+// status says so (reason AgentPanic), and the pod is synced again after a
+// back-off (10s, 20s … 5m; reset by a sync that completes).
+func (w *podWorker) syncSafely(ctx context.Context) (next time.Time) {
+	defer func() {
+		if r := recover(); r != nil {
+			next = w.panicked(ctx, r, debug.Stack())
+		}
+	}()
+	next = w.sync(ctx)
+	w.panicBackoff = 0
+	return next
+}
+
+// reasonAgentPanic is the pod status reason while the agent's sync of the
+// pod panics.
+const reasonAgentPanic = "AgentPanic"
+
+func (w *podWorker) panicked(ctx context.Context, r any, stack []byte) time.Time {
+	w.panicBackoff = nextBackoff(w.panicBackoff)
+	w.log.Error("pod sync panicked; retrying the pod after a back-off (the agent and the other pods go on)",
+		"panic", fmt.Sprint(r), "retry", w.panicBackoff, "stack", string(stack))
+	w.cached = nil
+	defer func() {
+		if r2 := recover(); r2 != nil {
+			w.log.Error("writing the status of a pod whose sync panicked panicked too", "panic", fmt.Sprint(r2))
+		}
+	}()
+	if pod := w.a.currentPod(w.uid); pod != nil && ctx.Err() == nil {
+		st := *pod.Status.DeepCopy()
+		if st.Phase == "" {
+			st.Phase = corev1.PodPending
+		}
+		st.Reason = reasonAgentPanic
+		st.Message = fmt.Sprintf("the node agent failed on this pod (%v) and retries it in %s; this is a bug in Flotilla: the node's log has the stack", r, w.panicBackoff)
+		if _, err := w.a.writeStatus(ctx, w.uid, st); err != nil {
+			w.log.Warn("write pod status", "err", err)
+		}
+	}
+	return w.a.clock.Now().Add(w.panicBackoff)
+}
+
+// terminateSafely is terminate with a panic recovered: the worker retires,
+// and what it left in the runtime is removed as an orphan.
+func (w *podWorker) terminateSafely(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("pod termination panicked; the runtime resync removes what is left", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	w.terminate(ctx)
 }
 
 // terminate stops and removes the pod and its network, then retires the
@@ -168,11 +254,12 @@ func (w *podWorker) terminate(ctx context.Context) {
 	}
 	if id := w.podID(); id != "" {
 		w.log.Info("stopping pod", "grace", grace)
-		if err := w.a.cfg.Runtime.StopPod(ctx, id, grace); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := w.a.rt.StopPod(ctx, id, grace); err != nil && !errors.Is(err, ErrNotFound) {
 			w.log.Warn("stop pod", "err", err)
 		}
-		if err := w.a.cfg.Runtime.RemovePod(ctx, id); err != nil {
-			w.log.Warn("remove pod", "err", err)
+		if err := w.a.rt.RemovePod(ctx, id); err != nil {
+			w.a.runtimeCallFailed(err)
+			w.log.Warn("remove pod; the runtime resync removes it later", "err", err)
 			return
 		}
 		w.setPodID("")
@@ -191,21 +278,33 @@ func (w *podWorker) terminate(ctx context.Context) {
 // run again.
 func (w *podWorker) sync(ctx context.Context) time.Time {
 	now := w.a.clock.Now()
-	next := now.Add(w.a.jitter(w.a.cfg.SyncInterval))
+	next := now.Add(w.a.jitter(w.a.workerResync()))
 	pod := w.a.currentPod(w.uid)
 	if pod == nil {
 		return next
+	}
+	if h := w.a.syncHook; h != nil {
+		h(pod)
 	}
 	w.mu.Lock()
 	w.lastPod = pod
 	w.mu.Unlock()
 	w.restoreCounts(pod)
+	if w.a.runtimeErr() != nil || !w.a.listedRuntime() {
+		// The runtime is down (the node is NotReady and the pod keeps its
+		// last status), or not listed yet (a pod to adopt may be there):
+		// poked when that changes.
+		return next
+	}
+	w.takeRuntimeBack()
+	w.adoptOffered(ctx)
 
 	var rs *PodStatus
 	if w.podID() == "" {
 		if !w.createRetryAt.IsZero() && now.Before(w.createRetryAt) {
 			next = minTime(next, w.createRetryAt)
 		} else if id, err := w.create(ctx, pod); err != nil {
+			w.a.runtimeCallFailed(err)
 			w.createFailed(now)
 			next = minTime(next, w.createRetryAt)
 			w.log.Info("pod not started", "reason", w.createReason, "err", err, "retry", w.createRetryAt.Sub(now))
@@ -216,16 +315,20 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 		}
 	}
 	if id := w.podID(); id != "" {
-		st, err := w.a.cfg.Runtime.PodStatus(ctx, id)
+		st, err := w.runtimeStatus(ctx, pod, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			w.log.Warn("runtime pod disappeared; recreating", "id", id)
 			w.runtimePodGone()
 			w.poke()
 		case err != nil:
+			w.a.runtimeCallFailed(err)
 			if ctx.Err() == nil {
 				w.log.Warn("read runtime pod status", "err", err)
 			}
+			// a status without the runtime's view would be wrong (all
+			// Pending): keep the last one
+			return minTime(next, now.Add(w.a.cfg.SyncInterval))
 		case len(pod.Spec.InitContainers) == 0 && len(missingContainers(pod, st)) > 0:
 			// An agent stopped (or was killed) between creating the runtime
 			// pod and its last container: the pod can never be completed.
@@ -233,7 +336,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			// idempotent).
 			w.log.Warn("runtime pod is incomplete (an agent stopped while creating it); recreating it",
 				"id", id, "missing", missingContainers(pod, st))
-			if err := w.a.cfg.Runtime.RemovePod(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+			if err := w.a.rt.RemovePod(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 				w.log.Warn("remove incomplete runtime pod", "id", id, "err", err)
 			} else {
 				w.runtimePodGone()
@@ -261,7 +364,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			case len(pod.Spec.InitContainers) > 0:
 				due, acted = w.reconcileInit(ctx, pod, &st, now)
 				if acted { // containers were created or started: see them
-					if st2, err := w.a.cfg.Runtime.PodStatus(ctx, id); err == nil {
+					if st2, err := w.readStatus(ctx, id); err == nil {
 						st = st2
 						w.rememberIDs(st)
 					}
@@ -277,7 +380,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 				next = minTime(next, due)
 			}
 			if acted { // re-read after (re)starts so the status shows them
-				if st2, err := w.a.cfg.Runtime.PodStatus(ctx, id); err == nil {
+				if st2, err := w.readStatus(ctx, id); err == nil {
 					st = st2
 					w.rememberIDs(st)
 				}
@@ -295,6 +398,99 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 		w.log.Debug("pod status written", "phase", status.Phase)
 	}
 	return next
+}
+
+// workerResync is how often a worker syncs its pod without a poke: at
+// store pace while the runtime is polled, rarely while its events stream.
+func (a *Agent) workerResync() time.Duration {
+	if a.eventsLive() {
+		return a.cfg.RuntimeResyncInterval
+	}
+	return a.cfg.SyncInterval
+}
+
+// listedRuntime reports whether a runtime list succeeded since the agent
+// started.
+func (a *Agent) listedRuntime() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runtimeListed
+}
+
+// runtimeStatus is the runtime's view of pod id: the last one read, unless
+// an event made it stale, events do not stream, init containers are running
+// (their exits are polled), or it is older than RuntimeResyncInterval.
+func (w *podWorker) runtimeStatus(ctx context.Context, pod *corev1.Pod, id string) (PodStatus, error) {
+	w.mu.Lock()
+	stale := w.stale
+	w.stale = false
+	w.mu.Unlock()
+	initRunning := len(pod.Spec.InitContainers) > 0 && !w.initDone
+	if !stale && !initRunning && w.cached != nil && w.cachedID == id && w.a.eventsLive() &&
+		w.a.clock.Now().Before(w.cachedAt.Add(w.a.cfg.RuntimeResyncInterval)) {
+		return w.cached.clone(), nil
+	}
+	return w.readStatus(ctx, id)
+}
+
+// readStatus reads the runtime's view of pod id, and keeps it.
+func (w *podWorker) readStatus(ctx context.Context, id string) (PodStatus, error) {
+	st, err := w.a.rt.PodStatus(ctx, id)
+	if err != nil {
+		w.cached = nil
+		return st, err
+	}
+	c := st.clone()
+	w.cached, w.cachedID, w.cachedAt = &c, id, w.a.clock.Now()
+	return st, nil
+}
+
+// takeRuntimeBack: after the runtime was down, what failed for that reason
+// is retried at once, not after its back-off (a crash loop keeps its own).
+func (w *podWorker) takeRuntimeBack() {
+	w.mu.Lock()
+	back := w.back
+	w.back = false
+	w.mu.Unlock()
+	if !back {
+		return
+	}
+	w.createRetryAt = time.Time{}
+	for _, c := range w.containers {
+		if c.waiting == "RunContainerError" {
+			c.backoffUntil = time.Time{}
+		}
+	}
+}
+
+// adoptOffered takes the runtime pods of the last runtime list: with no
+// runtime pod, the worker adopts the first (a pod left by an earlier agent,
+// or by a RunPod cut short); every other one is a duplicate and removed, so
+// that a pod runs once. A list never names a pod this worker created after
+// it, and the worker's own pod is never removed.
+func (w *podWorker) adoptOffered(ctx context.Context) {
+	w.mu.Lock()
+	ids, ok := w.offered, w.hasOffer
+	w.offered, w.hasOffer = nil, false
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	cur := w.podID()
+	for _, id := range ids {
+		switch {
+		case id == cur:
+		case cur == "":
+			cur = id
+			w.setPodID(id)
+			w.log.Info("adopting runtime pod", "id", id)
+		default:
+			w.log.Warn("removing a duplicate runtime pod of this pod", "id", id, "kept", cur)
+			if err := w.a.rt.RemovePod(ctx, id); err != nil {
+				w.log.Warn("remove duplicate runtime pod", "id", id, "err", err)
+			}
+		}
+	}
 }
 
 // restoreCounts takes restart counts from the stored status once, so they
@@ -408,7 +604,7 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 			sb.Containers = append(sb.Containers, cs)
 		}
 	}
-	id, err := w.a.cfg.Runtime.RunPod(ctx, sb)
+	id, err := w.a.rt.RunPod(ctx, sb)
 	if err != nil {
 		return fail("RunContainerError", fmt.Errorf("run pod: %w", err))
 	}
@@ -473,7 +669,11 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 	return cs, "", nil
 }
 
-// ensureImage pulls per imagePullPolicy; the reason names the failure.
+// ensureImage pulls per imagePullPolicy; the reason names the failure. An
+// image under localhost/ names this node's own storage, not a registry:
+// it is never pulled, whatever the policy. A missing image that is never
+// pulled fails at once (ErrImageNeverPull) and is looked for again at
+// resync pace, so a `podman load` is noticed soon.
 func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (string, error) {
 	policy := c.ImagePullPolicy
 	if policy == "" {
@@ -482,7 +682,11 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 			policy = corev1.PullAlways
 		}
 	}
-	rt := w.a.cfg.Runtime
+	local := isLocalImage(c.Image)
+	if local {
+		policy = corev1.PullNever
+	}
+	rt := w.a.rt
 	if policy != corev1.PullAlways {
 		ok, err := rt.ImageExists(ctx, c.Image)
 		if err != nil {
@@ -492,7 +696,12 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 			return "", nil
 		}
 		if policy == corev1.PullNever {
-			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, ErrImageNotPresent)
+			w.createPaced = true
+			if local {
+				return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage; load it with `podman load` or `flotilla lab load` (images under localhost/ are never pulled): %w",
+					c.Name, c.Image, ErrImageNotPresent)
+			}
+			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage and imagePullPolicy is Never: %w", c.Name, c.Image, ErrImageNotPresent)
 		}
 	}
 	if err := rt.PullImage(ctx, c.Image); err != nil {
@@ -510,6 +719,12 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 		return reason, fmt.Errorf("pull image %s: %w", c.Image, err)
 	}
 	return "", nil
+}
+
+// isLocalImage reports whether the image is under localhost/ (no port):
+// Podman's name for images made or loaded on this machine.
+func isLocalImage(image string) bool {
+	return strings.HasPrefix(image, "localhost/")
 }
 
 func isLatest(image string) bool {
@@ -643,7 +858,7 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 					grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
 				}
 				acted = true
-				if err := w.a.cfg.Runtime.RestartContainer(ctx, rc.ID, grace); err != nil {
+				if err := w.a.rt.RestartContainer(ctx, rc.ID, grace); err != nil {
 					w.log.Warn("restart container", "container", spec.Name, "err", err)
 				} else {
 					c.restartCount++
@@ -661,7 +876,7 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 // startContainer (re)starts an exited or created container; false on error,
 // with a back-off set.
 func (w *podWorker) startContainer(ctx context.Context, c *ctrState, id, name string, now time.Time) bool {
-	if err := w.a.cfg.Runtime.StartContainer(ctx, id); err != nil {
+	if err := w.a.rt.StartContainer(ctx, id); err != nil {
 		c.waiting, c.waitingMsg = "RunContainerError", err.Error()
 		c.backoff = nextBackoff(c.backoff)
 		c.backoffUntil = now.Add(c.backoff)

@@ -39,7 +39,9 @@ func (a *Agent) nodeLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.nodeNow: // the runtime went down or came back
 		case <-a.clock.After(check):
+		case <-a.diskChanged():
 		}
 	}
 }
@@ -144,16 +146,22 @@ func (a *Agent) nodeStatus(old corev1.NodeStatus, now time.Time) corev1.NodeStat
 		st.Conditions = append(st.Conditions, corev1.NodeCondition{Type: corev1.NodeReady})
 		ready = &st.Conditions[len(st.Conditions)-1]
 	}
-	if ready.Status != corev1.ConditionTrue || ready.Reason != "AgentReady" {
-		ready.Status = corev1.ConditionTrue
-		ready.Reason = "AgentReady"
-		ready.Message = "flotilla agent is posting ready status"
-		ready.LastTransitionTime = nowT
+	ok, reason, msg := a.readyCondition()
+	status := corev1.ConditionFalse
+	if ok {
+		status = corev1.ConditionTrue
+	}
+	if ready.Status != status || ready.Reason != reason || ready.Message != msg {
+		if ready.Status != status {
+			ready.LastTransitionTime = nowT
+		}
+		ready.Status, ready.Reason, ready.Message = status, reason, msg
 		ready.LastHeartbeatTime = nowT
 	}
 	if now.Sub(ready.LastHeartbeatTime.Time) >= a.cfg.HeartbeatInterval {
 		ready.LastHeartbeatTime = nowT
 	}
+	a.setDiskCondition(&st, ready.LastHeartbeatTime)
 	return st
 }
 

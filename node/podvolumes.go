@@ -37,6 +37,9 @@ func volumeFailure(err error) (reason string, paced bool) {
 // the emptyDirs that have a sizeLimit, evicting the pod when one is over.
 // It returns when it is next due (zero: never).
 func (w *podWorker) syncVolumes(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) time.Time {
+	if w.evictForDisk(ctx, pod) { // diskpressure.go
+		return time.Time{}
+	}
 	if w.evicted != "" {
 		if anyRunning(st) { // evicted by an agent that stopped before stopping it
 			w.stopEvicted(ctx, pod)
@@ -90,7 +93,7 @@ func (w *podWorker) stopEvicted(ctx context.Context, pod *corev1.Pod) {
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	if err := w.a.cfg.Runtime.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := w.a.rt.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, ErrNotFound) {
 		w.log.Warn("stop evicted pod", "err", err)
 	}
 }

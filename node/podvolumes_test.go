@@ -267,7 +267,8 @@ func TestEmptyDirSizeLimitEvicts(t *testing.T) {
 		t.Fatalf("evicted pod restarted: %v", s.rt.Calls())
 	}
 	// A new agent (restart) keeps it evicted.
-	w2 := newPodWorker(s.a, getPod(t, s.st, "hog"), s.w.podID())
+	w2 := newPodWorker(s.a, getPod(t, s.st, "hog"))
+	w2.offer([]string{s.w.podID()})
 	w2.sync(context.Background())
 	if st := getPod(t, s.st, "hog").Status; st.Phase != corev1.PodFailed || st.Reason != "Evicted" || s.rt.CountCalls("StartContainer") != 0 {
 		t.Fatalf("after restart: %+v", st)

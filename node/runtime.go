@@ -21,9 +21,16 @@ const (
 var (
 	// ErrNotFound: the pod, container or image does not exist (any more).
 	ErrNotFound = errors.New("not found")
-	// ErrImageNotPresent: the image is not in local storage and the pull
-	// policy (Never) forbids pulling it.
-	ErrImageNotPresent = errors.New("image not present and pull policy is Never")
+	// ErrImageNotPresent: the image is not in local storage and may not be
+	// pulled (pull policy Never, or an image under localhost/).
+	ErrImageNotPresent = errors.New("image not present and never pulled")
+	// ErrTimeout: the runtime did not answer within the call's deadline
+	// (Config.RuntimeTimeout, Config.PullTimeout); the error names the
+	// operation. The agent wraps it; a Runtime need not return it.
+	ErrTimeout = errors.New("the container runtime did not answer in time")
+	// ErrEventsUnsupported: EventWatcher.WatchEvents cannot watch this
+	// runtime; the agent then polls it every SyncInterval.
+	ErrEventsUnsupported = errors.New("the container runtime cannot stream its events")
 )
 
 // PodSandbox is what the agent asks the runtime to run: one pod with its
@@ -126,6 +133,12 @@ type PodStatus struct {
 	Containers []ContainerStatus
 }
 
+// clone is a copy that shares nothing with p.
+func (p PodStatus) clone() PodStatus {
+	p.Containers = append([]ContainerStatus(nil), p.Containers...)
+	return p
+}
+
 // Container returns the status of the named container, or nil.
 func (p *PodStatus) Container(name string) *ContainerStatus {
 	for i := range p.Containers {
@@ -149,10 +162,18 @@ type LogRequest struct {
 // All methods are safe for concurrent use; the agent calls them from one
 // worker goroutine per pod (so calls for one pod never overlap), and from its
 // main loop for ListPods and orphan removal. Every method may block on the
-// runtime for as long as ctx allows; none keeps running after it returns
+// runtime, and must return soon after ctx ends: the agent gives every call a
+// deadline (Config.RuntimeTimeout, 2 min by default; PullImage
+// Config.PullTimeout, 10 min; StopPod and RestartContainer their grace period
+// on top; a ContainerLogs with Follow only the caller's ctx), so a hung
+// runtime never hangs a pod worker. None keeps running after it returns
 // except what it documents. Returned values belong to the caller. Restart
 // counts and back-off are the agent's bookkeeping, not the runtime's: the
 // runtime never restarts a container by itself.
+//
+// Optional abilities, found by type assertion: EventWatcher (react to
+// container events instead of polling), Pinger (health of the runtime for
+// the node's Ready condition), Execer (exec probes).
 type Runtime interface {
 	// RunPod creates the pod (hostname, labels, network namespace) and its
 	// containers, and starts the containers in order. It returns the runtime
@@ -203,4 +224,38 @@ type Runtime interface {
 
 	// PullImage pulls the image into local storage.
 	PullImage(ctx context.Context, image string) error
+}
+
+// RuntimeEvent is something that happened to a container of one of the
+// agent's pods: the pod's worker looks at its pod again.
+type RuntimeEvent struct {
+	// Action as the runtime names it: "start", "died", "oom", "remove",
+	// "pause", "unpause", "restart".
+	Action      string
+	PodUID      string // LabelPodUID of the container
+	ContainerID string
+}
+
+// EventWatcher is an optional ability of a Runtime: a stream of container
+// events, so that the agent reacts to exits at once and re-lists the
+// runtime only every Config.RuntimeResyncInterval instead of polling every
+// pod every SyncInterval (the kubelet's event-driven pod lifecycle).
+type EventWatcher interface {
+	// WatchEvents follows the events of containers that carry
+	// LabelPodUID. It calls subscribed once the stream is live (every event
+	// after that call is delivered), then onEvent for each event, in order,
+	// from the calling goroutine; neither may block for long. Events may be
+	// repeated. It blocks until ctx ends (nil) or the stream ends (an error
+	// naming where the runtime was reached: it went away, or broke the
+	// stream), and returns ErrEventsUnsupported at once when it cannot
+	// watch.
+	WatchEvents(ctx context.Context, subscribed func(), onEvent func(RuntimeEvent)) error
+}
+
+// Pinger is an optional ability of a Runtime: a cheap check that it
+// answers. The agent pings every Config.RuntimeCheckInterval and reports
+// the node NotReady (reason ContainerRuntimeDown, the error as message)
+// while it fails, so the error names where the runtime was reached.
+type Pinger interface {
+	Ping(ctx context.Context) error
 }

@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,8 +29,16 @@ func cueProblems(file, posFile string, data cue.Value, err error) Problems {
 	}
 	var order []string
 	groups := map[string]*group{}
+	var prefix []string // data's own place in its file (a field of a .cue file)
+	for _, sel := range data.Path().Selectors() {
+		prefix = append(prefix, sel.String())
+	}
 	for _, e := range cueerrors.Errors(err) {
-		field, at := resolvePath(data, e.Path())
+		elems := e.Path()
+		if len(prefix) > 0 && len(elems) >= len(prefix) && slices.Equal(elems[:len(prefix)], prefix) {
+			elems = elems[len(prefix):]
+		}
+		field, at := resolvePath(data, elems)
 		g, ok := groups[field]
 		if !ok {
 			g = &group{field: field}
@@ -270,6 +279,7 @@ func regexDescriptions() map[string]string {
 		configKeyRE: "a config key: alphanumerics, '-', '_' or '.'",
 		`[a-z]`:     "at least one letter",
 		`^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$`: "a quantity such as 500m, 0.5, 128Mi or 20Gi",
+		`^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$`:              "standard base64, padded with '='",
 		`^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`:     "a wildcard host such as *.example.com",
 	}
 }

@@ -1,7 +1,6 @@
 package schema
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
-	"cuelang.org/go/cue"
-	"cuelang.org/go/cue/ast"
 	cueerrors "cuelang.org/go/cue/errors"
-	"cuelang.org/go/cue/parser"
-	cuejson "cuelang.org/go/encoding/json"
-	cueyaml "cuelang.org/go/encoding/yaml"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -30,10 +25,6 @@ type Manifest struct {
 	Line   int    // 1-based line where the document starts
 }
 
-// MaxFileSize is the largest manifest file Load reads; a bigger one is a
-// Problem, not a memory spike.
-const MaxFileSize = 8 << 20
-
 // isManifestFile says whether Load reads a file found in a directory.
 func isManifestFile(name string) bool {
 	switch path.Ext(name) {
@@ -43,18 +34,18 @@ func isManifestFile(name string) bool {
 	return false
 }
 
-// document is one object-shaped value of a file, before validation.
-type document struct {
-	val     cue.Value
-	line    int
-	posFile string // the file name in val's positions
-}
-
-// loaded is a valid manifest and where its name is, for the set checks.
+// loaded is a valid manifest and where its fields are, for the set checks.
 type loaded struct {
 	Manifest
-	nameLine, nameCol int
-	doc               document // to locate other fields
+	pos map[string][2]int // field → line, column (see docOut.Pos)
+}
+
+// at is the line and column of field in the manifest, or its start.
+func (l loaded) at(field string) (int, int) {
+	if p, ok := l.pos[field]; ok {
+		return p[0], p[1]
+	}
+	return l.Line, 1
 }
 
 // LoadDir loads every manifest under dir on disk; Problem.File and
@@ -70,11 +61,30 @@ func (v *Validator) LoadDir(dir string) ([]Manifest, Problems) {
 // namespace and name; no nodePort or requested clusterIP in two Services).
 // No paths means ".".
 //
+// Documents are validated in parallel, one CUE context per core; .cue files
+// are evaluated in a sandbox process under the time and memory limits (see
+// MaybeRunSandbox). Input beyond the Validator's Limits is refused with a
+// Problem whose Limit names the limit.
+//
 // The manifests are returned in file order, even when some documents have
 // problems: the caller decides, usually with Problems.Err, whether the set
 // may be applied. Problems are sorted by file, line and column.
 func (v *Validator) Load(fsys fs.FS, paths ...string) ([]Manifest, Problems) {
 	return v.load(fsys, paths, func(name string) string { return name })
+}
+
+// source is one manifest file read for Load.
+type source struct {
+	name  string // as Problems and Manifests show it
+	data  []byte
+	isCUE bool
+}
+
+// fileOut is what Load found in one file.
+type fileOut struct {
+	items    []loaded
+	objects  []int // the line of every object, valid or not
+	problems Problems
 }
 
 // load is Load with the names shown in Problems and Manifests computed by
@@ -87,14 +97,27 @@ func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) (
 	for i := range ps {
 		ps[i].File = show(ps[i].File)
 	}
+	srcs, rps := v.readAll(fsys, files, show)
+	ps = append(ps, rps...)
 
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	outs := make([]fileOut, len(srcs))
+	var wg sync.WaitGroup
+	wg.Go(func() { v.loadCUEFiles(srcs, outs) })
+	v.loadDataFiles(srcs, outs)
+	wg.Wait()
+
 	var all []loaded
-	for _, name := range files {
-		ls, fps := v.loadFile(fsys, name, show(name))
-		all = append(all, ls...)
-		ps = append(ps, fps...)
+	objects := 0
+	for i, s := range srcs {
+		o := outs[i]
+		all = append(all, o.items...)
+		ps = append(ps, o.problems...)
+		if objects <= v.limits.MaxObjects && objects+len(o.objects) > v.limits.MaxObjects {
+			line := o.objects[v.limits.MaxObjects-objects]
+			ps = append(ps, limitProblem(s.name, line, 1, LimitObjects,
+				fmt.Sprintf("too many objects: the commit has more than %d, and this is the first beyond", v.limits.MaxObjects), v.limits.MaxObjects))
+		}
+		objects += len(o.objects)
 	}
 	ps = append(ps, duplicates(all)...)
 	ps = append(ps, serviceClashes(all)...)
@@ -113,6 +136,156 @@ func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) (
 		ms[i] = l.Manifest
 	}
 	return ms, ps
+}
+
+// readAll reads the files, within MaxFileBytes each and MaxCommitBytes in
+// all: past the latter no file is read.
+func (v *Validator) readAll(fsys fs.FS, files []string, show func(string) string) ([]source, Problems) {
+	var srcs []source
+	var ps Problems
+	var total int64
+	for _, name := range files {
+		shown := show(name)
+		data, err := readLimited(fsys, name, v.limits.MaxFileBytes)
+		if errors.Is(err, errFileTooLarge) {
+			ps = append(ps, limitProblem(shown, 0, 0, LimitFileBytes, fmt.Sprintf("file is larger than %s", formatBytes(v.limits.MaxFileBytes)), v.limits.MaxFileBytes))
+			continue
+		}
+		if err != nil {
+			ps = append(ps, Problem{File: shown, Reason: err.Error()})
+			continue
+		}
+		total += int64(len(data))
+		if total > v.limits.MaxCommitBytes {
+			ps = append(ps, limitProblem(shown, 0, 0, LimitCommitBytes,
+				fmt.Sprintf("the manifests of the commit are larger than %s in all; this file and those after it were not read", formatBytes(v.limits.MaxCommitBytes)), v.limits.MaxCommitBytes))
+			break
+		}
+		srcs = append(srcs, source{name: shown, data: data, isCUE: path.Ext(name) == ".cue"})
+	}
+	return srcs, ps
+}
+
+// loadDataFiles validates the YAML and JSON files: this goroutine decodes
+// the documents in file order (and stops past MaxObjects); one worker per
+// CUE context validates them.
+func (v *Validator) loadDataFiles(srcs []source, outs []fileOut) {
+	type slot struct {
+		file    int
+		items   []loaded
+		objects []int
+		ps      Problems
+	}
+	type job struct {
+		slot *slot
+		doc  pendingDoc
+	}
+	n := v.parallelism()
+	jobs := make(chan job, 4*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for j := range jobs {
+				// An evaluator per document, not per Load: a ValidateObject
+				// of the API waits for one document, not for a whole commit.
+				e, err := v.get()
+				if err != nil {
+					j.slot.objects = []int{j.doc.line}
+					j.slot.ps = Problems{{File: srcs[j.slot.file].name, Line: j.doc.line, Reason: fmt.Sprintf("internal error: %v", err)}}
+					continue
+				}
+				j.slot.items, j.slot.objects, j.slot.ps = v.loadDocument(e, srcs[j.slot.file].name, j.doc)
+				v.put(e)
+			}
+		})
+	}
+	var slots []*slot
+	budget := v.limits.MaxObjects + 1
+	for i, s := range srcs {
+		if s.isCUE {
+			continue
+		}
+		if budget <= 0 {
+			break
+		}
+		outs[i].problems = append(outs[i].problems, v.decodeData(s.name, s.data, func(d pendingDoc) bool {
+			sl := &slot{file: i}
+			slots = append(slots, sl)
+			jobs <- job{slot: sl, doc: d}
+			budget--
+			return budget > 0
+		})...)
+	}
+	close(jobs)
+	wg.Wait()
+	for _, sl := range slots {
+		o := &outs[sl.file]
+		o.items = append(o.items, sl.items...)
+		o.objects = append(o.objects, sl.objects...)
+		o.problems = append(o.problems, sl.ps...)
+	}
+}
+
+// loadCUEFiles evaluates the .cue files, in the sandbox process unless the
+// Validator evaluates them in process (tests).
+func (v *Validator) loadCUEFiles(srcs []source, outs []fileOut) {
+	var files []cueFile
+	index := map[string]int{}
+	for i, s := range srcs {
+		if s.isCUE {
+			files = append(files, cueFile{Name: s.name, Data: s.data})
+			index[s.name] = i
+		}
+	}
+	if len(files) == 0 {
+		return
+	}
+	results, ps := v.evalCUE(files)
+	for _, r := range results {
+		i, ok := index[r.File]
+		if !ok {
+			continue
+		}
+		o := &outs[i]
+		o.objects = append(o.objects, r.Objects...)
+		o.problems = append(o.problems, r.Problems...)
+		for _, d := range r.Docs {
+			l, p := decodeOut(r.File, d)
+			if p != nil {
+				o.problems = append(o.problems, *p)
+				continue
+			}
+			o.items = append(o.items, l)
+		}
+	}
+	for _, p := range ps {
+		if i, ok := index[p.File]; ok {
+			outs[i].problems = append(outs[i].problems, p)
+		}
+	}
+}
+
+// evalCUE evaluates .cue files: in the sandbox (MaybeRunSandbox), or in
+// this process for tests.
+func (v *Validator) evalCUE(files []cueFile) ([]cueResult, Problems) {
+	if !v.cueInProcess {
+		return v.evalInSandbox(files)
+	}
+	var results []cueResult
+	err := v.evalCUEFiles(files, v.limits.MaxObjects, func(string, int) {}, func(r cueResult) { results = append(results, r) })
+	if err != nil {
+		return nil, Problems{{File: files[0].Name, Reason: fmt.Sprintf("internal error: %v", err)}}
+	}
+	return results, nil
+}
+
+// decodeOut turns a valid object's JSON into its typed object.
+func decodeOut(file string, d docOut) (loaded, *Problem) {
+	obj, err := DecodeAny(d.JSON)
+	if err != nil {
+		return loaded{}, &Problem{File: file, Line: d.Line, Column: 1, Reason: err.Error()}
+	}
+	return loaded{Manifest: Manifest{Object: obj, File: file, Line: d.Line}, pos: d.Pos}, nil
 }
 
 // manifestFiles expands paths into the sorted, de-duplicated list of files
@@ -181,257 +354,22 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-func readLimited(fsys fs.FS, name string) ([]byte, error) {
+var errFileTooLarge = errors.New("file too large")
+
+func readLimited(fsys fs.FS, name string, limit int64) ([]byte, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open: %w", unwrapPathError(err))
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read: %w", unwrapPathError(err))
 	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("file is larger than %d bytes", MaxFileSize)
+	if int64(len(data)) > limit {
+		return nil, errFileTooLarge
 	}
 	return data, nil
-}
-
-// loadFile reads, validates and decodes the documents of one file.
-// name is the file within fsys, shown how Problems and Manifests name it.
-func (v *Validator) loadFile(fsys fs.FS, name, shown string) (ls []loaded, ps Problems) {
-	defer func() {
-		// The CUE evaluator is large; one odd input must not take the
-		// server down. FuzzLoad is what should keep this from firing.
-		if r := recover(); r != nil {
-			ls = nil
-			ps = append(ps, Problem{File: shown, Reason: fmt.Sprintf("internal error while decoding this file (please report it): %v", r)})
-		}
-	}()
-	data, err := readLimited(fsys, name)
-	name = shown // from here on, the name that Problems show
-	if err != nil {
-		return nil, Problems{{File: shown, Reason: err.Error()}}
-	}
-	var docs []document
-	switch path.Ext(name) {
-	case ".yaml", ".yml":
-		docs, ps = v.yamlDocuments(name, data)
-	case ".json":
-		docs, ps = v.jsonDocuments(name, data)
-	case ".cue":
-		docs, ps = v.cueDocuments(name, data)
-	default:
-		return nil, Problems{{File: shown, Reason: "not a manifest file: want .yaml, .yml, .json or .cue"}}
-	}
-	for _, d := range v.expandLists(name, docs, &ps) {
-		l, dps := v.loadDocument(name, d)
-		ps = append(ps, dps...)
-		if l != nil {
-			ls = append(ls, *l)
-		}
-	}
-	return ls, ps
-}
-
-func (v *Validator) yamlDocuments(name string, data []byte) ([]document, Problems) {
-	var docs []document
-	var ps Problems
-	dec := cueyaml.NewDecoder(name, bytes.NewReader(data))
-	for {
-		expr, err := dec.Extract()
-		if expr != nil && (err == nil || err == io.EOF) {
-			if d, p := v.documentOf(name, expr); p != nil {
-				ps = append(ps, *p)
-			} else if d != nil {
-				docs = append(docs, *d)
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			ps = append(ps, syntaxProblem(name, "YAML", err))
-			break
-		}
-	}
-	return docs, ps
-}
-
-func (v *Validator) jsonDocuments(name string, data []byte) ([]document, Problems) {
-	expr, err := cuejson.Extract(name, data)
-	if err != nil {
-		return nil, Problems{syntaxProblem(name, "JSON", err)}
-	}
-	d, p := v.documentOf(name, expr)
-	if p != nil {
-		return nil, Problems{*p}
-	}
-	if d == nil {
-		return nil, nil
-	}
-	return []document{*d}, nil
-}
-
-// documentOf builds one YAML or JSON document; an empty one is skipped.
-func (v *Validator) documentOf(name string, expr ast.Expr) (*document, *Problem) {
-	if lit, ok := expr.(*ast.BasicLit); ok && lit.Value == "null" {
-		return nil, nil
-	}
-	line, col := lineCol(expr.Pos())
-	if _, ok := expr.(*ast.StructLit); !ok {
-		return nil, &Problem{File: name, Line: line, Column: col, Reason: "document is not an object: want a mapping with apiVersion, kind and metadata"}
-	}
-	val := v.ctx.BuildExpr(expr)
-	if err := val.Err(); err != nil {
-		p := syntaxProblem(name, "document", err)
-		return nil, &p
-	}
-	return &document{val: val, line: line, posFile: name}, nil
-}
-
-// cueDocuments finds the manifests of a CUE file: each top-level struct
-// with apiVersion and kind, and each such struct one level further down.
-// A file without imports is compiled on its own; a file with imports is
-// loaded inside the embedded CUE module, so that it may import the
-// Kubernetes packages (k8s.io/api/apps/v1, ...) and Flotilla's schema
-// (github.com/flotilla-dev/flotilla/schema). A package split over several
-// files is not supported: each file must stand alone.
-func (v *Validator) cueDocuments(name string, data []byte) ([]document, Problems) {
-	f, err := parser.ParseFile(name, data, parser.ImportsOnly)
-	if err != nil {
-		return nil, errorProblems(name, name, err)
-	}
-	posFile := name
-	var val cue.Value
-	imports := false
-	for range f.ImportSpecs() {
-		imports = true
-	}
-	if !imports {
-		val = v.ctx.CompileBytes(data, cue.Filename(name))
-	} else {
-		val, posFile, err = v.buildInModule(data)
-		if err != nil {
-			return nil, errorProblems(name, posFile, err)
-		}
-	}
-	if err := val.Err(); err != nil {
-		return nil, errorProblems(name, posFile, err)
-	}
-	var docs []document
-	add := func(x cue.Value) {
-		line, _ := lineCol(x.Pos())
-		docs = append(docs, document{val: x, line: line, posFile: posFile})
-	}
-	it, err := val.Fields()
-	if err != nil {
-		return nil, errorProblems(name, posFile, err)
-	}
-	for it.Next() {
-		x := it.Value()
-		if isObject(x) {
-			add(x)
-			continue
-		}
-		if x.IncompleteKind() != cue.StructKind {
-			continue
-		}
-		inner, err := x.Fields()
-		if err != nil {
-			continue
-		}
-		for inner.Next() {
-			if y := inner.Value(); isObject(y) {
-				add(y)
-			}
-		}
-	}
-	return docs, nil
-}
-
-func isObject(x cue.Value) bool {
-	return x.IncompleteKind() == cue.StructKind &&
-		x.LookupPath(cue.ParsePath("apiVersion")).Exists() &&
-		x.LookupPath(cue.ParsePath("kind")).Exists()
-}
-
-// expandLists replaces each `kind: List` document by its items.
-func (v *Validator) expandLists(name string, docs []document, ps *Problems) []document {
-	var out []document
-	for _, d := range docs {
-		kind, _ := d.val.LookupPath(cue.ParsePath("kind")).String()
-		api, _ := d.val.LookupPath(cue.ParsePath("apiVersion")).String()
-		if kind != "List" || api != "v1" {
-			out = append(out, d)
-			continue
-		}
-		items := d.val.LookupPath(cue.ParsePath("items"))
-		iter, err := items.List()
-		if err != nil {
-			line, col := lineCol(items.Pos())
-			*ps = append(*ps, Problem{File: name, Line: line, Column: col, Field: "items", Reason: "a List needs items: a list of objects"})
-			continue
-		}
-		for iter.Next() {
-			line, _ := lineCol(iter.Value().Pos())
-			out = append(out, document{val: iter.Value(), line: line, posFile: d.posFile})
-		}
-	}
-	return out
-}
-
-// at is the line and column of field (a CUE path such as
-// "spec.ports[1].nodePort") in d, or the document's start.
-func (d document) at(field string) (int, int) {
-	if x := d.val.LookupPath(cue.ParsePath(field)); x.Exists() {
-		if l, c := lineCol(x.Pos()); l > 0 {
-			return l, c
-		}
-	}
-	return d.line, 1
-}
-
-// loadDocument validates and decodes one document.
-func (v *Validator) loadDocument(name string, d document) (*loaded, Problems) {
-	at := d.at
-	kind, kerr := d.val.LookupPath(cue.ParsePath("kind")).String()
-	api, aerr := d.val.LookupPath(cue.ParsePath("apiVersion")).String()
-	if kerr != nil || kind == "" {
-		l, c := at("kind")
-		return nil, Problems{{File: name, Line: l, Column: c, Field: "kind", Reason: "missing kind: every manifest needs apiVersion and kind (a string)"}}
-	}
-	if aerr != nil || api == "" {
-		l, c := at("apiVersion")
-		return nil, Problems{{File: name, Line: l, Column: c, Field: "apiVersion", Reason: "missing apiVersion: every manifest needs apiVersion and kind (a string)"}}
-	}
-	k, ok := KindByAPIVersion(api, kind)
-	if !ok || !k.FromGit {
-		field := "kind"
-		reason := fmt.Sprintf("unsupported kind %q (apiVersion %q); supported kinds: %s", kind, api, strings.Join(GitKinds(), ", "))
-		if known, found := KindByName(kind); found && known.FromGit {
-			field = "apiVersion"
-			reason = fmt.Sprintf("unsupported apiVersion %q for kind %s: want %q", api, kind, known.APIVersion())
-		}
-		l, c := at(field)
-		return nil, Problems{{File: name, Line: l, Column: c, Field: field, Reason: reason}}
-	}
-
-	ps := v.validate(name, d.posFile, d.val)
-	ps = append(ps, notHonouredWarnings(name, k, d.val)...)
-	if len(ps.Errors()) > 0 {
-		return nil, ps
-	}
-	js, err := d.val.MarshalJSON()
-	if err != nil {
-		return nil, append(ps, errorProblems(name, d.posFile, err)...)
-	}
-	obj, err := Decode(k, js)
-	if err != nil {
-		return nil, append(ps, Problem{File: name, Line: d.line, Column: 1, Reason: err.Error()})
-	}
-	l, c := at("metadata.name")
-	return &loaded{Manifest: Manifest{Object: obj, File: name, Line: d.line}, nameLine: l, nameCol: c, doc: d}, ps
 }
 
 // duplicates reports every object that has the kind, namespace and name of
@@ -454,8 +392,10 @@ func duplicates(ls []loaded) Problems {
 		}
 		key := k.Kind + " " + id
 		if f, ok := first[key]; ok {
-			ps = append(ps, Problem{File: l.File, Line: l.nameLine, Column: l.nameCol, Field: "metadata.name",
-				Reason: fmt.Sprintf("duplicate %s %q: already defined at %s:%d", k.Kind, id, f.File, f.nameLine)})
+			line, col := l.at("metadata.name")
+			firstLine, _ := f.at("metadata.name")
+			ps = append(ps, Problem{File: l.File, Line: line, Column: col, Field: "metadata.name",
+				Reason: fmt.Sprintf("duplicate %s %q: already defined at %s:%d", k.Kind, id, f.File, firstLine)})
 			continue
 		}
 		first[key] = l
@@ -489,7 +429,7 @@ func serviceClashes(ls []loaded) Problems {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				key = a.Unmap().String()
 			}
-			line, col := l.doc.at("spec.clusterIP")
+			line, col := l.at("spec.clusterIP")
 			switch c, ok := clusterIPs[key]; {
 			case !ok:
 				clusterIPs[key] = claim{who, fmt.Sprintf("%s:%d", l.File, line)}
@@ -505,7 +445,7 @@ func serviceClashes(ls []loaded) Problems {
 			}
 			own[p.NodePort] = true
 			field := fmt.Sprintf("spec.ports[%d].nodePort", i)
-			line, col := l.doc.at(field)
+			line, col := l.at(field)
 			switch c, ok := nodePorts[p.NodePort]; {
 			case !ok:
 				nodePorts[p.NodePort] = claim{who, fmt.Sprintf("%s:%d", l.File, line)}

@@ -38,7 +38,10 @@ var badCases = []struct {
 	{"yaml-syntax.yaml", 5, "", "YAML syntax error"},
 	{"unknown-kind.yaml", 2, "kind", `unsupported kind "PodDisruptionBudget" (apiVersion "policy/v1"); supported kinds: ConfigMap, Deployment, Ingress,`},
 	{"invalid-name.yaml", 4, "metadata.name", `invalid value "My_App" (out of bound a DNS-1123 subdomain`},
-	{"selector-mismatch.yaml", 9, "spec.selector.matchLabels.app", "does not match the pod template (its label is app=frontend)"},
+	{"selector-mismatch.yaml", 13, "spec.template.metadata.labels.app", "selector app=web does not match the pod template (its label is app=frontend)"},
+	{"template-port.yaml", 19, "spec.template.spec.containers[0].ports[0].containerPort", "invalid value 70000 (out of bound <=65535)"},
+	{"template-missing-image.yaml", 15, "spec.template.spec.containers[0].image", "field is required but not present"},
+	{"secret-base64.yaml", 6, "data.password", `invalid value "not base64!" (out of bound standard base64, padded with '=')`},
 	{"negative-replicas.yaml", 6, "spec.replicas", "invalid value -1 (out of bound >=0)"},
 	{"fractional-replicas.yaml", 6, "spec.replicas", "mismatched types float and int"},
 	{"port-range.yaml", 10, "spec.containers[0].ports[0].containerPort", "invalid value 70000 (out of bound <=65535)"},
@@ -140,8 +143,8 @@ func TestLoadAcceptsEveryGitKind(t *testing.T) {
 		d.Namespace != "shop" || d.Spec.Template.Spec.Volumes[1].EmptyDir == nil || d.APIVersion != "apps/v1" {
 		t.Errorf("Deployment/web decoded wrongly: %+v", d.Spec)
 	}
-	if got := byName["Deployment/web"]; got.File != "all-kinds.yaml" || got.Line != 65 {
-		t.Errorf("Deployment/web at %s:%d, want all-kinds.yaml:65", got.File, got.Line)
+	if got := byName["Deployment/web"]; got.File != "all-kinds.yaml" || got.Line != 69 {
+		t.Errorf("Deployment/web at %s:%d, want all-kinds.yaml:69", got.File, got.Line)
 	}
 	if ing := byName["Ingress/web"].Object.(*networkingv1.Ingress); ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Port.Number != 80 {
 		t.Errorf("Ingress/web decoded wrongly: %+v", ing.Spec)
@@ -239,7 +242,19 @@ spec:
     metadata: {labels: {app: web}}
     spec: {containers: [{name: a, image: b}]}
 `)}},
-			problems: []string{"d.yaml:5:38: spec.selector.matchLabels.tier: selector tier=db does not match the pod template (spec.template.metadata.labels has no tier)"}},
+			problems: []string{"d.yaml:7:16: spec.template.metadata.labels.tier: selector tier=db does not match the pod template (spec.template.metadata.labels has no tier)"}},
+		{name: "a wrong selector and a wrong port: both, in order",
+			files: fstest.MapFS{"d.yaml": {Data: []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: a, image: b, ports: [{containerPort: 0}]}]}
+`)}},
+			problems: []string{"d.yaml:7:25: spec.template.metadata.labels.app: selector app=web does not match the pod template (its label is app=api)",
+				"d.yaml:8:69: spec.template.spec.containers[0].ports[0].containerPort: invalid value 0 (out of bound >=1)"}},
 		{name: "init container named like a container",
 			files: fstest.MapFS{"p.yaml": {Data: []byte(`apiVersion: v1
 kind: Pod

@@ -14,6 +14,10 @@ type Problem struct {
 	Field   string `json:"field,omitempty"`  // "spec.replicas"; "" for a whole document or file
 	Reason  string `json:"reason"`
 	Warning bool   `json:"warning,omitempty"` // accepted, but worth knowing (a field not honoured yet)
+	// Limit names the limit (a Limits field, such as "MaxObjects") that
+	// refused the input; "" for a problem of the content itself. A limit's
+	// problem is final: the same input is refused again (ErrLimit).
+	Limit string `json:"limit,omitempty"`
 }
 
 // String is the `flotilla vet` line: FILE:LINE:COL: FIELD: REASON.
@@ -57,6 +61,11 @@ func (ps Problems) Err() error {
 
 // InvalidError is returned when a set of manifests has errors.
 type InvalidError struct{ Problems Problems }
+
+// Is makes errors.Is(err, ErrLimit) true when a problem is a limit's.
+func (e *InvalidError) Is(target error) bool {
+	return target == ErrLimit && e.Problems.Limited()
+}
 
 func (e *InvalidError) Error() string {
 	lines := make([]string, len(e.Problems))

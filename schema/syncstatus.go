@@ -70,6 +70,11 @@ type SyncStatusBody struct {
 	Problems []Problem `json:"problems,omitempty"`
 	// Objects counts the objects the live commit owns.
 	Objects int `json:"objects,omitempty"`
+	// Conditions say why, as Flux's do: Ready (the live commit matches the
+	// branch head), Stalled (the head is refused and waits for a new
+	// commit), Reconciling (a retry or a sync is under way), each with a
+	// reason (gitsync.Reason*).
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // DeepCopyObject implements runtime.Object.
@@ -89,5 +94,11 @@ func (s *SyncStatus) DeepCopyObject() runtime.Object {
 		out.Status.LastAttemptTime = s.Status.LastAttemptTime.DeepCopy()
 	}
 	out.Status.Problems = append([]Problem(nil), s.Status.Problems...)
+	if s.Status.Conditions != nil {
+		out.Status.Conditions = make([]metav1.Condition, len(s.Status.Conditions))
+		for i := range s.Status.Conditions {
+			s.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
+		}
+	}
 	return out
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"cuelang.org/go/cue"
-	"cuelang.org/go/cue/load"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vet.golden from the current output")
@@ -204,10 +203,12 @@ func TestRegexDescriptions(t *testing.T) {
 // TestGitKindsMatch keeps flotilla.cue's #GitKinds equal to GitKinds().
 func TestGitKindsMatch(t *testing.T) {
 	v := validator(t)
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	insts := load.Instances([]string{"."}, &load.Config{Dir: embeddedRoot, ModuleRoot: embeddedRoot, Overlay: v.overlay})
-	pkg := v.ctx.BuildInstance(insts[0])
+	v.modMu.Lock()
+	defer v.modMu.Unlock()
+	pkg, err := buildModule(v.mod.ctx, v.overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var cueKinds []string
 	if err := pkg.LookupPath(cue.ParsePath("#GitKinds")).Decode(&cueKinds); err != nil {
 		t.Fatal(err)

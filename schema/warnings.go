@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"cuelang.org/go/cue"
 )
@@ -14,6 +15,8 @@ type unhonoured struct {
 	path  string // CUE path within the scope; "list[]." goes through every element of list
 	why   string
 }
+
+var notHonouredOnce = sync.OnceValue(notHonoured)
 
 // notHonoured is the one list of accepted-but-ignored fields: remove an
 // entry when the part of Flotilla that honours it lands.
@@ -90,8 +93,8 @@ func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 		}
 	}
 	podPath := podSpecPath(k)
-	pod := data.LookupPath(cue.ParsePath(podPath))
-	for _, u := range notHonoured() {
+	pod := data.LookupPath(cuePath(podPath))
+	for _, u := range notHonouredOnce() {
 		switch u.scope {
 		case k.Kind:
 			warn(data, "", u)
@@ -103,7 +106,7 @@ func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 			if podPath == "" || !pod.Exists() {
 				continue
 			}
-			iter, err := pod.LookupPath(cue.ParsePath("volumes")).List()
+			iter, err := pod.LookupPath(cuePath("volumes")).List()
 			if err != nil {
 				continue
 			}
@@ -115,7 +118,7 @@ func notHonouredWarnings(file string, k Kind, data cue.Value) Problems {
 				continue
 			}
 			for _, list := range []string{"containers", "initContainers"} {
-				iter, err := pod.LookupPath(cue.ParsePath(list)).List()
+				iter, err := pod.LookupPath(cuePath(list)).List()
 				if err != nil {
 					continue
 				}
@@ -145,13 +148,13 @@ func lookupAll(v cue.Value, path, prefix string) []found {
 	}
 	list, rest, ok := strings.Cut(path, "[].")
 	if !ok {
-		x := v.LookupPath(cue.ParsePath(path))
+		x := v.LookupPath(cuePath(path))
 		if !x.Exists() {
 			return nil
 		}
 		return []found{{x, join(path)}}
 	}
-	iter, err := v.LookupPath(cue.ParsePath(list)).List()
+	iter, err := v.LookupPath(cuePath(list)).List()
 	if err != nil {
 		return nil
 	}

@@ -174,7 +174,7 @@ type Reader interface {
 }
 
 // ObjectValidator checks one object against the CUE schema that `cue vet`
-// uses (schema.Validator.ValidateObject). Problems carry the field's JSON
+// uses: schema.Validator.ValidateObject. Problems carry the field's JSON
 // path; warnings are ignored. Kinds without a CUE definition give nil. It
 // must be safe for concurrent use.
 type ObjectValidator interface {
@@ -280,6 +280,9 @@ func normalize(w *Write) {
 		w.Object.SetNamespace("default")
 	}
 }
+
+// Interface guard: the CUE schema is the pipeline's validator.
+var _ ObjectValidator = (*schema.Validator)(nil)
 
 // errDryRun rolls back the transaction of a dry run.
 var errDryRun = errors.New("admission: dry run")

@@ -57,7 +57,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{raw: store.MemoryFor(t), cue: &counting{v: admission.SchemaValidator(cueValidator(t))}, ctx: context.Background()}
+	f := &fixture{raw: store.MemoryFor(t), cue: &counting{v: cueValidator(t)}, ctx: context.Background()}
 	var err error
 	if f.p, err = admission.New(admission.Config{Validator: f.cue}); err != nil {
 		t.Fatal(err)

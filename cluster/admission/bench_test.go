@@ -17,10 +17,10 @@ import (
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
-// diskStore is a Badger store on disk that fsyncs every commit.
+// diskStore is a Badger store on disk that fsyncs every commit (the store's default).
 func diskStore(b *testing.B) *store.Badger {
 	b.Helper()
-	st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), SyncWrites: true, Logger: testkit.Logger(b)})
+	st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), Logger: testkit.Logger(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func BenchmarkBindings(b *testing.B) {
 func benchBindings(b *testing.B, admitted bool) {
 	const pods, batch = 10000, 500
 	v := cueValidator(b)
-	p, err := admission.New(admission.Config{Validator: admission.SchemaValidator(v)})
+	p, err := admission.New(admission.Config{Validator: v})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func cpuTime() time.Duration {
 //
 //	go test -run '^$' -bench AdmitPodCreate ./cluster/admission/
 func BenchmarkAdmitPodCreate(b *testing.B) {
-	p, err := admission.New(admission.Config{Validator: admission.SchemaValidator(cueValidator(b))})
+	p, err := admission.New(admission.Config{Validator: cueValidator(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

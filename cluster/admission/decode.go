@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,6 +208,10 @@ func why(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		return fmt.Sprintf("%s is not a valid %s", te.Value, typeName(te.Type))
+	}
+	var be base64.CorruptInputError
+	if errors.As(err, &be) {
+		return fmt.Sprintf("must be base64 (%v): put plain text under stringData instead", err)
 	}
 	return err.Error()
 }

@@ -44,14 +44,7 @@ func (p *Pipeline) checkCUE(w *Write) {
 		return
 	}
 	w.cueChecked = true
-	obj := w.Object
-	if obj.GetName() == "" && obj.GetGenerateName() != "" {
-		// The schema wants a name (a manifest needs one); the store will
-		// make it: check one of its shape.
-		obj = schema.Copy(obj)
-		obj.SetName(obj.GetGenerateName() + "xxxxx")
-	}
-	w.Errs = append(w.Errs, fromProblems(p.validator.ValidateObject(obj), w.Errs)...)
+	w.Errs = append(w.Errs, fromProblems(p.validator.ValidateObject(w.Object), w.Errs)...)
 }
 
 // bodyUnchanged reports whether w's body was found equal to the stored

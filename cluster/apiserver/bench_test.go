@@ -21,7 +21,7 @@ import (
 //
 //	go test -run '^$' -bench APIWrite -benchtime 2000x ./cluster/apiserver/
 func BenchmarkAPIWrite(b *testing.B) {
-	st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), SyncWrites: true, Logger: quietLogger()})
+	st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func pipeline(t testing.TB) *admission.Pipeline {
 			pipelineErr = err
 			return
 		}
-		pipelineVal, pipelineErr = admission.New(admission.Config{Validator: admission.SchemaValidator(v)})
+		pipelineVal, pipelineErr = admission.New(admission.Config{Validator: v})
 	})
 	if pipelineErr != nil {
 		t.Fatal(pipelineErr)

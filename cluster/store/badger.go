@@ -6,8 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"sort"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -26,9 +29,12 @@ var (
 //
 // Writes are serialised by one mutex (a single writer), so revisions are
 // strictly ordered and every revision is one change of one object; reads
-// run concurrently on Badger snapshots. Each change is also appended to an
-// event log, in the same Badger transaction, from which watches resume (see
-// watch.go). Objects are stored as their JSON (schema.Encode) under
+// run concurrently on Badger snapshots. A write's changes are staged in
+// memory (txn.go) and committed at the end, together with their events in
+// an event log from which watches resume (see watch.go), in one Badger
+// transaction or, when they do not fit in one, through a redo journal that
+// keeps the commit atomic for readers and across a crash (see commit.go).
+// Objects are stored as their JSON (schema.Encode) under
 // /registry/<resource>/<namespace>/<name>.
 //
 // Where the contract leaves room, Badger chooses:
@@ -46,10 +52,17 @@ var (
 //     namespace containing '/', and an unsupported field selector are
 //     ErrInvalid. Get, Delete and List take the namespace as given; only
 //     objects passed in get "default" for a namespaced kind.
+//   - Limits (Config): an object over MaxObjectBytes of JSON, a transaction
+//     over MaxTxnWrites writes or MaxTxnBytes of JSON, are ErrTooLarge.
+//   - A stored value that does not decode is ErrCorrupt for its key only:
+//     Get of it and List of its resource fail naming it, a watch replaying
+//     it ends (its receiver relists), everything else works, and Delete
+//     without preconditions removes it.
 type Badger struct {
 	db  *badger.DB
 	cfg Config
 	log *slog.Logger
+	lim limits
 
 	rev atomic.Int64 // current revision, published after each commit
 
@@ -61,41 +74,86 @@ type Badger struct {
 	closing   atomic.Bool
 	done      chan struct{} // closed by Close: watcher goroutines stop
 	wg        sync.WaitGroup
-	closeMu   sync.RWMutex // readers hold it shared; Close holds it to close the DB
 	closeOnce sync.Once
 	closeErr  error
+
+	// viewMu is held shared by every read, and exclusively by Close (to
+	// close the DB) and by the apply of a large commit, so that no read
+	// sees one half applied.
+	viewMu sync.RWMutex
+	// broken, once set, fails every read and write: a large commit that
+	// was sealed could not be applied (an I/O error). Open finishes it, so
+	// the way out is a restart. Set with mu and viewMu held.
+	broken error
 }
 
 // Open opens (or creates) the store in cfg.Dir, or in memory when Dir is "".
-// It continues the revision counter and the history of a previous run.
+// It continues the revision counter and the history of a previous run, and
+// finishes or discards a large commit that a crash interrupted (see
+// commit.go): after Open the store holds all of every transaction or none.
 func Open(cfg Config) (*Badger, error) {
 	cfg = cfg.withDefaults()
+	if err := removeEmptyLogs(cfg.Dir, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
+	}
 	db, err := badger.Open(cfg.badgerOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
 	}
 	s := &Badger{
-		db:       db,
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "store"),
+		db:  db,
+		cfg: cfg,
+		log: cfg.Logger.With("component", "store"),
+		lim: limits{
+			txnBytes:    cfg.MaxTxnBytes,
+			txnWrites:   cfg.MaxTxnWrites,
+			objectBytes: int64(cfg.MaxObjectBytes),
+		},
 		watchers: map[*watcher]struct{}{},
 		done:     make(chan struct{}),
 	}
-	err = db.View(func(btx *badger.Txn) error {
-		rev, err := readInt(btx, metaRevisionKey)
-		if err != nil {
-			return err
-		}
-		s.rev.Store(rev)
-		s.compacted, err = readInt(btx, metaCompactedKey)
-		return err
-	})
+	rev, compacted, err := s.recover()
 	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open badger store in %q: read revision: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
 	}
-	s.log.Debug("store opened", "dir", cfg.Dir, "revision", s.rev.Load(), "compacted", s.compacted)
+	s.rev.Store(rev)
+	s.compacted = compacted
+	s.log.Debug("store opened", "dir", cfg.Dir, "revision", rev, "compacted", compacted, "sync", !cfg.NoSync)
 	return s, nil
+}
+
+// removeEmptyLogs deletes the empty write-ahead (.mem) and value log
+// (.vlog) files in dir. A crash between the creation of one and its first
+// write leaves it empty, and Badger then refuses to open
+// (dgraph-io/badger#2207: "while opening memtables … Create a new file").
+// An empty file holds nothing, so removing it loses nothing.
+func removeEmptyLogs(dir string, log *slog.Logger) error {
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || (!strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog")) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("remove the empty log file a crash left: %w", err)
+		}
+		log.Warn("removed an empty log file that a crash left", "component", "store", "file", name)
+	}
+	return nil
 }
 
 // Close stops every watch (their channels are closed) and closes the
@@ -112,8 +170,8 @@ func (s *Badger) Close() error {
 		s.mu.Unlock()
 		s.wg.Wait()
 
-		s.closeMu.Lock()
-		defer s.closeMu.Unlock()
+		s.viewMu.Lock()
+		defer s.viewMu.Unlock()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close badger store in %q: %w", s.cfg.Dir, err)
 		}
@@ -126,10 +184,13 @@ func (s *Badger) Revision() int64 { return s.rev.Load() }
 
 // view runs fn on a read snapshot, unless the store is closed.
 func (s *Badger) view(fn func(btx *badger.Txn) error) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
+	s.viewMu.RLock()
+	defer s.viewMu.RUnlock()
 	if s.closing.Load() {
 		return ErrClosed
+	}
+	if s.broken != nil {
+		return s.broken
 	}
 	return s.db.View(fn)
 }
@@ -142,7 +203,7 @@ func (s *Badger) Get(ctx context.Context, resource, namespace, name string) (sch
 	var obj schema.Object
 	err := s.view(func(btx *badger.Txn) error {
 		var err error
-		obj, _, err = getObject(btx, resource, namespace, name)
+		obj, err = readObject(btx, resource, namespace, name)
 		return err
 	})
 	return obj, err
@@ -163,7 +224,7 @@ func (s *Badger) List(ctx context.Context, resource string, opts ListOptions) ([
 		if rev, err = readInt(btx, metaRevisionKey); err != nil {
 			return err
 		}
-		objs, err = listObjects(btx, resource, opts)
+		objs, err = listObjects(btx, resource, opts, nil)
 		return err
 	})
 	if err != nil {
@@ -218,19 +279,22 @@ func (s *Badger) Delete(ctx context.Context, resource, namespace, name string, o
 	return out, err
 }
 
-// Txn runs fn on a view whose writes are staged in one Badger transaction,
-// committed atomically when fn returns nil. Each write in it gets its own
+// Txn runs fn on a view whose writes are staged in memory, committed
+// atomically when fn returns nil: readers and watchers see all of them or
+// none, and so does the store after a crash. Each write in it gets its own
 // revision, strictly increasing in the order of the calls; its events are
 // published to watchers together, after the commit. A Txn that changes
-// nothing writes nothing. The Tx passed to fn also has UpdateStatus; it
-// must not be used after fn returns.
+// nothing writes nothing. One past the limits of Config fails with
+// ErrTooLarge, even if fn ignored the error of the write that went past.
+// The Tx passed to fn also has UpdateStatus; it must not be used after fn
+// returns.
 func (s *Badger) Txn(ctx context.Context, fn func(tx Tx) error) (int64, error) {
 	return s.write(ctx, func(t *txn) error { return fn(t) })
 }
 
-// write runs fn as the single writer on a new Badger transaction, commits
-// it when fn succeeded and changed something, then publishes the events.
-// It returns the revision after the commit.
+// write runs fn as the single writer on a new txn, commits it when fn
+// succeeded and changed something, then publishes the events. It returns
+// the revision after the commit.
 func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -240,23 +304,26 @@ func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error
 	if s.closed {
 		return 0, ErrClosed
 	}
-	btx := s.db.NewTransaction(true)
-	defer btx.Discard()
+	if s.broken != nil {
+		return 0, s.broken
+	}
+	snap := s.db.NewTransaction(false)
+	defer snap.Discard()
 	start := s.rev.Load()
-	t := &txn{btx: btx, rev: start}
+	t := newTxn(snap, start, s.lim)
 	err := fn(t)
 	t.finished = true
+	if err == nil {
+		err = t.tooLarge
+	}
 	if err != nil {
 		return start, err
 	}
 	if len(t.events) == 0 {
 		return start, nil // nothing changed: nothing written
 	}
-	if err := btx.Set(metaRevisionKey, encodeInt(t.rev)); err != nil {
-		return start, fmt.Errorf("commit revision %d: %w", t.rev, err)
-	}
-	if err := btx.Commit(); err != nil {
-		return start, fmt.Errorf("commit revision %d: %w", t.rev, err)
+	if err := s.commitLocked(t); err != nil {
+		return start, err
 	}
 	s.rev.Store(t.rev)
 	s.publishLocked(t.events)
@@ -264,76 +331,15 @@ func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error
 	return t.rev, nil
 }
 
-// getObject reads and decodes one object; it also returns the stored bytes.
-func getObject(btx *badger.Txn, resource, namespace, name string) (schema.Object, []byte, error) {
-	k, err := kindOf(resource)
-	if err != nil {
-		return nil, nil, err
-	}
-	key := objectKey(resource, namespace, name)
-	item, err := btx.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	data, err := item.ValueCopy(nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	obj, err := schema.Decode(k, data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	return obj, data, nil
-}
-
-// listObjects scans one resource (and namespace) and filters, sorted by
-// namespace then name (key order is not that order: '-' sorts before '/').
-func listObjects(btx *badger.Txn, resource string, opts ListOptions) ([]schema.Object, error) {
-	k, err := kindOf(resource)
-	if err != nil {
-		return nil, err
-	}
-	f, err := newFilter(k, opts)
-	if err != nil {
-		return nil, err
-	}
-	prefix := listPrefix(resource, opts.Namespace)
-	it := btx.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: prefix})
-	defer it.Close()
-	var objs []schema.Object
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		var obj schema.Object
-		err := item.Value(func(v []byte) error {
-			var err error
-			obj, err = schema.Decode(k, v)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", item.Key(), err)
-		}
-		if f.matches(obj) {
-			objs = append(objs, obj)
-		}
-	}
-	sort.Slice(objs, func(i, j int) bool {
-		a, b := objs[i], objs[j]
-		if a.GetNamespace() != b.GetNamespace() {
-			return a.GetNamespace() < b.GetNamespace()
-		}
-		return a.GetName() < b.GetName()
-	})
-	return objs, nil
-}
-
 func encodeInt(v int64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, uint64(v))
 	return b
 }
+
+// errMalformed marks a record of the store's own that does not have its
+// format: only a corrupted store has one.
+var errMalformed = errors.New("malformed")
 
 // readInt reads an 8-byte counter; an absent key is 0.
 func readInt(btx *badger.Txn, key []byte) (int64, error) {
@@ -347,7 +353,7 @@ func readInt(btx *badger.Txn, key []byte) (int64, error) {
 	var v int64
 	err = item.Value(func(b []byte) error {
 		if len(b) != 8 {
-			return fmt.Errorf("read %s: %d bytes, want 8", key, len(b))
+			return fmt.Errorf("read %s: %d bytes, want 8: %w", key, len(b), errMalformed)
 		}
 		v = int64(binary.BigEndian.Uint64(b))
 		return nil
@@ -357,4 +363,13 @@ func readInt(btx *badger.Txn, key []byte) (int64, error) {
 
 func eventKey(rev int64) []byte {
 	return append(bytes.Clone(eventPrefix), encodeInt(rev)...)
+}
+
+// eventRev is the revision of an event key; ok is false for a key that is
+// not one (a hostile or corrupted store).
+func eventRev(key []byte) (rev int64, ok bool) {
+	if len(key) != len(eventPrefix)+8 || !bytes.HasPrefix(key, eventPrefix) {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(key[len(eventPrefix):])), true
 }

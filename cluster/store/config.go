@@ -13,9 +13,26 @@ import (
 const (
 	DefaultHistory     = 10000 // revisions of watch history kept
 	DefaultWatchBuffer = 1024  // events a watcher may lag behind before it is closed
+
+	// DefaultMaxTxnBytes is how much object JSON one transaction may write,
+	// summed over its writes (a deletion counts its object's last state):
+	// 64 MiB, about 90,000 ConfigMaps of 200-byte values.
+	DefaultMaxTxnBytes = 64 << 20
+	// DefaultMaxTxnWrites is how many writes one transaction may make:
+	// 100,000, room for a commit of 25,000 objects that replaces as many.
+	DefaultMaxTxnWrites = 100000
+	// DefaultMaxObjectBytes is how big one object's JSON may be: 1.5 MiB,
+	// Kubernetes' limit (etcd's request size).
+	DefaultMaxObjectBytes = 3 << 19
 )
 
-// Config configures a Badger store.
+// inMemoryMaxObjectBytes caps objects in an in-memory store: Badger keeps
+// every value of an in-memory database in its LSM tree, which takes values
+// up to 1 MiB, and the event record of a write is the object and its key.
+const inMemoryMaxObjectBytes = 1<<20 - 64<<10
+
+// Config configures a Badger store. Every field's zero value means its
+// default: Config{Dir: dir} is a store on disk that fsyncs every commit.
 type Config struct {
 	// Dir is the database directory; "" keeps everything in memory (tests,
 	// benchmarks, throw-away clusters).
@@ -29,14 +46,36 @@ type Config struct {
 	// channel is closed (default DefaultWatchBuffer). Writers never block on
 	// watchers.
 	WatchBuffer int
-	// SyncWrites makes every commit fsync before it returns. Off by default:
-	// a power loss may then lose the last writes (never corrupt the store),
-	// which the level-triggered components and Git as the source of truth
-	// recover from, while the disk of an edge node is spared.
-	SyncWrites bool
+	// NoSync turns off the fsync of every commit. By default (false) a
+	// write returns only once it is on the disk, so a power loss never loses
+	// a write that was acknowledged; it costs a few milliseconds per commit
+	// (see BenchmarkDisk* for this machine's figures), and nothing while the
+	// cluster is idle, since an idle store writes nothing. With NoSync a
+	// power loss may lose the last writes (never corrupt the store, nor
+	// split a transaction), which the level-triggered components and Git as
+	// the source of truth recover from; a crash of the process alone loses
+	// nothing either way.
+	NoSync bool
+	// MaxTxnBytes bounds the object JSON one transaction writes (default
+	// DefaultMaxTxnBytes); MaxTxnWrites bounds its writes (default
+	// DefaultMaxTxnWrites). A Txn past either fails with ErrTooLarge and
+	// writes nothing. Within them a transaction commits atomically whatever
+	// its size: one that does not fit in one Badger transaction goes through
+	// a redo journal (see commit.go).
+	MaxTxnBytes  int64
+	MaxTxnWrites int
+	// MaxObjectBytes bounds one object's JSON (default
+	// DefaultMaxObjectBytes). A write of a bigger object fails with
+	// ErrTooLarge. An in-memory store also caps it at 960 KiB (Badger keeps
+	// in-memory values under 1 MiB).
+	MaxObjectBytes int
 	// Logger receives the store's and Badger's logs (Badger's info at debug
 	// level). nil: slog.Default().
 	Logger *slog.Logger
+
+	// testHook, when set, is called at each phase of a large commit (see
+	// commit.go), so that a test can crash the process there.
+	testHook func(phase commitPhase)
 }
 
 func (c Config) withDefaults() Config {
@@ -46,6 +85,18 @@ func (c Config) withDefaults() Config {
 	if c.WatchBuffer <= 0 {
 		c.WatchBuffer = DefaultWatchBuffer
 	}
+	if c.MaxTxnBytes <= 0 {
+		c.MaxTxnBytes = DefaultMaxTxnBytes
+	}
+	if c.MaxTxnWrites <= 0 {
+		c.MaxTxnWrites = DefaultMaxTxnWrites
+	}
+	if c.MaxObjectBytes <= 0 {
+		c.MaxObjectBytes = DefaultMaxObjectBytes
+	}
+	if c.Dir == "" {
+		c.MaxObjectBytes = min(c.MaxObjectBytes, inMemoryMaxObjectBytes)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -53,26 +104,30 @@ func (c Config) withDefaults() Config {
 }
 
 // badgerOptions sizes Badger for a small cluster's state (megabytes, not
-// gigabytes): few memtables, small caches, and no conflict detection since
-// the store has one writer. Badger caps one transaction at 15% of a
-// memtable: about 9 MB on disk and 2.4 MB in memory, objects and their
-// events (each write logs its object twice) together.
+// gigabytes): few, small memtables (16 MiB: Badger allocates each one's
+// arena, about 1.3 times its size, on the Go heap), small caches, and no
+// conflict detection since the store has one writer. Badger caps one
+// transaction at 15% of a memtable (2.4 MB, objects and their events
+// together: each write logs its object twice); a bigger commit is written
+// in several, through the journal of commit.go. Measured: the commit of
+// 64 MiB of objects peaks at about 340 MB of RSS with 16 MiB memtables,
+// 540 MB with 64 MiB ones, in the same time.
 func (c Config) badgerOptions() badger.Options {
 	opts := badger.DefaultOptions(c.Dir).
 		WithLogger(badgerLogger{c.Logger.With("component", "badger")}).
-		WithSyncWrites(c.SyncWrites).
+		WithSyncWrites(!c.NoSync).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithNumMemtables(2).
-		WithMemTableSize(64 << 20). // a transaction may write 15% of it
+		WithMemTableSize(16 << 20).
 		WithBlockCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithCompactL0OnClose(true)
 	if c.Dir == "" {
 		opts = opts.WithInMemory(true).
-			WithMemTableSize(16 << 20).
+			WithSyncWrites(false).
 			WithBlockCacheSize(1 << 20).
 			WithCompactL0OnClose(false)
 	}

@@ -3,11 +3,14 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"sort"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/flotilla-dev/flotilla/schema"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -22,6 +25,7 @@ const registryPrefix = "/registry/"
 var (
 	metaRevisionKey  = []byte("/flotilla/meta/revision")  // 8-byte big-endian: the current revision
 	metaCompactedKey = []byte("/flotilla/meta/compacted") // 8-byte big-endian: history kept is > this
+	metaPendingKey   = []byte("/flotilla/meta/pending")   // 8-byte big-endian: a sealed large commit's last revision
 	eventPrefix      = []byte("/flotilla/events/")        // + 8-byte big-endian revision
 )
 
@@ -35,6 +39,122 @@ func listPrefix(resource, namespace string) []byte {
 		return []byte(registryPrefix + resource + "/")
 	}
 	return []byte(registryPrefix + resource + "/" + namespace + "/")
+}
+
+// readValue reads the value of one key; ErrNotFound (wrapped with the key)
+// if absent.
+func readValue(btx *badger.Txn, key []byte) ([]byte, error) {
+	item, err := btx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	data, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	return data, nil
+}
+
+// readObject reads and decodes one stored object.
+func readObject(btx *badger.Txn, resource, namespace, name string) (schema.Object, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, err
+	}
+	key := objectKey(resource, namespace, name)
+	data, err := readValue(btx, key)
+	if err != nil {
+		return nil, err
+	}
+	return decodeStored(k, key, data)
+}
+
+// decodeStored decodes an object read from the store. Whatever the bytes
+// (a corrupted or hostile store) it never panics: it returns ErrCorrupt
+// wrapped with the key and what to do.
+func decodeStored(k schema.Kind, key, data []byte) (obj schema.Object, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			obj, err = nil, fmt.Errorf("read %s: decoding panicked: %v (delete the object to clear it): %w", key, r, ErrCorrupt)
+		}
+	}()
+	obj, err = schema.Decode(k, data)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %v (delete the object to clear it): %w", key, err, ErrCorrupt)
+	}
+	return obj, nil
+}
+
+// encodeObject is obj's JSON as stored under key; it never panics, whatever
+// obj holds.
+func encodeObject(key []byte, obj schema.Object) (data []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			data, err = nil, fmt.Errorf("encode %s: panicked: %v: %w", key, r, ErrInvalid)
+		}
+	}()
+	data, err = schema.Encode(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", key, err)
+	}
+	return data, nil
+}
+
+// listObjects scans one resource (and namespace) and filters, sorted by
+// namespace then name (key order is not that order: '-' sorts before '/').
+// staged, when not nil, overlays the scan: by object key, a txn's values
+// of this resource (nil: deleted).
+func listObjects(btx *badger.Txn, resource string, opts ListOptions, staged map[string][]byte) ([]schema.Object, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, err
+	}
+	f, err := newFilter(k, opts)
+	if err != nil {
+		return nil, err
+	}
+	prefix := listPrefix(resource, opts.Namespace)
+	var objs []schema.Object
+	add := func(key, data []byte) error {
+		obj, err := decodeStored(k, key, data)
+		if err != nil {
+			return fmt.Errorf("list %s: %w", resource, err)
+		}
+		if f.matches(obj) {
+			objs = append(objs, obj)
+		}
+		return nil
+	}
+	it := btx.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: prefix})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		if _, ok := staged[string(item.Key())]; ok {
+			continue
+		}
+		err := item.Value(func(v []byte) error { return add(item.Key(), v) })
+		if err != nil {
+			return nil, err
+		}
+	}
+	for key, data := range staged {
+		if data != nil && strings.HasPrefix(key, string(prefix)) {
+			if err := add([]byte(key), data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	sort.Slice(objs, func(i, j int) bool {
+		a, b := objs[i], objs[j]
+		if a.GetNamespace() != b.GetNamespace() {
+			return a.GetNamespace() < b.GetNamespace()
+		}
+		return a.GetName() < b.GetName()
+	})
+	return objs, nil
 }
 
 // kindOf resolves a resource name; an unknown one is ErrInvalid.
@@ -128,7 +248,12 @@ func specJSON(obj schema.Object) ([]byte, error) {
 	return json.Marshal(c.Addr().Interface())
 }
 
-func specChanged(a, b schema.Object) (bool, error) {
+func specChanged(a, b schema.Object) (changed bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			changed, err = false, fmt.Errorf("encode spec: panicked: %v: %w", r, ErrInvalid)
+		}
+	}()
 	ja, err := specJSON(a)
 	if err != nil {
 		return false, err

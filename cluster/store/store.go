@@ -19,6 +19,14 @@ var (
 	ErrCompacted = errors.New("revision has been compacted") // 410 Gone: relist, then watch
 	ErrInvalid   = errors.New("invalid object")              // 422: missing name, wrong namespace scope
 	ErrClosed    = errors.New("store closed")
+	// ErrTooLarge: a write past the store's documented limits (bytes per
+	// object, writes or bytes per transaction), wrapped with the limit. It
+	// is permanent for that input: refuse it, do not retry it. 413.
+	ErrTooLarge = errors.New("too large for the store")
+	// ErrCorrupt: a stored value cannot be read (a corrupted or hostile
+	// store), wrapped with its key. Only that key fails; Delete without
+	// preconditions still removes it. 500.
+	ErrCorrupt = errors.New("stored value is corrupt")
 )
 
 // EventType is what happened to an object, with the Kubernetes watch names.
@@ -66,7 +74,9 @@ type DeleteOptions struct {
 //
 // Objects passed in are not retained or modified; objects returned are new
 // copies that the caller owns, with apiVersion and kind set. All methods are
-// safe for concurrent use.
+// safe for concurrent use. A write past an implementation's size limits
+// (per object, per transaction) fails with ErrTooLarge; a stored value that
+// cannot be read fails its own key only, with ErrCorrupt.
 type Interface interface {
 	// Get returns one object. resource is the plural ("pods"); namespace is ""
 	// for cluster-scoped kinds. ErrNotFound if absent.
@@ -103,9 +113,12 @@ type Interface interface {
 	Watch(ctx context.Context, resource string, opts ListOptions, sinceRevision int64) (<-chan Event, error)
 
 	// Txn runs fn with a view of the store in which writes are staged; if fn
-	// returns nil they commit atomically (watchers see all or none of them),
-	// otherwise none do. Returns the revision after commit. Used by gitsync to
-	// apply a whole commit at once.
+	// returns nil they commit atomically (readers and watchers see all or
+	// none of them, also across a crash), otherwise none do. Returns the
+	// revision after commit. Any size within the store's limits commits; a
+	// write past them fails with ErrTooLarge, and so does the Txn even if fn
+	// ignores that error. fn runs while every other write waits. Used by
+	// gitsync to apply a whole commit at once.
 	Txn(ctx context.Context, fn func(tx Tx) error) (int64, error)
 
 	// Revision is the current store revision.

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -253,5 +255,32 @@ func TestReopen(t *testing.T) {
 		if ev := next(t, w); ev.Revision != want {
 			t.Fatalf("event rev %d, want %d", ev.Revision, want)
 		}
+	}
+}
+
+// TestOpenEmptyLogFiles: a crash between the creation of a log file and its
+// first write leaves it empty; the store still opens, with its data.
+func TestOpenEmptyLogFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, pod("web", "a", nil, ""))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"00009.mem", "000009.vlog"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatalf("open with empty log files: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Get(context.Background(), "pods", "web", "a"); err != nil || s.Revision() != 1 {
+		t.Errorf("after reopen: revision %d, get: %v", s.Revision(), err)
 	}
 }

@@ -13,13 +13,38 @@ import (
 )
 
 // txn is one write transaction: every write of the store goes through one,
-// whether it comes from Txn or from a single Create/Update/Delete. Reads see
-// the staged writes (Badger's read-your-writes in an update transaction).
+// whether it comes from Txn or from a single Create/Update/Delete. Its
+// writes are staged in memory over a Badger read snapshot taken when it
+// began; its reads see the staged writes. Nothing reaches Badger before
+// commit (commit.go), so a transaction of any size can be staged and
+// dropped.
 type txn struct {
-	btx      *badger.Txn
+	snap *badger.Txn // read-only snapshot of the store as the txn began
+	// staged is the latest staged value of each key the txn wrote, by
+	// resource then object key; nil is a deletion.
+	staged   map[string]map[string][]byte
+	events   []change // every write in order; published after commit
 	rev      int64    // the revision of the last staged write
-	events   []change // staged, published after commit
+	bytes    int64    // object JSON staged, summed over the writes
+	keyBytes int64    // object keys staged, summed over the writes
+	lim      limits
+	tooLarge error // sticky: the txn went past a limit and cannot commit
 	finished bool
+}
+
+// limits are the sizes a txn may stage (Config.MaxTxnBytes and friends).
+type limits struct {
+	txnBytes, objectBytes int64
+	txnWrites             int
+}
+
+// keepDecodedBytes is how much staged JSON a txn keeps the decoded objects
+// of, for publishing: past it (a big commit) events are decoded again at
+// publish time, and only for resources someone watches.
+const keepDecodedBytes = 4 << 20
+
+func newTxn(snap *badger.Txn, rev int64, lim limits) *txn {
+	return &txn{snap: snap, rev: rev, lim: lim, staged: map[string]map[string][]byte{}}
 }
 
 // TxStatusWriter is the optional ability of a Tx to replace only an
@@ -29,13 +54,17 @@ type TxStatusWriter interface {
 	UpdateStatus(obj schema.Object) (schema.Object, error)
 }
 
-// change is one committed write, as the event log and watchers see it.
-// obj is shared by every watcher and must not be modified; each watcher
-// hands out its own copy.
+// change is one write, as the event log and watchers see it. data is the
+// object's JSON at rev (for a deletion, its last state), shared with the
+// txn's staged value. obj is data decoded, or nil until publish decodes it;
+// it is shared by every watcher and must not be modified (each watcher
+// hands out its own copy).
 type change struct {
 	typ      EventType
 	rev      int64
 	resource string
+	key      string
+	data     []byte
 	obj      schema.Object
 }
 
@@ -48,12 +77,40 @@ func (t *txn) check() error {
 	return nil
 }
 
+// lookup reads one key as staged in this txn: the stored bytes, or
+// ErrNotFound wrapped with the key.
+func (t *txn) lookup(resource string, key []byte) ([]byte, error) {
+	if data, ok := t.staged[resource][string(key)]; ok {
+		if data == nil {
+			return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+		}
+		return data, nil
+	}
+	return readValue(t.snap, key)
+}
+
+// getObject reads and decodes one object as staged; it also returns the
+// stored bytes.
+func (t *txn) getObject(resource, namespace, name string) (schema.Object, []byte, error) {
+	k, err := kindOf(resource)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := objectKey(resource, namespace, name)
+	data, err := t.lookup(resource, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	obj, err := decodeStored(k, key, data)
+	return obj, data, err
+}
+
 // Get returns one object, as staged in this transaction.
 func (t *txn) Get(resource, namespace, name string) (schema.Object, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	obj, _, err := getObject(t.btx, resource, namespace, name)
+	obj, _, err := t.getObject(resource, namespace, name)
 	return obj, err
 }
 
@@ -62,7 +119,7 @@ func (t *txn) List(resource string, opts ListOptions) ([]schema.Object, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	return listObjects(t.btx, resource, opts)
+	return listObjects(t.snap, resource, opts, t.staged[resource])
 }
 
 // Create stages a new object.
@@ -87,18 +144,18 @@ func (t *txn) Create(in schema.Object) (schema.Object, error) {
 		obj.SetName(name)
 	}
 	key := objectKey(k.Resource, ns, obj.GetName())
-	switch _, err := t.btx.Get(key); {
+	switch _, err := t.lookup(k.Resource, key); {
 	case err == nil:
 		return nil, fmt.Errorf("create %s: %w", key, ErrExists)
-	case !errors.Is(err, badger.ErrKeyNotFound):
-		return nil, fmt.Errorf("create %s: %w", key, err)
+	case !errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("create: %w", err)
 	}
 	obj.SetUID(uuid.NewUUID())
 	obj.SetCreationTimestamp(metav1.Now().Rfc3339Copy())
 	obj.SetGeneration(1)
 	obj.SetDeletionTimestamp(nil)
 	obj.SetDeletionGracePeriodSeconds(nil)
-	if err := t.put(k, key, obj, Added); err != nil {
+	if err := t.stage(k, key, obj, Added); err != nil {
 		return nil, err
 	}
 	return schema.Copy(obj), nil
@@ -108,12 +165,12 @@ func (t *txn) Create(in schema.Object) (schema.Object, error) {
 func (t *txn) freeName(resource, ns, prefix string) (string, error) {
 	for range 8 {
 		name := prefix + randomSuffix()
-		_, err := t.btx.Get(objectKey(resource, ns, name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		_, err := t.lookup(resource, objectKey(resource, ns, name))
+		if errors.Is(err, ErrNotFound) {
 			return name, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("create %s: %w", objectKey(resource, ns, name), err)
+			return "", fmt.Errorf("create: %w", err)
 		}
 	}
 	return "", fmt.Errorf("create %s: no free name for generateName %q: %w",
@@ -141,7 +198,7 @@ func (t *txn) update(in schema.Object, status bool) (schema.Object, error) {
 		return nil, fmt.Errorf("update: %w", err)
 	}
 	key := objectKey(k.Resource, ns, in.GetName())
-	old, oldData, err := getObject(t.btx, k.Resource, ns, in.GetName())
+	old, oldData, err := t.getObject(k.Resource, ns, in.GetName())
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
@@ -175,14 +232,14 @@ func (t *txn) update(in schema.Object, status bool) (schema.Object, error) {
 	// The no-op rule: the object as it would be stored, at the old
 	// revision, is byte-identical to what is stored.
 	obj.SetResourceVersion(old.GetResourceVersion())
-	data, err := schema.Encode(obj)
+	data, err := encodeObject(key, obj)
 	if err != nil {
-		return nil, fmt.Errorf("update %s: encode: %w", key, err)
+		return nil, fmt.Errorf("update: %w", err)
 	}
 	if bytes.Equal(data, oldData) {
 		return old, nil
 	}
-	if err := t.put(k, key, obj, Modified); err != nil {
+	if err := t.stage(k, key, obj, Modified); err != nil {
 		return nil, err
 	}
 	return schema.Copy(obj), nil
@@ -190,6 +247,9 @@ func (t *txn) update(in schema.Object, status bool) (schema.Object, error) {
 
 // Delete stages the removal of an object, after checking the
 // preconditions, and returns its last state with the deletion's revision.
+// An object whose stored value cannot be decoded (ErrCorrupt) is removed
+// too when no precondition is given; its last state is then only its
+// kind, namespace and name.
 func (t *txn) Delete(resource, namespace, name string, opts DeleteOptions) (schema.Object, error) {
 	if err := t.check(); err != nil {
 		return nil, err
@@ -202,7 +262,13 @@ func (t *txn) Delete(resource, namespace, name string, opts DeleteOptions) (sche
 		return nil, fmt.Errorf("delete: %w", err)
 	}
 	key := objectKey(resource, namespace, name)
-	old, _, err := getObject(t.btx, resource, namespace, name)
+	old, _, err := t.getObject(resource, namespace, name)
+	if errors.Is(err, ErrCorrupt) && opts == (DeleteOptions{}) {
+		old, err = k.New(), nil
+		schema.SetTypeMeta(old, k)
+		old.SetNamespace(namespace)
+		old.SetName(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("delete: %w", err)
 	}
@@ -214,46 +280,86 @@ func (t *txn) Delete(resource, namespace, name string, opts DeleteOptions) (sche
 		return nil, fmt.Errorf("delete %s: precondition uid %s, stored %s: %w",
 			key, opts.UID, old.GetUID(), ErrConflict)
 	}
-	if err := t.btx.Delete(key); err != nil {
-		return nil, fmt.Errorf("delete %s: %w", key, err)
-	}
 	if err := t.stage(k, key, old, Deleted); err != nil {
 		return nil, err
 	}
 	return schema.Copy(old), nil
 }
 
-// put stores obj under the next revision and stages its event.
-func (t *txn) put(k schema.Kind, key []byte, obj schema.Object, typ EventType) error {
-	rev := t.rev + 1
-	obj.SetResourceVersion(strconv.FormatInt(rev, 10))
-	data, err := schema.Encode(obj)
-	if err != nil {
-		return fmt.Errorf("write %s: encode: %w", key, err)
-	}
-	if err := t.btx.Set(key, data); err != nil {
-		return fmt.Errorf("write %s at revision %d: %w", key, rev, err)
-	}
-	return t.logEvent(k, key, obj, data, typ, rev)
-}
-
-// stage logs a change that put did not write (a deletion): obj gets the
-// next revision as its resourceVersion.
+// stage gives obj the next revision as its resourceVersion and stages the
+// write: the key's new value (none for a deletion) and the event.
 func (t *txn) stage(k schema.Kind, key []byte, obj schema.Object, typ EventType) error {
 	rev := t.rev + 1
 	obj.SetResourceVersion(strconv.FormatInt(rev, 10))
-	data, err := schema.Encode(obj)
+	data, err := encodeObject(key, obj)
 	if err != nil {
-		return fmt.Errorf("write %s: encode: %w", key, err)
+		return fmt.Errorf("write: %w", err)
 	}
-	return t.logEvent(k, key, obj, data, typ, rev)
+	if err := t.admit(key, len(data), typ); err != nil {
+		return err
+	}
+	m := t.staged[k.Resource]
+	if m == nil {
+		m = map[string][]byte{}
+		t.staged[k.Resource] = m
+	}
+	if typ == Deleted {
+		m[string(key)] = nil
+	} else {
+		m[string(key)] = data
+	}
+	ch := change{typ: typ, rev: rev, resource: k.Resource, key: string(key), data: data}
+	if t.bytes < keepDecodedBytes {
+		ch.obj = obj
+	}
+	t.events = append(t.events, ch)
+	t.rev = rev
+	t.bytes += int64(len(data))
+	t.keyBytes += int64(len(key))
+	return nil
 }
 
-func (t *txn) logEvent(k schema.Kind, key []byte, obj schema.Object, data []byte, typ EventType, rev int64) error {
-	if err := t.btx.Set(eventKey(rev), encodeEvent(typ, k.Resource, data)); err != nil {
-		return fmt.Errorf("write %s: log event at revision %d: %w", key, rev, err)
+// eachFinal calls fn with the final value of each key the txn wrote (nil
+// for a deletion), in no particular order.
+func (t *txn) eachFinal(fn func(key, data []byte) error) error {
+	for _, m := range t.staged {
+		for key, data := range m {
+			if err := fn([]byte(key), data); err != nil {
+				return err
+			}
+		}
 	}
-	t.rev = rev
-	t.events = append(t.events, change{typ: typ, rev: rev, resource: k.Resource, obj: obj})
+	return nil
+}
+
+// finals is how many keys the txn wrote.
+func (t *txn) finals() int {
+	n := 0
+	for _, m := range t.staged {
+		n += len(m)
+	}
+	return n
+}
+
+// admit checks a write of n bytes of JSON against the limits. Past the
+// limits of a transaction the txn can no longer commit: the error sticks.
+func (t *txn) admit(key []byte, n int, typ EventType) error {
+	if t.tooLarge != nil {
+		return t.tooLarge
+	}
+	if typ != Deleted && int64(n) > t.lim.objectBytes {
+		return fmt.Errorf("write %s: the object is %d bytes of JSON, more than the store's limit of %d per object: %w",
+			key, n, t.lim.objectBytes, ErrTooLarge)
+	}
+	if len(t.events) >= t.lim.txnWrites {
+		t.tooLarge = fmt.Errorf("write %s: the transaction makes more than %d writes, the store's limit per transaction; split the change: %w",
+			key, t.lim.txnWrites, ErrTooLarge)
+		return t.tooLarge
+	}
+	if t.bytes+int64(n) > t.lim.txnBytes {
+		t.tooLarge = fmt.Errorf("write %s: the transaction writes more than %d bytes (%d MiB) of objects, the store's limit per transaction; split the change: %w",
+			key, t.lim.txnBytes, t.lim.txnBytes>>20, ErrTooLarge)
+		return t.tooLarge
+	}
 	return nil
 }

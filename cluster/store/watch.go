@@ -3,9 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/flotilla-dev/flotilla/schema"
@@ -13,9 +13,9 @@ import (
 
 // How watches work.
 //
-// Every write appends its event (type, resource, object JSON) to a log
-// under /flotilla/events/<revision>, in the same Badger transaction as the
-// change, and after the commit hands it, still holding the writer lock, to
+// Every write appends its event (type, object key, object JSON) to a log
+// under /flotilla/events/<revision>, committed with the change (commit.go),
+// and after the commit hands it, still holding the writer lock, to
 // the buffered channel of every registered watcher whose filter matches.
 // A watcher is registered under that same lock, at a known revision R:
 // every event after R reaches its channel, and the events in (since, R] are
@@ -142,17 +142,23 @@ func (s *Badger) replay(ctx context.Context, w *watcher, out chan<- Event, since
 			defer it.Close()
 			for it.Seek(eventKey(next)); it.ValidForPrefix(eventPrefix) && next <= end; it.Next() {
 				item := it.Item()
-				rev := int64(binary.BigEndian.Uint64(item.Key()[len(eventPrefix):]))
+				rev, ok := eventRev(item.Key())
+				if !ok {
+					return fmt.Errorf("replay revision %d: malformed event key %q", next, item.Key())
+				}
 				if rev != next {
 					return fmt.Errorf("replay revision %d: trimmed meanwhile: %w", next, ErrCompacted)
 				}
 				next++
 				err := item.Value(func(v []byte) error {
-					typ, resource, data, err := decodeEvent(v)
+					typ, resource, key, data, err := decodeEvent(v)
 					if err != nil || resource != w.resource {
 						return err
 					}
-					obj, err := schema.Decode(w.kind, data)
+					if key == "" { // an old record
+						key = string(item.Key())
+					}
+					obj, err := decodeStored(w.kind, []byte(key), data)
 					if err != nil {
 						return err
 					}
@@ -174,8 +180,12 @@ func (s *Badger) replay(ctx context.Context, w *watcher, out chan<- Event, since
 			return nil
 		})
 		if err != nil {
-			if !errors.Is(err, ErrClosed) {
+			switch {
+			case errors.Is(err, ErrClosed):
+			case errors.Is(err, ErrCompacted):
 				s.log.Warn("watch replay ended; the watcher must relist", "resource", w.resource, "err", err)
+			default: // a corrupted history: the receiver relists, and its watch starts past it
+				s.log.Error("watch replay ended; the watcher must relist", "resource", w.resource, "err", err)
 			}
 			return false
 		}
@@ -208,13 +218,17 @@ func (s *Badger) publishLocked(changes []change) {
 	if len(s.watchers) == 0 {
 		return
 	}
-	for _, ch := range changes {
+	for i := range changes {
+		ch := &changes[i]
+		if ch.obj == nil && !s.decodeForWatchersLocked(ch) {
+			continue
+		}
 		for w := range s.watchers {
 			if w.resource != ch.resource || !w.filter.matches(ch.obj) {
 				continue
 			}
 			select {
-			case w.in <- ch:
+			case w.in <- *ch:
 			default:
 				s.log.Warn("watcher fell behind; closing its channel", "resource", w.resource,
 					"revision", ch.rev, "buffer", cap(w.in))
@@ -222,6 +236,34 @@ func (s *Badger) publishLocked(changes []change) {
 			}
 		}
 	}
+}
+
+// decodeForWatchersLocked decodes a change whose txn did not keep the object
+// (a big one), if anyone watches its resource; it reports whether the
+// change is to be published. s.mu is held.
+func (s *Badger) decodeForWatchersLocked(ch *change) bool {
+	var k schema.Kind
+	for w := range s.watchers {
+		if w.resource == ch.resource {
+			k = w.kind
+			break
+		}
+	}
+	if k.Resource == "" {
+		return false // nobody watches it
+	}
+	obj, err := decodeStored(k, []byte(ch.key), ch.data)
+	if err != nil { // the store encoded it: never, but a watcher must not miss it
+		s.log.Error("cannot publish an event; closing the watches of its resource", "revision", ch.rev, "err", err)
+		for w := range s.watchers {
+			if w.resource == ch.resource {
+				s.dropWatcherLocked(w)
+			}
+		}
+		return false
+	}
+	ch.obj = obj
+	return true
 }
 
 // trimLocked drops the oldest events once the log holds more than a tenth
@@ -236,15 +278,17 @@ func (s *Badger) trimLocked() {
 	s.compacted = to // new watches from before it are refused from now on
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	// The bound first: after a crash in the middle, no watch starts in the
+	// part already deleted.
+	if err := wb.Set(metaCompactedKey, encodeInt(to)); err != nil {
+		s.log.Warn("trim watch history", "from", from, "to", to, "err", err)
+		return
+	}
 	for rev := from; rev <= to; rev++ {
 		if err := wb.Delete(eventKey(rev)); err != nil {
 			s.log.Warn("trim watch history", "from", from, "to", to, "err", err)
 			return
 		}
-	}
-	if err := wb.Set(metaCompactedKey, encodeInt(to)); err != nil {
-		s.log.Warn("trim watch history", "from", from, "to", to, "err", err)
-		return
 	}
 	if err := wb.Flush(); err != nil {
 		s.log.Warn("trim watch history", "from", from, "to", to, "err", err)
@@ -253,21 +297,24 @@ func (s *Badger) trimLocked() {
 	s.log.Debug("trimmed watch history", "from", from, "to", to)
 }
 
-// encodeEvent is a log record: type byte, resource, NUL, object JSON.
-func encodeEvent(typ EventType, resource string, data []byte) []byte {
-	b := make([]byte, 0, 2+len(resource)+len(data))
+// encodeEvent is a log record: type byte, object key, NUL, object JSON.
+// (Records written before the key was logged have the resource in its
+// place; decodeEvent reads both.)
+func encodeEvent(typ EventType, key string, data []byte) []byte {
+	b := make([]byte, 0, 2+len(key)+len(data))
 	b = append(b, typ[0])
-	b = append(b, resource...)
+	b = append(b, key...)
 	b = append(b, 0)
 	return append(b, data...)
 }
 
-func decodeEvent(v []byte) (EventType, string, []byte, error) {
+// decodeEvent reads a log record: its type, resource, object key ("" in an
+// old record) and object JSON.
+func decodeEvent(v []byte) (typ EventType, resource, key string, data []byte, err error) {
 	i := bytes.IndexByte(v, 0)
-	if len(v) < 2 || i < 1 {
-		return "", "", nil, errors.New("malformed event record")
+	if len(v) < 2 || i < 2 {
+		return "", "", "", nil, errors.New("malformed event record")
 	}
-	var typ EventType
 	switch v[0] {
 	case 'A':
 		typ = Added
@@ -276,7 +323,15 @@ func decodeEvent(v []byte) (EventType, string, []byte, error) {
 	case 'D':
 		typ = Deleted
 	default:
-		return "", "", nil, fmt.Errorf("malformed event record: type %q", v[0])
+		return "", "", "", nil, fmt.Errorf("malformed event record: type %q", v[0])
 	}
-	return typ, string(v[1:i]), v[i+1:], nil
+	resource = string(v[1:i])
+	if strings.HasPrefix(resource, registryPrefix) {
+		key = resource
+		resource, _, _ = strings.Cut(key[len(registryPrefix):], "/")
+		if resource == "" || !strings.Contains(key[len(registryPrefix):], "/") {
+			return "", "", "", nil, fmt.Errorf("malformed event record: key %q", key)
+		}
+	}
+	return typ, resource, key, v[i+1:], nil
 }

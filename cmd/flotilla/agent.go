@@ -82,7 +82,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 			return err
 		}
 	}
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,8 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	}
 	defer stopPodman()
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: api, Runtime: runtime, Network: fabric,
-		NodeIP: advertise, ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
+		NodeIP: advertise, ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
+		DiskPressure: o.diskPressure()})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,11 @@ func newLogsCommand(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs POD",
 		Short: "Print the logs of a container in a pod",
+		Long: `Print the logs of a container in a pod, as its node keeps them.
+
+A node keeps at most 10 MiB of each container's output: when a container has
+written that much, its log starts again, empty (Podman's conmon cuts the
+file; no older file is kept). -f goes on across the cut.`,
 		Example: `  flotilla logs hello-7d9c-x2x4q
   flotilla logs -f hello-7d9c-x2x4q -c web --tail 20`,
 		Args: cobra.ExactArgs(1),

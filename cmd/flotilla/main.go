@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // exitError carries an exit code without printing more than its message.
@@ -21,6 +23,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
+	schema.MaybeRunSandbox() // first: this binary is also the sandbox that evaluates .cue manifests
 	root := newRootCommand()
 	if err := root.Execute(); err != nil {
 		var ee *exitError

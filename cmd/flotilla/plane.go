@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/internal/logfile"
+	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/volumebinding"
@@ -33,7 +36,9 @@ type planeOptions struct {
 	branch   string
 	path     string
 	interval time.Duration
-	apiAddr  string
+	// fetchTimeout bounds each ref listing and fetch (0: gitsync's default).
+	fetchTimeout time.Duration
+	apiAddr      string
 	// hosts are the names and addresses the API certificate is valid for,
 	// besides the listener's own.
 	hosts []string
@@ -146,14 +151,10 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	// One write pipeline for every writer: the API (as a user's), the
 	// controllers and the in-process agent (as the cluster's), Git. It
-	// has a CUE schema of its own (about 8 MiB): a validator serialises
-	// its calls, and a big commit's bulk validation must not hold up
-	// every API and controller write for its duration.
-	writeSchema, err := schema.NewValidator()
-	if err != nil {
-		return nil, fmt.Errorf("load the CUE schema: %w", err)
-	}
-	if cp.admission, err = admission.New(admission.Config{Validator: admission.SchemaValidator(writeSchema), Allocator: alloc}); err != nil {
+	// shares the commit loader's CUE schema: the schema validates one
+	// document at a time per evaluator, so an API write waits for one
+	// document of a big commit, not for the whole commit.
+	if cp.admission, err = admission.New(admission.Config{Validator: validator, Allocator: alloc}); err != nil {
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
@@ -166,7 +167,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	cp.repo = o.repo
 	if cp.syncer, err = gitsync.New(gitsync.Config{
-		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval,
+		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval, FetchTimeout: o.fetchTimeout,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
 		Store: cp.store, Loader: validator,
 		// Bindings first, so that the pipeline's immutable-field check
@@ -185,7 +186,7 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
-		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer, cp.store)},
+		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
 			// Agents fetch the CA here and check it against the join token's
@@ -214,17 +215,49 @@ func (cp *controlPlane) close() {
 	}
 }
 
-// openLog opens DATA_DIR/flotilla.log for the role's logger.
-func openLog(dataDir string) (*os.File, string, error) {
+// logOptions are a role's log rotation flags (see internal/logfile).
+type logOptions struct {
+	maxSizeMiB int
+	maxFiles   int
+}
+
+func (o *logOptions) addFlags(f *pflag.FlagSet) {
+	f.IntVar(&o.maxSizeMiB, "log-max-size", logfile.DefaultMaxSizeMiB, "rotate DATA_DIR/flotilla.log when it reaches this many MiB")
+	f.IntVar(&o.maxFiles, "log-max-files", logfile.DefaultMaxFiles, "rotated logs kept (gzipped); older ones are removed")
+}
+
+// openLog opens DATA_DIR/flotilla.log for the role's logger, rotated by
+// size (internal/logfile: 50 MiB × 5 gzipped files by default).
+func openLog(dataDir string, o logOptions) (io.WriteCloser, string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create data dir: %w", err)
 	}
+	if o.maxSizeMiB < 1 {
+		return nil, "", fmt.Errorf("--log-max-size %d: want at least 1 (MiB)", o.maxSizeMiB)
+	}
+	if o.maxFiles < 1 {
+		return nil, "", fmt.Errorf("--log-max-files %d: want at least 1", o.maxFiles)
+	}
 	path := filepath.Join(dataDir, "flotilla.log")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	w, err := logfile.Open(logfile.Config{Path: path, MaxSizeMiB: o.maxSizeMiB, MaxFiles: o.maxFiles})
 	if err != nil {
 		return nil, "", fmt.Errorf("open the log: %w", err)
 	}
-	return f, path, nil
+	return w, path, nil
+}
+
+// defaultPodmanRoot is where a root Podman keeps images and containers
+// when no --podman-root is given.
+const defaultPodmanRoot = "/var/lib/containers/storage"
+
+// diskPressure is what the node agent watches for DiskPressure: the data
+// dir's file system (store, pods' emptyDirs) and Podman's storage.
+func (o *upOptions) diskPressure() node.DiskPressureConfig {
+	img := o.podmanRoot
+	if img == "" {
+		img = defaultPodmanRoot
+	}
+	return node.DiskPressureConfig{NodeFS: o.dataDir, ImageFS: img}
 }
 
 // ignoreCanceled turns the context.Canceled of a clean stop into nil.

@@ -14,13 +14,18 @@ import (
 )
 
 // watchProgress prints what `flotilla up` is doing as it changes: each sync
-// result, and each pod's status, until ctx ends. It only reads the store.
+// result, and each pod's status, until ctx ends. It only reads the store,
+// and only when its revision moved: a node at rest costs nothing here.
 func watchProgress(ctx context.Context, st store.Interface, out io.Writer) {
 	p := &progress{out: out, pods: map[string]string{}}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	last := int64(-1)
 	for {
-		p.step(ctx, st)
+		if rev := st.Revision(); rev != last { // read first: a change during the step shows next time
+			p.step(ctx, st)
+			last = rev
+		}
 		select {
 		case <-ctx.Done():
 			return

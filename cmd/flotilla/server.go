@@ -42,6 +42,7 @@ type serverOptions struct {
 	name               string
 	podEvictionTimeout time.Duration
 	verbose            bool
+	log                logOptions // rotation of DATA_DIR/flotilla.log
 	services           serviceAddrOptions
 	localVolumeRoot    string
 }
@@ -82,12 +83,13 @@ fingerprint of the cluster's CA.`,
 	f.StringVar(&o.localVolumeRoot, "local-volume-root", pvbinding.DefaultLocalVolumeRoot, "where on each node the built-in \"local\" StorageClass makes volumes: ROOT/<node>/<volume>")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
+	o.log.addFlags(f)
 	return cmd
 }
 
 func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}
@@ -140,7 +142,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	}
 	defer cp.close()
 	if o.repo == "" {
-		if err := installSyncHook(repo, cp.kubeconfig); err != nil {
+		if err := gitsync.RemoveSyncHooks(repo); err != nil { // the repository is watched now
 			return err
 		}
 	}
@@ -199,19 +201,6 @@ func ensureGossipKey(dataDir string) ([]byte, error) {
 		return nil, err
 	}
 	return key, nil
-}
-
-// installSyncHook makes commits in a local repository sync at once.
-func installSyncHook(repo, kubeconfig string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find this binary for the post-commit hook: %w", err)
-	}
-	hook := gitsync.ShellQuote(exe) + " sync --quiet --kubeconfig " + gitsync.ShellQuote(kubeconfig)
-	if err := gitsync.InstallPostCommitHook(repo, hook); err != nil {
-		return fmt.Errorf("install the post-commit hook: %w", err)
-	}
-	return nil
 }
 
 // firstGlobalIPv4 is the host's first global unicast IPv4 address.

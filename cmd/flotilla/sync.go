@@ -8,9 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -27,9 +29,12 @@ func newSyncCommand(g *globalFlags) *cobra.Command {
 the next poll, and print the sync status. With --wait, then follow every
 Deployment's rollout until the new commit is fully rolled out, or say why not.
 
+The server answers within 20 seconds: a sync still running then (a big
+commit, a slow or stalled remote) goes on, and sync says so.
+
 Exit status: 0 when the commit is applied (and, with --wait, rolled out), 1
 when it is refused or the fetch failed, 2 when the rollout did not finish
-within --timeout.`,
+within --timeout, 3 when the sync was still running (see flotilla status).`,
 		Example: `  flotilla sync
   flotilla sync --wait --timeout 2m`,
 		Args: cobra.NoArgs,
@@ -48,6 +53,10 @@ within --timeout.`,
 				return fmt.Errorf("sync: %w", err)
 			}
 			printSyncStatus(out, st, time.Now())
+			if c := meta.FindStatusCondition(st.Status.Conditions, gitsync.ConditionReconciling); c != nil && c.Reason == gitsync.ReasonProgressing {
+				fmt.Fprintf(out, "In progress:   %s\n", c.Message)
+				return &exitError{code: 3}
+			}
 			switch st.Status.Result {
 			case schema.SyncRefused, schema.SyncFetchFailed:
 				return &exitError{code: 1}

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/gitsync"
 )
 
 // upOptions are the flags of `flotilla up`.
@@ -34,7 +35,9 @@ type upOptions struct {
 	podCIDR      string
 	nodeName     string
 	interval     time.Duration
+	gitTimeout   time.Duration
 	verbose      bool
+	log          logOptions // rotation of DATA_DIR/flotilla.log
 
 	// For several clusters on one host (tests, the lab): keep them apart.
 	podmanRoot    string
@@ -77,7 +80,8 @@ running; 'flotilla up' again resumes from the store.`,
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests (default: all of it)")
 	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the API server")
 	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
-	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to the local example repo are picked up at once)")
+	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to a local repository are picked up at once: its refs are watched)")
+	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
 	o.services.addFlags(f)
 	o.addNodeFlags(f)
 	return cmd
@@ -97,6 +101,7 @@ func (o *upOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.nftTable, "nft-table", "flotilla", "name of the nftables table of the pod network; the service proxy's is <name>-svc (one per cluster on a host)")
 	o.serviceOptions.addFlags(f)
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log every component's debug messages")
+	o.log.addFlags(f)
 }
 
 // roleLogger returns a role's logger: everything at info (debug with

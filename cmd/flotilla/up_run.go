@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
-	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/netfabric"
@@ -30,7 +30,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return errors.New("flotilla up needs root: it creates network namespaces and runs Podman as root (try sudo)")
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	logFile, logPath, err := openLog(o.dataDir)
+	logFile, logPath, err := openLog(o.dataDir, o.log)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		}
 	}
 	cp, err := openControlPlane(planeOptions{
-		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
+		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout,
 		apiAddr: o.apiAddr, services: o.services, localVolumeRoot: filepath.Join(o.dataDir, "volumes"), log: log,
 	}, say)
 	if err != nil {
@@ -75,7 +75,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	defer stopPodman()
 	if o.repo == "" {
-		if err := installSyncHook(repo, cp.kubeconfig); err != nil {
+		if err := gitsync.RemoveSyncHooks(repo); err != nil { // the repository is watched now
 			return err
 		}
 		say("building image %s if missing ...", examples.HelloImage)
@@ -98,7 +98,8 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.writes, Runtime: runtime, Network: fabric,
-		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent")})
+		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
+		DiskPressure: o.diskPressure()})
 	if err != nil {
 		return err
 	}
@@ -111,6 +112,8 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	say("syncing %s", gitsync.SanitizeURL(repo))
 	if o.repo == "" {
 		say("the example repository is %s: edit it and `git commit`, and the cluster follows", repo)
+	} else if gitsync.IsLocal(repo) {
+		say("watching %s: a commit there syncs at once", repo)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(ctx, cp.listener) })
@@ -134,19 +137,32 @@ func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts apis
 	return a.agent.PodLogs(ctx, namespace, pod, node.LogOptions{Container: opts.Container, Follow: opts.Follow, TailLines: opts.TailLines}, w)
 }
 
-// syncHandler serves POST SyncPath: sync now, answer with the SyncStatus.
-func syncHandler(s *gitsync.Syncer, st store.Interface) http.Handler {
+// syncAnswerWait bounds how long POST SyncPath waits for the sync it asked
+// for: long enough for a big commit, short of any client's patience. A
+// sync still running then (a slow or stalled remote) goes on, and the
+// answer says so.
+const syncAnswerWait = 20 * time.Second
+
+// syncHandler serves POST SyncPath: ask the syncer's loop for a sync (requests
+// merge into one), and answer with the SyncStatus once it has run, or
+// after syncAnswerWait with the status so far and a Reconciling condition
+// saying a sync is in progress. Refused and failed syncs are in the status
+// object; only an unreadable status is an error here.
+func syncHandler(s *gitsync.Syncer) http.Handler {
+	return syncHandlerWait(s, syncAnswerWait)
+}
+
+func syncHandlerWait(s *gitsync.Syncer, wait time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			writeStatus(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "POST to sync")
 			return
 		}
-		// Refused and failed syncs are in the status object; only a missing
-		// status is an error here.
-		_, _ = s.SyncNow(r.Context())
-		obj, err := st.Get(r.Context(), "syncstatuses", "", schema.SyncStatusName)
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		obj, err := s.Request(ctx)
 		if err != nil {
-			writeStatus(w, http.StatusInternalServerError, "InternalError", "sync ran but left no status: "+err.Error())
+			writeStatus(w, http.StatusInternalServerError, "InternalError", err.Error())
 			return
 		}
 		data, err := schema.Encode(obj)

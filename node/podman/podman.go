@@ -1,22 +1,28 @@
 //go:build linux
 
 // Package podman is the node agent's container runtime: it implements
-// node.Runtime on a Podman service through the Podman Go bindings, starts
-// that service for the agent (StartService), and makes the local busybox
-// image that examples and tests run (EnsureBusyboxImage).
+// node.Runtime on a Podman service through the Podman Go bindings (with
+// its events, node.EventWatcher, and health, node.Pinger), starts that
+// service for the agent and starts it again whenever it dies
+// (StartService), caps each container's log (RuntimeConfig.LogSizeMax), and
+// makes the local busybox image that examples and tests run
+// (EnsureBusyboxImage).
 package podman
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containers/podman/v4/pkg/api/handlers"
@@ -33,25 +39,89 @@ import (
 )
 
 // Runtime is node.Runtime on one Podman service. Safe for concurrent use.
+//
+// The connection outlives the service: when the service restarts on the
+// same socket (Service supervises it), the next call dials it again.
 type Runtime struct {
-	conn context.Context // bindings connection; per call it is combined with the caller's ctx
-	uri  string          // the service, for connections of their own (Exec)
+	conn       context.Context // bindings connection; per call it is combined with the caller's ctx
+	uri        string          // the service, for connections of their own (Exec)
+	logSizeMax int64           // cap of each container's log file; <= 0 none
+	// note, when set, says why the service does not answer (Service: it
+	// exited and is being restarted); errors of Ping and WatchEvents carry it.
+	note atomic.Pointer[string]
 }
 
 // Interface guards.
 var (
-	_ node.Runtime = (*Runtime)(nil)
-	_ node.Execer  = (*Runtime)(nil)
+	_ node.Runtime      = (*Runtime)(nil)
+	_ node.Execer       = (*Runtime)(nil)
+	_ node.EventWatcher = (*Runtime)(nil)
+	_ node.Pinger       = (*Runtime)(nil)
 )
 
-// Connect opens a connection to the Podman service at socket (a path or a
-// unix:// URI) and checks that it answers.
-func Connect(ctx context.Context, socket string) (*Runtime, error) {
-	conn, err := connect(ctx, socket)
+// DefaultLogSizeMax is the default cap of a container's log file: 10 MiB,
+// the kubelet's containerLogMaxSize.
+const DefaultLogSizeMax = 10 << 20
+
+// minLogSizeMax is the smallest cap Podman accepts.
+const minLogSizeMax = 8192
+
+// RuntimeConfig configures New. Zero values mean the default.
+type RuntimeConfig struct {
+	// Socket is the Podman API socket, a path or a unix:// URI (required).
+	Socket string
+	// LogSizeMax caps the log file of every container the runtime creates
+	// (Podman's k8s-file driver; conmon enforces it). When a write would
+	// pass the cap, conmon replaces the file with an empty one: a container
+	// keeps between 0 and LogSizeMax bytes of its latest output, and
+	// `flotilla logs` shows what the file holds (a follow goes on across the
+	// cut; the lines written while the follower reopens the file may be
+	// missed). This Podman (4.3, conmon 2.1.6) keeps no rotated files: the
+	// kubelet's 10 MiB × 5 files is not available. Default
+	// DefaultLogSizeMax (10 MiB); negative: no cap (the file grows without
+	// bound); Podman refuses caps under 8 KiB.
+	LogSizeMax int64
+}
+
+// New opens a connection to the Podman service at cfg.Socket and checks
+// that it answers.
+func New(ctx context.Context, cfg RuntimeConfig) (*Runtime, error) {
+	switch {
+	case cfg.Socket == "":
+		return nil, errors.New("podman runtime: Socket is required")
+	case cfg.LogSizeMax == 0:
+		cfg.LogSizeMax = DefaultLogSizeMax
+	case cfg.LogSizeMax > 0 && cfg.LogSizeMax < minLogSizeMax:
+		return nil, fmt.Errorf("podman runtime: a container log cap of %d bytes is under Podman's minimum of %d", cfg.LogSizeMax, minLogSizeMax)
+	}
+	conn, err := connect(ctx, cfg.Socket)
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{conn: conn, uri: socketURI(socket)}, nil
+	return &Runtime{conn: conn, uri: socketURI(cfg.Socket), logSizeMax: cfg.LogSizeMax}, nil
+}
+
+// Connect is New with the defaults: a connection to the Podman service at
+// socket (a path or a unix:// URI), checked to answer.
+func Connect(ctx context.Context, socket string) (*Runtime, error) {
+	return New(ctx, RuntimeConfig{Socket: socket})
+}
+
+// setNote sets (or, with "", clears) why the service does not answer.
+func (r *Runtime) setNote(s string) {
+	if s == "" {
+		r.note.Store(nil)
+		return
+	}
+	r.note.Store(&s)
+}
+
+// noted appends the note to err, if there is one.
+func (r *Runtime) noted(err error) error {
+	if n := r.note.Load(); n != nil {
+		return fmt.Errorf("%w (%s)", err, *n)
+	}
+	return err
 }
 
 func socketURI(socket string) string {
@@ -126,7 +196,7 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 		}
 	}()
 	for _, cs := range s.Containers {
-		if _, err := containers.CreateWithSpec(c, specFor(s, rep.Id, cs), nil); err != nil {
+		if _, err := containers.CreateWithSpec(c, r.specFor(s, rep.Id, cs), nil); err != nil {
 			return "", fmt.Errorf("create container %s of pod %s: %w", cs.Name, name, err)
 		}
 	}
@@ -147,9 +217,14 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 	return rep.Id, nil
 }
 
-// specFor is the spec of one container of pod podID.
-func specFor(s node.PodSandbox, podID string, cs node.ContainerSpec) *specgen.SpecGenerator {
+// specFor is the spec of one container of pod podID. Its log is a k8s-file
+// (what ContainerLogs reads) capped at the runtime's LogSizeMax.
+func (r *Runtime) specFor(s node.PodSandbox, podID string, cs node.ContainerSpec) *specgen.SpecGenerator {
 	sg := specgen.NewSpecGenerator(cs.Image, false)
+	sg.LogConfiguration = &specgen.LogConfig{Driver: "k8s-file"}
+	if r.logSizeMax > 0 {
+		sg.LogConfiguration.Size = r.logSizeMax
+	}
 	sg.Name = podName(s) + "_" + cs.Name
 	sg.Pod = podID
 	sg.Labels = labels(s)
@@ -198,7 +273,7 @@ func specFor(s node.PodSandbox, podID string, cs node.ContainerSpec) *specgen.Sp
 func (r *Runtime) CreateContainer(ctx context.Context, podID string, s node.PodSandbox, cs node.ContainerSpec) (string, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
-	rep, err := containers.CreateWithSpec(c, specFor(s, podID, cs), nil)
+	rep, err := containers.CreateWithSpec(c, r.specFor(s, podID, cs), nil)
 	if err != nil {
 		return "", fmt.Errorf("create container %s of pod %s: %w", cs.Name, podName(s), notFound(err))
 	}
@@ -446,4 +521,76 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (i
 		return -1, fmt.Errorf("inspect exec in container %s: %w", containerID, err)
 	}
 	return in.ExitCode, nil
+}
+
+// Ping implements node.Pinger: the service answers /_ping.
+func (r *Runtime) Ping(ctx context.Context) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	conn, err := bindings.GetClient(c)
+	if err != nil {
+		return err
+	}
+	resp, err := conn.DoRequest(c, nil, http.MethodGet, "/_ping", nil, nil)
+	if err != nil {
+		return r.noted(fmt.Errorf("podman at %s does not answer: %w", r.uri, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return r.noted(fmt.Errorf("podman at %s answers ping with %s", r.uri, resp.Status))
+	}
+	return nil
+}
+
+// watchedActions are the container events that change what the agent sees
+// of a pod (exec probes' exec and exec_died, health checks, mounts… do not).
+var watchedActions = map[string]bool{
+	"start": true, "died": true, "oom": true, "remove": true,
+	"pause": true, "unpause": true, "restart": true, "stop": true,
+}
+
+// WatchEvents implements node.EventWatcher on Podman's event stream. The
+// stream starts a second before the call, so nothing between the call and
+// the stream's start is lost; older events in Podman's event file are not
+// replayed. Podman 4.3 ignores every event when since is combined with
+// filters, so the stream is unfiltered and events are kept here: container
+// events of the watched actions on containers with node.LabelPodUID.
+func (r *Runtime) WatchEvents(ctx context.Context, subscribed func(), onEvent func(node.RuntimeEvent)) error {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	conn, err := bindings.GetClient(c)
+	if err != nil {
+		return err
+	}
+	params := url.Values{"stream": {"true"}, "since": {strconv.FormatInt(time.Now().Add(-time.Second).Unix(), 10)}}
+	resp, err := conn.DoRequest(c, nil, http.MethodGet, "/events", params, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return r.noted(fmt.Errorf("follow the events of podman at %s: %w", r.uri, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return r.noted(fmt.Errorf("follow the events of podman at %s: %w", r.uri, resp.Process(nil)))
+	}
+	subscribed()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev entities.Event
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the service never ends a stream by itself
+			}
+			return r.noted(fmt.Errorf("the event stream of podman at %s broke: %w", r.uri, err))
+		}
+		uid := ev.Actor.Attributes[node.LabelPodUID]
+		if ev.Type != "container" || uid == "" || !watchedActions[ev.Action] {
+			continue
+		}
+		onEvent(node.RuntimeEvent{Action: ev.Action, PodUID: uid, ContainerID: ev.Actor.ID})
+	}
 }

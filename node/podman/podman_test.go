@@ -32,6 +32,12 @@ func (r *Runtime) with0(ctx context.Context) context.Context {
 // t.TempDir(), with the busybox image loaded, or skips the test.
 func startTestService(t *testing.T) *Service {
 	t.Helper()
+	return startTestServiceWith(t, func(*ServiceConfig) {})
+}
+
+// startTestServiceWith is startTestService with the config changed by set.
+func startTestServiceWith(t *testing.T, set func(*ServiceConfig)) *Service {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("podman integration test needs root")
 	}
@@ -44,11 +50,13 @@ func startTestService(t *testing.T) *Service {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	svc, err := StartService(ctx, ServiceConfig{
+	cfg := ServiceConfig{
 		DataDir: dir + "/data", Root: dir + "/root", RunRoot: dir + "/runroot",
 		StorageDriver: "vfs",
 		Logger:        slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	}
+	set(&cfg)
+	svc, err := StartService(ctx, cfg)
 	if err != nil {
 		if b, rerr := os.ReadFile(dir + "/data/podman.log"); rerr == nil {
 			t.Log(string(b))

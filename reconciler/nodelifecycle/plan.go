@@ -61,8 +61,9 @@ const (
 // Taints this controller manages, with Kubernetes' keys. Both have the
 // NoSchedule effect; the scheduler refuses them unless tolerated.
 const (
-	TaintUnreachable = "node.kubernetes.io/unreachable" // Ready=Unknown
-	TaintNotReady    = "node.kubernetes.io/not-ready"   // Ready=False
+	TaintUnreachable  = "node.kubernetes.io/unreachable"   // Ready=Unknown
+	TaintNotReady     = "node.kubernetes.io/not-ready"     // Ready=False
+	TaintDiskPressure = "node.kubernetes.io/disk-pressure" // DiskPressure=True (and Ready not Unknown)
 )
 
 // Defaults of Config.
@@ -157,10 +158,12 @@ type Actions struct {
 //
 // While the resulting Ready is Unknown the node carries the unreachable
 // taint, while False the not-ready taint (both NoSchedule), and neither
-// while True. While it is not Ready, every pod bound to it that has not
-// finished and still claims readiness (a Ready or ContainersReady
-// condition that is not False) is marked: both conditions False, reason
-// NodeNotReady, a message naming the node. A pod in marked is not marked
+// while True; it carries the disk-pressure taint (NoSchedule) while its
+// agent reports DiskPressure=True, unless Ready is Unknown. While it is
+// not Ready, every pod bound to it that has not finished and still claims
+// readiness (a Ready or ContainersReady condition that is not False) is
+// marked: both conditions False, reason NodeNotReady, a message naming the
+// node. A pod in marked is not marked
 // again in the same spell even if it shows Ready again: only its agent
 // writes that, so the agent is alive and the judge of its pods (marking it
 // again would start a write duel with it). Once the node has been not Ready
@@ -216,7 +219,7 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[type
 		eff = want
 	}
 
-	taints, changed := wantTaints(node.Spec.Taints, eff)
+	taints, changed := wantTaints(node.Spec.Taints, eff, diskPressure(node))
 	if changed {
 		acts.SetTaints, acts.Taints = true, taints
 	}
@@ -365,25 +368,33 @@ func unknown(cur *corev1.NodeCondition, msg string, now time.Time) *corev1.NodeC
 	return &c
 }
 
-// wantTaints returns taints with the managed taints matching ready, and
-// whether that differs from taints. Other taints are kept in order.
-func wantTaints(taints []corev1.Taint, ready *corev1.NodeCondition) ([]corev1.Taint, bool) {
-	want := ""
+// wantTaints returns taints with the managed taints matching ready and
+// the disk pressure, and whether that differs from taints. Other taints
+// are kept in order. As Kubernetes' taint-by-condition: disk-pressure
+// while the agent reports DiskPressure=True, except while the node is
+// unreachable (its report is stale then).
+func wantTaints(taints []corev1.Taint, ready *corev1.NodeCondition, disk bool) ([]corev1.Taint, bool) {
+	want := map[string]bool{}
 	if ready != nil {
 		switch ready.Status {
 		case corev1.ConditionUnknown:
-			want = TaintUnreachable
+			want[TaintUnreachable] = true
+			disk = false
 		case corev1.ConditionFalse:
-			want = TaintNotReady
+			want[TaintNotReady] = true
 		}
 	}
-	out := make([]corev1.Taint, 0, len(taints)+1)
-	changed, have := false, false
+	if disk {
+		want[TaintDiskPressure] = true
+	}
+	out := make([]corev1.Taint, 0, len(taints)+2)
+	changed := false
+	have := map[string]bool{}
 	for _, t := range taints {
-		managed := (t.Key == TaintUnreachable || t.Key == TaintNotReady) && t.Effect == corev1.TaintEffectNoSchedule
+		managed := (t.Key == TaintUnreachable || t.Key == TaintNotReady || t.Key == TaintDiskPressure) && t.Effect == corev1.TaintEffectNoSchedule
 		switch {
-		case managed && t.Key == want && !have:
-			have = true
+		case managed && want[t.Key] && !have[t.Key]:
+			have[t.Key] = true
 			out = append(out, t)
 		case managed:
 			changed = true
@@ -391,11 +402,23 @@ func wantTaints(taints []corev1.Taint, ready *corev1.NodeCondition) ([]corev1.Ta
 			out = append(out, t)
 		}
 	}
-	if want != "" && !have {
-		out = append(out, corev1.Taint{Key: want, Effect: corev1.TaintEffectNoSchedule})
-		changed = true
+	for _, k := range []string{TaintUnreachable, TaintNotReady, TaintDiskPressure} {
+		if want[k] && !have[k] {
+			out = append(out, corev1.Taint{Key: k, Effect: corev1.TaintEffectNoSchedule})
+			changed = true
+		}
 	}
 	return out, changed
+}
+
+// diskPressure reports whether the node's agent reports DiskPressure=True.
+func diskPressure(node *corev1.Node) bool {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeDiskPressure {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // readyCondition returns node's Ready condition, or nil.

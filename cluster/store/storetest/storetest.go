@@ -29,28 +29,31 @@ type Opener func(t *testing.T) store.Interface
 
 // Run runs the whole suite, each test on a store of its own. skip names
 // tests an implementation cannot pass by design (a remote client without
-// transactions skips "Txn"); they are reported as skipped.
+// transactions skips "Txn", which skips "TxnLarge" too); they are reported
+// as skipped.
 func Run(t *testing.T, open Opener, skip ...string) {
 	for _, tc := range []struct {
-		name string
-		fn   func(*testing.T, Opener)
+		name  string
+		fn    func(*testing.T, Opener)
+		needs string // a test that skipping skips this one too
 	}{
-		{"Create", testCreate},
-		{"GetErrors", testGetErrors},
-		{"Update", testUpdate},
-		{"UpdateStatus", testUpdateStatus},
-		{"Delete", testDelete},
-		{"List", testList},
-		{"Txn", testTxn},
-		{"WatchFilters", testWatchFilters},
-		{"WatchNoGaps", testWatchNoGaps},
-		{"WatchEnds", testWatchEnds},
-		{"WatchFutureRevision", testWatchFutureRevision},
-		{"WatchEventOwned", testWatchEventOwned},
-		{"ArgumentsNotRetained", testNotRetained},
+		{"Create", testCreate, ""},
+		{"GetErrors", testGetErrors, ""},
+		{"Update", testUpdate, ""},
+		{"UpdateStatus", testUpdateStatus, ""},
+		{"Delete", testDelete, ""},
+		{"List", testList, ""},
+		{"Txn", testTxn, ""},
+		{"TxnLarge", testTxnLarge, "Txn"},
+		{"WatchFilters", testWatchFilters, ""},
+		{"WatchNoGaps", testWatchNoGaps, ""},
+		{"WatchEnds", testWatchEnds, ""},
+		{"WatchFutureRevision", testWatchFutureRevision, ""},
+		{"WatchEventOwned", testWatchEventOwned, ""},
+		{"ArgumentsNotRetained", testNotRetained, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if slices.Contains(skip, tc.name) {
+			if slices.Contains(skip, tc.name) || (tc.needs != "" && slices.Contains(skip, tc.needs)) {
 				t.Skip("skipped by the implementation")
 			}
 			tc.fn(t, open)
@@ -384,6 +387,115 @@ func testTxn(t *testing.T, open Opener) {
 	rev2, err := s.Txn(ctx, func(tx store.Tx) error { return nil })
 	if err != nil || rev2 != rev {
 		t.Errorf("empty txn: rev %d err %v, want %d", rev2, err, rev)
+	}
+}
+
+// LargeTxn is how many objects testTxnLarge writes in one transaction: the
+// 10,000 ConfigMaps of a big Git commit.
+const LargeTxn = 10000
+
+// testTxnLarge: a transaction of LargeTxn objects commits whole. A reader
+// running meanwhile sees none of it or all of it; a watcher gets its first
+// event only once all of it can be read, then every write in order, each at
+// its own revision.
+func testTxnLarge(t *testing.T, open Opener) {
+	const n = LargeTxn
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t)
+	mustCreate(t, s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "big", Name: "before"}})
+	start := s.Revision()
+	w, err := s.Watch(ctx, "configmaps", store.ListOptions{Namespace: "big"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("cm-%05d", i) }
+
+	// The watcher's first event of the txn: the whole txn is readable.
+	firstSeen := make(chan error, 1)
+	go func() {
+		ev, ok := <-w
+		if !ok {
+			firstSeen <- errors.New("watch closed before the txn's first event")
+			return
+		}
+		_, err := s.Get(ctx, "configmaps", "big", name(n-1))
+		if err != nil {
+			err = fmt.Errorf("at the first event (revision %d) the last object is not readable: %w", ev.Revision, err)
+		}
+		firstSeen <- err
+	}()
+	// A reader meanwhile: none or all.
+	readerDone := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			objs, rev, err := s.List(ctx, "configmaps", store.ListOptions{Namespace: "big"})
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			if !(len(objs) == 1 && rev == start) && !(len(objs) == n && rev == start+n+1) {
+				readerDone <- fmt.Errorf("a reader saw %d objects at revision %d (before: 1 at %d, after: %d at %d)",
+					len(objs), rev, start, n, start+n+1)
+				return
+			}
+			select {
+			case <-stop:
+				readerDone <- nil
+				return
+			default:
+			}
+		}
+	}()
+
+	value := strings.Repeat("v", 200)
+	rev, err := s.Txn(ctx, func(tx store.Tx) error {
+		for i := range n {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "big", Name: name(i)}, Data: map[string]string{"v": value}}
+			if _, err := tx.Create(cm); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Delete("configmaps", "big", "before", store.DeleteOptions{})
+		return err
+	})
+	if err != nil || rev != start+n+1 || s.Revision() != rev {
+		t.Fatalf("txn of %d objects: revision %d (%d), err %v, want %d", n, rev, s.Revision(), err, start+n+1)
+	}
+	if err := <-firstSeen; err != nil {
+		t.Error(err)
+	}
+	close(stop)
+	if err := <-readerDone; err != nil {
+		t.Error(err)
+	}
+	// Every write from the start, in order: one watch from start, or more
+	// if the store closes a watch that falls behind (its receiver resumes).
+	last := start
+	for last < rev {
+		w, err := s.Watch(ctx, "configmaps", store.ListOptions{Namespace: "big"}, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ev := range w {
+			i := int(ev.Revision - start - 1)
+			want := fmt.Sprintf("ADDED %s", name(i))
+			if i == n {
+				want = "DELETED before"
+			}
+			if got := fmt.Sprintf("%s %s", ev.Type, ev.Object.GetName()); got != want || ev.Revision != last+1 || rv(t, ev.Object) != ev.Revision {
+				t.Fatalf("event at revision %d (rv %s): %s, want %s at %d", ev.Revision, ev.Object.GetResourceVersion(), got, want, last+1)
+			}
+			last = ev.Revision
+			if last == rev {
+				break
+			}
+		}
+	}
+	objs, _, err := s.List(ctx, "configmaps", store.ListOptions{Namespace: "big"})
+	if err != nil || len(objs) != n {
+		t.Fatalf("after the txn: %d objects, err %v", len(objs), err)
 	}
 }
 

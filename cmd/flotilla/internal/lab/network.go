@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flotilla-dev/flotilla/netfabric"
 	"log/slog"
 	"net"
 	"os"
@@ -13,10 +12,12 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
-const netnsDir = "/run/netns"
+// netnsDir is where the lab's namespaces are named (netfabric manages it).
+const netnsDir = netfabric.NetNSDir
 
 // buildNetwork makes the switch, the server's and the nodes' namespaces,
 // the veths between them and the host, and their addresses and routes.
@@ -164,42 +165,20 @@ func configureLeg(ns netns.NsHandle, name string, addr *net.IPNet, gw net.IP) er
 	return nil
 }
 
-// leftoverNetNS lists /run/netns entries that belong to lab name: "<name>-…".
+// leftoverNetNS lists the namespaces that belong to lab name, "<name>-…":
+// files in /run/netns and namespaces mounted there, hidden ones included.
 func leftoverNetNS(name string) []string {
-	ents, _ := os.ReadDir(netnsDir)
-	var out []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), name+"-") {
-			out = append(out, e.Name())
-		}
-	}
+	out, _ := netfabric.ListNetNS(name + "-")
 	return out
 }
 
-// netnsInode is the namespace identity behind /run/netns/name (0 if none).
-func netnsInode(path string) uint64 {
-	var s unix.Stat_t
-	if unix.Stat(path, &s) != nil || s.Dev == 0 {
-		return 0
-	}
-	var fs unix.Statfs_t
-	if unix.Statfs(path, &fs) != nil || fs.Type != unix.NSFS_MAGIC {
-		return 0
-	}
-	return s.Ino
-}
+// netnsInode is the namespace identity behind /run/netns/name (0 if none),
+// even one hidden under a mount another tool stacked on /run/netns.
+func netnsInode(path string) uint64 { return netfabric.NetNSInode(path) }
 
-// deleteNetNS unmounts and removes a named namespace; missing is fine.
-func deleteNetNS(name string) error {
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting netns %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing netns %s: %w", path, err)
-	}
-	return nil
-}
+// deleteNetNS unmounts and removes a named namespace wherever its mounts
+// are (netfabric.DeleteNetNS); missing is fine.
+func deleteNetNS(name string) error { return netfabric.DeleteNetNS(name) }
 
 // deleteRootLinks deletes the root namespace's links named "<name>-…"
 // (the host veth; its peer on the switch goes with it).

@@ -1,0 +1,91 @@
+package gitsync
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
+)
+
+// bigRepo makes a local repository whose one commit holds n ConfigMaps of
+// a 200-byte value each, 100 to a file, as the 10,000-object commit.
+func bigRepo(tb testing.TB, n int) string {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "repo")
+	if err := InitLocalRepo(dir, nil); err != nil {
+		tb.Fatal(err)
+	}
+	repo, err := git.PlainOpen(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	value := strings.Repeat("v", 200)
+	for f := 0; f*100 < n; f++ {
+		var b strings.Builder
+		for i := f * 100; i < min(n, (f+1)*100); i++ {
+			if i > f*100 {
+				b.WriteString("---\n")
+			}
+			b.WriteString(configMap(fmt.Sprintf("cm-%05d", i), "", value))
+		}
+		name := fmt.Sprintf("cms-%03d.yaml", f)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := wt.Add(name); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	sig := &object.Signature{Name: "B", Email: "b@example.com", When: time.Now()}
+	if _, err := wt.Commit(fmt.Sprintf("%d ConfigMaps", n), &git.CommitOptions{Author: sig}); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// BenchmarkBigCommit applies a commit of N ConfigMaps through the real
+// Syncer: a real Git repository fetched by go-git, the CUE validator, and
+// a Badger store on disk, from empty.
+//
+//	go test -run '^$' -bench BigCommit -benchtime 1x ./gitsync/
+func BenchmarkBigCommit(b *testing.B) {
+	v, err := schema.NewValidator()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			dir := bigRepo(b, n)
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), Logger: testLogger(b)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := New(Config{URL: dir, WorkDir: filepath.Join(b.TempDir(), "clone"), Store: st, Loader: v, Logger: testLogger(b)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				body, err := s.SyncNow(b.Context())
+				b.StopTimer()
+				if err != nil || body.Objects != n {
+					b.Fatalf("sync of %d ConfigMaps: %d objects, %v", n, body.Objects, err)
+				}
+				_ = st.Close()
+			}
+		})
+	}
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// deadlineRuntime is the Runtime the agent calls: every call of the
+// configured runtime bounded by a deadline, so that a hung runtime fails a
+// pod worker's step (which then backs off or retries) instead of hanging it.
+// A call cut short by its deadline returns an error that names the
+// operation and wraps ErrTimeout.
+type deadlineRuntime struct {
+	rt   Runtime
+	call time.Duration // ordinary calls
+	pull time.Duration // PullImage
+}
+
+var _ Runtime = deadlineRuntime{}
+
+// do runs fn with a deadline of d from now.
+func (r deadlineRuntime) do(ctx context.Context, d time.Duration, op string, fn func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := fn(cctx)
+	if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no answer within %s: %w (%w)", op, d, ErrTimeout, err)
+	}
+	return err
+}
+
+func (r deadlineRuntime) RunPod(ctx context.Context, spec PodSandbox) (id string, err error) {
+	err = r.do(ctx, r.call, "run pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
+		id, err = r.rt.RunPod(ctx, spec)
+		return err
+	})
+	return id, err
+}
+
+func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, c ContainerSpec) (id string, err error) {
+	err = r.do(ctx, r.call, "create container "+c.Name+" of pod "+sb.Namespace+"/"+sb.Name, func(ctx context.Context) error {
+		id, err = r.rt.CreateContainer(ctx, podID, sb, c)
+		return err
+	})
+	return id, err
+}
+
+func (r deadlineRuntime) ListPods(ctx context.Context) (pods []PodSummary, err error) {
+	err = r.do(ctx, r.call, "list runtime pods", func(ctx context.Context) error {
+		pods, err = r.rt.ListPods(ctx)
+		return err
+	})
+	return pods, err
+}
+
+func (r deadlineRuntime) PodStatus(ctx context.Context, podID string) (st PodStatus, err error) {
+	err = r.do(ctx, r.call, "read the status of runtime pod "+podID, func(ctx context.Context) error {
+		st, err = r.rt.PodStatus(ctx, podID)
+		return err
+	})
+	return st, err
+}
+
+func (r deadlineRuntime) StartContainer(ctx context.Context, containerID string) error {
+	return r.do(ctx, r.call, "start container "+containerID, func(ctx context.Context) error {
+		return r.rt.StartContainer(ctx, containerID)
+	})
+}
+
+func (r deadlineRuntime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
+	return r.do(ctx, grace+r.call, "restart container "+containerID, func(ctx context.Context) error {
+		return r.rt.RestartContainer(ctx, containerID, grace)
+	})
+}
+
+func (r deadlineRuntime) StopPod(ctx context.Context, podID string, grace time.Duration) error {
+	return r.do(ctx, grace+r.call, "stop runtime pod "+podID, func(ctx context.Context) error {
+		return r.rt.StopPod(ctx, podID, grace)
+	})
+}
+
+func (r deadlineRuntime) RemovePod(ctx context.Context, podID string) error {
+	return r.do(ctx, r.call, "remove runtime pod "+podID, func(ctx context.Context) error {
+		return r.rt.RemovePod(ctx, podID)
+	})
+}
+
+// ContainerLogs bounds only a read of the logs as they are; a follow lasts
+// as long as its caller (the client of `flotilla logs -f`) wants.
+func (r deadlineRuntime) ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error {
+	if req.Follow {
+		return r.rt.ContainerLogs(ctx, containerID, req, w)
+	}
+	return r.do(ctx, r.call, "read the logs of container "+containerID, func(ctx context.Context) error {
+		return r.rt.ContainerLogs(ctx, containerID, req, w)
+	})
+}
+
+func (r deadlineRuntime) ImageExists(ctx context.Context, image string) (ok bool, err error) {
+	err = r.do(ctx, r.call, "look for image "+image, func(ctx context.Context) error {
+		ok, err = r.rt.ImageExists(ctx, image)
+		return err
+	})
+	return ok, err
+}
+
+func (r deadlineRuntime) PullImage(ctx context.Context, image string) error {
+	return r.do(ctx, r.pull, "pull image "+image, func(ctx context.Context) error {
+		return r.rt.PullImage(ctx, image)
+	})
+}
