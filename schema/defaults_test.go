@@ -587,10 +587,7 @@ func TestDefaultsStayValid(t *testing.T) {
 	for _, c := range defaultCases {
 		obj := decodeYAML(t, c.in)
 		k, _ := KindOf(obj)
-		if !k.FromGit || k.Kind == "Secret" {
-			// A Secret's data is base64 on the wire, bytes in the generated
-			// CUE: `cue vet` refuses any Secret with data today (the
-			// schema's to fix), defaulted or not.
+		if !k.FromGit {
 			continue
 		}
 		SetDefaults(obj)
