@@ -163,7 +163,7 @@ func ensureVeth(ns netns.NsHandle, pl podLink) error {
 	if err := nh.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("bringing lo up in the pod netns: %w", err)
 	}
-	addrs, err := nh.AddrList(eth0, netlink.FAMILY_V4)
+	addrs, err := Dump(func() ([]netlink.Addr, error) { return nh.AddrList(eth0, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s in the pod netns: %w", podIfName, err)
 	}

@@ -196,7 +196,7 @@ func underlayLink(cfg OverlayConfig) (netlink.Link, error) {
 // LinkOf is the link of this network namespace that carries ip (the
 // overlay's underlay, the link load balancer addresses are announced on).
 func LinkOf(ip net.IP) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
@@ -323,7 +323,7 @@ func (f *Fabric) ensureVXLAN(cfg OverlayConfig) (recreated bool, err error) {
 		}
 	}
 	want := netip.PrefixFrom(f.pool.Masked().Addr(), 32)
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		return recreated, fmt.Errorf("listing addresses of %s: %w", cfg.Device, err)
 	}

@@ -123,15 +123,17 @@ func (f *Fabric) syncPeers(peers []Peer) (changes int, err error) {
 	dev := f.ov.cfg.Device
 
 	// What the kernel holds now.
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
+	routes, err := Dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
+	})
 	if err != nil {
 		return 0, errors.Join(verr, fmt.Errorf("listing routes of %s: %w", dev, err))
 	}
-	neighs, err := netlink.NeighList(idx, netlink.FAMILY_V4)
+	neighs, err := Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, netlink.FAMILY_V4) })
 	if err != nil {
 		return 0, errors.Join(verr, fmt.Errorf("listing neighbours of %s: %w", dev, err))
 	}
-	fdbs, err := netlink.NeighList(idx, unix.AF_BRIDGE)
+	fdbs, err := Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, unix.AF_BRIDGE) })
 	if err != nil {
 		return 0, errors.Join(verr, fmt.Errorf("listing forwarding entries of %s: %w", dev, err))
 	}

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/netfabric"
+
 	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -175,7 +177,7 @@ func (a *Announcer) addr(ip netip.Addr) *netlink.Addr {
 // current is what the link carries of ours: labelled addresses, plus the
 // ones held in memory.
 func (a *Announcer) current(link netlink.Link) (map[netip.Addr]bool, error) {
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := netfabric.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("lbip: list addresses of %s: %w", a.cfg.Link, err)
 	}

@@ -183,7 +183,7 @@ func deleteNetNS(name string) error { return netfabric.DeleteNetNS(name) }
 // deleteRootLinks deletes the root namespace's links named "<name>-…"
 // (the host veth; its peer on the switch goes with it).
 func deleteRootLinks(name string) error {
-	links, err := netlink.LinkList()
+	links, err := netfabric.Dump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/flotilla-dev/flotilla/netfabric"
+
 	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 
 	"github.com/vishvananda/netlink"
@@ -202,7 +204,7 @@ func checkFree(cfg Config, st *state) error {
 		return fmt.Errorf("%w: link %s is left from lab %q: run lab down", ErrExists, st.HostLink, cfg.Name)
 	}
 	_, sub, _ := net.ParseCIDR(st.Subnet)
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := netfabric.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("listing host addresses: %w", err)
 	}
