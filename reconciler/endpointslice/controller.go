@@ -89,6 +89,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	if err != nil || svc == nil {
 		return controller.Result{}, err
 	}
+	if Wanted(svc) && len(svc.Name) > maxNameLength {
+		// Its slices carry the name in a label, at most 63 characters.
+		return controller.Stalled(controller.ReasonInvalidSpec, fmt.Sprintf(
+			"metadata.name is %d characters long; a Service's name is a DNS label of at most %d", len(svc.Name), maxNameLength)), nil
+	}
 	var pods []*corev1.Pod
 	if Wanted(svc) {
 		for _, o := range c.pods.List(ns) {
