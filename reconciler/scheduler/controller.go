@@ -378,11 +378,15 @@ func (c *Controller) bind(ctx context.Context, bs []Binding, now time.Time) []er
 		ws[i] = write{obj: p, what: fmt.Sprintf("bind pod %s/%s to %s", p.Namespace, p.Name, b.NodeName)}
 	}
 	var n int
+	var stalled []*corev1.Pod
 	errs := c.writeBatches(ctx, ws, func(w write, _ schema.Object) {
 		p := w.obj.(*corev1.Pod)
 		c.mu.Lock()
 		c.assumed[p.UID] = assumption{pod: p, when: now}
 		c.mu.Unlock()
+		if _, ok := controller.StalledCondition(p); ok {
+			stalled = append(stalled, p) // an earlier pass panicked on it
+		}
 		n++
 		if len(bs) <= logEach {
 			c.d.Log.Info("bound pod", "pod", p.Namespace+"/"+p.Name, "node", p.Spec.NodeName)
@@ -390,6 +394,11 @@ func (c *Controller) bind(ctx context.Context, bs []Binding, now time.Time) []er
 	})
 	if len(bs) > logEach {
 		c.d.Log.Info("bound pods", "count", n)
+	}
+	for _, p := range stalled {
+		if err := c.d.Status.ClearStalled(ctx, controller.Ref{Resource: "pods", Namespace: p.Namespace, Name: p.Name}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errs
 }

@@ -220,6 +220,13 @@ func TestBatchedBindings(t *testing.T) {
 			}
 			replicas(t, st, 25)
 			mustCreate(t, st, withSelector(pod("nowhere", "", "", ""), "disk", "ssd"))
+			// An earlier pass panicked on web-3: its Stalled condition goes
+			// once it is bound.
+			o3, _ := st.Get(context.Background(), "pods", "default", "web-3")
+			controller.SetStalled(o3, &controller.Stall{Reason: controller.ReasonReconcilePanic, Message: "boom"}, t0)
+			if _, err := st.UpdateStatus(context.Background(), o3); err != nil {
+				t.Fatal(err)
+			}
 			c, _, ca := byHand(t, st, Config{Settle: -1, BatchSize: 4})
 			seen(t, st, ca)
 			// A pod changes after the snapshot the pass will use: its
@@ -242,10 +249,15 @@ func TestBatchedBindings(t *testing.T) {
 			if got[""] != 2 || got["n0"]+got["n1"]+got["n2"] != 24 {
 				t.Errorf("placement %v, want 24 bound and web-7 and nowhere not", got)
 			}
-			// 24 bindings and 1 condition: 25 writes; memstore and Badger
-			// both give a write its own revision.
-			if writes := st.Revision() - before; writes != 25 {
-				t.Errorf("%d writes, want 25", writes)
+			// 24 bindings, 1 condition, 1 Stalled cleared: 26 writes;
+			// memstore and Badger both give a write its own revision.
+			if writes := st.Revision() - before; writes != 26 {
+				t.Errorf("%d writes, want 26", writes)
+			}
+			if o, _ := st.Get(context.Background(), "pods", "default", "web-3"); o.(*corev1.Pod).Spec.NodeName == "" {
+				t.Error("web-3 not bound")
+			} else if _, ok := controller.StalledCondition(o); ok {
+				t.Error("web-3 bound but still stalled")
 			}
 			n, _ := st.Get(context.Background(), "pods", "default", "nowhere")
 			if c := podCondition(n.(*corev1.Pod), corev1.PodScheduled); c == nil || c.Reason != ReasonUnschedulable {
