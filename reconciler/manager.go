@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -46,8 +48,63 @@ const (
 	VolumeBinding = "volumebinding"
 )
 
+// registration is one row of the registry: a controller's name, how many
+// workers it gets, which object its keys name (where its outcomes land)
+// and how it is built.
+type registration struct {
+	name string
+	// workers is the controller's concurrency; 0 means Config.Workers.
+	workers int
+	// subject maps its keys to objects; nil: its keys name none.
+	subject controller.SubjectFunc
+	build   func(d controller.Deps, cfg Config) controller.Controller
+}
+
+// registry is every controller, in start order.
+var registry = []registration{
+	{name: Deployment, subject: controller.KeysOf("deployments"),
+		build: func(d controller.Deps, _ Config) controller.Controller { return deployment.New(d) }},
+	{name: ReplicaSet, subject: controller.KeysOf("replicasets"),
+		build: func(d controller.Deps, _ Config) controller.Controller { return replicaset.New(d) }},
+	{name: StatefulSet, subject: controller.KeysOf("statefulsets"),
+		build: func(d controller.Deps, _ Config) controller.Controller { return statefulset.New(d) }},
+	{name: GC, subject: gc.Subject,
+		build: func(d controller.Deps, _ Config) controller.Controller { return gc.New(d, gc.Config{}) }},
+	// One pass at a time: a pass schedules every pending pod.
+	{name: Scheduler, workers: 1,
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return scheduler.New(d, scheduler.Config{Settle: cfg.SchedulingSettle, ExpectedNodes: cfg.ExpectedNodes})
+		}},
+	{name: NodeLifecycle, subject: controller.KeysOf("nodes"),
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return nodelifecycle.New(d, cfg.Membership, nodelifecycle.Config{
+				PodEvictionTimeout: cfg.PodEvictionTimeout, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod,
+			})
+		}},
+	{name: NodeIPAM, subject: controller.KeysOf("nodes"),
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return nodeipam.New(d, nodeipam.Config{ClusterCIDR: cfg.ClusterCIDR, MaskSize: cfg.PodCIDRMaskSize})
+		}},
+	{name: EndpointSlice, subject: controller.KeysOf("services"),
+		build: func(d controller.Deps, _ Config) controller.Controller { return endpointslice.New(d) }},
+	{name: LoadBalancer, subject: controller.KeysOf("services"),
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return loadbalancer.New(d, loadbalancer.Config{Pool: cfg.LoadBalancerPool})
+		}},
+	{name: VolumeBinding, subject: volumebinding.Subject,
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return volumebinding.New(d, volumebinding.Config{LocalVolumeRoot: cfg.LocalVolumeRoot})
+		}},
+}
+
 // AllControllers is the default set, in start order.
-var AllControllers = []string{Deployment, ReplicaSet, StatefulSet, GC, Scheduler, NodeLifecycle, NodeIPAM, EndpointSlice, LoadBalancer, VolumeBinding}
+var AllControllers = func() []string {
+	out := make([]string, len(registry))
+	for i, r := range registry {
+		out[i] = r.name
+	}
+	return out
+}()
 
 // Config configures a Manager. Zero values mean the defaults.
 type Config struct {
@@ -55,8 +112,10 @@ type Config struct {
 	Store store.Interface
 	// Logger receives the manager's and controllers' logs. Default: discard.
 	Logger *slog.Logger
-	// Clock is the time the planners are given. Default: the wall clock.
-	Clock controller.Clock
+	// Clock is the time the controllers and their planners are given.
+	// Default: the wall clock (tests give testkit.NewFakeClock). The work
+	// queues' delays run on the wall clock.
+	Clock clock.Clock
 	// Workers is the number of concurrent reconciles per controller
 	// (the scheduler always runs one pass at a time). Default 2; more
 	// helps big clusters, costs store write contention.
@@ -66,7 +125,8 @@ type Config struct {
 	// Shorter converges faster after a lost event, costs CPU on an idle
 	// cluster (but no store writes: unchanged state writes nothing).
 	ResyncPeriod time.Duration
-	// MaxBackoff caps the per-key retry back-off after failures. Default 30s.
+	// MaxBackoff caps the per-key retry back-off after failures and
+	// panics. Default 30s.
 	MaxBackoff time.Duration
 	// ClusterCIDR is the range nodes' pod CIDRs are taken from. Default
 	// 10.244.0.0/16; the overlay routes it between nodes.
@@ -100,6 +160,16 @@ type Config struct {
 	// /var/lib/flotilla/volumes. The node's name in the path keeps nodes
 	// that share a filesystem (flotilla lab) apart.
 	LocalVolumeRoot string
+	// SchedulingSettle is how long the scheduler waits at start, before it
+	// binds anything, for the Nodes it knows to be Ready (and
+	// ExpectedNodes of them), so that replicas committed before the nodes
+	// came up spread over them (server flag --scheduling-settle). Default
+	// scheduler.DefaultSettle (10s); negative: bind at once.
+	SchedulingSettle time.Duration
+	// ExpectedNodes is how many Ready nodes end the settling early (server
+	// flag --expect-nodes). Default 0: the nodes the store knows, once
+	// there is at least one.
+	ExpectedNodes int
 }
 
 // Manager runs the controllers over one shared cache.
@@ -107,7 +177,8 @@ type Manager struct {
 	cfg      Config
 	log      *slog.Logger
 	cache    *cache.Cache
-	loops    []*controller.Loop
+	loops    map[string]*controller.Loop
+	order    []*controller.Loop
 	starters []controller.Starter
 
 	mu      sync.Mutex
@@ -123,7 +194,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = controller.RealClock{}
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Workers < 0 {
 		return nil, fmt.Errorf("reconciler: Config.Workers is %d, want >= 0", cfg.Workers)
@@ -143,52 +214,81 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.NodeMonitorGracePeriod < 0 {
 		return nil, fmt.Errorf("reconciler: Config.NodeMonitorGracePeriod is %s, want >= 0", cfg.NodeMonitorGracePeriod)
 	}
+	if cfg.ExpectedNodes < 0 {
+		return nil, fmt.Errorf("reconciler: Config.ExpectedNodes (--expect-nodes) is %d, want >= 0", cfg.ExpectedNodes)
+	}
 	if err := (volumebinding.Config{LocalVolumeRoot: cfg.LocalVolumeRoot}).Validate(); err != nil {
 		return nil, fmt.Errorf("reconciler: Config.LocalVolumeRoot: %w", err)
+	}
+	if cfg.ClusterCIDR != nil {
+		mask := cfg.PodCIDRMaskSize
+		if mask == 0 {
+			mask = nodeipam.DefaultMaskSize
+		}
+		if _, err := nodeipam.Next(cfg.ClusterCIDR, mask, nil); err != nil {
+			return nil, fmt.Errorf("reconciler: Config.ClusterCIDR and PodCIDRMaskSize: %w", err)
+		}
 	}
 	if cfg.Controllers == nil {
 		cfg.Controllers = AllControllers
 	}
 	log := cfg.Logger.With("subsystem", "reconciler")
-	m := &Manager{cfg: cfg, log: log, cache: cache.New(cfg.Store, log, cfg.ResyncPeriod)}
+	m := &Manager{cfg: cfg, log: log, cache: cache.New(cfg.Store, log, cfg.ResyncPeriod), loops: map[string]*controller.Loop{}}
+	status := controller.NewStatusWriter(cfg.Store, m.cache, cfg.Clock)
 	for _, name := range cfg.Controllers {
-		var c controller.Controller
-		workers := cfg.Workers
-		switch name {
-		case Deployment:
-			c = deployment.New(cfg.Store, cfg.Clock, log)
-		case ReplicaSet:
-			c = replicaset.New(cfg.Store, cfg.Clock, log)
-		case StatefulSet:
-			c = statefulset.New(cfg.Store, cfg.Clock, log)
-		case GC:
-			c = gc.New(cfg.Store, log, nil, nil)
-		case Scheduler:
-			c = scheduler.New(cfg.Store, cfg.Clock, log)
-			workers = 1
-		case NodeIPAM:
-			c = nodeipam.New(cfg.Store, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, log)
-		case LoadBalancer:
-			c = loadbalancer.New(cfg.Store, loadbalancer.Config{Pool: cfg.LoadBalancerPool}, log)
-		case VolumeBinding:
-			c = volumebinding.New(cfg.Store, volumebinding.Config{LocalVolumeRoot: cfg.LocalVolumeRoot}, cfg.Clock, log)
-		case EndpointSlice:
-			c = endpointslice.New(cfg.Store, log)
-		case NodeLifecycle:
-			c = nodelifecycle.New(cfg.Store, cfg.Membership, cfg.Clock, log, nodelifecycle.Config{
-				PodEvictionTimeout: cfg.PodEvictionTimeout, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod,
-			})
-		default:
+		reg, ok := lookup(name)
+		if !ok {
 			return nil, fmt.Errorf("reconciler: Config.Controllers: unknown controller %q (known: %v)", name, AllControllers)
 		}
-		loop := controller.NewLoop(c, log, workers, cfg.MaxBackoff)
-		c.Setup(m.cache, loop.Queue())
-		m.loops = append(m.loops, loop)
+		if m.loops[name] != nil {
+			return nil, fmt.Errorf("reconciler: Config.Controllers: %q named twice", name)
+		}
+		workers := reg.workers
+		if workers == 0 {
+			workers = cfg.Workers
+		}
+		q := controller.NewQueue(name, cfg.MaxBackoff)
+		clog := log.With("controller", name)
+		c := reg.build(controller.Deps{Name: name, Store: cfg.Store, Cache: m.cache, Queue: q, Clock: cfg.Clock, Log: clog, Status: status}, cfg)
+		loop := controller.NewLoop(controller.LoopConfig{Name: name, Controller: c, Queue: q, Workers: workers,
+			Subject: reg.subject, Status: status, Log: clog})
+		m.loops[name] = loop
+		m.order = append(m.order, loop)
 		if s, ok := c.(controller.Starter); ok {
 			m.starters = append(m.starters, s)
 		}
 	}
 	return m, nil
+}
+
+func lookup(name string) (registration, bool) {
+	for _, r := range registry {
+		if r.name == name {
+			return r, true
+		}
+	}
+	return registration{}, false
+}
+
+// Reconciles is how many reconciles the named controller has finished (0
+// for one that does not run): tests wait for passes with it instead of
+// sleeping.
+func (m *Manager) Reconciles(name string) uint64 {
+	if l := m.loops[name]; l != nil {
+		return l.Reconciles()
+	}
+	return 0
+}
+
+// Idle reports whether every controller is idle: no key queued and none
+// being reconciled (keys waiting out a delay do not count).
+func (m *Manager) Idle() bool {
+	for _, l := range m.order {
+		if !l.Idle() {
+			return false
+		}
+	}
+	return true
 }
 
 // Run starts the cache, waits for its first full list (so no controller acts
@@ -215,7 +315,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.log.Info("controllers starting", "controllers", m.cfg.Controllers, "workers", m.cfg.Workers, "resync", m.cfg.ResyncPeriod)
 	var wg sync.WaitGroup
-	for _, l := range m.loops {
+	for _, l := range m.order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -226,7 +326,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Start(ctx)
+			if err := controller.Safely(func() error { s.Start(ctx); return nil }); err != nil {
+				m.log.Error("a controller's event source panicked; the resync stands in for it", "err", err)
+			}
 		}()
 	}
 	wg.Wait()

@@ -18,13 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/deployment"
 	"github.com/flotilla-dev/flotilla/reconciler/internal/memstore"
 	"github.com/flotilla-dev/flotilla/schema"
 )
-
-const deadline = 60 * time.Second
 
 // eachStore runs the test against the Badger store and the test double.
 func eachStore(t *testing.T, fn func(t *testing.T, st store.Interface)) {
@@ -36,27 +35,31 @@ func eachStore(t *testing.T, fn func(t *testing.T, st store.Interface)) {
 	})
 }
 
-type tlogWriter struct{ t *testing.T }
+func testLogger(t *testing.T) *slog.Logger { return testkit.Logger(t) }
 
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+// testSettle is the scheduler's settle time in these tests: long enough
+// to be exercised, short enough for a test whose nodes never all become
+// Ready.
+const testSettle = 500 * time.Millisecond
+
+// running is a Manager running in a test.
+type running struct {
+	*reconciler.Manager
+	stop func()
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// startManager runs a Manager until the returned stop is called (or the
-// test ends); stop waits for it to return.
-func startManager(t *testing.T, st store.Interface) (stop func()) {
+// startManager runs a Manager with every controller until its stop is
+// called (or the test ends); stop waits for it to return.
+func startManager(t *testing.T, st store.Interface) *running {
 	t.Helper()
 	return startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 2 * time.Second, MaxBackoff: time.Second})
 }
 
-func startManagerWith(t *testing.T, cfg reconciler.Config) (stop func()) {
+func startManagerWith(t *testing.T, cfg reconciler.Config) *running {
 	t.Helper()
+	if cfg.SchedulingSettle == 0 {
+		cfg.SchedulingSettle = testSettle
+	}
 	m, err := reconciler.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +68,7 @@ func startManagerWith(t *testing.T, cfg reconciler.Config) (stop func()) {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -74,7 +77,19 @@ func startManagerWith(t *testing.T, cfg reconciler.Config) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return &running{Manager: m, stop: stop}
+}
+
+// quiet waits until the manager is idle, has then finished n more
+// reconciles of controller name (resyncs and requeues bring them), and is
+// idle again: the deterministic form of "let it run a while" before
+// asserting that nothing more was written.
+func (r *running) quiet(t *testing.T, name string, n uint64) {
+	t.Helper()
+	testkit.EventuallyTrue(t, "the controllers idle", 0, r.Idle)
+	target := r.Reconciles(name) + n
+	testkit.EventuallyTrue(t, fmt.Sprintf("%d more reconciles of %s", n, name), 0, func() bool { return r.Reconciles(name) >= target })
+	testkit.EventuallyTrue(t, "the controllers idle", 0, r.Idle)
 }
 
 func startKubelets(t *testing.T, st store.Interface, n int) {
@@ -97,18 +112,15 @@ func startKubelets(t *testing.T, st store.Interface, n int) {
 	}
 }
 
-// eventually polls cond until it returns "" or the deadline passes.
+// eventually waits until cond returns "" (its last answer says why not).
 func eventually(t *testing.T, what string, cond func() string) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	last := ""
-	for time.Now().Before(end) {
-		if last = cond(); last == "" {
-			return
+	testkit.Eventually(t, what, 60*time.Second, func() error {
+		if why := cond(); why != "" {
+			return errors.New(why)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not reached within %s: %s", what, deadline, last)
+		return nil
+	})
 }
 
 func newDeployment(name string, replicas int32, image string) *appsv1.Deployment {
@@ -344,7 +356,7 @@ func TestRecreate(t *testing.T) {
 func TestRestartMidRollout(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store.Interface) {
 		startKubelets(t, st, 3)
-		stop := startManager(t, st)
+		m := startManager(t, st)
 		d := newDeployment("api", 6, "api:1")
 		one := intstr.FromInt32(1)
 		d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxSurge: &one, MaxUnavailable: &one}
@@ -358,13 +370,13 @@ func TestRestartMidRollout(t *testing.T) {
 			}
 			return ""
 		})
-		stop()
+		m.stop()
 		t.Logf("manager stopped mid-rollout with %d pods", len(pods(t, st)))
 
-		startManager(t, st)
+		m = startManager(t, st)
 		eventually(t, "rollout finished after restart", func() string { return converged(t, st, "api", 6) })
 		// And it stays so: no late duplicates from a second manager's resyncs.
-		time.Sleep(3 * time.Second)
+		m.quiet(t, reconciler.ReplicaSet, 3)
 		if msg := converged(t, st, "api", 6); msg != "" {
 			t.Fatalf("after settling: %s", msg)
 		}
@@ -409,17 +421,22 @@ func TestRapidResyncNoDuplicates(t *testing.T) {
 		}()
 		cfg := reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 3 * time.Millisecond, Workers: 4,
 			Controllers: []string{reconciler.ReplicaSet}}
-		stop := startManagerWith(t, cfg)
-		time.Sleep(30 * time.Millisecond)
-		stop()
-		startManagerWith(t, cfg)
+		m := startManagerWith(t, cfg)
+		eventually(t, "the scale-up under way", func() string {
+			if len(pods(t, st)) == 0 {
+				return "no pod yet"
+			}
+			return ""
+		})
+		m.stop()
+		m = startManagerWith(t, cfg)
 		eventually(t, "40 pods", func() string {
 			if got := len(pods(t, st)); got != want {
 				return fmt.Sprintf("%d pods", got)
 			}
 			return ""
 		})
-		time.Sleep(500 * time.Millisecond)
+		m.quiet(t, reconciler.ReplicaSet, 100) // many resyncs
 		mu.Lock()
 		defer mu.Unlock()
 		if got := len(pods(t, st)); peak != want || got != want {
@@ -433,12 +450,12 @@ func TestRapidResyncNoDuplicates(t *testing.T) {
 func TestIdleWritesNothing(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store.Interface) {
 		startKubelets(t, st, 2)
-		startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 50 * time.Millisecond})
+		m := startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 50 * time.Millisecond})
 		create(t, st, newDeployment("idle", 3, "nginx:1"))
 		eventually(t, "3 running pods", func() string { return converged(t, st, "idle", 3) })
-		time.Sleep(300 * time.Millisecond) // let the last status writes land
+		testkit.EventuallyTrue(t, "idle", 0, m.Idle) // the last status writes landed
 		before := st.Revision()
-		time.Sleep(time.Second) // 20 resyncs
+		m.quiet(t, reconciler.ReplicaSet, 20) // 20 resyncs
 		if after := st.Revision(); after != before {
 			t.Errorf("store revision went from %d to %d while idle", before, after)
 		}
@@ -451,7 +468,7 @@ func TestIdleWritesNothing(t *testing.T) {
 func TestUnschedulablePod(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store.Interface) {
 		startKubelets(t, st, 2) // 4 cpu each
-		startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 50 * time.Millisecond})
+		m := startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 50 * time.Millisecond})
 		big := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "default"},
 			Spec: corev1.PodSpec{NodeSelector: map[string]string{"disk": "ssd"}, Containers: []corev1.Container{{Name: "c", Image: "x",
 				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("6")}}}}}}
@@ -472,7 +489,7 @@ func TestUnschedulablePod(t *testing.T) {
 			}
 			return fmt.Sprintf("conditions %+v", p.Status.Conditions)
 		})
-		time.Sleep(500 * time.Millisecond) // many resyncs and retries
+		m.quiet(t, reconciler.Scheduler, 10) // many resyncs and retries
 		o, _ := st.Get(context.Background(), "pods", "default", "big")
 		if o.GetResourceVersion() != rv {
 			t.Errorf("unchanged Unschedulable status was rewritten (%s → %s)", rv, o.GetResourceVersion())

@@ -149,7 +149,7 @@ func TestHeartbeatOnlyEvictionHeldOnSingleNode(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = k.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	startManagerWith(t, reconciler.Config{
+	m := startManagerWith(t, reconciler.Config{
 		Store: st, Logger: testLogger(t), ResyncPeriod: 2 * time.Second, MaxBackoff: time.Second,
 		PodEvictionTimeout: 100 * time.Millisecond, NodeMonitorGracePeriod: 2 * time.Second,
 	})
@@ -168,7 +168,7 @@ func TestHeartbeatOnlyEvictionHeldOnSingleNode(t *testing.T) {
 		}
 		return ""
 	})
-	time.Sleep(500 * time.Millisecond) // several eviction timeouts
+	m.quiet(t, reconciler.NodeLifecycle, 5) // several eviction timeouts
 	after := podNames(pods(t, st))
 	sort.Strings(before)
 	sort.Strings(after)
@@ -251,7 +251,7 @@ func TestNodeUnknownMarksPodsNotReady(t *testing.T) {
 			stop()
 		}
 	})
-	startManagerWith(t, reconciler.Config{
+	m := startManagerWith(t, reconciler.Config{
 		Store: st, Logger: testLogger(t), ResyncPeriod: 100 * time.Millisecond, MaxBackoff: time.Second,
 		Membership: members, PodEvictionTimeout: time.Hour, // no eviction in this test
 	})
@@ -321,7 +321,7 @@ func TestNodeUnknownMarksPodsNotReady(t *testing.T) {
 	if got := len(rvs); got != 4 {
 		t.Errorf("%d pods, want 4 (nothing evicted)", got)
 	}
-	time.Sleep(time.Second) // 10 resyncs
+	m.quiet(t, reconciler.NodeLifecycle, 20) // 10 resyncs of both nodes
 	for _, p := range pods(t, st) {
 		if p.ResourceVersion != rvs[p.Name] {
 			t.Errorf("pod %s rewritten while nothing changed: %s → %s", p.Name, rvs[p.Name], p.ResourceVersion)

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/endpointslice"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
@@ -167,12 +168,10 @@ func scaleStatefulSet(t *testing.T, st store.Interface, name string, fn func(*ap
 // scheduler places no pod whose claims cannot bind.
 func requireBinder(t *testing.T, st store.Interface) {
 	t.Helper()
-	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if _, err := st.Get(context.Background(), "storageclasses", "", "local"); err == nil {
-			return
-		}
-	}
-	t.Fatal("no built-in StorageClass \"local\": is the PV/PVC binder (volumebinding) in the Manager?")
+	testkit.Eventually(t, "the built-in StorageClass \"local\" (is the PV/PVC binder in the Manager?)", 0, func() error {
+		_, err := st.Get(context.Background(), "storageclasses", "", "local")
+		return err
+	})
 }
 
 // setConverged checks that set name has exactly want pods <name>-0 … all
@@ -372,7 +371,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 			}
 		}()
 	}
-	startManagerWith(t, reconciler.Config{
+	m := startManagerWith(t, reconciler.Config{
 		Store: st, Logger: testLogger(t), ResyncPeriod: 2 * time.Second, MaxBackoff: time.Second,
 		Membership: members, PodEvictionTimeout: 200 * time.Millisecond,
 	})
@@ -426,7 +425,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 		}
 		return ""
 	})
-	time.Sleep(time.Second) // five eviction timeouts
+	m.quiet(t, reconciler.NodeLifecycle, 5) // five eviction timeouts
 	o, err := st.Get(ctx, "pods", "default", lost.Name)
 	if err != nil || o.GetUID() != lost.UID || o.(*corev1.Pod).Spec.NodeName != "node-b" {
 		t.Fatalf("%s replaced while its node was only unreachable: %v %+v", lost.Name, err, o)

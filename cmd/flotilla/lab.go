@@ -193,7 +193,11 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	hostIP := net.IPv4(host[0], host[1], host[2], host[3]|254).String()
 	serverArgs := []string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
 		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s",
-		"--lb-pool", lab.LBPool(cfg.Subnet), "--local-volume-root", filepath.Join(absDir, "nodes", "volumes")}
+		"--lb-pool", lab.LBPool(cfg.Subnet), "--local-volume-root", filepath.Join(absDir, "nodes", "volumes"),
+		// Replicas the repository holds before the nodes are up spread over
+		// all of them: binding waits for every node (at most as long as
+		// lab up waits for them).
+		"--expect-nodes", strconv.Itoa(nodes), "--scheduling-settle", timeout.String()}
 	if repo != "" {
 		abs, err := filepath.Abs(repo)
 		if err != nil {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +20,8 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/examples"
+	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
@@ -27,10 +31,18 @@ import (
 type labCluster struct {
 	t      testing.TB
 	dir    string
+	repo   string // the repository the server syncs (commit writes there)
 	client *apiclient.Client
 }
 
+// newLab is `flotilla lab up` with the server's own copy of examples/hello.
 func newLab(t testing.TB, nodes int) *labCluster {
+	t.Helper()
+	return newLabWithRepo(t, nodes, "")
+}
+
+// newLabWithRepo is `flotilla lab up --repo repo` ("": none given).
+func newLabWithRepo(t testing.TB, nodes int, repo string) *labCluster {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("lab tests need root (network namespaces, Podman)")
@@ -38,7 +50,10 @@ func newLab(t testing.TB, nodes int) *labCluster {
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("lab tests need podman (make deps installs it)")
 	}
-	l := &labCluster{t: t, dir: filepath.Join(t.TempDir(), "lab")}
+	l := &labCluster{t: t, dir: filepath.Join(t.TempDir(), "lab"), repo: repo}
+	if repo == "" {
+		l.repo = filepath.Join(l.dir, "server", "repo")
+	}
 	name := "fe" + randomHex(t, 3)
 	subnet := fmt.Sprintf("10.93.%d.0/24", 1+int(randomByte(t))%250) // not 10.96/16: the service CIDR
 	t.Cleanup(func() {
@@ -56,8 +71,11 @@ func newLab(t testing.TB, nodes int) *labCluster {
 			t.Errorf("after lab down, namespaces of %s are left:\n%s", name, out)
 		}
 	})
-	out, err := exec.Command(flotillaBin, "lab", "up", "--dir", l.dir, "--nodes", fmt.Sprint(nodes),
-		"--name", name, "--subnet", subnet, "--timeout", "3m").CombinedOutput()
+	args := []string{"lab", "up", "--dir", l.dir, "--nodes", fmt.Sprint(nodes), "--name", name, "--subnet", subnet, "--timeout", "3m"}
+	if repo != "" {
+		args = append(args, "--repo", repo)
+	}
+	out, err := exec.Command(flotillaBin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("flotilla lab up: %v\n%s", err, out)
 	}
@@ -76,12 +94,11 @@ func (l *labCluster) lab(args ...string) {
 
 func (l *labCluster) commit(file, content, msg string) {
 	l.t.Helper()
-	repo := filepath.Join(l.dir, "server", "repo")
-	if err := os.WriteFile(filepath.Join(repo, file), []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(l.repo, file), []byte(content), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
 	cmd := exec.Command("sh", "-c", "git add -A && git -c user.name=e2e -c user.email=e2e@localhost commit -qm \""+msg+"\"")
-	cmd.Dir = repo
+	cmd.Dir = l.repo
 	if out, err := cmd.CombinedOutput(); err != nil {
 		l.t.Fatalf("commit: %v\n%s", err, out)
 	}
@@ -201,18 +218,40 @@ spec:
       command: ["/bin/sh", "-c", "trap 'exit 0' TERM; until wget -qO- http://127.0.0.1:8080/; do sleep 1; done; sleep 3600 & wait"]
 `
 
-// TestLabThreeNodes is the multi-node cluster as a user lives it, through
-// the real binary and `flotilla lab`: replicas spread over three nodes, pods
-// reach each other across nodes by pod IP with their own source address,
-// containers of a pod share localhost, and a killed node's pods run again
-// elsewhere; the node comes back clean.
-func TestLabThreeNodes(t *testing.T) {
-	l := newLab(t, 3)
-	deploy, err := os.ReadFile(filepath.Join(l.dir, "server", "repo", "deployment.yaml"))
+// helloRepo is a repository of the user's own: examples/hello with the
+// Deployment at replicas.
+func helloRepo(t testing.TB, replicas int) string {
+	t.Helper()
+	files := fstest.MapFS{}
+	err := fs.WalkDir(examples.Hello(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(examples.Hello(), p)
+		if p == "deployment.yaml" {
+			data = []byte(strings.Replace(string(data), "replicas: 2", fmt.Sprintf("replicas: %d", replicas), 1))
+		}
+		files[p] = &fstest.MapFile{Data: data, Mode: 0o644}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.commit("deployment.yaml", strings.Replace(string(deploy), "replicas: 2", "replicas: 6", 1), "six replicas")
+	dir := filepath.Join(t.TempDir(), "repo")
+	if err := gitsync.InitLocalRepo(dir, files); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestLabThreeNodes is the multi-node cluster as a user lives it, through
+// the real binary and `flotilla lab`: replicas that the repository holds
+// before the nodes come up spread over all three (issue 9: they all went to
+// the first node Ready), pods reach each other across nodes by pod IP with
+// their own source address, containers of a pod share localhost, and a
+// killed node's pods run again elsewhere; the node comes back clean.
+func TestLabThreeNodes(t *testing.T) {
+	l := newLabWithRepo(t, 3, helloRepo(t, 6))
 	l.commit("duo.yaml", duoPod, "a pod of two containers")
 
 	byNode := map[string][]*corev1.Pod{}
@@ -230,6 +269,11 @@ func TestLabThreeNodes(t *testing.T) {
 		}
 		return nil
 	})
+	for n, ps := range byNode {
+		if len(ps) != 2 {
+			t.Errorf("%d hello pods on %s, want 2 on each node", len(ps), n)
+		}
+	}
 
 	// node1's pod → node3's pod, by pod IP: the answer comes back, and the
 	// server side logged the client's own pod IP (no NAT on the overlay).
@@ -365,7 +409,7 @@ func (l *labCluster) checkServerOutage(client, server *corev1.Pod, clientNS stri
 	t := l.t
 	l.lab("stop-server")
 	deadline := time.Now().Add(time.Minute)
-	deploy, err := os.ReadFile(filepath.Join(l.dir, "server", "repo", "deployment.yaml"))
+	deploy, err := os.ReadFile(filepath.Join(l.repo, "deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,9 @@ type planeOptions struct {
 	membership         nodelifecycle.Membership // nil: heartbeats only
 	podEvictionTimeout time.Duration
 	services           serviceAddrOptions
-	localVolumeRoot    string // "": the reconciler's default
+	localVolumeRoot    string        // "": the reconciler's default
+	expectNodes        int           // Ready nodes that end the scheduler's settling at start
+	schedulingSettle   time.Duration // 0: the scheduler's default
 	log                *slog.Logger
 }
 
@@ -161,7 +163,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.manager, err = reconciler.New(reconciler.Config{
 		Store: cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
-		LocalVolumeRoot: o.localVolumeRoot,
+		LocalVolumeRoot: o.localVolumeRoot, ExpectedNodes: o.expectNodes, SchedulingSettle: o.schedulingSettle,
 	}); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
@@ -45,6 +46,8 @@ type serverOptions struct {
 	log                logOptions // rotation of DATA_DIR/flotilla.log
 	services           serviceAddrOptions
 	localVolumeRoot    string
+	expectNodes        int
+	schedulingSettle   time.Duration
 }
 
 func newServerCommand() *cobra.Command {
@@ -82,6 +85,8 @@ fingerprint of the cluster's CA.`,
 	o.services.addFlags(f)
 	f.StringVar(&o.localVolumeRoot, "local-volume-root", pvbinding.DefaultLocalVolumeRoot, "where on each node the built-in \"local\" StorageClass makes volumes: ROOT/<node>/<volume>")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
+	f.IntVar(&o.expectNodes, "expect-nodes", 0, "at start, bind no pod until this many nodes are Ready (or --scheduling-settle passes), so that replicas spread; 0: the nodes the cluster already knows")
+	f.DurationVar(&o.schedulingSettle, "scheduling-settle", scheduler.DefaultSettle, "at start, how long binding waits at most for the nodes to be Ready (negative: not at all)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	o.log.addFlags(f)
 	return cmd
@@ -136,6 +141,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
+		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle,
 	}, say)
 	if err != nil {
 		return err

@@ -9,11 +9,13 @@ package cache
 import (
 	"context"
 	"errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -348,7 +350,7 @@ func (i *Informer) replace(objs []schema.Object, rev int64) {
 	hs := i.handlers
 	i.mu.Unlock()
 	for _, c := range changes {
-		dispatch(hs, c.old, c.new)
+		i.dispatch(hs, c.old, c.new)
 	}
 }
 
@@ -375,7 +377,7 @@ func (i *Informer) apply(ev store.Event) {
 	}
 	hs := i.handlers
 	i.mu.Unlock()
-	dispatch(hs, old, cur)
+	i.dispatch(hs, old, cur)
 }
 
 func (i *Informer) resyncAll() {
@@ -387,26 +389,40 @@ func (i *Informer) resyncAll() {
 	hs := i.handlers
 	i.mu.RUnlock()
 	for _, obj := range objs {
-		dispatch(hs, obj, obj)
+		i.dispatch(hs, obj, obj)
 	}
 }
 
-func dispatch(hs []Handler, old, cur schema.Object) {
+// dispatch calls each handler, under recover: a handler that panics on an
+// object is logged with its stack, and the informer and the other handlers
+// go on (the resync delivers the object again).
+func (i *Informer) dispatch(hs []Handler, old, cur schema.Object) {
 	for _, h := range hs {
-		switch {
-		case old == nil && cur != nil:
-			if h.OnAdd != nil {
-				h.OnAdd(cur)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					obj := cur
+					if obj == nil {
+						obj = old
+					}
+					i.log.Error("event handler panicked; the object is skipped", "object", Key(obj), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				}
+			}()
+			switch {
+			case old == nil && cur != nil:
+				if h.OnAdd != nil {
+					h.OnAdd(cur)
+				}
+			case old != nil && cur != nil:
+				if h.OnUpdate != nil {
+					h.OnUpdate(old, cur)
+				}
+			case old != nil:
+				if h.OnDelete != nil {
+					h.OnDelete(old)
+				}
 			}
-		case old != nil && cur != nil:
-			if h.OnUpdate != nil {
-				h.OnUpdate(old, cur)
-			}
-		case old != nil:
-			if h.OnDelete != nil {
-				h.OnDelete(old)
-			}
-		}
+		}()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
 	"github.com/flotilla-dev/flotilla/reconciler/internal/memstore"
 	"github.com/flotilla-dev/flotilla/schema"
@@ -56,14 +57,7 @@ func (r *recorder) handler() cache.Handler {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(10 * time.Second)
-	for time.Now().Before(end) {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testkit.EventuallyTrue(t, what, 0, cond)
 }
 
 func newPod(name, owner string) *corev1.Pod {
@@ -190,5 +184,32 @@ func TestEmptyStoreFirstWrites(t *testing.T) {
 		waitUntil(t, "its deletion", func() bool { return rec.has("delete first") })
 		cancel()
 		c.Wait()
+	}
+}
+
+// TestHandlerPanicIsContained: a handler that panics on one object is
+// logged and skipped; the informer and the other handlers go on.
+func TestHandlerPanicIsContained(t *testing.T) {
+	st := store.MemoryFor(t)
+	c := cache.New(st, testkit.Logger(t), 0)
+	inf := c.Informer("pods")
+	inf.AddHandler(cache.Handler{OnAdd: func(o schema.Object) {
+		if o.GetName() == "bad" {
+			panic("a handler met an object nobody foresaw")
+		}
+	}})
+	r := &recorder{}
+	inf.AddHandler(r.handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	c.Start(ctx)
+	t.Cleanup(func() { cancel(); c.Wait() })
+	for _, name := range []string{"bad", "good"} {
+		if _, err := st.Create(ctx, newPod(name, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "both pods seen by the second handler", func() bool { return r.has("add default/bad") && r.has("add default/good") })
+	if _, ok := inf.Get("default", "good"); !ok {
+		t.Error("the informer stopped after a handler panicked")
 	}
 }

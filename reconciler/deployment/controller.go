@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,32 +19,23 @@ import (
 
 // Controller drives Deployments. Keys are "namespace/name" of Deployments.
 type Controller struct {
-	store store.Interface
-	clock controller.Clock
-	log   *slog.Logger
-
+	d                          controller.Deps
 	deploys, replicaSets, pods *cache.Informer
 }
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the Deployment controller writing to st.
-func New(st store.Interface, clock controller.Clock, log *slog.Logger) *Controller {
-	return &Controller{store: st, clock: clock, log: log.With("controller", "deployment")}
-}
+// RetryWaiting is how soon a rollout waiting for something that sends no
+// event (old pods to be gone) looks again.
+const RetryWaiting = 2 * time.Second
 
-// Name is "deployment".
-func (c *Controller) Name() string { return "deployment" }
-
-// Setup enqueues a Deployment on its own changes, on changes of the
-// ReplicaSets it controls, and when a pod of those goes away (Recreate
-// waits for that).
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.deploys = ca.Informer("deployments")
-	c.replicaSets = ca.Informer("replicasets")
-	c.pods = ca.Informer("pods")
-	c.deploys.AddHandler(cache.SelfHandler(q.Add))
-	owner := cache.OwnerHandler("Deployment", q.Add)
+// New returns the Deployment controller. It enqueues a Deployment on its
+// own changes, on changes of the ReplicaSets it controls, and when a pod of
+// those goes away (Recreate waits for that).
+func New(d controller.Deps) *Controller {
+	c := &Controller{d: d, deploys: d.Cache.Informer("deployments"), replicaSets: d.Cache.Informer("replicasets"), pods: d.Cache.Informer("pods")}
+	c.deploys.AddHandler(cache.SelfHandler(d.Queue.Add))
+	owner := cache.OwnerHandler("Deployment", d.Queue.Add)
 	c.replicaSets.AddHandler(owner)
 	c.pods.AddHandler(cache.Handler{OnDelete: func(obj schema.Object) {
 		ref := metav1.GetControllerOf(obj)
@@ -56,6 +46,7 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 			owner.OnDelete(rs)
 		}
 	}})
+	return c
 }
 
 // Reconcile takes the next step for one Deployment and writes its status.
@@ -63,9 +54,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 	ns, name := cache.SplitKey(key)
 	obj, ok := c.deploys.Get(ns, name)
 	if !ok {
-		return res, nil // deleted: the garbage collector removes its ReplicaSets
+		return controller.Done(), nil // deleted: the garbage collector removes its ReplicaSets
 	}
-	d := schema.Copy(obj.(*appsv1.Deployment))
+	cached := obj.(*appsv1.Deployment)
+	d := schema.Copy(cached)
 	var rss []*appsv1.ReplicaSet
 	var pods []*corev1.Pod
 	for _, o := range c.replicaSets.ByOwner(d.UID) {
@@ -78,16 +70,14 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 			pods = append(pods, p.(*corev1.Pod))
 		}
 	}
-	log := c.log.With("deployment", key)
-	acts, err := Plan(d, rss, pods, c.clock.Now())
+	log := c.d.Log.With("deployment", key)
+	acts, err := Plan(d, rss, pods, c.d.Clock.Now())
 	if err != nil {
-		// Stalled: only a new spec can fix it; report, do not retry.
-		log.Warn("invalid deployment", "err", err)
-		return res, nil
+		return controller.InvalidSpec(err), nil
 	}
 	// Status is written whatever happens to the actions below.
 	defer func() {
-		if serr := c.writeStatus(ctx, d, acts); serr != nil && err == nil {
+		if serr := c.writeStatus(ctx, cached, d, acts); serr != nil && err == nil {
 			err = serr
 		}
 	}()
@@ -98,21 +88,20 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 		log.Info("created replicaset", "replicaset", acts.Create.Name, "replicas", *acts.Create.Spec.Replicas, "revision", acts.Revision)
 	}
 	for _, rs := range acts.Updates {
-		if _, uerr := c.store.Update(ctx, rs); uerr != nil {
+		if _, uerr := c.d.Store.Update(ctx, rs); uerr != nil {
 			return res, fmt.Errorf("scale replicaset %s: %w", rs.Name, uerr)
 		}
 		log.Info("scaled replicaset", "replicaset", rs.Name, "replicas", *rs.Spec.Replicas)
 	}
 	for _, rs := range acts.Deletes {
-		if _, derr := c.store.Delete(ctx, "replicasets", rs.Namespace, rs.Name, store.DeleteOptions{UID: string(rs.UID)}); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+		if _, derr := c.d.Store.Delete(ctx, "replicasets", rs.Namespace, rs.Name, store.DeleteOptions{UID: string(rs.UID)}); derr != nil && !errors.Is(derr, store.ErrNotFound) {
 			return res, fmt.Errorf("prune replicaset %s: %w", rs.Name, derr)
 		}
 		log.Info("pruned old replicaset", "replicaset", rs.Name, "revision", Revision(rs))
 	}
-	res.RequeueAfter = acts.RequeueAfter
+	res = controller.Requeue(acts.RequeueAfter)
 	if acts.Waiting != "" {
-		log.Debug("rollout waiting", "for", acts.Waiting)
-		res.RequeueAfter = 2 * time.Second
+		res = controller.Waiting(acts.Waiting, RetryWaiting)
 	}
 	if c := condition(acts.Status.Conditions, appsv1.DeploymentProgressing); c != nil && c.Reason == ReasonProgressDeadlineExceeded &&
 		!(apiequality.Semantic.DeepEqual(d.Status, acts.Status)) {
@@ -124,14 +113,14 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 // createReplicaSet creates rs. If the name is taken by a ReplicaSet that d
 // already controls, the cache was only behind: nothing to do.
 func (c *Controller) createReplicaSet(ctx context.Context, d *appsv1.Deployment, rs *appsv1.ReplicaSet) error {
-	_, err := c.store.Create(ctx, rs)
+	_, err := c.d.Store.Create(ctx, rs)
 	if !errors.Is(err, store.ErrExists) {
 		if err != nil {
 			return fmt.Errorf("create replicaset %s: %w", rs.Name, err)
 		}
 		return nil
 	}
-	cur, gerr := c.store.Get(ctx, "replicasets", rs.Namespace, rs.Name)
+	cur, gerr := c.d.Store.Get(ctx, "replicasets", rs.Namespace, rs.Name)
 	if gerr != nil {
 		return fmt.Errorf("create replicaset %s: %w", rs.Name, err)
 	}
@@ -143,21 +132,17 @@ func (c *Controller) createReplicaSet(ctx context.Context, d *appsv1.Deployment,
 
 // writeStatus records the revision annotation and the status, each only
 // when it changed.
-func (c *Controller) writeStatus(ctx context.Context, d *appsv1.Deployment, acts Actions) error {
+func (c *Controller) writeStatus(ctx context.Context, cached, d *appsv1.Deployment, acts Actions) error {
+	before := schema.Object(cached)
 	if acts.Revision > 0 && Revision(d) != acts.Revision {
 		setRevision(d, acts.Revision)
-		out, err := c.store.Update(ctx, d)
+		out, err := c.d.Store.Update(ctx, d)
 		if err != nil {
 			return fmt.Errorf("set revision of deployment %s: %w", d.Name, err)
 		}
 		d.ResourceVersion = out.GetResourceVersion()
 	}
-	if apiequality.Semantic.DeepEqual(d.Status, acts.Status) {
-		return nil
-	}
 	d.Status = acts.Status
-	if _, err := c.store.UpdateStatus(ctx, d); err != nil {
-		return fmt.Errorf("update status of deployment %s: %w", d.Name, err)
-	}
-	return nil
+	_, err := c.d.Status.Update(ctx, before, d)
+	return err
 }

@@ -7,13 +7,17 @@
 package deployment
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flotilla-dev/flotilla/reconciler/internal/wellformed"
 )
 
 // Actions is the next step toward a Deployment's desired state. The edge
@@ -48,6 +52,9 @@ type Actions struct {
 // Progressing to False (ProgressDeadlineExceeded) when a rollout stalls. A
 // failed rollout is only reported: it never blocks a newer template.
 func Plan(d *appsv1.Deployment, rss []*appsv1.ReplicaSet, pods []*corev1.Pod, now time.Time) (a Actions, err error) {
+	if err := Validate(d); err != nil {
+		return a, err
+	}
 	surge, unavailable, err := RollingParams(d)
 	if err != nil {
 		return a, err
@@ -130,19 +137,49 @@ func Plan(d *appsv1.Deployment, rss []*appsv1.ReplicaSet, pods []*corev1.Pod, no
 	return a, nil
 }
 
+// Validate reports what in d's spec the controller cannot act on: what
+// Kubernetes' API refuses, for a Deployment that reached the store past
+// admission.
+func Validate(d *appsv1.Deployment) error {
+	if err := wellformed.Workload(d.Spec.Replicas, d.Spec.MinReadySeconds, d.Spec.Selector, &d.Spec.Template); err != nil {
+		return err
+	}
+	if l := d.Spec.RevisionHistoryLimit; l != nil && *l < 0 {
+		return fmt.Errorf("spec.revisionHistoryLimit is %d, want 0 or more", *l)
+	}
+	if p := d.Spec.ProgressDeadlineSeconds; p != nil && *p <= d.Spec.MinReadySeconds {
+		return fmt.Errorf("spec.progressDeadlineSeconds is %d, want more than spec.minReadySeconds (%d)", *p, d.Spec.MinReadySeconds)
+	}
+	switch t := d.Spec.Strategy.Type; t {
+	case "", appsv1.RollingUpdateDeploymentStrategyType:
+	case appsv1.RecreateDeploymentStrategyType:
+		if d.Spec.Strategy.RollingUpdate != nil {
+			return errors.New("spec.strategy.rollingUpdate may not be set when spec.strategy.type is Recreate")
+		}
+	default:
+		return fmt.Errorf("spec.strategy.type %q is not RollingUpdate or Recreate", t)
+	}
+	if _, _, err := RollingParams(d); err != nil {
+		return err
+	}
+	// The ReplicaSets are named <deployment>-<pod-template-hash> (up to 10
+	// characters).
+	return wellformed.Name("the ReplicaSets'", d.Name+"-"+strings.Repeat("x", 10))
+}
+
 // newReplicas is the new ReplicaSet's size for a rolling update: grow
 // toward replicas while the total stays within replicas+surge; shrink to
-// replicas if above.
+// replicas if above. Sums are int64: hostile sizes cannot overflow.
 func newReplicas(replicas, surge int32, all []*appsv1.ReplicaSet, cur int32) int32 {
 	if cur >= replicas {
 		return replicas
 	}
 	total := sumSpec(all)
-	maxTotal := replicas + surge
+	maxTotal := int64(replicas) + int64(surge)
 	if total >= maxTotal {
 		return cur
 	}
-	return cur + min(maxTotal-total, replicas-cur)
+	return wellformed.ClampInt32(int64(cur) + min(maxTotal-total, int64(replicas)-int64(cur)))
 }
 
 // scaleDownOld follows Kubernetes' reconcileOldReplicaSets: first remove
@@ -152,24 +189,24 @@ func scaleDownOld(replicas, unavailable int32, newRS *appsv1.ReplicaSet, old []*
 	if sumSpec(old) == 0 {
 		return nil
 	}
-	target := map[*appsv1.ReplicaSet]int32{}
+	target := map[*appsv1.ReplicaSet]int64{}
 	for _, rs := range old {
-		target[rs] = replicasOf(rs.Spec.Replicas)
+		target[rs] = int64(replicasOf(rs.Spec.Replicas))
 	}
-	all := sumSpec(old) + replicasOf(newRS.Spec.Replicas)
-	minAvailable := replicas - unavailable
-	newUnavailable := replicasOf(newRS.Spec.Replicas) - newRS.Status.AvailableReplicas
+	all := sumSpec(old) + int64(replicasOf(newRS.Spec.Replicas))
+	minAvailable := int64(replicas) - int64(unavailable)
+	newUnavailable := int64(replicasOf(newRS.Spec.Replicas)) - int64(newRS.Status.AvailableReplicas)
 	maxScaledDown := all - minAvailable - newUnavailable
 	if maxScaledDown <= 0 {
 		return nil
 	}
 	// Unhealthy old pods first.
-	var done int32
+	var done int64
 	for _, rs := range old {
 		if done >= maxScaledDown {
 			break
 		}
-		unhealthy := target[rs] - rs.Status.AvailableReplicas
+		unhealthy := target[rs] - int64(rs.Status.AvailableReplicas)
 		if target[rs] == 0 || unhealthy <= 0 {
 			continue
 		}
@@ -178,18 +215,18 @@ func scaleDownOld(replicas, unavailable int32, newRS *appsv1.ReplicaSet, old []*
 		done += n
 	}
 	// Then available ones, keeping minAvailable.
-	available := newRS.Status.AvailableReplicas
+	available := int64(newRS.Status.AvailableReplicas)
 	for _, rs := range old {
-		available += rs.Status.AvailableReplicas
+		available += int64(rs.Status.AvailableReplicas)
 	}
 	if available > minAvailable {
 		total := available - minAvailable
-		var down int32
+		var down int64
 		for _, rs := range old {
 			if down >= total {
 				break
 			}
-			if target[rs] == 0 {
+			if target[rs] <= 0 {
 				continue
 			}
 			n := min(target[rs], total-down)
@@ -199,8 +236,8 @@ func scaleDownOld(replicas, unavailable int32, newRS *appsv1.ReplicaSet, old []*
 	}
 	var out []*appsv1.ReplicaSet
 	for _, rs := range old {
-		if target[rs] != replicasOf(rs.Spec.Replicas) {
-			out = append(out, scaled(rs, target[rs], 0))
+		if n := wellformed.ClampInt32(max(target[rs], 0)); n != replicasOf(rs.Spec.Replicas) {
+			out = append(out, scaled(rs, n, 0))
 		}
 	}
 	return out
@@ -249,7 +286,7 @@ func scaled(rs *appsv1.ReplicaSet, n int32, rev int64) *appsv1.ReplicaSet {
 func prune(d *appsv1.Deployment, old []*appsv1.ReplicaSet) []*appsv1.ReplicaSet {
 	limit := int32(DefaultRevisionHistoryLimit)
 	if d.Spec.RevisionHistoryLimit != nil {
-		limit = *d.Spec.RevisionHistoryLimit
+		limit = max(*d.Spec.RevisionHistoryLimit, 0)
 	}
 	var idle []*appsv1.ReplicaSet
 	for _, rs := range old {
@@ -282,10 +319,10 @@ func podsOf(rss []*appsv1.ReplicaSet, pods []*corev1.Pod) int {
 	return n
 }
 
-func sumSpec(rss []*appsv1.ReplicaSet) int32 {
-	var n int32
+func sumSpec(rss []*appsv1.ReplicaSet) int64 {
+	var n int64
 	for _, rs := range rss {
-		n += replicasOf(rs.Spec.Replicas)
+		n += int64(replicasOf(rs.Spec.Replicas))
 	}
 	return n
 }

@@ -7,6 +7,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/reconciler/internal/wellformed"
 )
 
 // Condition reasons, as Kubernetes words them.
@@ -36,7 +38,7 @@ func computeStatus(d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1
 		CollisionCount:     d.Status.CollisionCount,
 		Conditions:         append([]appsv1.DeploymentCondition(nil), d.Status.Conditions...),
 	}
-	var specTotal int32
+	var specTotal int64
 	all := old
 	if newRS != nil {
 		all = append(append([]*appsv1.ReplicaSet{}, old...), newRS)
@@ -46,12 +48,12 @@ func computeStatus(d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1
 		st.Replicas += rs.Status.Replicas
 		st.ReadyReplicas += rs.Status.ReadyReplicas
 		st.AvailableReplicas += rs.Status.AvailableReplicas
-		specTotal += replicasOf(rs.Spec.Replicas)
+		specTotal += int64(replicasOf(rs.Spec.Replicas))
 	}
-	st.UnavailableReplicas = max(0, specTotal-st.AvailableReplicas)
+	st.UnavailableReplicas = wellformed.ClampInt32(max(0, specTotal-int64(st.AvailableReplicas)))
 	replicas := replicasOf(d.Spec.Replicas)
 
-	if st.AvailableReplicas >= replicas-maxUnavailable {
+	if int64(st.AvailableReplicas) >= int64(replicas)-int64(maxUnavailable) {
 		setCondition(&st, appsv1.DeploymentAvailable, corev1.ConditionTrue, ReasonMinimumReplicasAvailable, "Deployment has minimum availability.", now)
 	} else {
 		setCondition(&st, appsv1.DeploymentAvailable, corev1.ConditionFalse, ReasonMinimumReplicasUnavailable, "Deployment does not have minimum availability.", now)

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/flotilla-dev/flotilla/reconciler/internal/wellformed"
 )
 
 // Well-known labels and annotations, as Kubernetes names them.
@@ -57,7 +59,9 @@ func replicasOf(p *int32) int32 {
 
 // RollingParams resolves maxSurge and maxUnavailable against replicas as
 // Kubernetes does: defaults 25%, surge rounds up, unavailable rounds down,
-// and when both come to 0, unavailable is 1.
+// and when both come to 0, unavailable is 1. A negative value, or one
+// that is not an integer or a percentage, is an error; a huge one is
+// capped at the largest int32.
 func RollingParams(d *appsv1.Deployment) (surge, unavailable int32, err error) {
 	def := intstr.FromString("25%")
 	ms, mu := &def, &def
@@ -78,10 +82,13 @@ func RollingParams(d *appsv1.Deployment) (surge, unavailable int32, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("spec.strategy.rollingUpdate.maxUnavailable: %w", err)
 	}
+	if s < 0 || u < 0 {
+		return 0, 0, fmt.Errorf("spec.strategy.rollingUpdate: maxSurge %s and maxUnavailable %s must not be negative", ms.String(), mu.String())
+	}
 	if s == 0 && u == 0 {
 		u = 1
 	}
-	return int32(s), int32(u), nil
+	return wellformed.ClampInt32(int64(s)), wellformed.ClampInt32(int64(u)), nil
 }
 
 // Revision reads the revision annotation (0 when absent or invalid).

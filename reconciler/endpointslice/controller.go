@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -19,30 +18,19 @@ import (
 // Controller keeps the EndpointSlices of Services. Keys are
 // "namespace/name" of Services (which may no longer exist).
 type Controller struct {
-	store store.Interface
-	log   *slog.Logger
-
+	d                      controller.Deps
 	services, pods, slices *cache.Informer
 }
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the EndpointSlice controller writing to st.
-func New(st store.Interface, log *slog.Logger) *Controller {
-	return &Controller{store: st, log: log.With("controller", "endpointslice")}
-}
-
-// Name is "endpointslice".
-func (c *Controller) Name() string { return "endpointslice" }
-
-// Setup enqueues a Service on its own changes (deletion included), on a
-// change of any pod its selector matches before or after the change (a pod
-// whose labels changed leaves the old service and joins the new), and on a
-// change of a slice it owns.
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.services = ca.Informer("services")
-	c.pods = ca.Informer("pods")
-	c.slices = ca.Informer("endpointslices")
+// New returns the EndpointSlice controller. It enqueues a Service on its
+// own changes (deletion included), on a change of any pod its selector
+// matches before or after the change (a pod whose labels changed leaves the
+// old service and joins the new), and on a change of a slice it owns.
+func New(d controller.Deps) *Controller {
+	c := &Controller{d: d, services: d.Cache.Informer("services"), pods: d.Cache.Informer("pods"), slices: d.Cache.Informer("endpointslices")}
+	q := d.Queue
 
 	self := func(obj schema.Object) { q.Add(cache.Key(obj)) }
 	c.services.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }, OnDelete: self})
@@ -72,6 +60,7 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		}
 	}
 	c.slices.AddHandler(cache.Handler{OnAdd: owner, OnUpdate: func(_, n schema.Object) { owner(n) }, OnDelete: owner})
+	return c
 }
 
 // ServiceOf names the Service a slice belongs to: its controlling Service
@@ -99,6 +88,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	svc, err := c.service(ctx, ns, name)
 	if err != nil || svc == nil {
 		return controller.Result{}, err
+	}
+	if Wanted(svc) && len(svc.Name) > maxNameLength {
+		// Its slices carry the name in a label, at most 63 characters.
+		return controller.Stalled(controller.ReasonInvalidSpec, fmt.Sprintf(
+			"metadata.name is %d characters long; a Service's name is a DNS label of at most %d", len(svc.Name), maxNameLength)), nil
 	}
 	var pods []*corev1.Pod
 	if Wanted(svc) {
@@ -133,7 +127,7 @@ func (c *Controller) service(ctx context.Context, ns, name string) (*corev1.Serv
 	if o, ok := c.services.Get(ns, name); ok {
 		return o.(*corev1.Service), nil
 	}
-	_, err := c.store.Get(ctx, "services", ns, name)
+	_, err := c.d.Store.Get(ctx, "services", ns, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, nil
@@ -144,7 +138,7 @@ func (c *Controller) service(ctx context.Context, ns, name string) (*corev1.Serv
 }
 
 func (c *Controller) listSlices(ctx context.Context, ns, service string) ([]*discoveryv1.EndpointSlice, error) {
-	objs, _, err := c.store.List(ctx, "endpointslices", store.ListOptions{
+	objs, _, err := c.d.Store.List(ctx, "endpointslices", store.ListOptions{
 		Namespace: ns, LabelSelector: LabelServiceName + "=" + service,
 	})
 	if err != nil {
@@ -162,21 +156,21 @@ func (c *Controller) listSlices(ctx context.Context, ns, service string) ([]*dis
 // apply writes acts: creates and updates first, deletes last, so readers
 // never see the service without its endpoints in between.
 func (c *Controller) apply(ctx context.Context, key string, acts Actions) error {
-	log := c.log.With("service", key)
+	log := c.d.Log.With("service", key)
 	for _, s := range acts.Create {
-		if _, err := c.store.Create(ctx, s); err != nil {
+		if _, err := c.d.Store.Create(ctx, s); err != nil {
 			return fmt.Errorf("create endpointslice %s/%s: %w", s.Namespace, s.Name, err)
 		}
 		log.Info("created endpointslice", "slice", s.Name, "endpoints", len(s.Endpoints))
 	}
 	for _, s := range acts.Update {
-		if _, err := c.store.Update(ctx, s); err != nil {
+		if _, err := c.d.Store.Update(ctx, s); err != nil {
 			return fmt.Errorf("update endpointslice %s/%s: %w", s.Namespace, s.Name, err)
 		}
 		log.Debug("updated endpointslice", "slice", s.Name, "endpoints", len(s.Endpoints))
 	}
 	for _, s := range acts.Delete {
-		_, err := c.store.Delete(ctx, "endpointslices", s.Namespace, s.Name, store.DeleteOptions{UID: string(s.UID)})
+		_, err := c.d.Store.Delete(ctx, "endpointslices", s.Namespace, s.Name, store.DeleteOptions{UID: string(s.UID)})
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("delete endpointslice %s/%s: %w", s.Namespace, s.Name, err)
 		}

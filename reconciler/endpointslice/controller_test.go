@@ -2,6 +2,7 @@ package endpointslice_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -14,18 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/endpointslice"
 )
-
-const deadline = 30 * time.Second
-
-type tlogWriter struct{ t *testing.T }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // openStore opens a Badger store on disk in a temporary directory.
 func openStore(t *testing.T) *store.Badger {
@@ -41,11 +34,11 @@ func openStore(t *testing.T) *store.Badger {
 // startManager runs the endpointslice controller alone. resync < 0
 // disables the periodic resync, so that only the event handlers can bring
 // changes in.
-func startManager(t *testing.T, st store.Interface, resync time.Duration) {
+func startManager(t *testing.T, st store.Interface, resync time.Duration) *reconciler.Manager {
 	t.Helper()
 	m, err := reconciler.New(reconciler.Config{
 		Store:        st,
-		Logger:       slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		Logger:       testkit.Logger(t),
 		Controllers:  []string{reconciler.EndpointSlice},
 		ResyncPeriod: resync,
 		MaxBackoff:   time.Second,
@@ -62,19 +55,17 @@ func startManager(t *testing.T, st store.Interface, resync time.Duration) {
 			t.Errorf("manager: %v", err)
 		}
 	})
+	return m
 }
 
 func eventually(t *testing.T, what string, cond func() string) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	last := ""
-	for time.Now().Before(end) {
-		if last = cond(); last == "" {
-			return
+	testkit.Eventually(t, what, 0, func() error {
+		if why := cond(); why != "" {
+			return errors.New(why)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: not reached within %s: %s", what, deadline, last)
+		return nil
+	})
 }
 
 func newService(name string, selector map[string]string) *corev1.Service {
@@ -245,11 +236,14 @@ func TestIdleWritesNothing(t *testing.T) {
 		}
 		setStatus(t, st, name, fmt.Sprintf("10.244.0.%d", i+10), i == 0)
 	}
-	startManager(t, st, 100*time.Millisecond)
+	m := startManager(t, st, 100*time.Millisecond)
 	expect(t, st, "web", "[http:8080] {a=10.244.0.10 b=10.244.0.11 notready}")
 	expect(t, st, "nothing", "[] {}")
+	testkit.EventuallyTrue(t, "idle", 0, m.Idle)
 	rev := st.Revision()
-	time.Sleep(time.Second)
+	passes := m.Reconciles(reconciler.EndpointSlice)
+	testkit.EventuallyTrue(t, "ten resyncs of both services", 0, func() bool { return m.Reconciles(reconciler.EndpointSlice) >= passes+20 })
+	testkit.EventuallyTrue(t, "idle", 0, m.Idle)
 	if now := st.Revision(); now != rev {
 		t.Errorf("idle cluster wrote: revision %d → %d", rev, now)
 	}

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,39 +50,47 @@ func Dangling(obj metav1.Object, exists OwnerLookup) (bool, error) {
 	return true, nil
 }
 
+// Config chooses what the collector looks at. Zero values mean the
+// defaults.
+type Config struct {
+	// Dependents are the resources collected (DefaultDependents).
+	Dependents []string
+	// Owners are the resources whose deletion is watched to find
+	// dependents promptly (DefaultOwners).
+	Owners []string
+}
+
 // Controller deletes dangling dependents. Keys are "resource/namespace/name".
 type Controller struct {
-	store      store.Interface
-	log        *slog.Logger
-	dependents []string
-	owners     []string
-	cache      *cache.Cache
+	d   controller.Deps
+	cfg Config
 }
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the garbage collector for dependents (DefaultDependents when
-// nil), watching the deletion of owners (DefaultOwners when nil).
-func New(st store.Interface, log *slog.Logger, dependents, owners []string) *Controller {
-	if dependents == nil {
-		dependents = DefaultDependents
+// Subject maps a key to the dependent it names.
+func Subject(key string) (controller.Ref, bool) {
+	res, rest, ok := strings.Cut(key, "/")
+	if !ok {
+		return controller.Ref{}, false
 	}
-	if owners == nil {
-		owners = DefaultOwners
-	}
-	return &Controller{store: st, log: log.With("controller", "gc"), dependents: dependents, owners: owners}
+	ns, name := cache.SplitKey(rest)
+	return controller.Ref{Resource: res, Namespace: ns, Name: name}, true
 }
 
-// Name is "gc".
-func (c *Controller) Name() string { return "gc" }
-
-// Setup enqueues every dependent with ownerReferences when it is added or
-// changed (and on resync), and the cached dependents of an owner when the
-// owner is deleted.
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.cache = ca
-	for _, res := range c.dependents {
-		res := res
+// New returns the garbage collector. It enqueues every dependent with
+// ownerReferences when it is added or changed (and on resync), and the
+// cached dependents of an owner when the owner is deleted.
+func New(d controller.Deps, cfg Config) *Controller {
+	if cfg.Dependents == nil {
+		cfg.Dependents = DefaultDependents
+	}
+	if cfg.Owners == nil {
+		cfg.Owners = DefaultOwners
+	}
+	c := &Controller{d: d, cfg: cfg}
+	ca, q := d.Cache, d.Queue
+	for _, res := range cfg.Dependents {
 		enq := func(obj schema.Object) {
 			if len(obj.GetOwnerReferences()) > 0 {
 				q.Add(res + "/" + cache.Key(obj))
@@ -91,27 +98,28 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		}
 		ca.Informer(res).AddHandler(cache.Handler{OnAdd: enq, OnUpdate: func(_, n schema.Object) { enq(n) }})
 	}
-	for _, res := range c.owners {
+	for _, res := range cfg.Owners {
 		ca.Informer(res).AddHandler(cache.Handler{OnDelete: func(owner schema.Object) {
-			for _, dep := range c.dependents {
+			for _, dep := range cfg.Dependents {
 				for _, obj := range ca.Informer(dep).ByOwner(owner.GetUID()) {
 					q.Add(dep + "/" + cache.Key(obj))
 				}
 			}
 		}})
 	}
+	return c
 }
 
 // Reconcile deletes the object at key if it is dangling. An owner missing
 // from the cache is confirmed with the store before anything is deleted,
 // and the delete is conditional on the dependent's UID.
 func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Result, error) {
-	res, rest, ok := strings.Cut(key, "/")
+	ref, ok := Subject(key)
 	if !ok {
-		return controller.Result{}, nil
+		return controller.Done(), nil
 	}
-	ns, name := cache.SplitKey(rest)
-	inf, ok := c.cache.Lookup(res)
+	res, ns, name := ref.Resource, ref.Namespace, ref.Name
+	inf, ok := c.d.Cache.Lookup(res)
 	if !ok {
 		return controller.Result{}, nil
 	}
@@ -125,11 +133,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	if err != nil || !dangling {
 		return controller.Result{}, err
 	}
-	_, err = c.store.Delete(ctx, res, ns, name, store.DeleteOptions{UID: string(obj.GetUID())})
+	_, err = c.d.Store.Delete(ctx, res, ns, name, store.DeleteOptions{UID: string(obj.GetUID())})
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
-		return controller.Result{}, fmt.Errorf("collect %s %s: %w", res, rest, err)
+		return controller.Result{}, fmt.Errorf("collect %s: %w", ref, err)
 	}
-	c.log.Info("collected object whose owners are gone", "resource", res, "object", rest)
+	c.d.Log.Info("collected object whose owners are gone", "resource", res, "object", cache.KeyOf(ns, name))
 	return controller.Result{}, nil
 }
 
@@ -141,12 +149,12 @@ func (c *Controller) ownerExists(ctx context.Context, ns string, ref metav1.Owne
 	if !k.Namespaced {
 		ns = ""
 	}
-	if inf, ok := c.cache.Lookup(k.Resource); ok {
+	if inf, ok := c.d.Cache.Lookup(k.Resource); ok {
 		if o, ok := inf.Get(ns, ref.Name); ok && o.GetUID() == ref.UID {
 			return true, nil
 		}
 	}
-	o, err := c.store.Get(ctx, k.Resource, ns, ref.Name)
+	o, err := c.d.Store.Get(ctx, k.Resource, ns, ref.Name)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}

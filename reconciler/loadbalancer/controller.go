@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,14 +25,16 @@ type Config struct {
 	Pool ipalloc.Pool
 }
 
+// ReasonLoadBalancerIP is the Stalled reason of a Service whose
+// spec.loadBalancerIP cannot be given.
+const ReasonLoadBalancerIP = "LoadBalancerIPUnavailable"
+
 // Controller publishes LoadBalancer addresses. Keys are "namespace/name"
 // of Services.
 type Controller struct {
-	store    store.Interface
+	d        controller.Deps
 	pool     ipalloc.Pool
-	log      *slog.Logger
 	services *cache.Informer
-	queue    controller.Queue
 
 	// mu serialises assignments, so that two Services never get the same
 	// address; each assignment re-reads the Services from the store.
@@ -43,20 +44,11 @@ type Controller struct {
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the controller writing to st.
-func New(st store.Interface, cfg Config, log *slog.Logger) *Controller {
-	return &Controller{store: st, pool: cfg.Pool, log: log.With("controller", "loadbalancer"), pending: map[string]string{}}
-}
-
-// Name is "loadbalancer".
-func (c *Controller) Name() string { return "loadbalancer" }
-
-// Setup enqueues a Service that is a LoadBalancer or publishes an address;
-// when one releases an address or stops asking for one, it enqueues the
-// LoadBalancers still waiting for an address.
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.services = ca.Informer("services")
-	c.queue = q
+// New returns the controller. It enqueues a Service that is a LoadBalancer
+// or publishes an address; when one releases an address or stops asking
+// for one, it enqueues the LoadBalancers still waiting for an address.
+func New(d controller.Deps, cfg Config) *Controller {
+	c := &Controller{d: d, pool: cfg.Pool, services: d.Cache.Informer("services"), pending: map[string]string{}}
 	c.services.AddHandler(cache.Handler{
 		OnAdd: c.enqueue,
 		OnUpdate: func(old, cur schema.Object) {
@@ -70,16 +62,17 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		},
 		OnDelete: func(obj schema.Object) {
 			if s, ok := obj.(*corev1.Service); ok && (s.Spec.Type == corev1.ServiceTypeLoadBalancer || len(s.Status.LoadBalancer.Ingress) > 0) {
-				c.queue.Add(cache.Key(s)) // forgets why it was pending
+				c.d.Queue.Add(cache.Key(s)) // forgets why it was pending
 				c.wakePending()
 			}
 		},
 	})
+	return c
 }
 
 func (c *Controller) enqueue(obj schema.Object) {
 	if s, ok := obj.(*corev1.Service); ok && (s.Spec.Type == corev1.ServiceTypeLoadBalancer || len(s.Status.LoadBalancer.Ingress) > 0) {
-		c.queue.Add(cache.Key(s))
+		c.d.Queue.Add(cache.Key(s))
 	}
 }
 
@@ -87,7 +80,7 @@ func (c *Controller) enqueue(obj schema.Object) {
 func (c *Controller) wakePending() {
 	for _, obj := range c.services.List("") {
 		if s, ok := obj.(*corev1.Service); ok && s.Spec.Type == corev1.ServiceTypeLoadBalancer && len(s.Status.LoadBalancer.Ingress) == 0 {
-			c.queue.Add(cache.Key(s))
+			c.d.Queue.Add(cache.Key(s))
 		}
 	}
 }
@@ -98,7 +91,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	ns, name := cache.SplitKey(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	obj, err := c.store.Get(ctx, "services", ns, name)
+	obj, err := c.d.Store.Get(ctx, "services", ns, name)
 	if errors.Is(err, store.ErrNotFound) {
 		delete(c.pending, key)
 		return controller.Result{}, nil
@@ -112,7 +105,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	}
 	var others []*corev1.Service
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && !c.pool.Empty() {
-		objs, _, err := c.store.List(ctx, "services", store.ListOptions{})
+		objs, _, err := c.d.Store.List(ctx, "services", store.ListOptions{})
 		if err != nil {
 			return controller.Result{}, fmt.Errorf("list services: %w", err)
 		}
@@ -122,26 +115,33 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	}
 	d := Assign(c.pool, svc, others)
 	c.notePending(key, d.Pending)
+	res := controller.Done()
+	switch {
+	case d.Stalled:
+		res = controller.Stalled(ReasonLoadBalancerIP, d.Pending)
+	case d.Pending != "":
+		res = controller.Waiting(d.Pending, 0)
+	}
 	want := d.Ingress()
 	if sameIngress(svc.Status.LoadBalancer.Ingress, want) {
-		return controller.Result{}, nil
+		return res, nil
 	}
 	var old string
 	if in := svc.Status.LoadBalancer.Ingress; len(in) > 0 {
 		old = in[0].IP
 	}
 	svc.Status.LoadBalancer.Ingress = want
-	if _, err := c.store.UpdateStatus(ctx, svc); errors.Is(err, store.ErrNotFound) {
-		return controller.Result{}, nil
+	if _, err := c.d.Store.UpdateStatus(ctx, svc); errors.Is(err, store.ErrNotFound) {
+		return controller.Done(), nil
 	} else if err != nil {
-		return controller.Result{}, fmt.Errorf("publish the load balancer address of service %s: %w", key, err)
+		return controller.Done(), fmt.Errorf("publish the load balancer address of service %s: %w", key, err)
 	}
 	if d.IP.IsValid() {
-		c.log.Info("load balancer address assigned", "service", key, "ip", d.IP.String())
+		c.d.Log.Info("load balancer address assigned", "service", key, "ip", d.IP.String())
 	} else {
-		c.log.Info("load balancer address released", "service", key, "ip", old)
+		c.d.Log.Info("load balancer address released", "service", key, "ip", old)
 	}
-	return controller.Result{}, nil
+	return res, nil
 }
 
 // notePending logs why a Service has no address, once per reason.
@@ -154,5 +154,5 @@ func (c *Controller) notePending(key, why string) {
 		return
 	}
 	c.pending[key] = why
-	c.log.Warn("load balancer address pending", "service", key, "reason", why)
+	c.d.Log.Warn("load balancer address pending", "service", key, "reason", why)
 }

@@ -2,58 +2,27 @@ package loadbalancer
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
-	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/reconciler/controller/controllertest"
 )
 
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // run starts the controller on st as the manager does (a cache, a loop
-// with two workers) and returns its stop function.
-func run(t *testing.T, st store.Interface, pool ipalloc.Pool) (stop func()) {
+// with two workers) and returns its harness and stop function.
+func run(t *testing.T, st store.Interface, pool ipalloc.Pool) (*controllertest.Harness, func()) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(tlog{t}, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	ca := cache.New(st, log, 0)
-	c := New(st, Config{Pool: pool}, log)
-	loop := controller.NewLoop(c, log, 2, 100*time.Millisecond)
-	c.Setup(ca, loop.Queue())
-	ca.Start(ctx)
-	if !ca.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		loop.Run(ctx)
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-			ca.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	h := controllertest.New(t, "loadbalancer", st, controllertest.Options{})
+	stop := h.Run(t, New(h.Deps(), Config{Pool: pool}), controller.KeysOf("services"))
+	return h, stop
 }
 
 func createLB(t *testing.T, st store.Interface, name string) {
@@ -83,17 +52,6 @@ func addrs(t *testing.T, st store.Interface) map[string]string {
 	return out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestControllerOnTheStore runs the controller over the real (in-memory
 // Badger) store: distinct addresses, a pending Service served by the
 // address another releases, nothing written while idle or after a restart.
@@ -104,7 +62,7 @@ func TestControllerOnTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := run(t, st, pool)
+	h, stop := run(t, st, pool)
 	for _, n := range []string{"a", "b", "c"} {
 		createLB(t, st, n)
 	}
@@ -113,7 +71,7 @@ func TestControllerOnTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got map[string]string
-	waitFor(t, "two addresses", func() bool {
+	testkit.EventuallyTrue(t, "two addresses", 0, func() bool {
 		got = addrs(t, st)
 		n := 0
 		for _, ip := range got {
@@ -145,7 +103,7 @@ func TestControllerOnTheStore(t *testing.T) {
 	if _, err := st.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, pending+" to get "+with[0]+"'s address", func() bool { got = addrs(t, st); return got[with[0]] == "" && got[pending] == freed })
+	testkit.EventuallyTrue(t, pending+" to get "+with[0]+"'s address", 0, func() bool { got = addrs(t, st); return got[with[0]] == "" && got[pending] == freed })
 
 	// A Service is deleted: a new one gets its address.
 	freed = got[with[1]]
@@ -153,15 +111,16 @@ func TestControllerOnTheStore(t *testing.T) {
 	if _, err := st.Delete(ctx, "services", "default", with[1], store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "d to get "+with[1]+"'s address", func() bool { return addrs(t, st)["d"] == freed })
+	testkit.EventuallyTrue(t, "d to get "+with[1]+"'s address", 0, func() bool { return addrs(t, st)["d"] == freed })
 
 	// Idle, then restarted: nothing is written, the addresses stay.
-	time.Sleep(200 * time.Millisecond)
+	h.Quiesce(t)
 	rev := st.Revision()
 	want := addrs(t, st)
 	stop()
-	run(t, st, pool)
-	time.Sleep(300 * time.Millisecond)
+	h2, _ := run(t, st, pool)
+	testkit.EventuallyTrue(t, "the services reconciled after the restart", 0, func() bool { return h2.Reconciles() >= 2 }) // the two LoadBalancers left
+	h2.Quiesce(t)
 	if st.Revision() != rev {
 		t.Errorf("store revision %d → %d while idle and after a restart", rev, st.Revision())
 	}
@@ -183,7 +142,7 @@ func TestNoPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	createLB(t, st, "b")
-	c := New(st, Config{}, slog.New(slog.NewTextHandler(tlog{t}, nil)))
+	c := New(controllertest.New(t, "loadbalancer", st, controllertest.Options{}).Deps(), Config{})
 	for _, key := range []string{"default/a", "default/b", "default/a", "default/gone"} {
 		if _, err := c.Reconcile(ctx, key); err != nil {
 			t.Fatal(err)
@@ -199,4 +158,43 @@ func TestNoPool(t *testing.T) {
 	if _, err := c.Reconcile(ctx, "default/b"); err != nil || st.Revision() != rev {
 		t.Errorf("a pending service was written again: %v", err)
 	}
+}
+
+// TestLoadBalancerIPNotInPoolStalls: a Service asking for an address
+// outside the pool shows why in a Stalled condition, which goes once the
+// request is dropped and it gets an address.
+func TestLoadBalancerIPNotInPoolStalls(t *testing.T) {
+	st := store.MemoryFor(t)
+	ctx := context.Background()
+	pool, err := ipalloc.ParsePool("10.0.0.200-10.0.0.201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, st, pool)
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "odd"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerIP: "not-an-ip", Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := st.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	stalled := func() (controller.Stall, bool) {
+		o, err := st.Get(ctx, "services", "default", "odd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return controller.StalledCondition(o)
+	}
+	testkit.EventuallyTrue(t, "odd stalled", 0, func() bool {
+		c, ok := stalled()
+		return ok && c.Reason == ReasonLoadBalancerIP && strings.Contains(c.Message, "not-an-ip")
+	})
+	o, _ := st.Get(ctx, "services", "default", "odd")
+	s = o.(*corev1.Service)
+	s.Spec.LoadBalancerIP = ""
+	if _, err := st.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	testkit.EventuallyTrue(t, "odd served and no longer stalled", 0, func() bool {
+		_, ok := stalled()
+		return !ok && addrs(t, st)["odd"] != ""
+	})
 }

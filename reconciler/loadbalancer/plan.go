@@ -26,6 +26,10 @@ type Decision struct {
 	// Pending says why a LoadBalancer Service gets no address ("" when it
 	// gets one, or is not a LoadBalancer).
 	Pending string
+	// Stalled is true when only a change of the Service's spec gives it an
+	// address (spec.loadBalancerIP is not an address, or not in the pool);
+	// otherwise a pending Service waits for the pool or another Service.
+	Stalled bool
 }
 
 // Assign decides the address of svc, given every other Service (others
@@ -75,11 +79,11 @@ func Assign(pool ipalloc.Pool, svc *corev1.Service, others []*corev1.Service) De
 	if want := svc.Spec.LoadBalancerIP; want != "" {
 		ip, err := netip.ParseAddr(want)
 		if err != nil || ip.Zone() != "" {
-			return Decision{Pending: fmt.Sprintf("spec.loadBalancerIP %q is not an IP address", want)}
+			return Decision{Pending: fmt.Sprintf("spec.loadBalancerIP %q is not an IP address", want), Stalled: true}
 		}
 		ip = ip.Unmap()
 		if !pool.Contains(ip) {
-			return Decision{Pending: fmt.Sprintf("spec.loadBalancerIP %s is not in the load balancer pool %s (--lb-pool)", ip, pool)}
+			return Decision{Pending: fmt.Sprintf("spec.loadBalancerIP %s is not in the load balancer pool %s (--lb-pool)", ip, pool), Stalled: true}
 		}
 		if h := taken(ip); h != nil {
 			return Decision{Pending: fmt.Sprintf("spec.loadBalancerIP %s is already the address of service %s/%s", ip, h.Namespace, h.Name)}

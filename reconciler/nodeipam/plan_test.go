@@ -10,7 +10,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/reconciler/controller/controllertest"
 )
 
 func node(name, cidr string) *corev1.Node {
@@ -51,7 +53,7 @@ func TestNext(t *testing.T) {
 func TestReconcileAssignsOnceAndKeeps(t *testing.T) {
 	st := store.MemoryFor(t)
 	ctx := context.Background()
-	c := New(st, nil, 0, discard())
+	c := New(controllertest.New(t, "nodeipam", st, controllertest.Options{}).Deps(), Config{})
 	for _, name := range []string{"n1", "n2", "n3"} {
 		if _, err := st.Create(ctx, node(name, "")); err != nil {
 			t.Fatal(err)
@@ -83,4 +85,39 @@ func TestReconcileAssignsOnceAndKeeps(t *testing.T) {
 		t.Error("reconciling nodes that have a CIDR wrote to the store")
 	}
 	var _ controller.Controller = c
+}
+
+// TestGarbagePodCIDRStalls: a node whose spec.podCIDR is no IPv4 CIDR is
+// stalled with the reason (its agent cannot use it, and a pod CIDR is
+// never changed once set); a good one is left alone.
+func TestGarbagePodCIDRStalls(t *testing.T) {
+	st := store.MemoryFor(t)
+	ctx := context.Background()
+	h := controllertest.New(t, "nodeipam", st, controllertest.Options{})
+	h.Run(t, New(h.Deps(), Config{}), controller.KeysOf("nodes"))
+	for name, cidr := range map[string]string{"junk": "10.0.0.300/99", "six": "fd00::/64", "fine": "10.244.7.0/24"} {
+		if _, err := st.Create(ctx, node(name, cidr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stall := func(name string) (controller.Stall, bool) {
+		o, err := st.Get(ctx, "nodes", "", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return controller.StalledCondition(o)
+	}
+	for _, name := range []string{"junk", "six"} {
+		testkit.EventuallyTrue(t, name+" stalled", 0, func() bool {
+			c, ok := stall(name)
+			return ok && c.Reason == ReasonInvalidPodCIDR
+		})
+	}
+	h.Quiesce(t)
+	if _, ok := stall("fine"); ok {
+		t.Error("a node with a good pod CIDR is stalled")
+	}
+	if o, _ := st.Get(ctx, "nodes", "", "junk"); o.(*corev1.Node).Spec.PodCIDR != "10.0.0.300/99" {
+		t.Error("a pod CIDR was changed once set")
+	}
 }

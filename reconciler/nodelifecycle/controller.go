@@ -22,14 +22,10 @@ import (
 // gossip shows in Ready within one reconcile), and by pods landing on a
 // node that is not Ready.
 type Controller struct {
-	store      store.Interface
-	membership Membership // nil: heartbeat only
-	clock      controller.Clock
-	cfg        Config
-	log        *slog.Logger
-
+	d           controller.Deps
+	membership  Membership // nil: heartbeat only
+	cfg         Config
 	nodes, pods *cache.Informer
-	queue       controller.Queue
 
 	mu    sync.Mutex
 	marks map[string]*spellMarks // by node name; only nodes not Ready
@@ -50,28 +46,19 @@ var (
 	_ controller.Starter    = (*Controller)(nil)
 )
 
-// New returns the node lifecycle controller writing to st. m may be nil
-// (no gossip: nodes are judged by heartbeat alone); cfg zero values mean
-// the defaults.
-func New(st store.Interface, m Membership, clock controller.Clock, log *slog.Logger, cfg Config) *Controller {
-	return &Controller{
-		store: st, membership: m, clock: clock, cfg: cfg.WithDefaults(),
-		log:   log.With("controller", "nodelifecycle"),
+// New returns the node lifecycle controller. m may be nil (no gossip:
+// nodes are judged by heartbeat alone); cfg zero values mean the defaults.
+// It enqueues a node on its own changes (deletion included), and on a pod
+// being added or changed while bound to a node that is not Ready (a pod to
+// mark not Ready, a straggler to evict) or that does not exist (an orphan
+// to collect; resync brings these back after a restart).
+func New(d controller.Deps, m Membership, cfg Config) *Controller {
+	c := &Controller{
+		d: d, membership: m, cfg: cfg.WithDefaults(),
+		nodes: d.Cache.Informer("nodes"), pods: d.Cache.Informer("pods"),
 		marks: map[string]*spellMarks{},
 	}
-}
-
-// Name is "nodelifecycle".
-func (c *Controller) Name() string { return "nodelifecycle" }
-
-// Setup enqueues a node on its own changes (deletion included), and on a
-// pod being added or changed while bound to a node that is not Ready (a pod
-// to mark not Ready, a straggler to evict) or that does not exist (an
-// orphan to collect; resync brings these back after a restart).
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.queue = q
-	c.nodes = ca.Informer("nodes")
-	c.pods = ca.Informer("pods")
+	q := d.Queue
 	self := func(o schema.Object) { q.Add(o.GetName()) }
 	// OnDelete: a deleted node's record of marked pods is dropped.
 	c.nodes.AddHandler(cache.Handler{OnAdd: self, OnUpdate: func(_, n schema.Object) { self(n) }, OnDelete: self})
@@ -85,6 +72,7 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		}
 	}
 	c.pods.AddHandler(cache.Handler{OnAdd: onPod, OnUpdate: func(_, n schema.Object) { onPod(n) }})
+	return c
 }
 
 // Start turns membership events into keys until ctx ends or the events
@@ -100,11 +88,11 @@ func (c *Controller) Start(ctx context.Context) {
 			return
 		case ev, ok := <-ch:
 			if !ok {
-				c.log.Warn("membership events closed; relying on resync")
+				c.d.Log.Warn("membership events closed; relying on resync")
 				return
 			}
-			c.log.Debug("membership event", "node", ev.Member.Name, "alive", ev.Member.Alive, "left", ev.Member.Left)
-			c.queue.Add(ev.Member.Name)
+			c.d.Log.Debug("membership event", "node", ev.Member.Name, "alive", ev.Member.Alive, "left", ev.Member.Left)
+			c.d.Queue.Add(ev.Member.Name)
 		}
 	}
 }
@@ -134,7 +122,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 	}
 	node := obj.(*corev1.Node)
 	member := c.member(name)
-	now := c.clock.Now()
+	now := c.d.Clock.Now()
 	acts := Plan(node, member, nil, nil, now, c.cfg)
 	if !acts.NotReady {
 		c.forgetMarks(name)
@@ -142,13 +130,13 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 		pods := c.podsOn(name)
 		acts = Plan(node, member, pods, c.marked(name, acts.NotReadySince, pods), now, c.cfg)
 	}
-	res := controller.Result{RequeueAfter: acts.RequeueAfter}
-	log := c.log.With("node", name)
+	res := controller.Requeue(acts.RequeueAfter)
+	log := c.d.Log.With("node", name)
 
 	if acts.Ready != nil {
 		n := schema.Copy(node)
 		setCondition(&n.Status, *acts.Ready)
-		out, err := c.store.UpdateStatus(ctx, n)
+		out, err := c.d.Store.UpdateStatus(ctx, n)
 		if err != nil {
 			return res, c.writeErr("update Ready condition of node", name, err)
 		}
@@ -162,7 +150,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 	if acts.SetTaints {
 		n := schema.Copy(node)
 		n.Spec.Taints = acts.Taints
-		if _, err := c.store.Update(ctx, n); err != nil {
+		if _, err := c.d.Store.Update(ctx, n); err != nil {
 			return res, c.writeErr("update taints of node", name, err)
 		}
 		log.Info("node taints updated", "taints", taintKeys(acts.Taints))
@@ -174,11 +162,11 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 		// Nowhere to move the pods: evicting would only stop them. Kubernetes
 		// likewise stops evicting in a full disruption.
 		log.Warn("evictions held: no other node is Ready", "pods", len(acts.Evict))
-		return controller.Result{RequeueAfter: c.cfg.PodEvictionTimeout}, nil
+		return controller.Waiting("another node to be Ready before evicting", c.cfg.PodEvictionTimeout), nil
 	}
 	var errs []error
 	for _, p := range acts.Evict {
-		_, err := c.store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
+		_, err := c.d.Store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
 		switch {
 		case err == nil:
 			log.Warn("evicted pod from node that is not ready", "pod", p.Namespace+"/"+p.Name, "why", acts.Why, "timeout", c.cfg.PodEvictionTimeout)
@@ -201,7 +189,7 @@ func (c *Controller) collectOrphans(ctx context.Context, name string) error {
 	if len(orphans) == 0 {
 		return nil
 	}
-	switch _, err := c.store.Get(ctx, "nodes", "", name); {
+	switch _, err := c.d.Store.Get(ctx, "nodes", "", name); {
 	case err == nil:
 		return nil // the cache is behind: the node's event brings it back
 	case !errors.Is(err, store.ErrNotFound):
@@ -209,10 +197,10 @@ func (c *Controller) collectOrphans(ctx context.Context, name string) error {
 	}
 	var errs []error
 	for _, p := range orphans {
-		_, err := c.store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
+		_, err := c.d.Store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)})
 		switch {
 		case err == nil:
-			c.log.Warn("deleted pod of a deleted node", "pod", p.Namespace+"/"+p.Name, "node", name)
+			c.d.Log.Warn("deleted pod of a deleted node", "pod", p.Namespace+"/"+p.Name, "node", name)
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
 		default:
 			errs = append(errs, fmt.Errorf("delete pod %s/%s of deleted node %s: %w", p.Namespace, p.Name, name, err))
@@ -231,7 +219,7 @@ func (c *Controller) markPods(ctx context.Context, log *slog.Logger, name string
 	var errs []error
 	n := 0
 	for _, p := range acts.MarkNotReady {
-		_, err := c.store.UpdateStatus(ctx, p)
+		_, err := c.d.Store.UpdateStatus(ctx, p)
 		switch {
 		case err == nil:
 			n++

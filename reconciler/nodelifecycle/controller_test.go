@@ -3,7 +3,6 @@ package nodelifecycle
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -11,24 +10,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/reconciler/controller/controllertest"
 	"github.com/flotilla-dev/flotilla/reconciler/internal/memstore"
 	"github.com/flotilla-dev/flotilla/schema"
 )
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // recQueue records the keys added.
 type recQueue struct {
@@ -49,16 +40,20 @@ func (q *recQueue) has(key string) bool {
 	return false
 }
 
-// waitFor polls cond (cache and event delivery are asynchronous); it never
-// measures the controller's timing, which runs on the fake clock.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// start builds the controller over st with the fake clock and queue q,
+// and starts its cache (the test drives Reconcile by hand).
+func start(t *testing.T, ctx context.Context, st store.Interface, m Membership, clk *clocktesting.FakeClock, q controller.Queue, cfg Config) (*Controller, *cache.Cache) {
 	t.Helper()
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
+	h := controllertest.New(t, "nodelifecycle", st, controllertest.Options{Clock: clk})
+	d := h.Deps()
+	d.Queue = q
+	ctrl := New(d, m, cfg)
+	h.Cache.Start(ctx)
+	t.Cleanup(h.Cache.Wait)
+	if !h.Cache.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
 	}
-	t.Fatalf("%s: not reached", what)
+	return ctrl, h.Cache
 }
 
 // TestControllerEvictsOnTheInjectedClock drives the controller by hand:
@@ -69,7 +64,7 @@ func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
 	defer cancel()
 	st := memstore.New()
 	t.Cleanup(st.Close)
-	clk := &fakeClock{now: t0}
+	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
 		hb := metav1.NewTime(t0)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
@@ -84,38 +79,31 @@ func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
 	mustCreate(t, st, p)
 
 	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
-	log := slog.New(slog.DiscardHandler)
-	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: 30 * time.Second})
-	ca := cache.New(st, log, 0)
 	q := &recQueue{}
-	ctrl.Setup(ca, q)
-	ca.Start(ctx)
-	defer func() { cancel(); ca.Wait() }()
-	if !ca.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	ctrl, _ := start(t, ctx, st, members, clk, q, Config{PodEvictionTimeout: 30 * time.Second})
+	defer cancel()
 	go ctrl.Start(ctx)
 
 	members.Fail("b", t0)
-	waitFor(t, "node b enqueued by the membership event", func() bool { return q.has("b") })
+	testkit.EventuallyTrue(t, "node b enqueued by the membership event", 0, func() bool { return q.has("b") })
 	res, err := ctrl.Reconcile(ctx, "b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RequeueAfter != 30*time.Second {
-		t.Errorf("requeue after %s, want 30s", res.RequeueAfter)
+	if res.After != 30*time.Second {
+		t.Errorf("requeue after %s, want 30s", res.After)
 	}
 	n := getNode(t, st, "b")
 	if c := readyCondition(n); c.Status != corev1.ConditionUnknown || len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != TaintUnreachable {
 		t.Fatalf("node b: %+v taints %v", c, n.Spec.Taints)
 	}
-	waitFor(t, "cache sees node b marked", func() bool {
+	testkit.EventuallyTrue(t, "cache sees node b marked", 0, func() bool {
 		o, _ := ctrl.nodes.Get("", "b")
 		return o.GetResourceVersion() == n.ResourceVersion
 	})
 
-	clk.Advance(29 * time.Second)
-	if res, err = ctrl.Reconcile(ctx, "b"); err != nil || res.RequeueAfter != time.Second {
+	clk.Step(29 * time.Second)
+	if res, err = ctrl.Reconcile(ctx, "b"); err != nil || res.After != time.Second {
 		t.Fatalf("at +29s: %+v %v, want a requeue after 1s", res, err)
 	}
 	if _, err := st.Get(ctx, "pods", "default", "p1"); err != nil {
@@ -126,7 +114,7 @@ func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
 		t.Fatalf("an unchanged plan wrote: %v, revision %d → %d", err, rev, st.Revision())
 	}
 
-	clk.Advance(time.Second)
+	clk.Step(time.Second)
 	if _, err = ctrl.Reconcile(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +136,7 @@ func TestControllerMarksPodsNotReady(t *testing.T) {
 	defer cancel()
 	st := memstore.New()
 	t.Cleanup(st.Close)
-	clk := &fakeClock{now: t0}
+	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
 		hb := metav1.NewTime(t0)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
@@ -166,18 +154,11 @@ func TestControllerMarksPodsNotReady(t *testing.T) {
 	onA := getPod(t, st, "on-a")
 
 	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
-	log := slog.New(slog.DiscardHandler)
-	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: time.Hour})
-	ca := cache.New(st, log, 0)
-	ctrl.Setup(ca, &recQueue{})
-	ca.Start(ctx)
-	defer func() { cancel(); ca.Wait() }()
-	if !ca.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	ctrl, _ := start(t, ctx, st, members, clk, &recQueue{}, Config{PodEvictionTimeout: time.Hour})
+	defer cancel()
 	cached := func(inf *cache.Informer, o schema.Object) {
 		t.Helper()
-		waitFor(t, "cache sees "+o.GetName(), func() bool {
+		testkit.EventuallyTrue(t, "cache sees "+o.GetName(), 0, func() bool {
 			c, ok := inf.Get(o.GetNamespace(), o.GetName())
 			return ok && c.GetResourceVersion() == o.GetResourceVersion()
 		})
@@ -248,7 +229,7 @@ func TestControllerMarksPodsNotReady(t *testing.T) {
 		t.Fatalf("pod on-b changed by a Ready node: %+v", c)
 	}
 	cached(ctrl.nodes, getNode(t, st, "b"))
-	clk.Advance(10 * time.Second)
+	clk.Step(10 * time.Second)
 	members.Fail("b", clk.Now())
 	reconcile("b")
 	if c := condition(getPod(t, st, "on-b"), corev1.PodReady); c.Status != corev1.ConditionFalse || c.Reason != ReasonNodeNotReady {
@@ -313,7 +294,7 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	defer cancel()
 	st := memstore.New()
 	t.Cleanup(st.Close)
-	clk := &fakeClock{now: t0}
+	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
 		hb := metav1.NewTime(t0)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
@@ -333,16 +314,9 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	newPod(podWith("bare", "b", corev1.ConditionTrue, corev1.ConditionTrue))
 
 	members := NewFakeMembership(Member{Name: "a", Alive: true}, Member{Name: "b", Alive: true})
-	log := slog.New(slog.DiscardHandler)
-	ctrl := New(st, members, clk, log, Config{PodEvictionTimeout: 30 * time.Second})
-	ca := cache.New(st, log, 0)
 	q := &recQueue{}
-	ctrl.Setup(ca, q)
-	ca.Start(ctx)
-	defer func() { cancel(); ca.Wait() }()
-	if !ca.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	ctrl, _ := start(t, ctx, st, members, clk, q, Config{PodEvictionTimeout: 30 * time.Second})
+	defer cancel()
 	reconcile := func(name string) {
 		t.Helper()
 		if _, err := ctrl.Reconcile(ctx, name); err != nil {
@@ -351,7 +325,7 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	}
 	synced := func() {
 		t.Helper()
-		waitFor(t, "cache caught up", func() bool {
+		testkit.EventuallyTrue(t, "cache caught up", 0, func() bool {
 			for _, o := range []string{"web-1", "bare", "waiting"} {
 				if p, err := st.Get(ctx, "pods", "default", o); err == nil {
 					if c, ok := ctrl.pods.Get("default", o); !ok || c.GetResourceVersion() != p.GetResourceVersion() {
@@ -368,7 +342,7 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	members.Fail("b", t0)
 	reconcile("b")
 	synced()
-	clk.Advance(31 * time.Second)
+	clk.Step(31 * time.Second)
 	reconcile("b")
 	if _, err := st.Get(ctx, "pods", "default", "bare"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("bare pod not evicted when due: %v", err)
@@ -379,7 +353,7 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	}
 	synced()
 	rev := st.Revision()
-	clk.Advance(time.Hour)
+	clk.Step(time.Hour)
 	reconcile("b")
 	if st.Revision() != rev {
 		t.Errorf("held pod rewritten: revision %d → %d", rev, st.Revision())

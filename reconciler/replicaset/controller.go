@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -19,31 +16,19 @@ import (
 
 // Controller drives ReplicaSets. Keys are "namespace/name" of ReplicaSets.
 type Controller struct {
-	store store.Interface
-	clock controller.Clock
-	log   *slog.Logger
-
+	d                 controller.Deps
 	replicaSets, pods *cache.Informer
 }
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the ReplicaSet controller writing to st.
-func New(st store.Interface, clock controller.Clock, log *slog.Logger) *Controller {
-	return &Controller{store: st, clock: clock, log: log.With("controller", "replicaset")}
-}
-
-// Name is "replicaset".
-func (c *Controller) Name() string { return "replicaset" }
-
-// Setup enqueues a ReplicaSet on its own changes and on any change of a pod
-// it controls.
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.replicaSets = ca.Informer("replicasets")
-	c.pods = ca.Informer("pods")
-	c.replicaSets.AddHandler(cache.SelfHandler(q.Add))
-	owner := cache.OwnerHandler("ReplicaSet", q.Add)
-	c.pods.AddHandler(owner)
+// New returns the ReplicaSet controller. It enqueues a ReplicaSet on its
+// own changes and on any change of a pod it controls.
+func New(d controller.Deps) *Controller {
+	c := &Controller{d: d, replicaSets: d.Cache.Informer("replicasets"), pods: d.Cache.Informer("pods")}
+	c.replicaSets.AddHandler(cache.SelfHandler(d.Queue.Add))
+	c.pods.AddHandler(cache.OwnerHandler("ReplicaSet", d.Queue.Add))
+	return c
 }
 
 // Reconcile creates or deletes pods of one ReplicaSet and writes its status.
@@ -52,42 +37,54 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 // whenever the cached pods say "create" or "delete", the pods are listed
 // again from the store and the plan recomputed from that before acting:
 // a re-list is cheaper than a duplicate pod, and needs no memory that a
-// restart would lose.
+// restart would lose. At most BurstReplicas pods are created or deleted by
+// one reconcile, created in slow-start batches (1, 2, 4, …): the pods'
+// events bring the next reconcile.
 func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.Result, err error) {
 	ns, name := cache.SplitKey(key)
 	obj, ok := c.replicaSets.Get(ns, name)
 	if !ok {
-		return res, nil
+		return controller.Done(), nil
 	}
-	rs := schema.Copy(obj.(*appsv1.ReplicaSet))
+	cached := obj.(*appsv1.ReplicaSet)
+	rs := schema.Copy(cached)
 	var pods []*corev1.Pod
 	for _, o := range c.pods.ByOwner(rs.UID) {
 		pods = append(pods, o.(*corev1.Pod))
 	}
-	now := c.clock.Now()
-	acts := Plan(rs, pods, now)
+	now := c.d.Clock.Now()
+	acts, err := Plan(rs, pods, now)
+	if err != nil {
+		return controller.InvalidSpec(err), nil
+	}
 	if acts.Create > 0 || len(acts.Delete) > 0 {
 		fresh, err := c.listPods(ctx, rs)
 		if err != nil {
 			return res, err
 		}
-		acts = Plan(rs, fresh, now)
+		if acts, err = Plan(rs, fresh, now); err != nil {
+			return controller.InvalidSpec(err), nil
+		}
 	}
-	log := c.log.With("replicaset", key)
+	log := c.d.Log.With("replicaset", key)
 	defer func() {
-		if serr := c.writeStatus(ctx, rs, acts.Status); serr != nil && err == nil {
+		rs.Status = acts.Status
+		if _, serr := c.d.Status.Update(ctx, cached, rs); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	res.RequeueAfter = acts.RequeueAfter
+	res = controller.Requeue(acts.RequeueAfter)
 	if acts.Create > 0 {
-		if err := c.createPods(ctx, rs, acts.Create); err != nil {
+		made, err := c.createPods(ctx, rs, acts.Create)
+		if made > 0 {
+			log.Info("created pods", "count", made, "replicas", *rs.Spec.Replicas)
+		}
+		if err != nil {
 			return res, err
 		}
-		log.Info("created pods", "count", acts.Create, "replicas", *rs.Spec.Replicas)
 	}
 	for _, p := range acts.Delete {
-		if _, err := c.store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := c.d.Store.Delete(ctx, "pods", p.Namespace, p.Name, store.DeleteOptions{UID: string(p.UID)}); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return res, fmt.Errorf("delete pod %s: %w", p.Name, err)
 		}
 		log.Info("deleted pod", "pod", p.Name)
@@ -96,7 +93,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 }
 
 func (c *Controller) listPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
-	objs, _, err := c.store.List(ctx, "pods", store.ListOptions{Namespace: rs.Namespace})
+	objs, _, err := c.d.Store.List(ctx, "pods", store.ListOptions{Namespace: rs.Namespace})
 	if err != nil {
 		return nil, fmt.Errorf("list pods of replicaset %s: %w", rs.Name, err)
 	}
@@ -109,47 +106,21 @@ func (c *Controller) listPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*co
 	return pods, nil
 }
 
-// createPods creates n pods, a few at a time; a taken random name is retried.
-func (c *Controller) createPods(ctx context.Context, rs *appsv1.ReplicaSet, n int) error {
-	const parallel = 8
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for i := 0; i < n; i++ {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var err error
-			for try := 0; try < 3; try++ {
-				if _, err = c.store.Create(ctx, NewPod(rs)); !errors.Is(err, store.ErrExists) {
-					break
-				}
+// createPods creates n pods in slow-start batches, stopping at the first
+// batch with a failure; a random name that is taken is retried. It returns
+// how many were made.
+func (c *Controller) createPods(ctx context.Context, rs *appsv1.ReplicaSet, n int) (int, error) {
+	made, err := controller.SlowStart(n, func(int) error {
+		var err error
+		for range 3 {
+			if _, err = c.d.Store.Create(ctx, NewPod(rs)); !errors.Is(err, store.ErrExists) {
+				break
 			}
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("create pod of replicaset %s: %w", rs.Name, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}
-
-func (c *Controller) writeStatus(ctx context.Context, rs *appsv1.ReplicaSet, st appsv1.ReplicaSetStatus) error {
-	if apiequality.Semantic.DeepEqual(rs.Status, st) {
-		return nil
-	}
-	rs.Status = st
-	if _, err := c.store.UpdateStatus(ctx, rs); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
 		}
-		return fmt.Errorf("update status of replicaset %s: %w", rs.Name, err)
+		return err
+	})
+	if err != nil {
+		return made, fmt.Errorf("create pods of replicaset %s: %w", rs.Name, err)
 	}
-	return nil
+	return made, nil
 }

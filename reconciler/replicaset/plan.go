@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/flotilla-dev/flotilla/reconciler/internal/wellformed"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -37,24 +38,39 @@ type Actions struct {
 
 // Plan compares rs.spec.replicas with the pods it controls. pods may contain
 // others (not controlled by rs; ignored). Pods being deleted or finished
-// (Succeeded, Failed) are not counted. It does no I/O.
-func Plan(rs *appsv1.ReplicaSet, pods []*corev1.Pod, now time.Time) Actions {
+// (Succeeded, Failed) are not counted. It does no I/O, and never plans more
+// than BurstReplicas creations or deletions, whatever spec.replicas says.
+// An error means rs's spec cannot be acted on (stalled until it changes):
+// negative replicas, a selector that is missing, empty or does not select
+// the template, a template without containers.
+func Plan(rs *appsv1.ReplicaSet, pods []*corev1.Pod, now time.Time) (Actions, error) {
 	var a Actions
-	active := Active(rs, pods)
-	want := 1
-	if rs.Spec.Replicas != nil {
-		want = int(*rs.Spec.Replicas)
+	if err := Validate(rs); err != nil {
+		return a, err
 	}
-	switch diff := len(active) - want; {
+	active := Active(rs, pods)
+	want := int64(1)
+	if rs.Spec.Replicas != nil {
+		want = int64(*rs.Spec.Replicas)
+	}
+	switch diff := int64(len(active)) - want; {
 	case diff < 0:
-		a.Create = min(-diff, BurstReplicas)
+		a.Create = int(min(-diff, BurstReplicas))
 	case diff > 0:
 		ranked := append([]*corev1.Pod(nil), active...)
 		sort.SliceStable(ranked, func(i, j int) bool { return deleteFirst(ranked[i], ranked[j]) })
-		a.Delete = ranked[:min(diff, BurstReplicas)]
+		a.Delete = ranked[:min(diff, BurstReplicas, int64(len(ranked)))]
 	}
 	a.Status, a.RequeueAfter = status(rs, active, now)
-	return a
+	return a, nil
+}
+
+// Validate reports what in rs's spec the controller cannot act on.
+func Validate(rs *appsv1.ReplicaSet) error {
+	if err := wellformed.Workload(rs.Spec.Replicas, rs.Spec.MinReadySeconds, rs.Spec.Selector, &rs.Spec.Template); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Active returns the pods controlled by rs (by UID) that count toward its
@@ -135,13 +151,27 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
-// NewPod builds a pod of rs from its template, named <rs>-<5 random chars>.
+// maxGeneratedPrefix is how much of "<rs>-" a pod name keeps, as
+// Kubernetes' generateName: the name stays within 63 characters.
+const maxGeneratedPrefix = 58
+
+// PodName is a new name for a pod of rs: "<rs>-" (cut to 58 characters)
+// and 5 random characters.
+func PodName(rs *appsv1.ReplicaSet) string {
+	prefix := rs.Name + "-"
+	if len(prefix) > maxGeneratedPrefix {
+		prefix = prefix[:maxGeneratedPrefix]
+	}
+	return prefix + rand.String(5)
+}
+
+// NewPod builds a pod of rs from its template, named PodName.
 func NewPod(rs *appsv1.ReplicaSet) *corev1.Pod {
 	yes := true
 	t := rs.Spec.Template.DeepCopy()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        rs.Name + "-" + rand.String(5),
+			Name:        PodName(rs),
 			Namespace:   rs.Namespace,
 			Labels:      t.Labels,
 			Annotations: t.Annotations,

@@ -65,6 +65,16 @@ func names(ps []*corev1.Pod) string {
 	return strings.Join(n, ",")
 }
 
+// plan is Plan for a valid ReplicaSet.
+func plan(t *testing.T, rs *appsv1.ReplicaSet, pods []*corev1.Pod, now time.Time) Actions {
+	t.Helper()
+	a, err := Plan(rs, pods, now)
+	if err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	return a
+}
+
 func TestPlan(t *testing.T) {
 	deleting := func(p *corev1.Pod) { ts := metav1.NewTime(now); p.DeletionTimestamp = &ts }
 	failed := func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }
@@ -107,7 +117,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := Plan(testRS(c.replicas), c.pods, now)
+			a := plan(t, testRS(c.replicas), c.pods, now)
 			if a.Create != c.wantCreate || names(a.Delete) != c.wantDelete {
 				t.Errorf("create %d delete %q, want %d %q", a.Create, names(a.Delete), c.wantCreate, c.wantDelete)
 			}
@@ -123,18 +133,18 @@ func TestMinReadySeconds(t *testing.T) {
 	rs.Spec.MinReadySeconds = 10
 	p := testPod("a", bound)
 	setReady(p, now.Add(-4*time.Second))
-	a := Plan(rs, []*corev1.Pod{p}, now)
+	a := plan(t, rs, []*corev1.Pod{p}, now)
 	if a.Status.ReadyReplicas != 1 || a.Status.AvailableReplicas != 0 || a.RequeueAfter != 6*time.Second {
 		t.Fatalf("status %v requeue %v", a.Status, a.RequeueAfter)
 	}
-	a = Plan(rs, []*corev1.Pod{p}, now.Add(6*time.Second))
+	a = plan(t, rs, []*corev1.Pod{p}, now.Add(6*time.Second))
 	if a.Status.AvailableReplicas != 1 || a.RequeueAfter != 0 {
 		t.Fatalf("later: status %v requeue %v", a.Status, a.RequeueAfter)
 	}
 }
 
 func TestBurst(t *testing.T) {
-	if a := Plan(testRS(2000), nil, now); a.Create != BurstReplicas {
+	if a := plan(t, testRS(2000), nil, now); a.Create != BurstReplicas {
 		t.Errorf("create %d, want %d", a.Create, BurstReplicas)
 	}
 }

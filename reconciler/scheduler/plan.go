@@ -9,6 +9,7 @@ package scheduler
 
 import (
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -36,6 +37,17 @@ type Plan struct {
 	Failures []Failure
 	// Selections are pods that wait for their volumes on a chosen node.
 	Selections []VolumeSelection
+	// Broken are pods whose placement panicked (a bug meeting an object
+	// nobody foresaw): they are left out, and the pass goes on with the
+	// others.
+	Broken []Broken
+}
+
+// Broken is a pod the planner could not place because it panicked.
+type Broken struct {
+	Pod   *corev1.Pod
+	Panic string
+	Stack []byte
 }
 
 // Filter reasons, as Kubernetes words them.
@@ -103,8 +115,10 @@ func ScheduleWithStorage(pending []*corev1.Pod, nodes []*corev1.Node, bound []*c
 		if p.Spec.NodeName != "" {
 			continue
 		}
-		node, pv, msg := s.place(p)
+		node, pv, msg, broken := s.safePlace(p)
 		switch {
+		case broken != nil:
+			plan.Broken = append(plan.Broken, *broken)
 		case node < 0:
 			plan.Failures = append(plan.Failures, Failure{Pod: p, Message: msg})
 		case pv != nil && len(pv.waiting) > 0:
@@ -405,6 +419,19 @@ func (s *snapshot) place(p *corev1.Pod) (node int, pv *podVolumes, reason string
 	s.add(best, p, r)
 	s.vol.placed(p, best, &s.nodes[best], pv)
 	return best, pv, ""
+}
+
+// safePlace is place under recover: one pod the planner chokes on does
+// not stop the pass for the others.
+func (s *snapshot) safePlace(p *corev1.Pod) (node int, pv *podVolumes, reason string, broken *Broken) {
+	defer func() {
+		if r := recover(); r != nil {
+			node, pv, reason = -1, nil, ""
+			broken = &Broken{Pod: p, Panic: fmt.Sprint(r), Stack: debug.Stack()}
+		}
+	}()
+	node, pv, reason = s.place(p)
+	return node, pv, reason, nil
 }
 
 // pinWeight outweighs every other score: a node already selected for a

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -18,33 +16,21 @@ import (
 
 // Controller drives StatefulSets. Keys are "namespace/name" of StatefulSets.
 type Controller struct {
-	store store.Interface
-	clock controller.Clock
-	log   *slog.Logger
-
+	d                  controller.Deps
 	sets, pods, claims *cache.Informer
 }
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the StatefulSet controller writing to st.
-func New(st store.Interface, clock controller.Clock, log *slog.Logger) *Controller {
-	return &Controller{store: st, clock: clock, log: log.With("controller", "statefulset")}
-}
-
-// Name is "statefulset".
-func (c *Controller) Name() string { return "statefulset" }
-
-// Setup enqueues a StatefulSet on its own changes and on any change or
-// deletion of a pod whose controller is a StatefulSet of that name (its
-// own, or a previous set's pod still holding one of its names).
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.sets = ca.Informer("statefulsets")
-	c.pods = ca.Informer("pods")
-	c.claims = ca.Informer("persistentvolumeclaims")
-	c.sets.AddHandler(cache.SelfHandler(q.Add))
-	owner := cache.OwnerHandler("StatefulSet", q.Add)
-	c.pods.AddHandler(owner)
+// New returns the StatefulSet controller. It enqueues a StatefulSet on its
+// own changes and on any change or deletion of a pod whose controller is a
+// StatefulSet of that name (its own, or a previous set's pod still holding
+// one of its names).
+func New(d controller.Deps) *Controller {
+	c := &Controller{d: d, sets: d.Cache.Informer("statefulsets"), pods: d.Cache.Informer("pods"), claims: d.Cache.Informer("persistentvolumeclaims")}
+	c.sets.AddHandler(cache.SelfHandler(d.Queue.Add))
+	c.pods.AddHandler(cache.OwnerHandler("StatefulSet", d.Queue.Add))
+	return c
 }
 
 // Reconcile takes the next step for one StatefulSet and writes its status.
@@ -56,27 +42,27 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 	ns, name := cache.SplitKey(key)
 	obj, ok := c.sets.Get(ns, name)
 	if !ok {
-		return res, nil // deleted: the garbage collector removes its pods; claims stay
+		return controller.Done(), nil // deleted: the garbage collector removes its pods; claims stay
 	}
-	set := schema.Copy(obj.(*appsv1.StatefulSet))
-	log := c.log.With("statefulset", key)
-	acts, err := Plan(set, c.podsOf(set), c.claimsIn(ns), c.clock.Now())
+	cached := obj.(*appsv1.StatefulSet)
+	set := schema.Copy(cached)
+	log := c.d.Log.With("statefulset", key)
+	acts, err := Plan(set, c.podsOf(set), c.claimsIn(ns), c.d.Clock.Now())
 	if err != nil {
-		// Stalled: only a new spec can fix it; report, do not retry.
-		log.Warn("invalid statefulset", "err", err)
-		return res, nil
+		return controller.InvalidSpec(err), nil
 	}
 	defer func() {
-		if serr := c.writeStatus(ctx, set, acts.Status); serr != nil && err == nil {
+		set.Status = acts.Status
+		if _, serr := c.d.Status.Update(ctx, cached, set); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	res.RequeueAfter = acts.RequeueAfter
+	res = controller.Requeue(acts.RequeueAfter)
 	if acts.Waiting != "" {
-		log.Debug("waiting", "for", acts.Waiting)
+		res = controller.Waiting(acts.Waiting, acts.RequeueAfter)
 	}
 	for _, cl := range acts.CreateClaims {
-		_, err := c.store.Create(ctx, cl)
+		_, err := c.d.Store.Create(ctx, cl)
 		switch {
 		case errors.Is(err, store.ErrExists):
 			// Made already (the cache is behind) or by someone else: used as it is.
@@ -87,7 +73,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 		}
 	}
 	for _, p := range acts.Create {
-		_, err := c.store.Create(ctx, p)
+		_, err := c.d.Store.Create(ctx, p)
 		switch {
 		case errors.Is(err, store.ErrExists):
 			// The name is still held (the cache is behind): its event
@@ -100,7 +86,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 		}
 	}
 	for _, d := range acts.Delete {
-		_, err := c.store.Delete(ctx, "pods", d.Pod.Namespace, d.Pod.Name, store.DeleteOptions{UID: string(d.Pod.UID)})
+		_, err := c.d.Store.Delete(ctx, "pods", d.Pod.Namespace, d.Pod.Name, store.DeleteOptions{UID: string(d.Pod.UID)})
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
 			// Gone already, or replaced (the cache is behind).
@@ -111,12 +97,12 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 		}
 	}
 	for _, cl := range acts.UpdateClaims {
-		if _, err := c.store.Update(ctx, cl); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := c.d.Store.Update(ctx, cl); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return res, fmt.Errorf("set owners of claim %s (persistentVolumeClaimRetentionPolicy.whenDeleted): %w", cl.Name, err)
 		}
 	}
 	for _, cl := range acts.DeleteClaims {
-		_, err := c.store.Delete(ctx, "persistentvolumeclaims", cl.Namespace, cl.Name, store.DeleteOptions{UID: string(cl.UID)})
+		_, err := c.d.Store.Delete(ctx, "persistentvolumeclaims", cl.Namespace, cl.Name, store.DeleteOptions{UID: string(cl.UID)})
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
 		case err != nil:
@@ -129,7 +115,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 }
 
 // podsOf returns the cached pods set controls plus any pod holding one of
-// its names in range (shared: Plan does not change them).
+// its names that Plan may look at (shared: Plan does not change them).
+// Plan visits the ordinals in range up to the first missing one, or
+// BurstReplicas missing ones, so only that many names are looked up,
+// whatever spec.replicas says.
 func (c *Controller) podsOf(set *appsv1.StatefulSet) []*corev1.Pod {
 	var out []*corev1.Pod
 	seen := map[string]bool{}
@@ -147,7 +136,7 @@ func (c *Controller) podsOf(set *appsv1.StatefulSet) []*corev1.Pod {
 	if set.Spec.Ordinals != nil {
 		start = int(set.Spec.Ordinals.Start)
 	}
-	for ord := start; ord < start+replicas; ord++ {
+	for ord := start; ord < start+min(replicas, len(out)+BurstReplicas+1); ord++ {
 		name := PodName(set, ord)
 		if seen[name] {
 			continue
@@ -167,18 +156,4 @@ func (c *Controller) claimsIn(ns string) []*corev1.PersistentVolumeClaim {
 		out = append(out, o.(*corev1.PersistentVolumeClaim))
 	}
 	return out
-}
-
-func (c *Controller) writeStatus(ctx context.Context, set *appsv1.StatefulSet, st appsv1.StatefulSetStatus) error {
-	if apiequality.Semantic.DeepEqual(set.Status, st) {
-		return nil
-	}
-	set.Status = st
-	if _, err := c.store.UpdateStatus(ctx, set); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		return fmt.Errorf("update status of statefulset %s: %w", set.Name, err)
-	}
-	return nil
 }

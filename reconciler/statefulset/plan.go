@@ -16,7 +16,6 @@
 package statefulset
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -24,10 +23,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/flotilla-dev/flotilla/reconciler/internal/wellformed"
 	"github.com/flotilla-dev/flotilla/schema"
 )
+
+// BurstReplicas caps the pods one reconcile creates (Parallel), as the
+// ReplicaSet controller's burst does: a set of two billion replicas is
+// made 500 pods at a time, never in one loop.
+const BurstReplicas = 500
 
 // ForeignRetry is how soon a set whose pod name is taken by a pod it does
 // not control looks again (that pod's deletion may send it no event).
@@ -115,8 +119,9 @@ func Plan(set *appsv1.StatefulSet, pods []*corev1.Pod, claims []*corev1.Persiste
 		currentRev = updateRev
 	}
 
-	// Index what is observed.
-	slots := make([]*corev1.Pod, replicas) // controlled pods by ordinal-start
+	// Index what is observed: a map, not a slice of spec.replicas, which may
+	// be two billion.
+	slots := map[int]*corev1.Pod{} // controlled pods by ordinal-start
 	var ours, condemned []*corev1.Pod
 	taken := map[string]*corev1.Pod{} // names held by pods not controlled by set
 	for _, p := range pods {
@@ -169,9 +174,15 @@ func Plan(set *appsv1.StatefulSet, pods []*corev1.Pod, claims []*corev1.Persiste
 		return currentTmpl, currentRev
 	}
 
-	// 1. Every ordinal in range has a pod, lowest first.
+	// 1. Every ordinal in range has a pod, lowest first; at most
+	// BurstReplicas created per pass (the rest wait for the next).
 	blocked := false
 	for idx := 0; idx < replicas && !blocked; idx++ {
+		if len(a.Create) >= BurstReplicas {
+			wait("the next %d pods to be created", BurstReplicas)
+			blocked = true
+			break
+		}
 		ord := start + idx
 		name := PodName(set, ord)
 		p := slots[idx]
@@ -269,23 +280,49 @@ func Plan(set *appsv1.StatefulSet, pods []*corev1.Pod, claims []*corev1.Persiste
 	return a, nil
 }
 
+// maxLabelValue is the longest label value Kubernetes accepts: pods carry
+// their name and the set's revision in labels.
+const maxLabelValue = 63
+
 // validate refuses what Kubernetes' API would refuse and Plan cannot act on.
 func validate(set *appsv1.StatefulSet) error {
-	if set.Spec.Replicas != nil && *set.Spec.Replicas < 0 {
-		return fmt.Errorf("spec.replicas is %d, want >= 0", *set.Spec.Replicas)
+	if err := wellformed.Replicas(set.Spec.Replicas); err != nil {
+		return err
 	}
 	if set.Spec.Ordinals != nil && set.Spec.Ordinals.Start < 0 {
 		return fmt.Errorf("spec.ordinals.start is %d, want >= 0", set.Spec.Ordinals.Start)
 	}
-	if set.Spec.Selector == nil {
-		return errors.New("spec.selector is required")
+	if err := wellformed.Seconds("spec.minReadySeconds", int64(set.Spec.MinReadySeconds)); err != nil {
+		return err
 	}
-	sel, err := metav1.LabelSelectorAsSelector(set.Spec.Selector)
-	if err != nil {
-		return fmt.Errorf("spec.selector: %w", err)
+	if err := wellformed.Selector(set.Spec.Selector, &set.Spec.Template); err != nil {
+		return err
 	}
-	if sel.Empty() || !sel.Matches(labels.Set(set.Spec.Template.Labels)) {
-		return fmt.Errorf("spec.selector %s does not select spec.template.metadata.labels %v", sel, set.Spec.Template.Labels)
+	if err := wellformed.PodTemplate(&set.Spec.Template); err != nil {
+		return err
+	}
+	switch p := set.Spec.PodManagementPolicy; p {
+	case "", appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
+	default:
+		return fmt.Errorf("spec.podManagementPolicy %q is not OrderedReady or Parallel", p)
+	}
+	switch t := set.Spec.UpdateStrategy.Type; t {
+	case "", appsv1.RollingUpdateStatefulSetStrategyType, appsv1.OnDeleteStatefulSetStrategyType:
+	default:
+		return fmt.Errorf("spec.updateStrategy.type %q is not RollingUpdate or OnDelete", t)
+	}
+	replicas, start := 1, 0
+	if set.Spec.Replicas != nil {
+		replicas = int(*set.Spec.Replicas)
+	}
+	if set.Spec.Ordinals != nil {
+		start = int(set.Spec.Ordinals.Start)
+	}
+	if last := PodName(set, start+max(replicas, 1)-1); len(last) > maxLabelValue {
+		return fmt.Errorf("pod name %s would be %d characters long, more than %d (it is a label value): shorten the name or lower spec.ordinals.start", last, len(last), maxLabelValue)
+	}
+	if rev := RevisionName(set); len(rev) > maxLabelValue {
+		return fmt.Errorf("revision %s would be %d characters long, more than %d (it is a label value): shorten the name", rev, len(rev), maxLabelValue)
 	}
 	seen := map[string]bool{}
 	for i, ct := range set.Spec.VolumeClaimTemplates {
@@ -296,6 +333,9 @@ func validate(set *appsv1.StatefulSet) error {
 			return fmt.Errorf("spec.volumeClaimTemplates[%d]: duplicate name %q", i, ct.Name)
 		}
 		seen[ct.Name] = true
+		if err := wellformed.Name("claim", ClaimName(set, ct.Name, start+max(replicas, 1)-1)); err != nil {
+			return fmt.Errorf("spec.volumeClaimTemplates[%d]: %w", i, err)
+		}
 	}
 	return nil
 }

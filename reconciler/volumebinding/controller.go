@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,13 +62,10 @@ const retryInUse = 10 * time.Second
 
 // Controller binds claims and reclaims volumes.
 type Controller struct {
-	store store.Interface
-	clock controller.Clock
-	log   *slog.Logger
-	root  string
+	d    controller.Deps
+	root string
 
 	claims, volumes, classes, nodes, pods *cache.Informer
-	queue                                 controller.Queue
 
 	mu    sync.Mutex
 	noted map[string]string // claim or volume key → the state last logged
@@ -76,29 +73,34 @@ type Controller struct {
 
 var _ controller.Controller = (*Controller)(nil)
 
-// New returns the controller writing to st.
-func New(st store.Interface, cfg Config, clock controller.Clock, log *slog.Logger) *Controller {
+// Subject maps a key to the claim or volume it names (the built-in
+// class's key names the StorageClass "local").
+func Subject(key string) (controller.Ref, bool) {
+	switch {
+	case strings.HasPrefix(key, claimPrefix):
+		ns, name := cache.SplitKey(key[len(claimPrefix):])
+		return controller.Ref{Resource: "persistentvolumeclaims", Namespace: ns, Name: name}, name != ""
+	case strings.HasPrefix(key, volumePrefix):
+		return controller.Ref{Resource: "persistentvolumes", Name: key[len(volumePrefix):]}, len(key) > len(volumePrefix)
+	case key == classKey:
+		return controller.Ref{Resource: "storageclasses", Name: pvbinding.DefaultClassName}, true
+	}
+	return controller.Ref{}, false
+}
+
+// New returns the controller. It enqueues claims and volumes as they
+// change, the claims waiting for a volume when a volume becomes free or a
+// class changes, the released volumes when a pod using a claim ends, and
+// the built-in class once at start and whenever it is deleted.
+func New(d controller.Deps, cfg Config) *Controller {
 	root := cfg.LocalVolumeRoot
 	if root == "" {
 		root = pvbinding.DefaultLocalVolumeRoot
 	}
-	return &Controller{store: st, clock: clock, log: log.With("controller", "volumebinding"), root: root, noted: map[string]string{}}
-}
-
-// Name is "volumebinding".
-func (c *Controller) Name() string { return "volumebinding" }
-
-// Setup enqueues claims and volumes as they change, the claims waiting
-// for a volume when a volume becomes free or a class changes, the
-// released volumes when a pod using a claim ends, and the built-in class
-// once at start and whenever it is deleted.
-func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
-	c.claims = ca.Informer("persistentvolumeclaims")
-	c.volumes = ca.Informer("persistentvolumes")
-	c.classes = ca.Informer("storageclasses")
-	c.nodes = ca.Informer("nodes")
-	c.pods = ca.Informer("pods")
-	c.queue = q
+	c := &Controller{d: d, root: root, noted: map[string]string{},
+		claims: d.Cache.Informer("persistentvolumeclaims"), volumes: d.Cache.Informer("persistentvolumes"),
+		classes: d.Cache.Informer("storageclasses"), nodes: d.Cache.Informer("nodes"), pods: d.Cache.Informer("pods")}
+	q := d.Queue
 	q.Add(classKey)
 	c.claims.AddHandler(cache.Handler{
 		OnAdd:    func(o schema.Object) { q.Add(claimPrefix + cache.Key(o)) },
@@ -158,6 +160,7 @@ func (c *Controller) Setup(ca *cache.Cache, q controller.Queue) {
 		},
 		OnDelete: func(o schema.Object) { podDone(o.(*corev1.Pod)) },
 	})
+	return c
 }
 
 func finished(p *corev1.Pod) bool {
@@ -167,9 +170,9 @@ func finished(p *corev1.Pod) bool {
 // volumeChanged enqueues the volume and its claim; a volume that became
 // free may serve a waiting claim.
 func (c *Controller) volumeChanged(old, pv *corev1.PersistentVolume) {
-	c.queue.Add(volumePrefix + pv.Name)
+	c.d.Queue.Add(volumePrefix + pv.Name)
 	if ref := pv.Spec.ClaimRef; ref != nil {
-		c.queue.Add(claimPrefix + ref.Namespace + "/" + ref.Name)
+		c.d.Queue.Add(claimPrefix + ref.Namespace + "/" + ref.Name)
 	}
 	if pv.Spec.ClaimRef == nil && (old == nil || old.ResourceVersion != pv.ResourceVersion) {
 		c.wakeUnbound()
@@ -180,7 +183,7 @@ func (c *Controller) volumeChanged(old, pv *corev1.PersistentVolume) {
 func (c *Controller) wakeUnbound() {
 	for _, o := range c.claims.List("") {
 		if o.(*corev1.PersistentVolumeClaim).Spec.VolumeName == "" {
-			c.queue.Add(claimPrefix + cache.Key(o))
+			c.d.Queue.Add(claimPrefix + cache.Key(o))
 		}
 	}
 }
@@ -189,7 +192,7 @@ func (c *Controller) wakeUnbound() {
 func (c *Controller) wakeReleased() {
 	for _, o := range c.volumes.List("") {
 		if o.(*corev1.PersistentVolume).Status.Phase == corev1.VolumeReleased {
-			c.queue.Add(volumePrefix + o.GetName())
+			c.d.Queue.Add(volumePrefix + o.GetName())
 		}
 	}
 }
@@ -201,7 +204,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 		return controller.Result{}, c.ensureBuiltinClass(ctx)
 	case len(key) > len(claimPrefix) && key[:len(claimPrefix)] == claimPrefix:
 		ns, name := cache.SplitKey(key[len(claimPrefix):])
-		return controller.Result{}, c.syncClaim(ctx, ns, name)
+		return c.syncClaim(ctx, ns, name)
 	case len(key) > len(volumePrefix) && key[:len(volumePrefix)] == volumePrefix:
 		return c.syncVolume(ctx, key[len(volumePrefix):])
 	}
@@ -211,26 +214,57 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 // ensureBuiltinClass creates the class "local" when it is missing. It is
 // not Git's (no managed-by annotation), so a sync never prunes it.
 func (c *Controller) ensureBuiltinClass(ctx context.Context) error {
-	_, err := c.store.Get(ctx, "storageclasses", "", pvbinding.DefaultClassName)
+	_, err := c.d.Store.Get(ctx, "storageclasses", "", pvbinding.DefaultClassName)
 	if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if _, err := c.store.Create(ctx, pvbinding.BuiltinClass()); err != nil && !errors.Is(err, store.ErrExists) {
+	if _, err := c.d.Store.Create(ctx, pvbinding.BuiltinClass()); err != nil && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("create the default storage class %s: %w", pvbinding.DefaultClassName, err)
 	}
-	c.log.Info("created the default storage class", "storageclass", pvbinding.DefaultClassName, "provisioner", pvbinding.LocalProvisioner, "root", c.root)
+	c.d.Log.Info("created the default storage class", "storageclass", pvbinding.DefaultClassName, "provisioner", pvbinding.LocalProvisioner, "root", c.root)
 	return nil
 }
 
+// ReasonInvalidClaim is the Stalled reason of a claim that asks for no
+// storage, a size that is not positive, or no access mode.
+const ReasonInvalidClaim = "InvalidClaim"
+
+// validClaim says why an unbound claim cannot be bound ("" when it can).
+func validClaim(claim *corev1.PersistentVolumeClaim) string {
+	if claim.Spec.VolumeName != "" {
+		return "" // bound or pre-bound: the volume decides
+	}
+	if len(claim.Spec.AccessModes) == 0 {
+		return "spec.accessModes is required"
+	}
+	q, ok := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	switch {
+	case !ok:
+		return "spec.resources.requests.storage is required"
+	case q.Sign() <= 0:
+		return fmt.Sprintf("spec.resources.requests.storage is %s, want more than 0", q.String())
+	}
+	return ""
+}
+
 // syncClaim binds, provisions for, or explains a claim.
-func (c *Controller) syncClaim(ctx context.Context, ns, name string) error {
-	obj, err := c.store.Get(ctx, "persistentvolumeclaims", ns, name)
+func (c *Controller) syncClaim(ctx context.Context, ns, name string) (controller.Result, error) {
+	obj, err := c.d.Store.Get(ctx, "persistentvolumeclaims", ns, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return controller.Done(), nil
 	} else if err != nil {
-		return err
+		return controller.Done(), err
 	}
 	claim := obj.(*corev1.PersistentVolumeClaim)
+	if why := validClaim(claim); why != "" {
+		return controller.Stalled(ReasonInvalidClaim, why), nil
+	}
+	return controller.Done(), c.bindClaim(ctx, claim)
+}
+
+// bindClaim binds, provisions for, or explains a valid claim.
+func (c *Controller) bindClaim(ctx context.Context, claim *corev1.PersistentVolumeClaim) error {
+	ns, name := claim.Namespace, claim.Name
 	in := pvbinding.ClaimInput{Claim: claim, LocalVolumeRoot: c.root}
 	for _, o := range c.volumes.List("") {
 		in.Volumes = append(in.Volumes, o.(*corev1.PersistentVolume))
@@ -241,7 +275,7 @@ func (c *Controller) syncClaim(ctx context.Context, ns, name string) error {
 	if _, ok := c.classes.Get("", pvbinding.DefaultClassName); !ok {
 		// The cache may not have seen it yet (or missed its deletion):
 		// judge the claim as if it exists, and make sure it does.
-		c.queue.Add(classKey)
+		c.d.Queue.Add(classKey)
 	}
 	in.Classes = pvbinding.WithBuiltin(in.Classes)
 	if sel := claim.Annotations[pvbinding.AnnSelectedNode]; sel != "" {
@@ -252,17 +286,17 @@ func (c *Controller) syncClaim(ctx context.Context, ns, name string) error {
 	d := pvbinding.DecideClaim(in)
 	pv := d.Volume
 	if d.Provision {
-		created, err := c.store.Create(ctx, pv)
+		created, err := c.d.Store.Create(ctx, pv)
 		switch {
 		case errors.Is(err, store.ErrExists):
 			// An earlier attempt created it: bind to what is stored.
-			if created, err = c.store.Get(ctx, "persistentvolumes", "", pv.Name); err != nil {
+			if created, err = c.d.Store.Get(ctx, "persistentvolumes", "", pv.Name); err != nil {
 				return fmt.Errorf("read provisioned volume %s: %w", pv.Name, err)
 			}
 		case err != nil:
 			return fmt.Errorf("provision volume %s for claim %s/%s: %w", pv.Name, ns, name, err)
 		default:
-			c.log.Info("provisioned local volume", "pv", pv.Name, "pvc", ns+"/"+name, "node", claim.Annotations[pvbinding.AnnSelectedNode],
+			c.d.Log.Info("provisioned local volume", "pv", pv.Name, "pvc", ns+"/"+name, "node", claim.Annotations[pvbinding.AnnSelectedNode],
 				"path", pv.Spec.Local.Path, "capacity", quantity(pv.Spec.Capacity))
 		}
 		pv = created.(*corev1.PersistentVolume)
@@ -286,7 +320,7 @@ func (c *Controller) bind(ctx context.Context, claim *corev1.PersistentVolumeCla
 			setAnnotation(&upd.ObjectMeta, pvbinding.AnnBoundByController, "yes")
 		}
 		upd.Spec.ClaimRef = pvbinding.ClaimRef(claim)
-		got, err := c.store.Update(ctx, upd)
+		got, err := c.d.Store.Update(ctx, upd)
 		if err != nil {
 			return fmt.Errorf("bind volume %s to claim %s: %w", pv.Name, key, err)
 		}
@@ -299,12 +333,12 @@ func (c *Controller) bind(ctx context.Context, claim *corev1.PersistentVolumeCla
 		}
 		setAnnotation(&upd.ObjectMeta, pvbinding.AnnBindCompleted, "yes")
 		upd.Spec.VolumeName = pv.Name
-		got, err := c.store.Update(ctx, upd)
+		got, err := c.d.Store.Update(ctx, upd)
 		if err != nil {
 			return fmt.Errorf("bind claim %s to volume %s: %w", key, pv.Name, err)
 		}
 		claim = got.(*corev1.PersistentVolumeClaim)
-		c.log.Info("bound claim", "pvc", key, "pv", pv.Name, "capacity", quantity(pv.Spec.Capacity))
+		c.d.Log.Info("bound claim", "pvc", key, "pv", pv.Name, "capacity", quantity(pv.Spec.Capacity))
 	}
 	st := *claim.Status.DeepCopy()
 	st.Phase = corev1.ClaimBound
@@ -324,7 +358,7 @@ func (c *Controller) claimNotBound(ctx context.Context, claim *corev1.Persistent
 	st := *claim.Status.DeepCopy()
 	st.Phase = d.Phase
 	cond := corev1.PersistentVolumeClaimCondition{Type: pvbinding.ConditionBound, Status: corev1.ConditionFalse, Reason: d.Reason, Message: d.Message,
-		LastTransitionTime: metav1.NewTime(c.clock.Now().Truncate(time.Second))}
+		LastTransitionTime: metav1.NewTime(c.d.Clock.Now().Truncate(time.Second))}
 	found := false
 	for i := range st.Conditions {
 		if st.Conditions[i].Type != cond.Type {
@@ -351,42 +385,22 @@ func (c *Controller) claimNotBound(ctx context.Context, claim *corev1.Persistent
 		if d.Reason == pvbinding.ReasonWaitForFirstConsumer {
 			lvl = slog.LevelDebug
 		}
-		c.log.Log(ctx, lvl, "claim not bound", "pvc", key, "phase", d.Phase, "reason", d.Reason, "message", d.Message)
+		c.d.Log.Log(ctx, lvl, "claim not bound", "pvc", key, "phase", d.Phase, "reason", d.Reason, "message", d.Message)
 	}
 	return nil
 }
 
 func (c *Controller) writeClaimStatus(ctx context.Context, claim *corev1.PersistentVolumeClaim, st corev1.PersistentVolumeClaimStatus) error {
-	if reflect.DeepEqual(normalClaimStatus(claim.Status), normalClaimStatus(st)) {
-		return nil
-	}
 	upd := schema.Copy(claim)
 	upd.Status = st
-	if _, err := c.store.UpdateStatus(ctx, upd); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("update the status of claim %s/%s: %w", claim.Namespace, claim.Name, err)
-	}
-	return nil
-}
-
-// normalClaimStatus makes empty and nil compare equal.
-func normalClaimStatus(st corev1.PersistentVolumeClaimStatus) corev1.PersistentVolumeClaimStatus {
-	st = *st.DeepCopy()
-	if len(st.Capacity) == 0 {
-		st.Capacity = nil
-	}
-	if len(st.AccessModes) == 0 {
-		st.AccessModes = nil
-	}
-	if len(st.Conditions) == 0 {
-		st.Conditions = nil
-	}
-	return st
+	_, err := c.d.Status.Update(ctx, claim, upd)
+	return err
 }
 
 // syncVolume keeps a volume's phase, undoes a stale binding, and
 // reclaims the volume of a deleted claim.
 func (c *Controller) syncVolume(ctx context.Context, name string) (controller.Result, error) {
-	obj, err := c.store.Get(ctx, "persistentvolumes", "", name)
+	obj, err := c.d.Store.Get(ctx, "persistentvolumes", "", name)
 	if errors.Is(err, store.ErrNotFound) {
 		return controller.Result{}, nil
 	} else if err != nil {
@@ -397,7 +411,7 @@ func (c *Controller) syncVolume(ctx context.Context, name string) (controller.Re
 	if ref := pv.Spec.ClaimRef; ref != nil {
 		// From the store, not the cache: a claim the cache has not seen
 		// yet must not get its volume deleted.
-		o, err := c.store.Get(ctx, "persistentvolumeclaims", ref.Namespace, ref.Name)
+		o, err := c.d.Store.Get(ctx, "persistentvolumeclaims", ref.Namespace, ref.Name)
 		switch {
 		case err == nil:
 			in.Claim = o.(*corev1.PersistentVolumeClaim)
@@ -414,34 +428,34 @@ func (c *Controller) syncVolume(ctx context.Context, name string) (controller.Re
 	d := pvbinding.DecideVolume(in)
 	switch {
 	case d.Delete:
-		if _, err := c.store.Delete(ctx, "persistentvolumes", "", pv.Name, store.DeleteOptions{UID: string(pv.UID), ResourceVersion: pv.ResourceVersion}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := c.d.Store.Delete(ctx, "persistentvolumes", "", pv.Name, store.DeleteOptions{UID: string(pv.UID), ResourceVersion: pv.ResourceVersion}); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return controller.Result{}, fmt.Errorf("delete volume %s (reclaimPolicy Delete): %w", pv.Name, err)
 		}
 		args := []any{"pv", pv.Name, "pvc", pvbinding.ClaimKey(pv.Spec.ClaimRef)}
 		if dir := pv.Annotations[pvbinding.AnnProvisionedDir]; dir != "" {
 			args = append(args, "dir", dir, "note", "the node's agent removes the directory")
 		}
-		c.log.Info("deleted volume of a deleted claim (reclaimPolicy Delete)", args...)
+		c.d.Log.Info("deleted volume of a deleted claim (reclaimPolicy Delete)", args...)
 		return controller.Result{}, nil
 	case d.Unbind:
 		upd := schema.Copy(pv)
 		upd.Spec.ClaimRef = nil
 		delete(upd.Annotations, pvbinding.AnnBoundByController)
-		got, err := c.store.Update(ctx, upd)
+		got, err := c.d.Store.Update(ctx, upd)
 		if err != nil {
 			return controller.Result{}, fmt.Errorf("unbind volume %s: %w", pv.Name, err)
 		}
 		pv = got.(*corev1.PersistentVolume)
-		c.log.Info("volume unbound: its claim is bound to another volume", "pv", pv.Name)
+		c.d.Log.Info("volume unbound: its claim is bound to another volume", "pv", pv.Name)
 	}
 	if err := c.setVolumeStatus(ctx, pv, d); err != nil {
 		return controller.Result{}, err
 	}
 	if d.Phase == corev1.VolumeReleased && c.note(volumePrefix+pv.Name, d.Reason+": "+d.Message) {
-		c.log.Info("volume released", "pv", pv.Name, "reason", d.Reason, "message", d.Message)
+		c.d.Log.Info("volume released", "pv", pv.Name, "reason", d.Reason, "message", d.Message)
 	}
 	if d.Reason == "InUse" {
-		return controller.Result{RequeueAfter: retryInUse}, nil
+		return controller.Waiting("the pods using the deleted claim to end", retryInUse), nil
 	}
 	return controller.Result{}, nil
 }
@@ -455,14 +469,12 @@ func (c *Controller) setVolumeStatus(ctx context.Context, pv *corev1.PersistentV
 	}
 	upd := schema.Copy(pv)
 	if st.Phase != d.Phase {
-		now := metav1.NewTime(c.clock.Now().Truncate(time.Second))
+		now := metav1.NewTime(c.d.Clock.Now().Truncate(time.Second))
 		upd.Status.LastPhaseTransitionTime = &now
 	}
 	upd.Status.Phase, upd.Status.Reason, upd.Status.Message = d.Phase, d.Reason, d.Message
-	if _, err := c.store.UpdateStatus(ctx, upd); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("update the status of volume %s: %w", pv.Name, err)
-	}
-	return nil
+	_, err := c.d.Status.Update(ctx, nil, upd)
+	return err
 }
 
 // note records the state last logged for key; it reports whether it

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -14,49 +13,34 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
-	"github.com/flotilla-dev/flotilla/reconciler/cache"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/controller"
+	"github.com/flotilla-dev/flotilla/reconciler/controller/controllertest"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+// binder is the controller running on a store as the manager runs it (a
+// cache with a short resync, a loop with two workers).
+type binder struct {
+	*controllertest.Harness
+	stop func()
 }
 
-// run starts the controller on st as the manager does (a cache with a
-// short resync, a loop with two workers) and returns its stop function.
-func run(t *testing.T, st store.Interface, cfg Config) (stop func()) {
+// run starts the controller on st.
+func run(t *testing.T, st store.Interface, cfg Config) *binder {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	ca := cache.New(st, log, 100*time.Millisecond)
-	c := New(st, cfg, controller.RealClock{}, log)
-	loop := controller.NewLoop(c, log, 2, 100*time.Millisecond)
-	c.Setup(ca, loop.Queue())
-	ca.Start(ctx)
-	if !ca.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		loop.Run(ctx)
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-			ca.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	h := controllertest.New(t, "volumebinding", st, controllertest.Options{Resync: 100 * time.Millisecond})
+	return &binder{Harness: h, stop: h.Run(t, New(h.Deps(), cfg), Subject)}
+}
+
+// idle waits until the binder is idle and has gone through n more
+// reconciles (resyncs bring one per key), then idle again.
+func (b *binder) idle(t *testing.T, n uint64) {
+	t.Helper()
+	b.Quiesce(t)
+	b.WaitReconciles(t, n)
+	b.Quiesce(t)
 }
 
 func create(t *testing.T, st store.Interface, obj schema.Object) {
@@ -122,15 +106,12 @@ func condition(c *corev1.PersistentVolumeClaim) *corev1.PersistentVolumeClaimCon
 
 func waitFor(t *testing.T, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		if last = cond(); last == "" {
-			return
+	testkit.Eventually(t, what, 0, func() error {
+		if why := cond(); why != "" {
+			return errors.New(why)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
+		return nil
+	})
 }
 
 // bound waits until claim is Bound to a volume, and the volume to it, and
@@ -186,7 +167,7 @@ func TestBindOnTheStore(t *testing.T) {
 	} {
 		create(t, st, v)
 	}
-	stop := run(t, st, Config{})
+	bd := run(t, st, Config{})
 	create(t, st, newClaim("a", "4Gi", "manual"))
 	create(t, st, newClaim("b", "5Gi", "manual"))
 	create(t, st, newClaim("big", "30Gi", "manual"))
@@ -214,12 +195,11 @@ func TestBindOnTheStore(t *testing.T) {
 	}
 
 	// Idle (many resyncs), then restarted: nothing is written.
-	time.Sleep(300 * time.Millisecond)
+	bd.Quiesce(t)
 	rev := st.Revision()
-	time.Sleep(500 * time.Millisecond)
-	stop()
-	run(t, st, Config{})
-	time.Sleep(500 * time.Millisecond)
+	bd.idle(t, 30)
+	bd.stop()
+	run(t, st, Config{}).idle(t, 30)
 	if st.Revision() != rev {
 		t.Errorf("store revision %d → %d while idle and after a restart", rev, st.Revision())
 	}
@@ -371,4 +351,45 @@ func TestConfigValidate(t *testing.T) {
 	if err := (Config{}).Validate(); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestInvalidClaimStalls: claims that ask for no storage, a size that is
+// not positive or no access mode are stalled with the reason; a good claim
+// beside them binds, and a fixed claim loses its Stalled condition.
+func TestInvalidClaimStalls(t *testing.T) {
+	st := store.MemoryFor(t)
+	run(t, st, Config{})
+	create(t, st, volume("v", "1Gi", "manual", ""))
+	noSize := newClaim("no-size", "1Gi", "manual")
+	noSize.Spec.Resources.Requests = nil
+	negative := newClaim("negative", "-1Gi", "manual")
+	noModes := newClaim("no-modes", "1Gi", "manual")
+	noModes.Spec.AccessModes = nil
+	for _, c := range []*corev1.PersistentVolumeClaim{noSize, negative, noModes} {
+		create(t, st, c)
+	}
+	create(t, st, newClaim("good", "1Gi", "manual"))
+	for _, name := range []string{"no-size", "negative", "no-modes"} {
+		waitFor(t, name+" stalled", func() string {
+			c, ok := controller.StalledCondition(getClaim(t, st, name))
+			if !ok || c.Reason != ReasonInvalidClaim {
+				return fmt.Sprintf("stalled=%v %+v", ok, c)
+			}
+			return ""
+		})
+	}
+	if got := bound(t, st, "good"); got != "v" {
+		t.Errorf("good bound to %q", got)
+	}
+	c := getClaim(t, st, "no-modes")
+	c.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
+	if _, err := st.Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "no-modes no longer stalled", func() string {
+		if _, ok := controller.StalledCondition(getClaim(t, st, "no-modes")); ok {
+			return "still stalled"
+		}
+		return ""
+	})
 }

@@ -1,7 +1,6 @@
 package volumebinding
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
@@ -60,7 +60,7 @@ func TestBindingSurvivesGitCommits(t *testing.T) {
 	}
 	st := store.MemoryFor(t)
 	syncer, err := gitsync.New(gitsync.Config{URL: dir, WorkDir: filepath.Join(t.TempDir(), "clone"), Store: st, Loader: v,
-		Admit: gitsync.ChainAdmit(AdmitGit), Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+		Admit: gitsync.ChainAdmit(AdmitGit), Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,12 +73,12 @@ func TestBindingSurvivesGitCommits(t *testing.T) {
 	}
 	commit(t, dir, "mysql", map[string]string{"mysql.yaml": mysqlPV("v1")})
 	sync(schema.SyncApplied)
-	stop := run(t, st, Config{})
+	bd := run(t, st, Config{})
 	if got := bound(t, st, "mysql-pv-claim"); got != "mysql-pv-volume" {
 		t.Fatalf("bound to %s", got)
 	}
-	time.Sleep(200 * time.Millisecond)
-	stop()
+	bd.Quiesce(t)
+	bd.stop()
 	claimUID := getClaim(t, st, "mysql-pv-claim").UID
 
 	commit(t, dir, "relabel", map[string]string{"mysql.yaml": mysqlPV("v2")})
@@ -100,8 +100,7 @@ func TestBindingSurvivesGitCommits(t *testing.T) {
 	}
 	rev := st.Revision()
 	sync(schema.SyncUnchanged)
-	run(t, st, Config{})
-	time.Sleep(300 * time.Millisecond)
+	run(t, st, Config{}).idle(t, 10)
 	if st.Revision() != rev {
 		t.Errorf("revision %d → %d after an unchanged sync and a binder restart", rev, st.Revision())
 	}

@@ -88,20 +88,6 @@ func clone(obj schema.Object) schema.Object {
 	return c
 }
 
-// Get implements store.Interface.
-func (s *Store) Get(_ context.Context, resource, ns, name string) (schema.Object, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
-	}
-	obj, ok := s.objs[key(resource, ns, name)]
-	if !ok {
-		return nil, fmt.Errorf("%s %s/%s: %w", resource, ns, name, store.ErrNotFound)
-	}
-	return clone(obj), nil
-}
-
 func matches(obj schema.Object, opts store.ListOptions) (bool, error) {
 	if opts.Namespace != "" && obj.GetNamespace() != opts.Namespace {
 		return false, nil
@@ -151,22 +137,32 @@ func matches(obj schema.Object, opts store.ListOptions) (bool, error) {
 	return true, nil
 }
 
-// List implements store.Interface.
-func (s *Store) List(_ context.Context, resource string, opts store.ListOptions) ([]schema.Object, int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, 0, store.ErrClosed
+// view is the state the operations act on: the store's own (writes are
+// published at once) or a transaction's copy (published at commit).
+type view struct {
+	objs    map[string]schema.Object
+	rev     int64
+	publish func(resource string, ev store.Event)
+}
+
+func (v *view) get(resource, ns, name string) (schema.Object, error) {
+	obj, ok := v.objs[key(resource, ns, name)]
+	if !ok {
+		return nil, fmt.Errorf("%s %s/%s: %w", resource, ns, name, store.ErrNotFound)
 	}
+	return clone(obj), nil
+}
+
+func (v *view) list(resource string, opts store.ListOptions) ([]schema.Object, error) {
 	var out []schema.Object
 	prefix := resource + "/"
-	for k, obj := range s.objs {
+	for k, obj := range v.objs {
 		if len(k) <= len(prefix) || k[:len(prefix)] != prefix {
 			continue
 		}
 		ok, err := matches(obj, opts)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if ok {
 			out = append(out, clone(obj))
@@ -178,19 +174,13 @@ func (s *Store) List(_ context.Context, resource string, opts store.ListOptions)
 		}
 		return out[i].GetName() < out[j].GetName()
 	})
-	return out, s.rev, nil
+	return out, nil
 }
 
-// Create implements store.Interface.
-func (s *Store) Create(_ context.Context, in schema.Object) (schema.Object, error) {
+func (v *view) create(in schema.Object) (schema.Object, error) {
 	k, err := resourceOf(in)
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
 	}
 	obj := clone(in)
 	if k.Namespaced && obj.GetNamespace() == "" {
@@ -206,16 +196,16 @@ func (s *Store) Create(_ context.Context, in schema.Object) (schema.Object, erro
 		return nil, fmt.Errorf("%w: no name", store.ErrInvalid)
 	}
 	kk := key(k.Resource, obj.GetNamespace(), obj.GetName())
-	if _, ok := s.objs[kk]; ok {
+	if _, ok := v.objs[kk]; ok {
 		return nil, fmt.Errorf("%s %s: %w", k.Resource, obj.GetName(), store.ErrExists)
 	}
-	s.rev++
-	obj.SetUID(types.UID(fmt.Sprintf("%08x-%s", s.rev, rand.String(12))))
+	v.rev++
+	obj.SetUID(types.UID(fmt.Sprintf("%08x-%s", v.rev, rand.String(12))))
 	obj.SetCreationTimestamp(metav1.NewTime(time.Now().Truncate(time.Second)))
 	obj.SetGeneration(1)
-	obj.SetResourceVersion(strconv.FormatInt(s.rev, 10))
-	s.objs[kk] = obj
-	s.publishLocked(k.Resource, store.Event{Type: store.Added, Object: obj, Revision: s.rev})
+	obj.SetResourceVersion(strconv.FormatInt(v.rev, 10))
+	v.objs[kk] = obj
+	v.publish(k.Resource, store.Event{Type: store.Added, Object: obj, Revision: v.rev})
 	return clone(obj), nil
 }
 
@@ -241,15 +231,10 @@ func with(k schema.Kind, base, src schema.Object, name string) (schema.Object, e
 	return schema.Decode(k, b)
 }
 
-func (s *Store) update(in schema.Object, part string) (schema.Object, error) {
+func (v *view) update(in schema.Object, part string) (schema.Object, error) {
 	k, err := resourceOf(in)
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
 	}
 	if in.GetName() == "" {
 		return nil, fmt.Errorf("%w: no name", store.ErrInvalid)
@@ -259,7 +244,7 @@ func (s *Store) update(in schema.Object, part string) (schema.Object, error) {
 		ns = "default"
 	}
 	kk := key(k.Resource, ns, in.GetName())
-	cur, ok := s.objs[kk]
+	cur, ok := v.objs[kk]
 	if !ok {
 		return nil, fmt.Errorf("%s %s: %w", k.Resource, in.GetName(), store.ErrNotFound)
 	}
@@ -290,44 +275,167 @@ func (s *Store) update(in schema.Object, part string) (schema.Object, error) {
 	if string(a) == string(b) {
 		return clone(cur), nil
 	}
-	s.rev++
-	next.SetResourceVersion(strconv.FormatInt(s.rev, 10))
-	s.objs[kk] = next
-	s.publishLocked(k.Resource, store.Event{Type: store.Modified, Object: next, Revision: s.rev})
+	v.rev++
+	next.SetResourceVersion(strconv.FormatInt(v.rev, 10))
+	v.objs[kk] = next
+	v.publish(k.Resource, store.Event{Type: store.Modified, Object: next, Revision: v.rev})
 	return clone(next), nil
 }
 
-// Update implements store.Interface.
-func (s *Store) Update(_ context.Context, obj schema.Object) (schema.Object, error) {
-	return s.update(obj, "spec")
-}
-
-// UpdateStatus implements store.Interface.
-func (s *Store) UpdateStatus(_ context.Context, obj schema.Object) (schema.Object, error) {
-	return s.update(obj, "status")
-}
-
-// Delete implements store.Interface.
-func (s *Store) Delete(_ context.Context, resource, ns, name string, opts store.DeleteOptions) (schema.Object, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
-	}
+func (v *view) delete(resource, ns, name string, opts store.DeleteOptions) (schema.Object, error) {
 	kk := key(resource, ns, name)
-	cur, ok := s.objs[kk]
+	cur, ok := v.objs[kk]
 	if !ok {
 		return nil, fmt.Errorf("%s %s/%s: %w", resource, ns, name, store.ErrNotFound)
 	}
 	if (opts.UID != "" && opts.UID != string(cur.GetUID())) || (opts.ResourceVersion != "" && opts.ResourceVersion != cur.GetResourceVersion()) {
 		return nil, fmt.Errorf("%s %s/%s: %w", resource, ns, name, store.ErrConflict)
 	}
-	delete(s.objs, kk)
-	s.rev++
+	delete(v.objs, kk)
+	v.rev++
 	last := clone(cur)
-	last.SetResourceVersion(strconv.FormatInt(s.rev, 10))
-	s.publishLocked(resource, store.Event{Type: store.Deleted, Object: last, Revision: s.rev})
+	last.SetResourceVersion(strconv.FormatInt(v.rev, 10))
+	v.publish(resource, store.Event{Type: store.Deleted, Object: last, Revision: v.rev})
 	return clone(last), nil
+}
+
+// do runs fn on the store's own view, under the lock.
+func (s *Store) do(fn func(v *view) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	v := &view{objs: s.objs, rev: s.rev, publish: s.publishLocked}
+	err := fn(v)
+	s.rev = v.rev
+	return err
+}
+
+// Get implements store.Interface.
+func (s *Store) Get(_ context.Context, resource, ns, name string) (obj schema.Object, err error) {
+	err = s.do(func(v *view) error { obj, err = v.get(resource, ns, name); return err })
+	return obj, err
+}
+
+// List implements store.Interface.
+func (s *Store) List(_ context.Context, resource string, opts store.ListOptions) (objs []schema.Object, rev int64, err error) {
+	err = s.do(func(v *view) error { objs, err = v.list(resource, opts); rev = v.rev; return err })
+	if err != nil {
+		return nil, 0, err
+	}
+	return objs, rev, nil
+}
+
+// Create implements store.Interface.
+func (s *Store) Create(_ context.Context, in schema.Object) (obj schema.Object, err error) {
+	err = s.do(func(v *view) error { obj, err = v.create(in); return err })
+	return obj, err
+}
+
+// Update implements store.Interface.
+func (s *Store) Update(_ context.Context, in schema.Object) (obj schema.Object, err error) {
+	err = s.do(func(v *view) error { obj, err = v.update(in, "spec"); return err })
+	return obj, err
+}
+
+// UpdateStatus implements store.Interface.
+func (s *Store) UpdateStatus(_ context.Context, in schema.Object) (obj schema.Object, err error) {
+	err = s.do(func(v *view) error { obj, err = v.update(in, "status"); return err })
+	return obj, err
+}
+
+// Delete implements store.Interface.
+func (s *Store) Delete(_ context.Context, resource, ns, name string, opts store.DeleteOptions) (obj schema.Object, err error) {
+	err = s.do(func(v *view) error { obj, err = v.delete(resource, ns, name, opts); return err })
+	return obj, err
+}
+
+// Txn implements store.Interface: fn works on a copy of the objects, which
+// replaces them, and whose events are published, only when fn returns nil.
+func (s *Store) Txn(_ context.Context, fn func(store.Tx) error) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, store.ErrClosed
+	}
+	type staged struct {
+		resource string
+		ev       store.Event
+	}
+	var events []staged
+	v := &view{objs: make(map[string]schema.Object, len(s.objs)), rev: s.rev,
+		publish: func(resource string, ev store.Event) { events = append(events, staged{resource, ev}) }}
+	for k, o := range s.objs {
+		v.objs[k] = o
+	}
+	t := &tx{v: v}
+	err := fn(t)
+	t.done = true
+	if err != nil {
+		return s.rev, err
+	}
+	s.objs, s.rev = v.objs, v.rev
+	for _, e := range events {
+		s.publishLocked(e.resource, e.ev)
+	}
+	return s.rev, nil
+}
+
+// tx is the store.Tx of Txn.
+type tx struct {
+	v    *view
+	done bool
+}
+
+var (
+	_ store.Tx             = (*tx)(nil)
+	_ store.TxStatusWriter = (*tx)(nil)
+)
+
+var errTxDone = errors.New("memstore: Tx used after its Txn function returned")
+
+func (t *tx) Get(resource, ns, name string) (schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.get(resource, ns, name)
+}
+
+func (t *tx) List(resource string, opts store.ListOptions) ([]schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.list(resource, opts)
+}
+
+func (t *tx) Create(obj schema.Object) (schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.create(obj)
+}
+
+func (t *tx) Update(obj schema.Object) (schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.update(obj, "spec")
+}
+
+// UpdateStatus implements store.TxStatusWriter.
+func (t *tx) UpdateStatus(obj schema.Object) (schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.update(obj, "status")
+}
+
+func (t *tx) Delete(resource, ns, name string, opts store.DeleteOptions) (schema.Object, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	return t.v.delete(resource, ns, name, opts)
 }
 
 func (s *Store) publishLocked(resource string, ev store.Event) {
@@ -383,11 +491,6 @@ func (s *Store) Watch(ctx context.Context, resource string, opts store.ListOptio
 		}
 	}()
 	return w.ch, nil
-}
-
-// Txn is not supported by the test double.
-func (s *Store) Txn(context.Context, func(store.Tx) error) (int64, error) {
-	return 0, errors.New("memstore: Txn not supported")
 }
 
 // Revision implements store.Interface.

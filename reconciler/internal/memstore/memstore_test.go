@@ -14,5 +14,5 @@ func TestConformance(t *testing.T) {
 		s := memstore.New()
 		t.Cleanup(s.Close)
 		return s
-	}, "Txn")
+	})
 }
