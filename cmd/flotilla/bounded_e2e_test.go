@@ -402,10 +402,10 @@ func TestUpKilledDuringBigCommit(t *testing.T) {
 			}
 			took = time.Since(start)
 		} else {
-			// Within the last 400 ms before a commit shows, where its
+			// Within the last 300 ms before a commit shows, where its
 			// store transaction is written (sometimes before, sometimes
 			// after: the time a sync takes varies).
-			delay := max(0, took-400*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))))
+			delay := max(0, took-300*time.Millisecond+time.Duration(rng.Int64N(int64(400*time.Millisecond))))
 			time.Sleep(delay) // the kill point itself, not a wait for something
 			t.Logf("round %d: kill after %s (a commit shows after about %s)", round, delay.Round(time.Millisecond), took.Round(time.Millisecond))
 		}
