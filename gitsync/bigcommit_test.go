@@ -57,17 +57,20 @@ func bigRepo(tb testing.TB, n int) string {
 
 // BenchmarkBigCommit applies a commit of N ConfigMaps through the real
 // Syncer: a real Git repository fetched by go-git, the CUE validator, and
-// a Badger store on disk, from empty.
+// a Badger store on disk (fsync on), from empty. apply-s is the time from
+// the sync's start to the commit live in the store (issue 9's target for
+// 10,000: 10 s).
 //
-//	go test -run '^$' -bench BigCommit -benchtime 1x ./gitsync/
+//	go test -run '^$' -bench 'BigCommit/10000' -benchtime 1x ./gitsync/
 func BenchmarkBigCommit(b *testing.B) {
 	v, err := schema.NewValidator()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, n := range []int{1000, 5000} {
+	for _, n := range []int{1000, 5000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			dir := bigRepo(b, n)
+			var total time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				st, err := store.Open(store.Config{Dir: filepath.Join(b.TempDir(), "db"), Logger: testLogger(b)})
@@ -79,13 +82,17 @@ func BenchmarkBigCommit(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+				start := time.Now()
 				body, err := s.SyncNow(b.Context())
+				total += time.Since(start)
 				b.StopTimer()
 				if err != nil || body.Objects != n {
 					b.Fatalf("sync of %d ConfigMaps: %d objects, %v", n, body.Objects, err)
 				}
 				_ = st.Close()
 			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "apply-s")
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "objects/s")
 		})
 	}
 }

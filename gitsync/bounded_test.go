@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -250,7 +249,7 @@ func TestStoreLimitStallsAndStoreFailureRetries(t *testing.T) {
 	fs := &faultyStore{Badger: newTestStore(t)}
 	h := newHarness(t, func(c *Config) { c.Store = fs })
 	h.store = fs.Badger
-	tooBig := fmt.Errorf("commit revision 9: %w", badger.ErrTxnTooBig)
+	var tooBig error = &store.LimitError{Limit: "MaxTxnBytes", Value: 160 << 20, Msg: "the transaction writes more than …"}
 	fs.err.Store(&tooBig)
 	h.remote.commit("big", map[string]string{"a.yaml": configMap("a", "", "1")})
 	if _, err := h.poll(); !errors.Is(err, ErrRefused) {
@@ -260,8 +259,11 @@ func TestStoreLimitStallsAndStoreFailureRetries(t *testing.T) {
 	if c := condition(st, ConditionStalled); c == nil || c.Reason != ReasonLimitExceeded {
 		t.Errorf("Stalled = %+v, want LimitExceeded", c)
 	}
-	if !strings.Contains(st.Message, "more than the store takes in one transaction") {
+	if !strings.Contains(st.Message, "more than the store takes in one transaction; split the change over several commits (limit: MaxTxnBytes = 160 MiB)") {
 		t.Errorf("message = %q", st.Message)
+	}
+	if p := schema.Problems(st.Problems).Errors(); len(p) != 1 || p[0].Limit != "MaxTxnBytes" {
+		t.Errorf("problems = %+v, want one naming MaxTxnBytes", p)
 	}
 	n := fs.txns.Load()
 	for range 3 {

@@ -25,8 +25,6 @@ import (
 const (
 	DefaultInterval     = 15 * time.Second
 	DefaultResync       = 10 * time.Minute
-	DefaultMaxFileSize  = 4 << 20  // 4 MiB
-	DefaultMaxTotalSize = 64 << 20 // 64 MiB
 	DefaultFetchTimeout = 60 * time.Second
 	DefaultMaxFetchSize = 512 << 20 // 512 MiB
 )
@@ -86,9 +84,11 @@ type Config struct {
 	// recorded in the SyncStatus); it never blocks later syncs.
 	FetchTimeout time.Duration
 	// MaxFetchSize limits the bytes one fetch may download (the pack the
-	// remote sends). Default 512 MiB. A branch whose fetch would exceed it
-	// is refused (stalled until its head moves), so a huge or hostile
-	// repository cannot fill the data dir.
+	// remote sends, history included). Default 512 MiB, well above the
+	// 64 MiB of manifests a commit may hold (schema's MaxCommitBytes). A
+	// branch whose fetch would exceed it is refused (stalled until its head
+	// moves; Problem.Limit "MaxFetchSize"), so a huge or hostile repository
+	// cannot fill the data dir.
 	MaxFetchSize int64
 	// NoWatch turns off watching a local repository. By default, when URL
 	// is a local path or file:// URL, its refs (HEAD, refs/heads/*,
@@ -96,12 +96,17 @@ type Config struct {
 	// inotify and a commit syncs at once instead of at the next poll.
 	// Nothing is written into the repository.
 	NoWatch bool
-	// MaxFileSize limits one manifest file read from the repository.
-	// Default 4 MiB; larger manifest files refuse the commit, larger other
-	// files are skipped.
+	// MaxFileSize limits one manifest file read from the repository: a
+	// larger one refuses the commit before it is read (Problem.Limit
+	// "MaxFileBytes"); other files are never read. Default: the Loader's
+	// MaxFileBytes (schema.Limits, 8 MiB), so the limit is the same
+	// whether gitsync or the Loader meets it first.
 	MaxFileSize int64
-	// MaxTotalSize limits the sum of the files read from one commit.
-	// Default 64 MiB; exceeding it refuses the commit.
+	// MaxTotalSize limits the manifest files read from one commit, in all,
+	// and again the objects they make, as JSON with Flotilla's
+	// annotations (a YAML file grows as JSON, and through its aliases):
+	// past it the commit is refused (Problem.Limit "MaxCommitBytes").
+	// Default: the Loader's MaxCommitBytes (schema.Limits, 64 MiB).
 	MaxTotalSize int64
 }
 
@@ -127,11 +132,12 @@ func (c *Config) setDefaults() error {
 	if c.Resync == 0 {
 		c.Resync = DefaultResync
 	}
+	lim := loaderLimits(c.Loader)
 	if c.MaxFileSize <= 0 {
-		c.MaxFileSize = DefaultMaxFileSize
+		c.MaxFileSize = lim.MaxFileBytes
 	}
 	if c.MaxTotalSize <= 0 {
-		c.MaxTotalSize = DefaultMaxTotalSize
+		c.MaxTotalSize = lim.MaxCommitBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

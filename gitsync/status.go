@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -80,10 +79,10 @@ func conditionReason(b schema.SyncStatusBody, t string) string {
 	return ""
 }
 
-// problemsReason classes a refused commit's problems: a limit, or invalid
-// manifests.
-func problemsReason(probs schema.Problems, limit bool) string {
-	if limit {
+// problemsReason classes a refused commit's problems: a limit's (Problem.
+// Limit, schema.ErrLimit), or invalid manifests.
+func problemsReason(probs schema.Problems) string {
+	if probs.Limited() {
 		return ReasonLimitExceeded
 	}
 	return ReasonValidationFailed
@@ -287,14 +286,4 @@ func sameTime(a, b *metav1.Time) bool {
 		return a == b
 	}
 	return a.Time.Equal(b.Time)
-}
-
-// storeLimit turns a store error that no retry can cure — the commit is
-// larger than the store takes in one transaction — into the problem that
-// refuses the commit (LimitExceeded), naming the limit.
-func storeLimit(err error, objects int) (schema.Problem, bool) {
-	if err == nil || !errors.Is(err, badger.ErrTxnTooBig) {
-		return schema.Problem{}, false
-	}
-	return schema.Problem{Reason: fmt.Sprintf("the commit's %d objects are more than the store takes in one transaction (%v): split the change over several commits", objects, err)}, true
 }

@@ -247,8 +247,15 @@ func TestMissingPathRefused(t *testing.T) {
 func TestFileSizeLimit(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxFileSize = 100 })
 	h.remote.commit("one", map[string]string{"a.yaml": configMap("a", "", strings.Repeat("x", 200))})
-	if body, err := h.sync(); !errors.Is(err, ErrRefused) || !strings.Contains(body.Message, "over the limit") {
+	body, err := h.sync()
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, schema.ErrLimit) || !strings.Contains(body.Message, "a.yaml:0:0: file is 267 bytes, larger than 100 bytes (limit: MaxFileBytes = 100 bytes)") {
 		t.Fatalf("sync = %+v, %v", body, err)
+	}
+	if p := schema.Problems(body.Problems).Errors(); len(p) != 1 || p[0].Limit != schema.LimitFileBytes {
+		t.Errorf("problems = %+v, want one naming %s", p, schema.LimitFileBytes)
+	}
+	if c := condition(h.status(), ConditionStalled); c == nil || c.Reason != ReasonLimitExceeded {
+		t.Errorf("Stalled = %+v, want LimitExceeded", c)
 	}
 }
 

@@ -335,7 +335,8 @@ func (s *Syncer) syncLocked(ctx context.Context, full bool) (schema.SyncStatusBo
 			if errs := schema.Problems(next.Problems).Errors(); len(errs) > 0 {
 				first = errs[0].String()
 			}
-			log.Warn("commit refused", "reason", conditionReason(next, ConditionStalled), "problems", len(schema.Problems(next.Problems).Errors()), "first", first)
+			log.Warn("commit refused", "reason", conditionReason(next, ConditionStalled), "problems", len(schema.Problems(next.Problems).Errors()), "first", first,
+				"limited", schema.Problems(next.Problems).Limited())
 		}
 	case classApplied:
 		if out.wrote {
@@ -407,39 +408,45 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 
 	c, err := s.fetch.commit(ctx, branch, head)
 	if errors.Is(err, ErrFetchTooLarge) {
-		return s.stalled(stored, *commit, ReasonLimitExceeded, schema.Problems{{Reason: s.remote.sanitize(err).Error()}})
+		return s.stalled(stored, *commit, ReasonLimitExceeded, schema.Problems{{Limit: LimitFetchSize, Reason: s.remote.sanitize(err).Error()}})
 	}
 	if err != nil {
 		return s.transient(stored, err, ReasonFetchFailed)
 	}
 	*commit = c.Hash.String()
 
-	fsys, probs, limit, err := commitFS(c, s.cfg.Path, s.cfg.MaxFileSize, s.cfg.MaxTotalSize)
+	fsys, probs, err := commitFS(c, s.cfg.Path, s.cfg.MaxFileSize, s.cfg.MaxTotalSize)
 	if err != nil {
 		return s.transient(stored, err, ReasonFetchFailed)
 	}
 	var set desiredSet
 	if probs.Err() == nil {
 		ms, lp := s.cfg.Loader.Load(fsys, s.cfg.Path)
+		fsys = nil // the files are the manifests now: let a big commit's go
 		probs = append(probs, lp...)
 		if probs.Err() == nil {
 			var bp schema.Problems
 			set, bp = buildDesired(ms)
 			probs = append(probs, bp...)
 		}
+		if probs.Err() == nil {
+			if p, over := objectBytesProblem(set, s.cfg.MaxTotalSize); over {
+				probs = append(probs, p)
+			}
+		}
 	}
 	if probs.Err() != nil {
-		return s.stalled(stored, *commit, problemsReason(probs, limit), probs)
+		return s.stalled(stored, *commit, problemsReason(probs), probs)
 	}
 	next, pp, wrote, err := s.apply(ctx, stored, c, set, probs)
+	if p, ok := storeLimit(err, len(set.objs)); ok { // past the store's limits: as past schema's
+		return s.stalled(stored, *commit, ReasonLimitExceeded, append(probs, p))
+	}
 	var ae *applyError
 	if errors.As(err, &ae) {
 		if p, ok := ae.problem(); ok { // the store refused one object
 			return s.stalled(stored, *commit, ReasonValidationFailed, append(probs, p))
 		}
-	}
-	if p, ok := storeLimit(err, len(set.objs)); ok {
-		return s.stalled(stored, *commit, ReasonLimitExceeded, append(probs, p))
 	}
 	if err != nil {
 		return s.transient(stored, err, ReasonStoreFailed)

@@ -26,23 +26,24 @@ func isManifestFile(name string) bool {
 // commitFS reads the manifest files under dir ("." for the root) of commit
 // straight from its tree — no checkout — into an in-memory fs.FS whose names
 // are repository paths, so that problems name files as the user sees them.
-// Limits and unsafe entries become Problems (refusing the commit; limit
-// reports whether a size limit was among them); an error means the clone
-// could not be read.
-func commitFS(c *object.Commit, dir string, maxFile, maxTotal int64) (fsys fstest.MapFS, probs schema.Problems, limit bool, err error) {
+// Limits (maxFile: MaxFileBytes, maxTotal: MaxCommitBytes, as schema's
+// Load applies them, but before a blob is read) and unsafe entries become
+// Problems, refusing the commit; an error means the clone could not be
+// read.
+func commitFS(c *object.Commit, dir string, maxFile, maxTotal int64) (fsys fstest.MapFS, probs schema.Problems, err error) {
 	root, err := c.Tree()
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("read tree of commit %s: %w", c.Hash, err)
+		return nil, nil, fmt.Errorf("read tree of commit %s: %w", c.Hash, err)
 	}
 	fsys = fstest.MapFS{}
 	sub := root
 	if dir != "." {
 		sub, err = root.Tree(dir)
 		if errors.Is(err, object.ErrDirectoryNotFound) {
-			return fsys, schema.Problems{{File: dir, Reason: "the configured path is not a directory in this commit"}}, false, nil
+			return fsys, schema.Problems{{File: dir, Reason: "the configured path is not a directory in this commit"}}, nil
 		}
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("read %s in commit %s: %w", dir, c.Hash, err)
+			return nil, nil, fmt.Errorf("read %s in commit %s: %w", dir, c.Hash, err)
 		}
 	}
 	var total int64
@@ -62,14 +63,14 @@ func commitFS(c *object.Commit, dir string, maxFile, maxTotal int64) (fsys fstes
 		case !f.Mode.IsFile():
 			return nil
 		case f.Size > maxFile:
-			probs = append(probs, schema.Problem{File: name, Reason: fmt.Sprintf("file is %d bytes, over the limit of %d (MaxFileSize)", f.Size, maxFile)})
-			limit = true
+			probs = append(probs, limitProblem(name, 0, schema.LimitFileBytes,
+				fmt.Sprintf("file is %s, larger than %s", formatBytes(f.Size), formatBytes(maxFile)), maxFile))
 			return nil
 		}
 		total += f.Size
 		if total > maxTotal {
-			probs = append(probs, schema.Problem{File: name, Reason: fmt.Sprintf("the manifests exceed the limit of %d bytes in total (MaxTotalSize)", maxTotal)})
-			limit = true
+			probs = append(probs, limitProblem(name, 0, schema.LimitCommitBytes,
+				fmt.Sprintf("the manifests of the commit are larger than %s in all; this file and those after it were not read", formatBytes(maxTotal)), maxTotal))
 			return errStop
 		}
 		data, err := readBlob(f, maxFile)
@@ -80,9 +81,9 @@ func commitFS(c *object.Commit, dir string, maxFile, maxTotal int64) (fsys fstes
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
-		return nil, nil, false, fmt.Errorf("read files of commit %s: %w", c.Hash, err)
+		return nil, nil, fmt.Errorf("read files of commit %s: %w", c.Hash, err)
 	}
-	return fsys, probs, limit, nil
+	return fsys, probs, nil
 }
 
 var errStop = errors.New("stop")

@@ -22,6 +22,9 @@ echo "\$ ${sched[*]}"
 echo
 echo "\$ ${schedstore[*]}"
 "${schedstore[@]}" | tee "$out/schedstore.txt" | grep -E '^Benchmark' || true
+commit=(go test -run '^$' -bench 'BenchmarkBigCommit/10000' -benchtime 3x ./gitsync/)
+echo "\$ ${commit[*]}"
+"${commit[@]}" | tee "$out/commit.txt" | grep -E '^Benchmark' || true
 echo
 echo "\$ ${e2e[*]}"
 "${e2e[@]}" | tee "$out/e2e.txt" | grep -E '^Benchmark|bench_test.go' || true
@@ -46,6 +49,7 @@ metric() { awk -v m="$1" -v b="$3" '$1 ~ b { for (i = 2; i < NF; i++) if ($(i+1)
 median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
 sched_rate=$(metric pods/s "$out/sched.txt" BenchmarkSchedule10kPods1kNodes | median)
 sched_store=$(metric pods/s "$out/schedstore.txt" BenchmarkScheduleThroughStore)
+bigcommit=$(metric apply-s "$out/commit.txt" 'BenchmarkBigCommit/10000')
 p50=$(metric p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
 ratio=$(metric ratio "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 plain=$(metric podman-run-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
@@ -67,6 +71,7 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not 
 printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
 printf '%-52s %-22s %-12s %s\n' "scheduler: 10,000 pods onto 1,000 nodes (median of 3)" "${sched_rate:-?} pods/s" ">= 10000" "$(verdict "$sched_rate" 10000 '>=')"
 printf '%-52s %-22s %-12s %s\n' "  the same through the store, fsynced, batched" "${sched_store:-?} pods/s" ">= 5000" "$(verdict "$sched_store" 5000 '>=')"
+printf '%-52s %-22s %-12s %s\n' "commit of 10,000 ConfigMaps: Git -> store (mean of 3)" "${bigcommit:-?} s" "<= 10" "$(verdict "$bigcommit" 10 '<=')"
 printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one node (p50 of 7)" "${p50:-?} s" "<= 2" "$(verdict "$p50" 2 '<=')"
 printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> NotReady (3-node lab)" "${notready:-?} s" "<= 5" "$(verdict "$notready" 5 '<=')"

@@ -14,16 +14,31 @@ const (
 	DefaultHistory     = 10000 // revisions of watch history kept
 	DefaultWatchBuffer = 1024  // events a watcher may lag behind before it is closed
 
+	// The store's limits leave room above schema's (schema.DefaultLimits:
+	// 25,000 objects, 1.5 MiB an object, 64 MiB a commit), so that a Git
+	// commit within those always fits in one transaction: gitsync applies
+	// a commit in one Txn, where it also deletes what the previous commit
+	// had (a deletion is a write, and counts its object's last state), and
+	// what it writes carries more than Git's fields (Flotilla's
+	// annotations, the store's metadata, Kubernetes' defaults). A test of
+	// gitsync (TestStoreLimitsAboveSchemaLimits) holds the two together.
+
 	// DefaultMaxTxnBytes is how much object JSON one transaction may write,
 	// summed over its writes (a deletion counts its object's last state):
-	// 64 MiB, about 90,000 ConfigMaps of 200-byte values.
-	DefaultMaxTxnBytes = 64 << 20
+	// 160 MiB, a commit of 64 MiB of objects that replaces another as big,
+	// and 32 MiB for what the cluster adds to their 50,000 objects. Such a
+	// transaction peaks at about 920 MB of RSS (64 MiB: 400 MB); a usual
+	// one, far smaller, costs nothing more for the higher limit.
+	DefaultMaxTxnBytes = 160 << 20
 	// DefaultMaxTxnWrites is how many writes one transaction may make:
-	// 100,000, room for a commit of 25,000 objects that replaces as many.
-	DefaultMaxTxnWrites = 100000
-	// DefaultMaxObjectBytes is how big one object's JSON may be: 1.5 MiB,
-	// Kubernetes' limit (etcd's request size).
-	DefaultMaxObjectBytes = 3 << 19
+	// 120,000, room for a commit of 25,000 objects, each in a namespace of
+	// its own, that replaces as many (100,000 writes).
+	DefaultMaxTxnWrites = 120000
+	// DefaultMaxObjectBytes is how big one object's JSON may be: 2 MiB,
+	// Kubernetes' 1.5 MiB (schema's limit, which the API and Git apply to
+	// what users send) and room for what Flotilla adds (annotations,
+	// metadata, defaults, status).
+	DefaultMaxObjectBytes = 2 << 20
 )
 
 // inMemoryMaxObjectBytes caps objects in an in-memory store: Badger keeps

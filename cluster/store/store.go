@@ -20,14 +20,32 @@ var (
 	ErrInvalid   = errors.New("invalid object")              // 422: missing name, wrong namespace scope
 	ErrClosed    = errors.New("store closed")
 	// ErrTooLarge: a write past the store's documented limits (bytes per
-	// object, writes or bytes per transaction), wrapped with the limit. It
-	// is permanent for that input: refuse it, do not retry it. 413.
+	// object, writes or bytes per transaction); errors.As gives the
+	// *LimitError naming the limit. It is permanent for that input: refuse
+	// it, do not retry it. 413.
 	ErrTooLarge = errors.New("too large for the store")
 	// ErrCorrupt: a stored value cannot be read (a corrupted or hostile
 	// store), wrapped with its key. Only that key fails; Delete without
 	// preconditions still removes it. 500.
 	ErrCorrupt = errors.New("stored value is corrupt")
 )
+
+// LimitError is the error of a write past one of the store's limits. It
+// matches ErrTooLarge (errors.Is).
+type LimitError struct {
+	// Limit names the limit: the Config field "MaxObjectBytes",
+	// "MaxTxnWrites" or "MaxTxnBytes".
+	Limit string
+	// Value is the limit's value (bytes, or writes).
+	Value int64
+	// Msg says what went past it, for people.
+	Msg string
+}
+
+func (e *LimitError) Error() string { return e.Msg + ": " + ErrTooLarge.Error() }
+
+// Unwrap makes errors.Is(err, ErrTooLarge) true.
+func (e *LimitError) Unwrap() error { return ErrTooLarge }
 
 // EventType is what happened to an object, with the Kubernetes watch names.
 type EventType string

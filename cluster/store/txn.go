@@ -348,17 +348,17 @@ func (t *txn) admit(key []byte, n int, typ EventType) error {
 		return t.tooLarge
 	}
 	if typ != Deleted && int64(n) > t.lim.objectBytes {
-		return fmt.Errorf("write %s: the object is %d bytes of JSON, more than the store's limit of %d per object: %w",
-			key, n, t.lim.objectBytes, ErrTooLarge)
+		return &LimitError{Limit: "MaxObjectBytes", Value: t.lim.objectBytes,
+			Msg: fmt.Sprintf("write %s: the object is %d bytes of JSON, more than the store's limit of %d per object (MaxObjectBytes)", key, n, t.lim.objectBytes)}
 	}
 	if len(t.events) >= t.lim.txnWrites {
-		t.tooLarge = fmt.Errorf("write %s: the transaction makes more than %d writes, the store's limit per transaction; split the change: %w",
-			key, t.lim.txnWrites, ErrTooLarge)
+		t.tooLarge = &LimitError{Limit: "MaxTxnWrites", Value: int64(t.lim.txnWrites),
+			Msg: fmt.Sprintf("write %s: the transaction makes more than %d writes, the store's limit per transaction (MaxTxnWrites); split the change", key, t.lim.txnWrites)}
 		return t.tooLarge
 	}
 	if t.bytes+int64(n) > t.lim.txnBytes {
-		t.tooLarge = fmt.Errorf("write %s: the transaction writes more than %d bytes (%d MiB) of objects, the store's limit per transaction; split the change: %w",
-			key, t.lim.txnBytes, t.lim.txnBytes>>20, ErrTooLarge)
+		t.tooLarge = &LimitError{Limit: "MaxTxnBytes", Value: t.lim.txnBytes,
+			Msg: fmt.Sprintf("write %s: the transaction writes more than %d bytes (%d MiB) of objects, the store's limit per transaction (MaxTxnBytes); split the change", key, t.lim.txnBytes, t.lim.txnBytes>>20)}
 		return t.tooLarge
 	}
 	return nil

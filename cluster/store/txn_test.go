@@ -91,15 +91,15 @@ func TestTxnLarge(t *testing.T) {
 	})
 }
 
-// TestTxnMaxBytes: a Txn just under the default byte limit (64 MiB of
-// object JSON) commits; one over it is refused with ErrTooLarge naming the
-// limit and writes nothing.
+// TestTxnMaxBytes: a Txn just under a byte limit of 64 MiB of object JSON
+// commits; one over it is refused with ErrTooLarge naming the limit and
+// writes nothing.
 func TestTxnMaxBytes(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("a test of size, 10 times slower under -race: go test -run TestTxnMaxBytes ./cluster/store/")
 	}
 	ctx := context.Background()
-	s, err := Open(Config{Dir: t.TempDir(), Logger: testkit.Logger(t)})
+	s, err := Open(Config{Dir: t.TempDir(), MaxTxnBytes: 64 << 20, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,13 +140,14 @@ func TestTxnTooLarge(t *testing.T) {
 		cfg    Config
 		fn     func(tx Tx) error
 		inErr  string
-		single bool // the error is per object: the rest commits
+		limit  string // the LimitError's
+		single bool   // the error is per object: the rest commits
 	}{
-		{name: "writes", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes",
+		{name: "writes", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes", limit: "MaxTxnWrites",
 			fn: func(tx Tx) error { return createN(tx, 11, 10) }},
-		{name: "writes ignored", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes",
+		{name: "writes ignored", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes", limit: "MaxTxnWrites",
 			fn: func(tx Tx) error { _ = createN(tx, 11, 10); return nil }},
-		{name: "deletes count", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes",
+		{name: "deletes count", cfg: Config{MaxTxnWrites: 10}, inErr: "more than 10 writes", limit: "MaxTxnWrites",
 			fn: func(tx Tx) error {
 				if err := createN(tx, 10, 10); err != nil {
 					return err
@@ -154,9 +155,9 @@ func TestTxnTooLarge(t *testing.T) {
 				_, err := tx.Delete("configmaps", "web", "cm-0", DeleteOptions{})
 				return err
 			}},
-		{name: "bytes", cfg: Config{MaxTxnBytes: 10000}, inErr: "more than 10000 bytes",
+		{name: "bytes", cfg: Config{MaxTxnBytes: 10000}, inErr: "more than 10000 bytes", limit: "MaxTxnBytes",
 			fn: func(tx Tx) error { _ = createN(tx, 20, 1000); return nil }},
-		{name: "object", cfg: Config{MaxObjectBytes: 2000}, inErr: "limit of 2000 per object", single: true,
+		{name: "object", cfg: Config{MaxObjectBytes: 2000}, inErr: "limit of 2000 per object", limit: "MaxObjectBytes", single: true,
 			fn: func(tx Tx) error {
 				if err := createN(tx, 1, 100); err != nil {
 					return err
@@ -181,13 +182,18 @@ func TestTxnTooLarge(t *testing.T) {
 					t.Errorf("revision %d, err %v; want the other write committed", rev, err)
 				}
 				_, err := s.Create(ctx, configMap("web", "huge", map[string]string{"v": strings.Repeat("x", 2000)}))
-				if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tt.inErr) {
-					t.Errorf("single create: %v, want ErrTooLarge with %q", err, tt.inErr)
+				var le *LimitError
+				if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tt.inErr) || !errors.As(err, &le) || le.Limit != tt.limit {
+					t.Errorf("single create: %v, want ErrTooLarge with %q naming %s", err, tt.inErr, tt.limit)
 				}
 				return
 			}
 			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tt.inErr) {
 				t.Errorf("err %v, want ErrTooLarge with %q", err, tt.inErr)
+			}
+			var le *LimitError
+			if !errors.As(err, &le) || le.Limit != tt.limit {
+				t.Errorf("err %v does not name the limit %s", err, tt.limit)
 			}
 			if rev != 0 || s.Revision() != 0 {
 				t.Errorf("a refused txn wrote: revision %d", s.Revision())
