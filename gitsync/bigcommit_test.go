@@ -11,6 +11,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -57,13 +58,18 @@ func bigRepo(tb testing.TB, n int) string {
 
 // BenchmarkBigCommit applies a commit of N ConfigMaps through the real
 // Syncer: a real Git repository fetched by go-git, the CUE validator, and
-// a Badger store on disk (fsync on), from empty. apply-s is the time from
+// a Badger store on disk (fsync on), from empty, through the admission
+// pipeline a server runs (defaults, allocation, immutability). apply-s is the time from
 // the sync's start to the commit live in the store (issue 9's target for
 // 10,000: 10 s).
 //
 //	go test -run '^$' -bench 'BigCommit/10000' -benchtime 1x ./gitsync/
 func BenchmarkBigCommit(b *testing.B) {
 	v, err := schema.NewValidator()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pipe, err := admission.New(admission.Config{Validator: v})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,7 +83,8 @@ func BenchmarkBigCommit(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				s, err := New(Config{URL: dir, WorkDir: filepath.Join(b.TempDir(), "clone"), Store: st, Loader: v, Logger: testLogger(b)})
+				s, err := New(Config{URL: dir, WorkDir: filepath.Join(b.TempDir(), "clone"), Store: st, Loader: v,
+					Admit: PipelineAdmit(pipe), Logger: testLogger(b)})
 				if err != nil {
 					b.Fatal(err)
 				}
