@@ -36,6 +36,7 @@ type serverOptions struct {
 	dataDir            string
 	repo, branch, path string
 	interval           time.Duration
+	gitTimeout         time.Duration
 	apiAddr            string
 	advertise          string
 	gossipPort         int
@@ -77,6 +78,7 @@ fingerprint of the cluster's CA.`,
 	f.StringVar(&o.branch, "branch", "", "branch to follow (default: the repository's HEAD)")
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests")
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository")
+	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
 	f.StringVar(&o.apiAddr, "api-addr", ":6443", "address the API server listens on")
 	f.StringVar(&o.advertise, "advertise-addr", "", "the IP agents reach this server at (default: the first global IPv4 address)")
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
@@ -138,7 +140,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		}
 	}
 	cp, err := openControlPlane(planeOptions{
-		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval,
+		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle,
