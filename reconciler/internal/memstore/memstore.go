@@ -40,6 +40,7 @@ type watcher struct {
 	since    int64
 	opts     store.ListOptions
 	ch       chan store.Event
+	closed   bool // ch is closed: the receiver fell behind, or its ctx ended
 }
 
 var _ store.Interface = (*Store)(nil)
@@ -56,6 +57,7 @@ func (s *Store) Close() {
 	s.closed = true
 	for w := range s.watchers {
 		close(w.ch)
+		w.closed = true
 		delete(s.watchers, w)
 	}
 }
@@ -66,6 +68,7 @@ func (s *Store) DropWatches() {
 	defer s.mu.Unlock()
 	for w := range s.watchers {
 		close(w.ch)
+		w.closed = true
 		delete(s.watchers, w)
 	}
 }
@@ -447,7 +450,7 @@ func (s *Store) publishLocked(resource string, ev store.Event) {
 }
 
 func (s *Store) sendLocked(w *watcher, resource string, ev store.Event) {
-	if w.resource != resource || ev.Revision <= w.since {
+	if w.closed || w.resource != resource || ev.Revision <= w.since {
 		return
 	}
 	if ok, _ := matches(ev.Object, w.opts); !ok {
@@ -458,6 +461,7 @@ func (s *Store) sendLocked(w *watcher, resource string, ev store.Event) {
 	case w.ch <- ev:
 	default: // receiver too far behind: close, it re-lists
 		close(w.ch)
+		w.closed = true
 		delete(s.watchers, w)
 	}
 }
@@ -480,6 +484,9 @@ func (s *Store) Watch(ctx context.Context, resource string, opts store.ListOptio
 			}
 		}
 	}
+	if w.closed { // the replay alone overflowed it
+		return w.ch, nil
+	}
 	s.watchers[w] = struct{}{}
 	go func() {
 		<-ctx.Done()
@@ -487,6 +494,7 @@ func (s *Store) Watch(ctx context.Context, resource string, opts store.ListOptio
 		defer s.mu.Unlock()
 		if _, ok := s.watchers[w]; ok {
 			close(w.ch)
+			w.closed = true
 			delete(s.watchers, w)
 		}
 	}()
