@@ -352,26 +352,12 @@ func mergeForUpdate(cur, git schema.Object) schema.Object {
 	upd.SetFinalizers(fin)
 	ann := upd.GetAnnotations()
 	for k, v := range cur.GetAnnotations() {
-		if _, set := ann[k]; !set && systemAnnotation(k) {
+		if _, set := ann[k]; !set && schema.SystemAnnotation(k) {
 			ann[k] = v
 		}
 	}
 	upd.SetAnnotations(ann)
 	return upd
-}
-
-func systemAnnotation(key string) bool {
-	i := strings.IndexByte(key, '/')
-	if i < 0 {
-		return false
-	}
-	domain := key[:i]
-	for _, d := range []string{"kubernetes.io", "k8s.io", schema.FlotillaGroup} {
-		if domain == d || strings.HasSuffix(domain, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 func contains(ss []string, s string) bool {

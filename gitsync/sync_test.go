@@ -423,8 +423,8 @@ func TestApplyErrorClassing(t *testing.T) {
 		t.Error("a closed store is not the commit's fault")
 	}
 	for key, want := range map[string]bool{"deployment.kubernetes.io/revision": true, "kubernetes.io/x": true, "flotilla.dev/y": true, "example.com/z": false, "plain": false} {
-		if systemAnnotation(key) != want {
-			t.Errorf("systemAnnotation(%q) != %v", key, want)
+		if schema.SystemAnnotation(key) != want {
+			t.Errorf("SystemAnnotation(%q) != %v", key, want)
 		}
 	}
 }

@@ -27,7 +27,6 @@ package netfabric
 //	                         stacked mount        originals from below
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -37,6 +36,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/moby/sys/mountinfo"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -337,74 +338,31 @@ func ListNetNS(prefix string) ([]string, error) {
 	return out, nil
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
+// mountEntry is one mount of /proc/self/mountinfo, as the namespace code
+// needs it.
 type mountEntry struct {
 	id, parent int
 	dev        string // major:minor
 	root       string // path of the mount's root within its file system
 	point      string // mount point
 	fstype     string
+	shared     bool // a peer group member ("shared:N")
 }
 
+// readMountinfo reads this process's mount table (moby/sys/mountinfo
+// parses it, escapes included).
 func readMountinfo() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading the mount table: %w", err)
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		if m, ok := parseMountinfo(sc.Text()); ok {
-			out = append(out, m)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading the mount table: %w", err)
+	out := make([]mountEntry, 0, len(infos))
+	for _, in := range infos {
+		out = append(out, mountEntry{id: in.ID, parent: in.Parent, dev: fmt.Sprintf("%d:%d", in.Major, in.Minor),
+			root: in.Root, point: in.Mountpoint, fstype: in.FSType,
+			shared: strings.Contains(" "+in.Optional+" ", " shared:")})
 	}
 	return out, nil
-}
-
-// parseMountinfo reads "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw".
-func parseMountinfo(line string) (mountEntry, bool) {
-	fields := strings.Fields(line)
-	if len(fields) < 7 {
-		return mountEntry{}, false
-	}
-	id, err1 := strconv.Atoi(fields[0])
-	parent, err2 := strconv.Atoi(fields[1])
-	if err1 != nil || err2 != nil {
-		return mountEntry{}, false
-	}
-	m := mountEntry{id: id, parent: parent, dev: fields[2],
-		root: unescapeMountinfo(fields[3]), point: unescapeMountinfo(fields[4])}
-	for i := 6; i < len(fields)-1; i++ {
-		if fields[i] == "-" {
-			m.fstype = fields[i+1]
-			break
-		}
-	}
-	return m, true
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func mountsAt(mounts []mountEntry, point string) []mountEntry {

@@ -217,16 +217,7 @@ func (h nsDirHelper) plainDir() {
 
 func (h nsDirHelper) sharedMountPoint() bool {
 	at := mountsAt(h.mounts(), NetNSDir)
-	if len(at) == 0 {
-		return false
-	}
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if m, ok := parseMountinfo(line); ok && m.id == at[len(at)-1].id {
-			return strings.Contains(line, " shared:")
-		}
-	}
-	return false
+	return len(at) > 0 && at[len(at)-1].shared
 }
 
 // oldNamed mounts uid's pod namespace the way Flotilla did before it made

@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -101,4 +103,22 @@ func (s *SyncStatus) DeepCopyObject() runtime.Object {
 		}
 	}
 	return out
+}
+
+// SystemAnnotation says whether an annotation key is in a domain that the
+// cluster's controllers write (*kubernetes.io/, *k8s.io/, *flotilla.dev/),
+// such as deployment.kubernetes.io/revision: Git's updates keep such
+// annotations, and the cluster may change them on objects Git owns.
+func SystemAnnotation(key string) bool {
+	i := strings.IndexByte(key, '/')
+	if i < 0 {
+		return false
+	}
+	domain := key[:i]
+	for _, d := range []string{"kubernetes.io", "k8s.io", FlotillaGroup} {
+		if domain == d || strings.HasSuffix(domain, "."+d) {
+			return true
+		}
+	}
+	return false
 }

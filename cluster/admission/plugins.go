@@ -3,7 +3,6 @@ package admission
 import (
 	"fmt"
 	"reflect"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -77,7 +76,7 @@ func maskCluster(o schema.Object) {
 	o.SetFinalizers(nil)
 	ann := map[string]string{}
 	for k, v := range o.GetAnnotations() {
-		if gitBookkeeping[k] || !systemAnnotation(k) {
+		if gitBookkeeping[k] || !schema.SystemAnnotation(k) {
 			ann[k] = v
 		}
 	}
@@ -98,22 +97,6 @@ func maskCluster(o schema.Object) {
 			x.Spec.Ports[i].NodePort = 0
 		}
 	}
-}
-
-// systemAnnotation says whether an annotation key is in a domain that
-// controllers write (*kubernetes.io/, *k8s.io/, *flotilla.dev/).
-func systemAnnotation(key string) bool {
-	i := strings.IndexByte(key, '/')
-	if i < 0 {
-		return false
-	}
-	domain := key[:i]
-	for _, d := range []string{"kubernetes.io", "k8s.io", schema.FlotillaGroup} {
-		if domain == d || strings.HasSuffix(domain, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 // secrets merges a Secret's stringData into its data (stringData wins,

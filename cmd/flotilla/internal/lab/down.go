@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -152,48 +152,23 @@ func removeLabFiles(dir string) error {
 
 // mountsUnder lists the mount points at or below any of roots, deepest first.
 func mountsUnder(roots ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(func(in *mountinfo.Info) (skip, stop bool) {
+		for _, r := range roots {
+			if in.Mountpoint == r || strings.HasPrefix(in.Mountpoint, r+"/") {
+				return false, false
+			}
+		}
+		return true, false
+	})
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		for _, r := range roots {
-			if mp == r || strings.HasPrefix(mp, r+"/") {
-				out = append(out, mp)
-				break
-			}
-		}
+	out := make([]string, 0, len(infos))
+	for _, in := range infos {
+		out = append(out, in.Mountpoint)
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unmountUnder lazily unmounts everything at or below roots (container
