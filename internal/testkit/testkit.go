@@ -7,6 +7,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -20,13 +21,24 @@ import (
 // DefaultTimeout is how long Eventually waits when given 0.
 const DefaultTimeout = 30 * time.Second
 
-// pollInterval is how often Eventually checks; short, since conditions are
-// cheap reads.
-const pollInterval = 10 * time.Millisecond
+// Conditions are checked every tenth of the time waited so far, within
+// these bounds: a condition that holds soon (a store read, a channel) is
+// seen within milliseconds, and one that takes minutes (a Podman pod, a lab
+// node) is not asked hundreds of times a minute, on a machine other tests
+// share.
+const (
+	minPollInterval = 10 * time.Millisecond
+	maxPollInterval = 500 * time.Millisecond
+)
 
-// Eventually waits until cond returns nil, checking every few milliseconds,
-// and fails the test with what and cond's last error after timeout (0:
-// DefaultTimeout). It returns at once when the test's context ends.
+// pollInterval is the pause before the next check, elapsed into a wait.
+func pollInterval(elapsed time.Duration) time.Duration {
+	return min(max(elapsed/10, minPollInterval), maxPollInterval)
+}
+
+// Eventually waits until cond returns nil and fails the test with what and
+// cond's last error after timeout (0: DefaultTimeout). Call it from the
+// test's goroutine, as any Fatal.
 func Eventually(tb testing.TB, what string, timeout time.Duration, cond func() error) {
 	tb.Helper()
 	if err := Wait(context.Background(), timeout, cond); err != nil {
@@ -45,27 +57,38 @@ func EventuallyTrue(tb testing.TB, what string, timeout time.Duration, cond func
 	})
 }
 
+// EventuallyWhy is Eventually for a condition that says why it does not
+// hold yet, and "" once it does.
+func EventuallyWhy(tb testing.TB, what string, timeout time.Duration, cond func() string) {
+	tb.Helper()
+	Eventually(tb, what, timeout, func() error {
+		if why := cond(); why != "" {
+			return errors.New(why)
+		}
+		return nil
+	})
+}
+
 // Wait is Eventually without a test: it returns nil once cond does, or
 // cond's last error wrapped with the timeout, or ctx's error.
 func Wait(ctx context.Context, timeout time.Duration, cond func() error) error {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
+	start := time.Now()
 	for {
 		err := cond()
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		elapsed := time.Since(start)
+		if elapsed >= timeout {
 			return fmt.Errorf("still not after %s: %w", timeout, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-time.After(min(pollInterval(elapsed), timeout-elapsed)):
 		}
 	}
 }
@@ -74,10 +97,14 @@ func Wait(ctx context.Context, timeout time.Duration, cond func() error) error {
 // above, so that a failing test shows what the code under test said. Lines
 // logged after the test ends are dropped (a goroutine outliving its test
 // must not panic the run).
-func Logger(tb testing.TB) *slog.Logger {
+func Logger(tb testing.TB) *slog.Logger { return LoggerAt(tb, slog.LevelDebug) }
+
+// LoggerAt is Logger from level up, for code whose debug lines would drown
+// what a failure needs (memberlist's, a Podman service's).
+func LoggerAt(tb testing.TB, level slog.Leveler) *slog.Logger {
 	w := &testWriter{tb: tb}
 	tb.Cleanup(w.close)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 type testWriter struct {
