@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 )
 
@@ -45,21 +47,21 @@ func TestDiskPressureNodeGetsNoPods(t *testing.T) {
 	startKubelets(t, st, 2)
 	setDiskPressure(t, st, "node-1", true)
 	startManager(t, st)
-	eventually(t, "node-1 tainted disk-pressure", func() string {
+	testkit.EventuallyWhy(t, "node-1 tainted disk-pressure", time.Minute, func() string {
 		if n := getNode(t, st, "node-1"); !hasTaint(n, nodelifecycle.TaintDiskPressure) {
 			return fmt.Sprintf("taints %v", n.Spec.Taints)
 		}
 		return ""
 	})
 	create(t, st, newDeployment("web", 4, "nginx:1"))
-	eventually(t, "4 running pods", func() string { return converged(t, st, "web", 4) })
+	testkit.EventuallyWhy(t, "4 running pods", time.Minute, func() string { return converged(t, st, "web", 4) })
 	for _, p := range pods(t, st) {
 		if p.Spec.NodeName != "node-0" {
 			t.Errorf("pod %s on %s, want node-0 (node-1 has disk pressure)", p.Name, p.Spec.NodeName)
 		}
 	}
 	setDiskPressure(t, st, "node-1", false)
-	eventually(t, "node-1 untainted", func() string {
+	testkit.EventuallyWhy(t, "node-1 untainted", time.Minute, func() string {
 		if n := getNode(t, st, "node-1"); len(n.Spec.Taints) != 0 {
 			return fmt.Sprintf("taints %v", n.Spec.Taints)
 		}

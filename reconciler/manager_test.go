@@ -112,17 +112,6 @@ func startKubelets(t *testing.T, st store.Interface, n int) {
 	}
 }
 
-// eventually waits until cond returns "" (its last answer says why not).
-func eventually(t *testing.T, what string, cond func() string) {
-	t.Helper()
-	testkit.Eventually(t, what, 60*time.Second, func() error {
-		if why := cond(); why != "" {
-			return errors.New(why)
-		}
-		return nil
-	})
-}
-
 func newDeployment(name string, replicas int32, image string) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
@@ -268,7 +257,7 @@ func TestDeploymentLifecycle(t *testing.T) {
 		startKubelets(t, st, 3)
 		startManager(t, st)
 		create(t, st, newDeployment("web", 3, "nginx:1"))
-		eventually(t, "3 running pods", func() string { return converged(t, st, "web", 3) })
+		testkit.EventuallyWhy(t, "3 running pods", time.Minute, func() string { return converged(t, st, "web", 3) })
 		if got := deployment.Revision(getDeployment(t, st, "web")); got != 1 {
 			t.Errorf("revision = %d, want 1", got)
 		}
@@ -282,15 +271,15 @@ func TestDeploymentLifecycle(t *testing.T) {
 		}
 
 		mutate(t, st, "web", func(d *appsv1.Deployment) { *d.Spec.Replicas = 5 })
-		eventually(t, "scale up to 5", func() string { return converged(t, st, "web", 5) })
+		testkit.EventuallyWhy(t, "scale up to 5", time.Minute, func() string { return converged(t, st, "web", 5) })
 		mutate(t, st, "web", func(d *appsv1.Deployment) { *d.Spec.Replicas = 2 })
-		eventually(t, "scale down to 2", func() string { return converged(t, st, "web", 2) })
+		testkit.EventuallyWhy(t, "scale down to 2", time.Minute, func() string { return converged(t, st, "web", 2) })
 
 		mutate(t, st, "web", func(d *appsv1.Deployment) {
 			*d.Spec.Replicas = 4
 			d.Spec.Template.Spec.Containers[0].Image = "nginx:2"
 		})
-		eventually(t, "rolling update to nginx:2", func() string { return converged(t, st, "web", 4) })
+		testkit.EventuallyWhy(t, "rolling update to nginx:2", time.Minute, func() string { return converged(t, st, "web", 4) })
 		for _, p := range pods(t, st) {
 			if img := p.Spec.Containers[0].Image; img != "nginx:2" {
 				t.Errorf("pod %s runs %s", p.Name, img)
@@ -311,14 +300,14 @@ func TestDeploymentLifecycle(t *testing.T) {
 		if _, err := st.Delete(context.Background(), "deployments", "default", "web", store.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "replicasets and pods collected", func() string {
+		testkit.EventuallyWhy(t, "replicasets and pods collected", time.Minute, func() string {
 			rss, ps := replicaSets(t, st), pods(t, st)
 			if len(rss) != 0 || len(ps) != 1 || ps[0].Name != "bare" {
 				return fmt.Sprintf("%d replicasets, pods %v", len(rss), podNames(ps))
 			}
 			return ""
 		})
-		eventually(t, "bare pod scheduled and running", func() string {
+		testkit.EventuallyWhy(t, "bare pod scheduled and running", time.Minute, func() string {
 			ps := pods(t, st)
 			if len(ps) != 1 || !ready(ps[0]) {
 				return fmt.Sprintf("pods %v", podNames(ps))
@@ -344,9 +333,9 @@ func TestRecreate(t *testing.T) {
 		d := newDeployment("db", 2, "postgres:15")
 		d.Spec.Strategy.Type = appsv1.RecreateDeploymentStrategyType
 		create(t, st, d)
-		eventually(t, "2 running pods", func() string { return converged(t, st, "db", 2) })
+		testkit.EventuallyWhy(t, "2 running pods", time.Minute, func() string { return converged(t, st, "db", 2) })
 		mutate(t, st, "db", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "postgres:16" })
-		eventually(t, "recreated on postgres:16", func() string { return converged(t, st, "db", 2) })
+		testkit.EventuallyWhy(t, "recreated on postgres:16", time.Minute, func() string { return converged(t, st, "db", 2) })
 	})
 }
 
@@ -361,10 +350,10 @@ func TestRestartMidRollout(t *testing.T) {
 		one := intstr.FromInt32(1)
 		d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxSurge: &one, MaxUnavailable: &one}
 		create(t, st, d)
-		eventually(t, "6 running pods", func() string { return converged(t, st, "api", 6) })
+		testkit.EventuallyWhy(t, "6 running pods", time.Minute, func() string { return converged(t, st, "api", 6) })
 
 		mutate(t, st, "api", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "api:2" })
-		eventually(t, "rollout started", func() string {
+		testkit.EventuallyWhy(t, "rollout started", time.Minute, func() string {
 			if len(replicaSets(t, st)) < 2 {
 				return "no new replicaset yet"
 			}
@@ -374,7 +363,7 @@ func TestRestartMidRollout(t *testing.T) {
 		t.Logf("manager stopped mid-rollout with %d pods", len(pods(t, st)))
 
 		m = startManager(t, st)
-		eventually(t, "rollout finished after restart", func() string { return converged(t, st, "api", 6) })
+		testkit.EventuallyWhy(t, "rollout finished after restart", time.Minute, func() string { return converged(t, st, "api", 6) })
 		// And it stays so: no late duplicates from a second manager's resyncs.
 		m.quiet(t, reconciler.ReplicaSet, 3)
 		if msg := converged(t, st, "api", 6); msg != "" {
@@ -422,7 +411,7 @@ func TestRapidResyncNoDuplicates(t *testing.T) {
 		cfg := reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 3 * time.Millisecond, Workers: 4,
 			Controllers: []string{reconciler.ReplicaSet}}
 		m := startManagerWith(t, cfg)
-		eventually(t, "the scale-up under way", func() string {
+		testkit.EventuallyWhy(t, "the scale-up under way", time.Minute, func() string {
 			if len(pods(t, st)) == 0 {
 				return "no pod yet"
 			}
@@ -430,7 +419,7 @@ func TestRapidResyncNoDuplicates(t *testing.T) {
 		})
 		m.stop()
 		m = startManagerWith(t, cfg)
-		eventually(t, "40 pods", func() string {
+		testkit.EventuallyWhy(t, "40 pods", time.Minute, func() string {
 			if got := len(pods(t, st)); got != want {
 				return fmt.Sprintf("%d pods", got)
 			}
@@ -452,7 +441,7 @@ func TestIdleWritesNothing(t *testing.T) {
 		startKubelets(t, st, 2)
 		m := startManagerWith(t, reconciler.Config{Store: st, Logger: testLogger(t), ResyncPeriod: 50 * time.Millisecond})
 		create(t, st, newDeployment("idle", 3, "nginx:1"))
-		eventually(t, "3 running pods", func() string { return converged(t, st, "idle", 3) })
+		testkit.EventuallyWhy(t, "3 running pods", time.Minute, func() string { return converged(t, st, "idle", 3) })
 		testkit.EventuallyTrue(t, "idle", 0, m.Idle) // the last status writes landed
 		before := st.Revision()
 		m.quiet(t, reconciler.ReplicaSet, 20) // 20 resyncs
@@ -475,7 +464,7 @@ func TestUnschedulablePod(t *testing.T) {
 		create(t, st, big)
 		want := "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
 		var rv string
-		eventually(t, "unschedulable condition", func() string {
+		testkit.EventuallyWhy(t, "unschedulable condition", time.Minute, func() string {
 			o, err := st.Get(context.Background(), "pods", "default", "big")
 			if err != nil {
 				return err.Error()
@@ -498,7 +487,7 @@ func TestUnschedulablePod(t *testing.T) {
 		defer cancel()
 		k := &reconciler.SimKubelet{Store: st, NodeName: "big-node", CPU: "8", Labels: map[string]string{"disk": "ssd"}}
 		go func() { _ = k.Run(ctx) }()
-		eventually(t, "bound to the new node and running", func() string {
+		testkit.EventuallyWhy(t, "bound to the new node and running", time.Minute, func() string {
 			o, _ := st.Get(context.Background(), "pods", "default", "big")
 			p := o.(*corev1.Pod)
 			if p.Spec.NodeName != "big-node" || !ready(p) {
@@ -520,7 +509,7 @@ func TestNotReadyNodeGetsNoPods(t *testing.T) {
 	}
 	startManager(t, st)
 	create(t, st, newDeployment("web", 4, "nginx:1"))
-	eventually(t, "4 running pods", func() string { return converged(t, st, "web", 4) })
+	testkit.EventuallyWhy(t, "4 running pods", time.Minute, func() string { return converged(t, st, "web", 4) })
 	for _, p := range pods(t, st) {
 		if p.Spec.NodeName != "node-0" {
 			t.Errorf("pod %s on %s, want node-0 (node-1 is NotReady)", p.Name, p.Spec.NodeName)

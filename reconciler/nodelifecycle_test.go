@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/reconciler/endpointslice"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
@@ -92,13 +93,13 @@ func TestNodeFailureMovesPods(t *testing.T) {
 	})
 
 	create(t, st, newDeployment("web", 4, "nginx:1"))
-	eventually(t, "4 running pods", func() string { return converged(t, st, "web", 4) })
+	testkit.EventuallyWhy(t, "4 running pods", time.Minute, func() string { return converged(t, st, "web", 4) })
 	if got := podsPerNode(t, st); got["node-a"] != 2 || got["node-b"] != 2 {
 		t.Fatalf("pods per node %v, want 2/2", got)
 	}
 
 	members.Fail("node-b", time.Now())
-	eventually(t, "node-b Unknown and tainted", func() string {
+	testkit.EventuallyWhy(t, "node-b Unknown and tainted", time.Minute, func() string {
 		n := getNode(t, st, "node-b")
 		c := nodeReadyCondition(n)
 		if c.Status != corev1.ConditionUnknown || c.Reason != nodelifecycle.ReasonNodeStatusUnknown || !hasTaint(n, nodelifecycle.TaintUnreachable) {
@@ -106,7 +107,7 @@ func TestNodeFailureMovesPods(t *testing.T) {
 		}
 		return ""
 	})
-	eventually(t, "all 4 pods running on node-a", func() string {
+	testkit.EventuallyWhy(t, "all 4 pods running on node-a", time.Minute, func() string {
 		if bad := converged(t, st, "web", 4); bad != "" {
 			return bad
 		}
@@ -123,7 +124,7 @@ func TestNodeFailureMovesPods(t *testing.T) {
 	if err := kubelets["node-b"].Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "node-b Ready and untainted", func() string {
+	testkit.EventuallyWhy(t, "node-b Ready and untainted", time.Minute, func() string {
 		n := getNode(t, st, "node-b")
 		if c := nodeReadyCondition(n); c.Status != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {
 			return fmt.Sprintf("ready %s/%s, taints %v", c.Status, c.Reason, n.Spec.Taints)
@@ -154,14 +155,14 @@ func TestHeartbeatOnlyEvictionHeldOnSingleNode(t *testing.T) {
 		PodEvictionTimeout: 100 * time.Millisecond, NodeMonitorGracePeriod: 2 * time.Second,
 	})
 	create(t, st, newDeployment("web", 2, "nginx:1"))
-	eventually(t, "2 running pods", func() string {
+	testkit.EventuallyWhy(t, "2 running pods", time.Minute, func() string {
 		if err := k.Heartbeat(ctx); err != nil { // keep solo fresh until then
 			return err.Error()
 		}
 		return converged(t, st, "web", 2)
 	})
 	before := podNames(pods(t, st))
-	eventually(t, "solo Unknown after its heartbeat went stale", func() string {
+	testkit.EventuallyWhy(t, "solo Unknown after its heartbeat went stale", time.Minute, func() string {
 		c := nodeReadyCondition(getNode(t, st, "solo"))
 		if c.Status != corev1.ConditionUnknown {
 			return fmt.Sprintf("ready %s/%s", c.Status, c.Reason)
@@ -178,7 +179,7 @@ func TestHeartbeatOnlyEvictionHeldOnSingleNode(t *testing.T) {
 	if err := k.Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "solo Ready again", func() string {
+	testkit.EventuallyWhy(t, "solo Ready again", time.Minute, func() string {
 		n := getNode(t, st, "solo")
 		if c := nodeReadyCondition(n); c.Status != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {
 			return fmt.Sprintf("ready %s/%s, taints %v", c.Status, c.Reason, n.Spec.Taints)
@@ -260,7 +261,7 @@ func TestNodeUnknownMarksPodsNotReady(t *testing.T) {
 		Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 	svc.APIVersion, svc.Kind = "v1", "Service"
 	create(t, st, svc)
-	eventually(t, "4 running pods, 4 ready endpoints", func() string {
+	testkit.EventuallyWhy(t, "4 running pods, 4 ready endpoints", time.Minute, func() string {
 		if bad := converged(t, st, "web", 4); bad != "" {
 			return bad
 		}
@@ -288,7 +289,7 @@ func TestNodeUnknownMarksPodsNotReady(t *testing.T) {
 
 	stops["node-b"]() // the agent dies with its node
 	members.Fail("node-b", time.Now())
-	eventually(t, "node-b's pods not ready and out of the service", func() string {
+	testkit.EventuallyWhy(t, "node-b's pods not ready and out of the service", time.Minute, func() string {
 		if c := nodeReadyCondition(getNode(t, st, "node-b")); c.Status != corev1.ConditionUnknown {
 			return fmt.Sprintf("node-b ready %s/%s", c.Status, c.Reason)
 		}
@@ -333,7 +334,7 @@ func TestNodeUnknownMarksPodsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("node-b")
-	eventually(t, "node-b Ready, its pods ready and back in the service", func() string {
+	testkit.EventuallyWhy(t, "node-b Ready, its pods ready and back in the service", time.Minute, func() string {
 		if c := nodeReadyCondition(getNode(t, st, "node-b")); c.Status != corev1.ConditionTrue {
 			return fmt.Sprintf("node-b ready %s/%s", c.Status, c.Reason)
 		}

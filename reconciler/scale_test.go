@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	appsv1 "k8s.io/api/apps/v1"
 )
 
@@ -20,10 +21,10 @@ func TestScale500(t *testing.T) {
 	startManager(t, st)
 	start := time.Now()
 	create(t, st, newDeployment("big", 500, "app:1"))
-	eventually(t, "500 running pods", func() string { return converged(t, st, "big", 500) })
+	testkit.EventuallyWhy(t, "500 running pods", time.Minute, func() string { return converged(t, st, "big", 500) })
 	t.Logf("500 pods running after %s", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	mutate(t, st, "big", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "app:2" })
-	eventually(t, "rolled out", func() string { return converged(t, st, "big", 500) })
+	testkit.EventuallyWhy(t, "rolled out", time.Minute, func() string { return converged(t, st, "big", 500) })
 	t.Logf("rolling update of 500 pods took %s", time.Since(start).Round(time.Millisecond))
 }

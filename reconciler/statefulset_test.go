@@ -242,7 +242,7 @@ func TestStatefulSetWeb(t *testing.T) {
 	create(t, st, svc)
 	create(t, st, set)
 
-	eventually(t, "web-0 and web-1 running", func() string { return setConverged(t, st, "web", 2) })
+	testkit.EventuallyWhy(t, "web-0 and web-1 running", time.Minute, func() string { return setConverged(t, st, "web", 2) })
 	if got, want := log.take(), "+claim www-web-0 +web-0 ready web-0 +claim www-web-1 +web-1 ready web-1"; got != want {
 		t.Errorf("creation order\n got %s\nwant %s", got, want)
 	}
@@ -271,7 +271,7 @@ func TestStatefulSetWeb(t *testing.T) {
 		}
 		claimUID[claim] = string(c.UID)
 	}
-	eventually(t, "the headless service publishes the pods' hostnames", func() string {
+	testkit.EventuallyWhy(t, "the headless service publishes the pods' hostnames", time.Minute, func() string {
 		objs, _, err := st.List(ctx, "endpointslices", store.ListOptions{Namespace: "default", LabelSelector: endpointslice.LabelServiceName + "=nginx"})
 		if err != nil {
 			return err.Error()
@@ -292,7 +292,7 @@ func TestStatefulSetWeb(t *testing.T) {
 	})
 
 	scaleStatefulSet(t, st, "web", func(s *appsv1.StatefulSet) { one := int32(1); s.Spec.Replicas = &one })
-	eventually(t, "scaled to 1", func() string { return setConverged(t, st, "web", 1) })
+	testkit.EventuallyWhy(t, "scaled to 1", time.Minute, func() string { return setConverged(t, st, "web", 1) })
 	if got, want := log.take(), "-web-1"; got != want {
 		t.Errorf("scale down\n got %s\nwant %s", got, want)
 	}
@@ -301,7 +301,7 @@ func TestStatefulSetWeb(t *testing.T) {
 	}
 
 	scaleStatefulSet(t, st, "web", func(s *appsv1.StatefulSet) { two := int32(2); s.Spec.Replicas = &two })
-	eventually(t, "scaled to 2 again", func() string { return setConverged(t, st, "web", 2) })
+	testkit.EventuallyWhy(t, "scaled to 2 again", time.Minute, func() string { return setConverged(t, st, "web", 2) })
 	if got, want := log.take(), "+web-1 ready web-1"; got != want {
 		t.Errorf("scale up\n got %s\nwant %s", got, want)
 	}
@@ -314,7 +314,7 @@ func TestStatefulSetWeb(t *testing.T) {
 	scaleStatefulSet(t, st, "web", func(s *appsv1.StatefulSet) {
 		s.Spec.Template.Spec.Containers[0].Image = "registry.k8s.io/nginx-slim:0.8"
 	})
-	eventually(t, "rolled out", func() string { return setConverged(t, st, "web", 2) })
+	testkit.EventuallyWhy(t, "rolled out", time.Minute, func() string { return setConverged(t, st, "web", 2) })
 	if got, want := log.take(), "-web-1 +web-1 ready web-1 -web-0 +web-0 ready web-0"; got != want {
 		t.Errorf("rolling update\n got %s\nwant %s", got, want)
 	}
@@ -322,7 +322,7 @@ func TestStatefulSetWeb(t *testing.T) {
 	if _, err := st.Delete(ctx, "statefulsets", "default", "web", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the set's pods collected", func() string {
+	testkit.EventuallyWhy(t, "the set's pods collected", time.Minute, func() string {
 		if ps := pods(t, st); len(ps) != 0 {
 			return fmt.Sprintf("pods %v", podNames(ps))
 		}
@@ -401,7 +401,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 		set.Spec.VolumeClaimTemplates[0].Spec.StorageClassName = &class
 	}
 	create(t, st, set)
-	eventually(t, "web-0 and web-1 running", func() string { return setConverged(t, st, "web", 2) })
+	testkit.EventuallyWhy(t, "web-0 and web-1 running", time.Minute, func() string { return setConverged(t, st, "web", 2) })
 	if got := podsPerNode(t, st); got["node-a"] != 1 || got["node-b"] != 1 {
 		t.Fatalf("pods per node %v, want one on each", got)
 	}
@@ -415,7 +415,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 
 	stop["node-b"]()
 	members.Fail("node-b", time.Now())
-	eventually(t, lost.Name+" kept on the lost node, marked NodeLost", func() string {
+	testkit.EventuallyWhy(t, lost.Name+" kept on the lost node, marked NodeLost", time.Minute, func() string {
 		o, err := st.Get(ctx, "pods", "default", lost.Name)
 		if err != nil {
 			return err.Error()
@@ -438,7 +438,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 	if _, err := st.Delete(ctx, "nodes", "", "node-b", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, lost.Name+" recreated with its claim", func() string {
+	testkit.EventuallyWhy(t, lost.Name+" recreated with its claim", time.Minute, func() string {
 		o, err := st.Get(ctx, "pods", "default", lost.Name)
 		if err != nil {
 			return err.Error()
@@ -485,7 +485,7 @@ func TestStatefulSetClaimRetentionDelete(t *testing.T) {
 		WhenScaled:  appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
 	}
 	create(t, st, set)
-	eventually(t, "2 running", func() string { return setConverged(t, st, "web", 2) })
+	testkit.EventuallyWhy(t, "2 running", time.Minute, func() string { return setConverged(t, st, "web", 2) })
 	claims := func() string {
 		objs, _, err := st.List(context.Background(), "persistentvolumeclaims", store.ListOptions{Namespace: "default"})
 		if err != nil {
@@ -501,7 +501,7 @@ func TestStatefulSetClaimRetentionDelete(t *testing.T) {
 		t.Fatalf("claims %s", got)
 	}
 	scaleStatefulSet(t, st, "web", func(s *appsv1.StatefulSet) { one := int32(1); s.Spec.Replicas = &one })
-	eventually(t, "www-web-1 deleted with web-1", func() string {
+	testkit.EventuallyWhy(t, "www-web-1 deleted with web-1", time.Minute, func() string {
 		if bad := setConverged(t, st, "web", 1); bad != "" {
 			return bad
 		}
@@ -513,7 +513,7 @@ func TestStatefulSetClaimRetentionDelete(t *testing.T) {
 	if _, err := st.Delete(context.Background(), "statefulsets", "default", "web", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "pods and claims collected with the set", func() string {
+	testkit.EventuallyWhy(t, "pods and claims collected with the set", time.Minute, func() string {
 		if got := claims(); got != "" || len(pods(t, st)) != 0 {
 			return fmt.Sprintf("claims %q, pods %v", got, podNames(pods(t, st)))
 		}

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/reconciler"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
@@ -94,7 +95,7 @@ func TestStorageConformance(t *testing.T) {
 	big.Name = "big"
 	big.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("30Gi")
 	create(t, st, big)
-	eventually(t, "the 30Gi claim pending with a reason", func() string {
+	testkit.EventuallyWhy(t, "the 30Gi claim pending with a reason", time.Minute, func() string {
 		c := getPVC(t, st, "big")
 		if cond := claimCondition(c); c.Status.Phase != corev1.ClaimPending || !strings.Contains(cond, "FailedBinding: no persistent volume satisfies the claim (storage class \"manual\", 30Gi, ReadWriteOnce): 1 too small (at most 20Gi)") {
 			return fmt.Sprintf("phase %q, %s", c.Status.Phase, cond)
@@ -104,7 +105,7 @@ func TestStorageConformance(t *testing.T) {
 
 	create(t, st, claim)
 	create(t, st, claimPod("mysql", "mysql-pv-claim"))
-	eventually(t, "mysql-pv-claim bound and its pod running", func() string {
+	testkit.EventuallyWhy(t, "mysql-pv-claim bound and its pod running", time.Minute, func() string {
 		c := getPVC(t, st, "mysql-pv-claim")
 		p := getPod(t, st, "mysql")
 		if c.Status.Phase != corev1.ClaimBound || c.Spec.VolumeName != "mysql-pv-volume" || p.Spec.NodeName == "" || !ready(p) {
@@ -121,7 +122,7 @@ func TestStorageConformance(t *testing.T) {
 	create(t, st, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: "default"},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}})
-	eventually(t, "data waiting for its first consumer", func() string {
+	testkit.EventuallyWhy(t, "data waiting for its first consumer", time.Minute, func() string {
 		c := getPVC(t, st, "data")
 		if cond := claimCondition(c); !strings.HasPrefix(cond, pvbinding.ReasonWaitForFirstConsumer) {
 			return fmt.Sprintf("phase %q, %s", c.Status.Phase, cond)
@@ -130,7 +131,7 @@ func TestStorageConformance(t *testing.T) {
 	})
 	create(t, st, claimPod("app", "data"))
 	var node string
-	eventually(t, "a local volume provisioned on app's node, app running", func() string {
+	testkit.EventuallyWhy(t, "a local volume provisioned on app's node, app running", time.Minute, func() string {
 		c := getPVC(t, st, "data")
 		p := getPod(t, st, "app")
 		if c.Status.Phase != corev1.ClaimBound || p.Spec.NodeName == "" || !ready(p) {
@@ -151,7 +152,7 @@ func TestStorageConformance(t *testing.T) {
 	})
 	create(t, st, claimPod("app2", "data"))
 	create(t, st, claimPod("orphan", "nope"))
-	eventually(t, "app2 next to app, orphan pending", func() string {
+	testkit.EventuallyWhy(t, "app2 next to app, orphan pending", time.Minute, func() string {
 		p := getPod(t, st, "app2")
 		if p.Spec.NodeName != node {
 			return fmt.Sprintf("app2 on %q, want %q", p.Spec.NodeName, node)

@@ -55,11 +55,6 @@ func (r *recorder) handler() cache.Handler {
 	}
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testkit.EventuallyTrue(t, what, 0, cond)
-}
-
 func newPod(name, owner string) *corev1.Pod {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
 	if owner != "" {
@@ -91,7 +86,7 @@ func TestInformer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "add after", func() bool { return rec.has("add default/after") })
+			testkit.EventuallyTrue(t, "add after", 0, func() bool { return rec.has("add default/after") })
 			if got := len(inf.ByOwner("uid-rs1")); got != 2 {
 				t.Errorf("ByOwner = %d, want 2", got)
 			}
@@ -101,15 +96,15 @@ func TestInformer(t *testing.T) {
 			if _, err := st.Update(ctx, p); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "update after", func() bool { return rec.has("update default/after") })
+			testkit.EventuallyTrue(t, "update after", 0, func() bool { return rec.has("update default/after") })
 			if got := len(inf.ByOwner("uid-rs1")); got != 1 {
 				t.Errorf("ByOwner after owner removed = %d, want 1", got)
 			}
 			if _, err := st.Delete(ctx, "pods", "default", "before", store.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "delete before", func() bool { return rec.has("delete default/before") })
-			waitUntil(t, "resync", func() bool { return rec.has("resync default/after") })
+			testkit.EventuallyTrue(t, "delete before", 0, func() bool { return rec.has("delete default/before") })
+			testkit.EventuallyTrue(t, "resync", 0, func() bool { return rec.has("resync default/after") })
 			keys := inf.Keys()
 			sort.Strings(keys)
 			if fmt.Sprint(keys) != "[default/after]" {
@@ -143,7 +138,7 @@ func TestRelistAfterDroppedWatch(t *testing.T) {
 	if _, err := st.Create(ctx, newPod("c", "")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "relist", func() bool { return rec.has("delete default/a") && rec.has("add default/c") })
+	testkit.EventuallyTrue(t, "relist", 0, func() bool { return rec.has("delete default/a") && rec.has("add default/c") })
 	if _, ok := inf.Get("default", "a"); ok {
 		t.Error("deleted pod still cached")
 	}
@@ -177,11 +172,11 @@ func TestEmptyStoreFirstWrites(t *testing.T) {
 		if _, err := st.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "first"}}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "the first object in the cache", func() bool { _, ok := inf.Get("", "first"); return ok && rec.has("add first") })
+		testkit.EventuallyTrue(t, "the first object in the cache", 0, func() bool { _, ok := inf.Get("", "first"); return ok && rec.has("add first") })
 		if _, err := st.Delete(ctx, "namespaces", "", "first", store.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "its deletion", func() bool { return rec.has("delete first") })
+		testkit.EventuallyTrue(t, "its deletion", 0, func() bool { return rec.has("delete first") })
 		cancel()
 		c.Wait()
 	}
@@ -208,7 +203,7 @@ func TestHandlerPanicIsContained(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "both pods seen by the second handler", func() bool { return r.has("add default/bad") && r.has("add default/good") })
+	testkit.EventuallyTrue(t, "both pods seen by the second handler", 0, func() bool { return r.has("add default/bad") && r.has("add default/good") })
 	if _, ok := inf.Get("default", "good"); !ok {
 		t.Error("the informer stopped after a handler panicked")
 	}

@@ -2,7 +2,6 @@ package endpointslice_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -56,16 +55,6 @@ func startManager(t *testing.T, st store.Interface, resync time.Duration) *recon
 		}
 	})
 	return m
-}
-
-func eventually(t *testing.T, what string, cond func() string) {
-	t.Helper()
-	testkit.Eventually(t, what, 0, func() error {
-		if why := cond(); why != "" {
-			return errors.New(why)
-		}
-		return nil
-	})
 }
 
 func newService(name string, selector map[string]string) *corev1.Service {
@@ -157,7 +146,7 @@ func slices(t *testing.T, st store.Interface, service string) string {
 
 func expect(t *testing.T, st store.Interface, service, want string) {
 	t.Helper()
-	eventually(t, service+" slices "+want, func() string {
+	testkit.EventuallyWhy(t, service+" slices "+want, 0, func() string {
 		if got := slices(t, st, service); got != want {
 			return "got " + got
 		}
@@ -281,7 +270,7 @@ func TestForeignSlicesUntouched(t *testing.T) {
 		}
 		return strings.Join(names, ",")
 	}
-	eventually(t, "one managed slice beside the foreign one", func() string {
+	testkit.EventuallyWhy(t, "one managed slice beside the foreign one", 0, func() string {
 		if got := managed(); strings.Count(got, ",") != 1 || !strings.Contains(got, "web-manual@"+created.GetResourceVersion()) {
 			return got
 		}
@@ -290,7 +279,7 @@ func TestForeignSlicesUntouched(t *testing.T) {
 	if _, err := st.Delete(ctx, "services", "default", "web", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "only the foreign slice, unchanged", func() string {
+	testkit.EventuallyWhy(t, "only the foreign slice, unchanged", 0, func() string {
 		if got, want := managed(), "web-manual@"+created.GetResourceVersion(); got != want {
 			return got
 		}

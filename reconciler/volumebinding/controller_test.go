@@ -104,22 +104,12 @@ func condition(c *corev1.PersistentVolumeClaim) *corev1.PersistentVolumeClaimCon
 	return nil
 }
 
-func waitFor(t *testing.T, what string, cond func() string) {
-	t.Helper()
-	testkit.Eventually(t, what, 0, func() error {
-		if why := cond(); why != "" {
-			return errors.New(why)
-		}
-		return nil
-	})
-}
-
 // bound waits until claim is Bound to a volume, and the volume to it, and
 // returns the volume's name.
 func bound(t *testing.T, st store.Interface, claim string) string {
 	t.Helper()
 	var name string
-	waitFor(t, claim+" to be bound", func() string {
+	testkit.EventuallyWhy(t, claim+" to be bound", 0, func() string {
 		c := getClaim(t, st, claim)
 		if c.Status.Phase != corev1.ClaimBound || c.Spec.VolumeName == "" {
 			return fmt.Sprintf("phase %q volume %q conditions %+v", c.Status.Phase, c.Spec.VolumeName, c.Status.Conditions)
@@ -144,7 +134,7 @@ func bound(t *testing.T, st store.Interface, claim string) string {
 // of reason whose message contains msg.
 func pendingWith(t *testing.T, st store.Interface, claim, reason, msg string) {
 	t.Helper()
-	waitFor(t, claim+" to be pending ("+reason+")", func() string {
+	testkit.EventuallyWhy(t, claim+" to be pending ("+reason+")", 0, func() string {
 		c := getClaim(t, st, claim)
 		cond := condition(c)
 		if c.Status.Phase != corev1.ClaimPending || cond == nil || cond.Status != corev1.ConditionFalse ||
@@ -288,7 +278,7 @@ func TestProvisionAndReclaim(t *testing.T) {
 	if _, err := st.Delete(ctx, "persistentvolumeclaims", "default", "data", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the volume to be released and kept while in use", func() string {
+	testkit.EventuallyWhy(t, "the volume to be released and kept while in use", 0, func() string {
 		pv, err := getVolume(st, name)
 		if err != nil || pv.Status.Phase != corev1.VolumeReleased || pv.Status.Reason != "InUse" {
 			return fmt.Sprintf("%+v %v", pv, err)
@@ -298,7 +288,7 @@ func TestProvisionAndReclaim(t *testing.T) {
 	if _, err := st.Delete(ctx, "pods", "default", "db", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the volume to be deleted", func() string {
+	testkit.EventuallyWhy(t, "the volume to be deleted", 0, func() string {
 		if _, err := getVolume(st, name); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Sprintf("%v", err)
 		}
@@ -312,7 +302,7 @@ func TestProvisionAndReclaim(t *testing.T) {
 	if _, err := st.Delete(ctx, "persistentvolumeclaims", "default", "first", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "keep to be released", func() string {
+	testkit.EventuallyWhy(t, "keep to be released", 0, func() string {
 		pv, err := getVolume(st, "keep")
 		if err != nil || pv.Status.Phase != corev1.VolumeReleased || !strings.Contains(pv.Status.Message, "reclaimPolicy Retain keeps the volume and its data") {
 			return fmt.Sprintf("%+v %v", pv, err)
@@ -337,11 +327,11 @@ func TestBuiltinClassComesBack(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor(t, "the built-in class", has)
+	testkit.EventuallyWhy(t, "the built-in class", 0, has)
 	if _, err := st.Delete(context.Background(), "storageclasses", "", pvbinding.DefaultClassName, store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the built-in class again", has)
+	testkit.EventuallyWhy(t, "the built-in class again", 0, has)
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -370,7 +360,7 @@ func TestInvalidClaimStalls(t *testing.T) {
 	}
 	create(t, st, newClaim("good", "1Gi", "manual"))
 	for _, name := range []string{"no-size", "negative", "no-modes"} {
-		waitFor(t, name+" stalled", func() string {
+		testkit.EventuallyWhy(t, name+" stalled", 0, func() string {
 			c, ok := controller.StalledCondition(getClaim(t, st, name))
 			if !ok || c.Reason != ReasonInvalidClaim {
 				return fmt.Sprintf("stalled=%v %+v", ok, c)
@@ -386,7 +376,7 @@ func TestInvalidClaimStalls(t *testing.T) {
 	if _, err := st.Update(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "no-modes no longer stalled", func() string {
+	testkit.EventuallyWhy(t, "no-modes no longer stalled", 0, func() string {
 		if _, ok := controller.StalledCondition(getClaim(t, st, "no-modes")); ok {
 			return "still stalled"
 		}
