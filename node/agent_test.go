@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,22 +21,12 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
 
 const testImage = "localhost/busybox:latest"
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
 
 // countingStore counts status writes of pods.
 type countingStore struct {
@@ -81,17 +70,6 @@ func getPod(t *testing.T, st store.Interface, name string) *corev1.Pod {
 	return obj.(*corev1.Pod)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 type harness struct {
 	st      *countingStore
 	rt      *FakeRuntime
@@ -111,7 +89,7 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) run(t *testing.T) (*Agent, func()) {
 	t.Helper()
 	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, PodDir: h.podDir, Mounter: h.mounter,
-		SyncInterval: 50 * time.Millisecond, OrphanGracePeriod: time.Millisecond, Logger: testLogger(t)})
+		SyncInterval: 50 * time.Millisecond, OrphanGracePeriod: time.Millisecond, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +99,18 @@ func (h *harness) run(t *testing.T) (*Agent, func()) {
 	stop := func() { cancel(); <-done }
 	t.Cleanup(stop)
 	return a, stop
+}
+
+// waitSyncs waits until the agent's pod workers read the runtime's pod
+// status n more times. Each sync of a pod reads it first, so n-1 whole syncs
+// at least ran since the call: a check that nothing happened comes after
+// the agent did its work, not after a guessed time.
+func (h *harness) waitSyncs(t *testing.T, n int) {
+	t.Helper()
+	before := h.rt.CountCalls("PodStatus")
+	testkit.EventuallyTrue(t, fmt.Sprintf("%d more pod syncs", n), 0, func() bool {
+		return h.rt.CountCalls("PodStatus") >= before+n
+	})
 }
 
 func phase(t *testing.T, st store.Interface, name string) corev1.PodPhase {
@@ -135,7 +125,7 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 	createPod(t, h.st, p)
 	createPod(t, h.st, func() *corev1.Pod { o := newPod("elsewhere"); o.Spec.NodeName = "n2"; return o }())
 	h.run(t)
-	eventually(t, "pod Running and Ready", func() bool {
+	testkit.EventuallyTrue(t, "pod Running and Ready", 0, func() bool {
 		p := getPod(t, h.st, "web")
 		return p.Status.Phase == corev1.PodRunning && len(p.Status.Conditions) == 4 && p.Status.Conditions[3].Status == corev1.ConditionTrue
 	})
@@ -153,7 +143,7 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 		t.Fatalf("sandbox = %+v", spec)
 	}
 	// Ready, and DiskPressure=False once the disk was measured.
-	eventually(t, "node Ready without disk pressure", func() bool {
+	testkit.EventuallyTrue(t, "node Ready without disk pressure", 0, func() bool {
 		c := nodeCondition(t, h.st, corev1.NodeDiskPressure)
 		return c != nil && c.Status == corev1.ConditionFalse
 	})
@@ -170,7 +160,7 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 	// Idle: many resyncs later, no pod status write and no node write.
 	writes := h.st.podStatusWrites.Load()
 	nodeRV := n.ResourceVersion
-	time.Sleep(400 * time.Millisecond)
+	h.waitSyncs(t, 6)
 	if w := h.st.podStatusWrites.Load(); w != writes {
 		t.Fatalf("idle pod got %d more status writes", w-writes)
 	}
@@ -184,11 +174,11 @@ func TestDeletionStopsRemovesTearsDown(t *testing.T) {
 	h := newHarness(t)
 	p := createPod(t, h.st, newPod("gone"))
 	h.run(t)
-	eventually(t, "running", func() bool { return phase(t, h.st, "gone") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "gone") == corev1.PodRunning })
 	if _, err := h.st.Delete(context.Background(), "pods", "default", "gone", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "pod removed", func() bool {
+	testkit.EventuallyTrue(t, "pod removed", 0, func() bool {
 		pods, _ := h.rt.ListPods(context.Background())
 		return len(pods) == 0 && h.net.TornDown(string(p.UID)) > 0
 	})
@@ -214,7 +204,7 @@ func TestIncompleteRuntimePodIsRecreated(t *testing.T) {
 	half := h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "half",
 		Containers: []ContainerSpec{{Name: pod.Spec.Containers[0].Name, Image: testImage}}})
 	h.run(t)
-	eventually(t, "the pod Running with both containers", func() bool {
+	testkit.EventuallyTrue(t, "the pod Running with both containers", 0, func() bool {
 		obj, err := h.st.Get(context.Background(), "pods", "default", "half")
 		if err != nil {
 			return false
@@ -243,9 +233,9 @@ func TestAdoptionAndOrphans(t *testing.T) {
 	orphan := h.rt.InjectPod(PodSandbox{UID: "no-such-uid", Namespace: "default", Name: "old",
 		Containers: []ContainerSpec{{Name: "main", Image: testImage}}})
 	_, _ = h.net.Setup(context.Background(), PodRef{UID: "stale-net"})
-	h.run(t)
-	eventually(t, "adopted pod Running", func() bool { return phase(t, h.st, "kept") == corev1.PodRunning })
-	eventually(t, "orphan removed", func() bool {
+	_, stop := h.run(t)
+	testkit.EventuallyTrue(t, "adopted pod Running", 0, func() bool { return phase(t, h.st, "kept") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "orphan removed", 0, func() bool {
 		_, err := h.rt.PodStatus(context.Background(), orphan)
 		return errors.Is(err, ErrNotFound)
 	})
@@ -260,9 +250,9 @@ func TestAdoptionAndOrphans(t *testing.T) {
 	}
 
 	// A second agent after this one stops adopts again.
-	_, stop := h.run(t)
-	_ = stop
-	time.Sleep(200 * time.Millisecond)
+	stop()
+	h.run(t)
+	h.waitSyncs(t, 4)
 	if n := h.rt.CountCalls("RunPod"); n != 0 {
 		t.Fatalf("RunPod called after restart")
 	}
@@ -286,7 +276,7 @@ func TestEnvFromConfigMapAndSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.run(t)
-	eventually(t, "CreateContainerConfigError", func() bool {
+	testkit.EventuallyTrue(t, "CreateContainerConfigError", 0, func() bool {
 		s := getPod(t, h.st, "envy").Status
 		return len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].State.Waiting != nil &&
 			s.ContainerStatuses[0].State.Waiting.Reason == "CreateContainerConfigError" && s.Phase == corev1.PodPending
@@ -304,7 +294,7 @@ func TestEnvFromConfigMapAndSecret(t *testing.T) {
 	if _, err := h.st.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sec", Namespace: "default"}, Data: map[string][]byte{"password": []byte("s3cret")}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Running once the keys exist", func() bool { return phase(t, h.st, "envy") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "Running once the keys exist", 0, func() bool { return phase(t, h.st, "envy") == corev1.PodRunning })
 	pods, _ := h.rt.ListPods(ctx)
 	sb, _ := h.rt.Spec(pods[0].ID)
 	if got := sb.Containers[0].Env["GREETING"]; got != "hello" {
@@ -355,7 +345,7 @@ func newSyncHarness(t *testing.T, pod *corev1.Pod) *syncHarness {
 	h := newHarness(t)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	h.rt.Clock = clk
-	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, Clock: clk, Logger: testLogger(t),
+	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, Clock: clk, Logger: testkit.Logger(t),
 		PodDir: h.podDir, Mounter: h.mounter, SyncInterval: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -574,7 +564,7 @@ func TestPodLogs(t *testing.T) {
 	h.rt.SetBehavior("main", FakeBehavior{Logs: "hello\n"})
 	createPod(t, h.st, newPod("talk"))
 	a, _ := h.run(t)
-	eventually(t, "running", func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
 	var buf bytes.Buffer
 	if err := a.PodLogs(context.Background(), "default", "talk", LogOptions{}, &buf); err != nil || buf.String() != "hello\n" {
 		t.Fatalf("PodLogs = %q, %v", buf.String(), err)
@@ -599,7 +589,7 @@ func TestExpand(t *testing.T) {
 func TestNodeHeartbeatWritesRarely(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	st := store.MemoryFor(t)
-	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t),
+	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testkit.Logger(t),
 		PodDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -644,7 +634,7 @@ func TestNodeLabelsAddedToARegisteredNode(t *testing.T) {
 	if _, err := st.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"zone": "a"}}}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t),
+	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testkit.Logger(t),
 		PodDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -100,7 +100,7 @@ func TestDiskPressureEvicts(t *testing.T) {
 	h := newHarness(t)
 	h.podDir = filepath.Join(fsDir, "pods")
 	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, PodDir: h.podDir, Mounter: h.mounter,
-		SyncInterval: 50 * time.Millisecond, OrphanGracePeriod: time.Millisecond, Logger: testLogger(t),
+		SyncInterval: 50 * time.Millisecond, OrphanGracePeriod: time.Millisecond, Logger: testkit.Logger(t),
 		DiskPressure: DiskPressureConfig{NodeFSMinAvailablePercent: 25, MinAvailableBytes: -1,
 			Interval: time.Hour, TransitionPeriod: time.Hour}}) // rounds are run by the test
 	if err != nil {
@@ -180,7 +180,7 @@ func TestDiskPressureHysteresis(t *testing.T) {
 	h := newHarness(t)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	a, err := New(Config{NodeName: "n1", Store: h.st, Runtime: h.rt, Network: h.net, PodDir: h.podDir, Mounter: h.mounter,
-		Clock: clk, Logger: testLogger(t),
+		Clock: clk, Logger: testkit.Logger(t),
 		DiskPressure: DiskPressureConfig{NodeFS: fsDir, ImageFS: fsDir, NodeFSMinAvailablePercent: 10, MinAvailableBytes: -1}})
 	if err != nil {
 		t.Fatal(err)

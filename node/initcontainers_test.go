@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -169,14 +170,14 @@ func TestInitContainersNotRerunAfterAgentRestart(t *testing.T) {
 	h.rt.SetBehavior("setup", FakeBehavior{ExitAfter: time.Millisecond})
 	createPod(t, h.st, initPod("adopt", corev1.RestartPolicyAlways, "setup"))
 	_, stop := h.run(t)
-	eventually(t, "running", func() bool {
+	testkit.EventuallyTrue(t, "running", 0, func() bool {
 		p := getPod(t, h.st, "adopt")
 		return p.Status.Phase == corev1.PodRunning && len(p.Status.InitContainerStatuses) == 1 && p.Status.InitContainerStatuses[0].State.Terminated != nil
 	})
 	stop()
 	before := len(creations(h.rt))
 	h.run(t)
-	time.Sleep(300 * time.Millisecond)
+	h.waitSyncs(t, 4)
 	if got := creations(h.rt); len(got) != before {
 		t.Fatalf("the new agent created or started containers: %v", got[before:])
 	}
@@ -196,7 +197,7 @@ func TestAdoptMidInit(t *testing.T) {
 	h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "mid",
 		Containers: []ContainerSpec{{Name: "setup", Image: testImage}}})
 	h.run(t)
-	eventually(t, "running", func() bool { return phase(t, h.st, "mid") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "mid") == corev1.PodRunning })
 	if got := creations(h.rt); len(got) != 2 || got[0] != "CreateContainer main" {
 		t.Fatalf("calls = %v, want only main created and started", got)
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -13,7 +14,7 @@ func TestLogHandler(t *testing.T) {
 	h.rt.SetBehavior("main", FakeBehavior{Logs: "hello\n"})
 	createPod(t, h.st, newPod("talk"))
 	a, _ := h.run(t)
-	eventually(t, "running", func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
 	srv := httptest.NewServer(a.LogHandler("s3cret"))
 	defer srv.Close()
 	get := func(path, token string) (int, string) {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 func volume(name string, vs corev1.VolumeSource) corev1.Volume {
@@ -76,7 +77,7 @@ func TestVolumesMountedAndRemovedWithThePod(t *testing.T) {
 	}
 	pod := createPod(t, h.st, p)
 	h.run(t)
-	eventually(t, "pod Running", func() bool { return phase(t, h.st, "vols") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "pod Running", 0, func() bool { return phase(t, h.st, "vols") == corev1.PodRunning })
 
 	podDir := filepath.Join(h.podDir, string(pod.UID))
 	got := runtimeSpec(t, h.rt).Containers[0].Mounts
@@ -111,7 +112,7 @@ func TestVolumesMountedAndRemovedWithThePod(t *testing.T) {
 	if _, err := h.st.Delete(ctx, "pods", "default", "vols", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "pod dir removed", func() bool {
+	testkit.EventuallyTrue(t, "pod dir removed", 0, func() bool {
 		_, err := os.Stat(podDir)
 		return os.IsNotExist(err)
 	})
@@ -288,7 +289,7 @@ func TestAdoptionKeepsVolumes(t *testing.T) {
 	p.Spec.Volumes = []corev1.Volume{volume("cache", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}), cmVolume("cfg", "cfg")}
 	pod := createPod(t, h.st, p)
 	_, stop := h.run(t)
-	eventually(t, "running", func() bool { return phase(t, h.st, "keep") == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "keep") == corev1.PodRunning })
 	vd := filepath.Join(h.podDir, string(pod.UID), "volumes")
 	if err := os.WriteFile(filepath.Join(vd, "empty-dir/cache/state"), []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
@@ -296,7 +297,7 @@ func TestAdoptionKeepsVolumes(t *testing.T) {
 	data, _ := os.Readlink(filepath.Join(vd, "configmap/cfg/..data"))
 	stop()
 	h.run(t)
-	time.Sleep(300 * time.Millisecond) // several resyncs
+	h.waitSyncs(t, 4) // several resyncs
 	if readFile(t, filepath.Join(vd, "empty-dir/cache/state")) != "precious" {
 		t.Fatal("emptyDir content lost on adoption")
 	}
@@ -323,7 +324,7 @@ func TestOrphanPodDirRemoved(t *testing.T) {
 		}
 	}
 	h.run(t)
-	eventually(t, "orphan dir removed", func() bool {
+	testkit.EventuallyTrue(t, "orphan dir removed", 0, func() bool {
 		_, err := os.Stat(filepath.Join(h.podDir, "gone-uid"))
 		return os.IsNotExist(err)
 	})

@@ -12,6 +12,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
 
@@ -46,7 +47,7 @@ func TestSweepProvisioned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testLogger(t),
+	a, err := New(Config{NodeName: "n1", Store: st, Runtime: NewFakeRuntime(clk), Network: NewFakeNetwork(), Clock: clk, Logger: testkit.Logger(t),
 		PodDir: filepath.Join(base, "pods")})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -49,10 +50,10 @@ func TestAgentCorrectsStatusChangedInTheStore(t *testing.T) {
 		st, reason := podReady(getPod(t, h.st, "web"))
 		return st == corev1.ConditionTrue && reason == ""
 	}
-	eventually(t, "pod Ready", isReady)
+	testkit.EventuallyTrue(t, "pod Ready", 0, isReady)
 
 	markNodeNotReady(t, h, "web")
-	eventually(t, "running agent marks the pod Ready again", isReady)
+	testkit.EventuallyTrue(t, "running agent marks the pod Ready again", 0, isReady)
 
 	stop()
 	markNodeNotReady(t, h, "web")
@@ -60,7 +61,7 @@ func TestAgentCorrectsStatusChangedInTheStore(t *testing.T) {
 		t.Fatalf("mark not in place: %s/%s", st, reason)
 	}
 	h.run(t)
-	eventually(t, "restarted agent marks the pod Ready again", isReady)
+	testkit.EventuallyTrue(t, "restarted agent marks the pod Ready again", 0, isReady)
 	if n := h.rt.CountCalls("RunPod"); n != 1 {
 		t.Fatalf("RunPod called %d times, want 1 (the pod adopted, not restarted)", n)
 	}
@@ -71,7 +72,7 @@ func TestAgentCorrectsStatusChangedInTheStore(t *testing.T) {
 		}
 	}
 	writes := h.st.podStatusWrites.Load()
-	time.Sleep(300 * time.Millisecond) // several resyncs
+	h.waitSyncs(t, 4) // several resyncs
 	if w := h.st.podStatusWrites.Load(); w != writes {
 		t.Fatalf("%d more status writes after the correction", w-writes)
 	}
