@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/node"
 )
@@ -43,7 +44,7 @@ func testFabric(t *testing.T) *netfabric.Fabric {
 	f, err := netfabric.New(netfabric.Config{
 		PodCIDR: podCIDR, ClusterCIDR: cluster, Bridge: "fln" + suffix, StateDir: t.TempDir(),
 		NetNSPrefix: "fln" + suffix + "-", NFTable: "fln_" + suffix,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Logger: testkit.LoggerAt(t, slog.LevelInfo),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,17 +58,6 @@ func testFabric(t *testing.T) *netfabric.Fabric {
 		t.Fatalf("fabric init: %v", err)
 	}
 	return f
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestAgentOnPodman runs the node agent on real Podman, netfabric and the
@@ -118,7 +108,7 @@ func TestAgentOnPodman(t *testing.T) {
 	startAgent := func() (*node.Agent, func()) {
 		a, err := node.New(node.Config{NodeName: node1, Store: st, Runtime: rt, Network: fab, PodDir: podDir,
 			SyncInterval: 500 * time.Millisecond, OrphanGracePeriod: time.Second,
-			Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+			Logger: testkit.LoggerAt(t, slog.LevelInfo)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +129,7 @@ func TestAgentOnPodman(t *testing.T) {
 
 	start := time.Now()
 	a, stop := startAgent()
-	waitFor(t, 60*time.Second, "web Running and Ready", func() bool {
+	testkit.EventuallyTrue(t, "web Running and Ready", 60*time.Second, func() bool {
 		p := getPod("web")
 		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].Ready
 	})
@@ -155,9 +145,9 @@ func TestAgentOnPodman(t *testing.T) {
 		t.Fatalf("body = %q", body)
 	}
 
-	waitFor(t, 30*time.Second, "echo Running", func() bool { return getPod("echo").Status.Phase == corev1.PodRunning })
+	testkit.EventuallyTrue(t, "echo Running", 30*time.Second, func() bool { return getPod("echo").Status.Phase == corev1.PodRunning })
 	var logs bytes.Buffer
-	waitFor(t, 10*time.Second, "echo logs", func() bool {
+	testkit.EventuallyTrue(t, "echo logs", 10*time.Second, func() bool {
 		logs.Reset()
 		return a.PodLogs(ctx, "default", "echo", node.LogOptions{}, &logs) == nil && strings.Contains(logs.String(), "hi-from-configmap")
 	})
@@ -172,7 +162,7 @@ func TestAgentOnPodman(t *testing.T) {
 	}
 	start = time.Now()
 	startAgent()
-	waitFor(t, 30*time.Second, "orphan removed", func() bool {
+	testkit.EventuallyTrue(t, "orphan removed", 30*time.Second, func() bool {
 		pods, err := rt.ListPods(ctx)
 		if err != nil {
 			return false
@@ -197,7 +187,7 @@ func TestAgentOnPodman(t *testing.T) {
 	if _, err := st.Delete(ctx, "pods", "default", "web", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "web removed from podman and netfabric", func() bool {
+	testkit.EventuallyTrue(t, "web removed from podman and netfabric", 30*time.Second, func() bool {
 		pods, err := rt.ListPods(ctx)
 		if err != nil {
 			return false

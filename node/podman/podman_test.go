@@ -18,6 +18,7 @@ import (
 
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/node"
 )
 
@@ -53,7 +54,7 @@ func startTestServiceWith(t *testing.T, set func(*ServiceConfig)) *Service {
 	cfg := ServiceConfig{
 		DataDir: dir + "/data", Root: dir + "/root", RunRoot: dir + "/runroot",
 		StorageDriver: "vfs",
-		Logger:        slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Logger:        testkit.LoggerAt(t, slog.LevelInfo),
 	}
 	set(&cfg)
 	svc, err := StartService(ctx, cfg)
@@ -83,13 +84,6 @@ func startTestServiceWith(t *testing.T, set func(*ServiceConfig)) *Service {
 	return svc
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func TestRuntimeLifecycle(t *testing.T) {
 	svc := startTestService(t)
 	rt := svc.Runtime
@@ -115,18 +109,16 @@ func TestRuntimeLifecycle(t *testing.T) {
 		t.Fatalf("ListPods = %+v, %v", list, err)
 	}
 	var st node.PodStatus
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Eventually(t, "the quick container to exit", 20*time.Second, func() error {
 		st, err = rt.PodStatus(ctx, id)
 		if err != nil {
 			t.Fatalf("PodStatus: %v", err)
 		}
-		q := st.Container("quick")
-		if q != nil && q.State == node.ContainerExited || time.Now().After(deadline) {
-			break
+		if q := st.Container("quick"); q == nil || q.State != node.ContainerExited {
+			return fmt.Errorf("quick = %+v", q)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	m, q := st.Container("main"), st.Container("quick")
 	if m == nil || m.State != node.ContainerRunning || m.StartedAt.IsZero() {
 		t.Fatalf("main = %+v", m)
@@ -142,16 +134,16 @@ func TestRuntimeLifecycle(t *testing.T) {
 		t.Fatalf("limits: memory %d, cpu %d/%d; want 64Mi, 50000/100000", in.HostConfig.Memory, in.HostConfig.CpuQuota, in.HostConfig.CpuPeriod)
 	}
 	var logs bytes.Buffer
-	for i := 0; i < 50 && !strings.Contains(logs.String(), "smoke"); i++ {
+	testkit.Eventually(t, "main's logs", 10*time.Second, func() error {
 		logs.Reset()
 		if err := rt.ContainerLogs(ctx, m.ID, node.LogRequest{}, &logs); err != nil {
 			t.Fatalf("ContainerLogs: %v", err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.Contains(logs.String(), "hello world") || !strings.Contains(logs.String(), "smoke") {
-		t.Fatalf("logs = %q", logs.String())
-	}
+		if !strings.Contains(logs.String(), "hello world") || !strings.Contains(logs.String(), "smoke") {
+			return fmt.Errorf("logs = %q, want hello world and smoke", logs.String())
+		}
+		return nil
+	})
 	if err := rt.StartContainer(ctx, q.ID); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}

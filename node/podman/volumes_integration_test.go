@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
@@ -132,7 +133,7 @@ func TestVolumesOnPodman(t *testing.T) {
 
 	a, err := node.New(node.Config{NodeName: nodeName, Store: st, Runtime: rt, Network: noNetwork{}, PodDir: podDir,
 		SyncInterval: 500 * time.Millisecond, OrphanGracePeriod: time.Second,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		Logger: testkit.LoggerAt(t, slog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestVolumesOnPodman(t *testing.T) {
 	logsOf := func(pod, container string, want ...string) string {
 		t.Helper()
 		var buf bytes.Buffer
-		waitFor(t, 60*time.Second, pod+"/"+container+" logs with "+strings.Join(want, ", "), func() bool {
+		testkit.EventuallyTrue(t, pod+"/"+container+" logs with "+strings.Join(want, ", "), 60*time.Second, func() bool {
 			buf.Reset()
 			if a.PodLogs(ctx, "default", pod, node.LogOptions{Container: container}, &buf) != nil {
 				return false
@@ -168,7 +169,7 @@ func TestVolumesOnPodman(t *testing.T) {
 	runningID := func(name string) string {
 		t.Helper()
 		var id string
-		waitFor(t, 60*time.Second, name+" Running", func() bool {
+		testkit.EventuallyTrue(t, name+" Running", 60*time.Second, func() bool {
 			p := getPod(name)
 			if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Running == nil {
 				return false
@@ -189,7 +190,7 @@ func TestVolumesOnPodman(t *testing.T) {
 	}
 
 	// hostPath DirectoryOrCreate: created, and the pod's writes land there.
-	waitFor(t, 60*time.Second, "the hostPath file", func() bool {
+	testkit.EventuallyTrue(t, "the hostPath file", 60*time.Second, func() bool {
 		b, err := os.ReadFile(filepath.Join(hostDir, "file"))
 		return err == nil && string(b) == "from-the-pod\n"
 	})
@@ -211,7 +212,7 @@ func TestVolumesOnPodman(t *testing.T) {
 			return err == nil && code == 0
 		}
 	}
-	waitFor(t, 30*time.Second, "greeting v1 in the container", check("v1"))
+	testkit.EventuallyTrue(t, "greeting v1 in the container", 30*time.Second, check("v1"))
 	obj, _ := st.Get(ctx, "configmaps", "default", "app")
 	cm := obj.(*corev1.ConfigMap)
 	cm.Data["greeting"] = "v2"
@@ -220,7 +221,7 @@ func TestVolumesOnPodman(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 30*time.Second, "greeting v2 in the running container", check("v2"))
+	testkit.EventuallyTrue(t, "greeting v2 in the running container", 30*time.Second, check("v2"))
 	t.Logf("configMap change seen in the container after %s", time.Since(start).Round(time.Millisecond))
 	if p := getPod("config"); p.Status.ContainerStatuses[0].RestartCount != 0 ||
 		strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "podman://") != cfgID {
@@ -265,11 +266,11 @@ func TestVolumesOnPodman(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 60*time.Second, "the shared pod's dir and tmpfs gone", func() bool {
+	testkit.EventuallyTrue(t, "the shared pod's dir and tmpfs gone", 60*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(podDir, uids["shared"]))
 		return os.IsNotExist(err) && len(mountsUnder(t, filepath.Join(podDir, uids["shared"]))) == 0
 	})
-	waitFor(t, 60*time.Second, "the host pod gone from podman", func() bool {
+	testkit.EventuallyTrue(t, "the host pod gone from podman", 60*time.Second, func() bool {
 		pods, err := rt.ListPods(ctx)
 		if err != nil {
 			return false
