@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 const busyboxImage = "localhost/busybox:latest"
@@ -135,20 +137,20 @@ func TestPodmanContainerInPodNetNS(t *testing.T) {
 
 	url := fmt.Sprintf("http://%s:8080/index.html", pn.IP)
 	client := &http.Client{Timeout: 2 * time.Second}
-	var lastErr error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	err := testkit.Wait(ctx, 20*time.Second, func() error {
 		resp, err := client.Get(url)
 		if err != nil {
-			lastErr = err
-			continue
+			return err
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if got := strings.TrimSpace(string(body)); got != "hello-"+uid {
 			t.Fatalf("GET %s = %d %q", url, resp.StatusCode, got)
 		}
-		return
+		return nil
+	})
+	if err != nil {
+		logs, _ := podman(context.Background(), env, "logs", name)
+		t.Fatalf("GET %s never answered: %v\ncontainer logs:\n%s", url, err, logs)
 	}
-	logs, _ := podman(context.Background(), env, "logs", name)
-	t.Fatalf("GET %s never answered: %v\ncontainer logs:\n%s", url, lastErr, logs)
 }

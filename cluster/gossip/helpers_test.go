@@ -1,48 +1,25 @@
 package gossip
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
-
-// testLogWriter sends log lines to t.Log until the test ends; memberlist's
-// goroutines may still log after that, and t.Log would then panic.
-type testLogWriter struct {
-	mu   sync.Mutex
-	tb   testing.TB
-	done bool
-}
-
-func (w *testLogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
-}
 
 // testLogger logs to t.Log at info, or debug (memberlist's lines too) when
 // FLOTILLA_TEST_DEBUG is set.
 func testLogger(tb testing.TB) *slog.Logger {
-	w := &testLogWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
 	level := slog.LevelInfo
 	if os.Getenv("FLOTILLA_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return testkit.LoggerAt(tb, level)
 }
 
 func newKey(tb testing.TB) []byte {
@@ -101,23 +78,11 @@ func startCluster(tb testing.TB, n int, key []byte) []*Membership {
 		}
 	}
 	for _, m := range ms {
-		waitUntil(tb, 30*time.Second, fmt.Sprintf("%s sees %d members", m.Local().Name, n), func() bool {
+		testkit.EventuallyTrue(tb, fmt.Sprintf("%s sees %d members", m.Local().Name, n), 30*time.Second, func() bool {
 			return len(m.Members()) == n
 		})
 	}
 	return ms
-}
-
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(tb testing.TB, within time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting until %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // waitEvent reads ch until an event matches, failing after within. It

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // These tests run real memberlist members over loopback, several in one
@@ -66,7 +68,7 @@ func TestUpdateMetaPropagates(t *testing.T) {
 	if got := ms[0].Local().Meta.PodCIDR; got != meta.PodCIDR {
 		t.Errorf("Local().Meta.PodCIDR = %q, want %q", got, meta.PodCIDR)
 	}
-	waitUntil(t, 30*time.Second, "node-3 sees node-1's new PodCIDR", func() bool {
+	testkit.EventuallyTrue(t, "node-3 sees node-1's new PodCIDR", 30*time.Second, func() bool {
 		return ms[2].Members()[0].Meta.PodCIDR == meta.PodCIDR
 	})
 }
@@ -118,7 +120,7 @@ func TestLeaveIsSeenAsLeft(t *testing.T) {
 			t.Errorf("node-1 saw %v %s while node-3 left, want only the initial Joined events", s.Type, s.Member.Name)
 		}
 	}
-	waitUntil(t, 30*time.Second, "node-2 no longer lists node-3", func() bool { return len(ms[1].Members()) == 2 })
+	testkit.EventuallyTrue(t, "node-2 no longer lists node-3", 30*time.Second, func() bool { return len(ms[1].Members()) == 2 })
 	if got := len(ms[0].Members()); got != 2 {
 		t.Errorf("node-1 lists %d members after node-3 left, want 2", got)
 	}
@@ -171,7 +173,9 @@ func TestWrongKeyIsRefused(t *testing.T) {
 	}
 	t.Logf("wrong key: %v", err)
 
-	// Give gossip time to spread anything it might have learnt.
+	// Kept sleep: what is checked is that nothing happens. Real time passes
+	// for gossip to spread anything it might have learnt: 2 s is 20 gossip
+	// rounds (GossipInterval) and 4 probe rounds.
 	time.Sleep(2 * time.Second)
 	for _, m := range ms {
 		for _, mem := range m.Members() {
@@ -209,6 +213,8 @@ func TestDuplicateNodeNameIsRefused(t *testing.T) {
 	}
 	t.Logf("duplicate name: %v", err)
 
+	// Kept sleep, as in TestWrongKeyIsRefused: nothing may happen while
+	// gossip runs 20 rounds.
 	time.Sleep(2 * time.Second)
 	for _, m := range ms {
 		got := m.Members()

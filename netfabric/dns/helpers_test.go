@@ -2,7 +2,6 @@ package dns
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sort"
@@ -17,12 +16,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 )
-
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // --- the service view used by the tests ---
 
@@ -125,7 +121,7 @@ func startServer(tb testing.TB, cfg Config) (*Server, string) {
 		cfg.Listen = []string{"127.0.0.1:0"}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(tb)
+		cfg.Logger = testkit.Logger(tb)
 	}
 	if cfg.Upstreams == nil && cfg.ResolvConf == "" {
 		cfg.ResolvConf = "/nonexistent" // never the host's resolvers in tests

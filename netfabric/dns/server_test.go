@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 )
 
@@ -30,7 +31,7 @@ func TestRunListenError(t *testing.T) {
 				pc.Close()
 				defer l.Close()
 			}
-			s, err := New(Config{Listen: []string{addr}, Upstreams: []string{"192.0.2.53"}, Logger: testLogger(t)})
+			s, err := New(Config{Listen: []string{addr}, Upstreams: []string{"192.0.2.53"}, Logger: testkit.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +60,7 @@ func TestRunListenError(t *testing.T) {
 // TestRunStops: Run returns nil when its context ends, and the port is
 // free again.
 func TestRunStops(t *testing.T) {
-	s, err := New(Config{Listen: []string{"127.0.0.1:0", "127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testLogger(t)})
+	s, err := New(Config{Listen: []string{"127.0.0.1:0", "127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestDefaultUpstreams(t *testing.T) {
 		{"127.0.0.53:5353", []string{"127.0.0.53:53", "192.0.2.1:53", "[fe80::1%eth0]:53"}},
 		{":53", []string{"192.0.2.1:53", "[fe80::1%eth0]:53"}}, // a wildcard listener would receive what goes to a loopback address
 	} {
-		s, err := New(Config{Listen: []string{tc.listen}, ResolvConf: path, Logger: testLogger(t)})
+		s, err := New(Config{Listen: []string{tc.listen}, ResolvConf: path, Logger: testkit.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +146,7 @@ func TestDefaultUpstreams(t *testing.T) {
 			t.Errorf("listen %s: upstreams %q, want %q", tc.listen, got, tc.want)
 		}
 	}
-	s, err := New(Config{Listen: []string{":53"}, ResolvConf: filepath.Join(t.TempDir(), "missing"), Logger: testLogger(t)})
+	s, err := New(Config{Listen: []string{":53"}, ResolvConf: filepath.Join(t.TempDir(), "missing"), Logger: testkit.Logger(t)})
 	if err != nil || len(s.Upstreams()) != 0 {
 		t.Fatalf("missing resolv.conf: %v, %v", s, err)
 	}
@@ -245,7 +246,7 @@ func (w *recorder) Hijack()                   {}
 // TestServeDNSMalformed: what the server's accept function would stop,
 // ServeDNS handles itself.
 func TestServeDNSMalformed(t *testing.T) {
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testLogger(t)})
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func TestServeDNSMalformed(t *testing.T) {
 // TestPortlessExternalIsNotHeadless: an ExternalName service is never
 // treated as headless, whatever its clusterIP says.
 func TestPortlessExternalIsNotHeadless(t *testing.T) {
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testLogger(t)})
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{"192.0.2.53"}, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

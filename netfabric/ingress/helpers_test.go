@@ -29,12 +29,14 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
+// testLogger logs at info: the proxy's debug lines (one per routing table
+// update, net/http's complaints) would drown a test that updates it
+// thousands of times.
+func testLogger(t testing.TB) *slog.Logger { return testkit.LoggerAt(t, slog.LevelInfo) }
 
 // backend is an httptest server standing in for one endpoint; it answers
 // with its name and echoes what the proxy sent.

@@ -260,7 +260,7 @@ func TestUpdateUnderLoad(t *testing.T) {
 			} else {
 				p.Update(blueObjs.snapshot())
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // kept: paces the updates (a load generator), waits for nothing
 		}
 	})
 	wg.Wait()

@@ -2,10 +2,14 @@ package ingress
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 func TestNewConfig(t *testing.T) {
@@ -72,14 +76,16 @@ func TestRunAddressInUse(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	p, err := New(Config{HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", Logger: testLogger(t)})
+	var serving atomic.Int32
+	logger := slog.New(servingCounter{testLogger(t).Handler(), &serving})
+	p, err := New(Config{HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	time.Sleep(100 * time.Millisecond)
+	testkit.EventuallyTrue(t, "Run serving HTTP and HTTPS", 0, func() bool { return serving.Load() == 2 })
 	cancel()
 	select {
 	case err := <-done:
@@ -110,4 +116,26 @@ func TestRateLimiter(t *testing.T) {
 	if ok, n := l.allow("a"); !ok || n != 3 {
 		t.Fatalf("after the interval: allow = %v, suppressed %d; want true, 3", ok, n)
 	}
+}
+
+// servingCounter counts the proxy's "serving ingress" lines: one per
+// listener, once it is open.
+type servingCounter struct {
+	slog.Handler
+	n *atomic.Int32
+}
+
+func (h servingCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "serving ingress" {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h servingCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	return servingCounter{h.Handler.WithAttrs(as), h.n}
+}
+
+func (h servingCounter) WithGroup(name string) slog.Handler {
+	return servingCounter{h.Handler.WithGroup(name), h.n}
 }

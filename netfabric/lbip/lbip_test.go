@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
 )
@@ -119,7 +121,10 @@ func TestTakeoverOnARP(t *testing.T) {
 
 	// The owner dies (its link goes down); the survivor takes over.
 	sh(t, "ip", "-n", owner, "link", "set", "eth0", "down")
-	time.Sleep(1100 * time.Millisecond) // past the neighbour lock time (1 s), as a real failure detection is
+	// Kept sleep: real (kernel) time must pass, as a real failure detection
+	// takes: the client's kernel ignores ARP for an entry updated less than
+	// its neighbour lock time (1 s) ago, and no clock of ours drives that.
+	time.Sleep(1100 * time.Millisecond)
 	inNS(t, other, func() error { return ann[other].Sync(context.Background(), snap, []string{other}) })
 	if !holds(t, other, lb) {
 		t.Fatalf("%s did not take %s over", other, lb)
@@ -176,13 +181,10 @@ func mac(t *testing.T, ns string) string {
 
 func eventuallyNeigh(t *testing.T, ns string, ip netip.Addr, want string) {
 	t.Helper()
-	var last string
-	for range 50 {
-		last = sh(t, "ip", "-n", ns, "neigh", "show", ip.String())
-		if strings.Contains(last, want) {
-			return
+	testkit.Eventually(t, fmt.Sprintf("%s's neighbour %s at %s", ns, ip, want), 10*time.Second, func() error {
+		if got := sh(t, "ip", "-n", ns, "neigh", "show", ip.String()); !strings.Contains(got, want) {
+			return fmt.Errorf("neighbour entry %q", strings.TrimSpace(got))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: neighbour %s is %q, want lladdr %s", ns, ip, strings.TrimSpace(last), want)
+		return nil
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/node"
 )
@@ -95,10 +96,6 @@ func inNetNS(tb testing.TB, path string, fn func() error) error {
 	return netfabric.InNetNS(path, fn)
 }
 
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 type pod struct {
 	name string
 	path string
@@ -170,7 +167,7 @@ func newLab(tb testing.TB, n int) *lab {
 		l.pods = append(l.pods, p)
 	}
 
-	l.proxy, err = New(Config{Table: "fsp-" + l.id, ClusterCIDR: l.cluster, PodCIDR: l.podCIDR, Bridge: l.bridge, Logger: testLogger(tb)})
+	l.proxy, err = New(Config{Table: "fsp-" + l.id, ClusterCIDR: l.cluster, PodCIDR: l.podCIDR, Bridge: l.bridge, Logger: testkit.Logger(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}

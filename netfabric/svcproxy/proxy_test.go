@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -269,7 +270,7 @@ func TestRestartAndRecovery(t *testing.T) {
 	requireNFT(t)
 	ns := newNetNS(t, "fsp"+randHex(t, 8)+"r")
 	table := "fsp-" + randHex(t, 8)
-	cfg := Config{Table: table, PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Bridge: "fspnone", Logger: testLogger(t)}
+	cfg := Config{Table: table, PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Bridge: "fspnone", Logger: testkit.Logger(t)}
 	ctx := context.Background()
 	in := func(fn func() error) {
 		t.Helper()
