@@ -27,3 +27,10 @@ if [ ! -x "$cue" ]; then
 	echo "installing the cue command (cuelang.org/go/cmd/cue@v0.17.1) ..."
 	GOFLAGS= go install cuelang.org/go/cmd/cue@v0.17.1
 fi
+
+# kubectl is not packaged for Debian 12; the tests that speak to the API as a
+# Kubernetes user would (cluster/apiserver, cmd/flotilla's TestUpAdmission)
+# skip without it, so say so up front.
+if ! command -v kubectl >/dev/null; then
+	echo "note: kubectl is not installed: the kubectl tests will be skipped (install kubectl v1.32 to run them)" >&2
+fi
