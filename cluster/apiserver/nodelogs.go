@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -24,11 +26,25 @@ type NodeLogs struct {
 	Token string
 	// Port is the agents' log port.
 	Port int
-	// Client makes the requests; nil means one that accepts the agents'
-	// self-signed certificates (the traffic is encrypted, the agent is not
-	// authenticated: the node's address comes from the store).
+	// Client makes the requests; nil means agentClient, shared by every
+	// call so that connections are reused and closed when idle.
 	Client *http.Client
 }
+
+// agentClient is the default client of NodeLogs: one transport for every
+// call, so that a connection to an agent is reused by the next call and
+// closed after IdleConnTimeout (a transport per call left each call's
+// connection and its two goroutines behind). It accepts the agents'
+// self-signed certificates: the traffic is encrypted, the agent is not
+// authenticated (the node's address comes from the store).
+var agentClient = sync.OnceValue(func() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+})
 
 var _ LogSource = NodeLogs{}
 
@@ -75,7 +91,7 @@ func (n NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOp
 	req.Header.Set("Authorization", "Bearer "+n.Token)
 	cl := n.Client
 	if cl == nil {
-		cl = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		cl = agentClient()
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
