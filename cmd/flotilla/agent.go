@@ -48,18 +48,22 @@ overlay, and run the pods bound to this node on its own Podman service.
 
 Pods keep running while the server is unreachable; the agent reconciles when
 it is back. An agent restart adopts its running pods.`,
-		Example: `  flotilla agent --token FLO1.… --advertise-addr 192.0.2.21
-  flotilla agent --token-file /etc/flotilla/join-token --join 192.0.2.10`,
+		Example: `  flotilla agent --token-file /etc/flotilla/join-token --advertise-addr 192.0.2.21
+  FLOTILLA_JOIN_TOKEN="$(cat join-token)" flotilla agent --join 192.0.2.10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("token") {
+				return errTokenOnCommandLine
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runAgent(ctx, o, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.token, "token", "", "the join token `flotilla server` printed")
-	f.StringVar(&o.tokenFile, "token-file", "", "read the join token from this file")
+	f.StringVar(&o.token, "token", "", "refused: a token on the command line is readable by every local user")
+	_ = f.MarkHidden("token")
+	f.StringVar(&o.tokenFile, "token-file", "", "read the join token from this file (else from $"+joinTokenEnv+")")
 	f.StringVar(&o.join, "join", "", "the server's address, when it differs from the one in the token (an IP or host)")
 	f.StringVar(&o.advertise, "advertise-addr", "", "this node's IP on the node network (default: the first global IPv4 address)")
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
@@ -73,7 +77,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("flotilla agent needs root: it creates network namespaces and runs Podman as root (try sudo)")
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla: "+format+"\n", args...) }
-	tok, err := readToken(ctx, o.token, o.tokenFile, say)
+	tok, err := readToken(ctx, os.Getenv(joinTokenEnv), o.tokenFile, say)
 	if err != nil {
 		return err
 	}
@@ -245,10 +249,23 @@ func followPeers(ctx context.Context, members *gossip.Membership, fabric *netfab
 	}
 }
 
-// readToken reads and parses the join token from the flag or the file. A
-// file that does not exist yet is waited for (a server starting beside the
-// agent writes it).
+// joinTokenEnv is the environment variable an agent reads its join token
+// from when no --token-file is given.
+const joinTokenEnv = "FLOTILLA_JOIN_TOKEN"
+
+// errTokenOnCommandLine refuses --token: a process's arguments are in
+// /proc/PID/cmdline, readable by every local user for as long as the agent
+// runs, and in shell history.
+var errTokenOnCommandLine = errors.New("--token puts the join token in the agent's command line, which every local user can read (ps, /proc): " +
+	"pass --token-file FILE (mode 0600) or set " + joinTokenEnv)
+
+// readToken reads and parses the join token from file when one is given,
+// else takes token (from the environment). A file that does not exist yet
+// is waited for (a server starting beside the agent writes it).
 func readToken(ctx context.Context, token, file string, say func(string, ...any)) (join.Token, error) {
+	if file != "" {
+		token = ""
+	}
 	for told := false; token == "" && file != ""; {
 		data, err := os.ReadFile(file)
 		if err == nil {
@@ -269,7 +286,7 @@ func readToken(ctx context.Context, token, file string, say func(string, ...any)
 		}
 	}
 	if token == "" {
-		return join.Token{}, fmt.Errorf("no join token: pass --token (or --token-file) with what `flotilla server` printed")
+		return join.Token{}, fmt.Errorf("no join token: pass --token-file with the file `flotilla server` wrote (DATA_DIR/join-token), or set %s", joinTokenEnv)
 	}
 	tok, err := join.Parse(token)
 	if err != nil {

@@ -382,7 +382,11 @@ func (l *labCluster) checkBadJoins() {
 	n3 := l.node("node3")
 	agent := func(token, name string) string {
 		dir := t.TempDir()
-		cmd := exec.Command(flotillaBin, "lab", "exec", "--dir", l.dir, "node3", "--", flotillaBin, "agent", "--token", token,
+		tokenFile := filepath.Join(dir, "join-token")
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(flotillaBin, "lab", "exec", "--dir", l.dir, "node3", "--", flotillaBin, "agent", "--token-file", tokenFile,
 			"--node-name", name, "--advertise-addr", n3.IP, "--gossip-port", "7950", "--data-dir", dir,
 			"--bridge", "badjoin0", "--netns-prefix", "badjoin-", "--podman-root", filepath.Join(dir, "root"), "--podman-runroot", filepath.Join(dir, "run"))
 		out, err := cmd.CombinedOutput()

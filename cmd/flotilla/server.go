@@ -60,11 +60,11 @@ func newServerCommand() *cobra.Command {
 controllers and scheduler, the Git sync, and a gossip member that tells which
 nodes are alive. It runs no pods itself: agents do ('flotilla agent').
 
-It prints a join token (also in DATA_DIR/join-token) that carries what an
+It writes a join token to DATA_DIR/join-token (mode 0600) that carries what an
 agent needs: the API address and credential, the gossip key, and the
 fingerprint of the cluster's CA.`,
 		Example: `  flotilla server --repo https://git.example/ops/site.git --advertise-addr 192.0.2.10
-  flotilla agent --token "$(cat /var/lib/flotilla/join-token)"   # on each node`,
+  flotilla agent --token-file /etc/flotilla/join-token   # on each node, with a copy of DATA_DIR/join-token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -176,8 +176,8 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	}
 	say("API server at %s; kubeconfig %s", cp.serverURL, cp.kubeconfig)
 	say("syncing %s", gitsync.SanitizeURL(repo))
-	say("join token (also in %s); on each node run:", tokenPath)
-	fmt.Fprintf(out, "\n  flotilla agent --token %s\n\n", tok.Encode())
+	say("join token in %s; copy it to each node (mode 0600) and run there:", tokenPath)
+	fmt.Fprint(out, "\n  flotilla agent --token-file /etc/flotilla/join-token\n\n")
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(gctx, cp.listener) })
