@@ -281,6 +281,7 @@ func regexDescriptions() map[string]string {
 		`^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$`: "a quantity such as 500m, 0.5, 128Mi or 20Gi",
 		`^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$`:              "standard base64, padded with '='",
 		`^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`:     "a wildcard host such as *.example.com",
+		`^([^/%.][^/%]*|\.[^/%.][^/%]*|\.\.[^/%]+)$`:                                "a path segment name: not empty, \".\" or \"..\", and without '/' or '%'",
 	}
 }
 

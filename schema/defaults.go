@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -13,7 +14,7 @@ import (
 
 // SetDefaults fills in the fields a Kubernetes API server defaults when an
 // object is written, with Kubernetes' own values (the defaulting functions
-// of k8s.io/kubernetes pkg/apis/{core,apps,discovery,storage}/v1 and the
+// of k8s.io/kubernetes pkg/apis/{core,apps,discovery,storage,rbac}/v1 and the
 // +default markers of k8s.io/api, as v1.37 has them), so that what
 // Flotilla stores and serves reads as it would on Kubernetes: `kubectl get
 // -o yaml` shows the same fields and `kubectl describe` has no holes.
@@ -107,10 +108,37 @@ func SetDefaults(obj Object) {
 		if o.VolumeBindingMode == nil {
 			o.VolumeBindingMode = ptrTo(storagev1.VolumeBindingImmediate)
 		}
+	case *rbacv1.RoleBinding:
+		defaultRoleRef(&o.RoleRef)
+		defaultSubjects(o.Subjects)
+	case *rbacv1.ClusterRoleBinding:
+		defaultRoleRef(&o.RoleRef)
+		defaultSubjects(o.Subjects)
 	}
-	// ConfigMap, Event, Ingress and SyncStatus have no defaults that show:
-	// Kubernetes' ConfigMap default (an empty data map) is omitted on the
-	// wire, and networking/v1 defaults nothing of an Ingress.
+	// ConfigMap, Event, Ingress, Role, ClusterRole and SyncStatus have no
+	// defaults that show: Kubernetes' ConfigMap default (an empty data map)
+	// is omitted on the wire, networking/v1 defaults nothing of an Ingress,
+	// nor rbac/v1 of a role.
+}
+
+// defaultRoleRef: the only group a binding's role can be in.
+func defaultRoleRef(r *rbacv1.RoleRef) {
+	if r.APIGroup == "" {
+		r.APIGroup = rbacv1.GroupName
+	}
+}
+
+// defaultSubjects gives a binding's users and groups without an apiGroup
+// the RBAC group, as Kubernetes does; a service account's stays "" (the
+// core group), and a subject of another kind is left for validation to
+// refuse.
+func defaultSubjects(ss []rbacv1.Subject) {
+	for i := range ss {
+		s := &ss[i]
+		if s.APIGroup == "" && (s.Kind == rbacv1.UserKind || s.Kind == rbacv1.GroupKind) {
+			s.APIGroup = rbacv1.GroupName
+		}
+	}
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -13,6 +13,7 @@ PACKAGES=(
 	k8s.io/api/apps/v1
 	k8s.io/api/networking/v1
 	k8s.io/api/storage/v1
+	k8s.io/api/rbac/v1
 	k8s.io/apimachinery/pkg/apis/meta/v1
 )
 

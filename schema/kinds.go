@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -32,7 +33,7 @@ type Kind struct {
 	Group      string   // "apps"; "" for the core group
 	Version    string   // "v1"
 	Resource   string   // "deployments": the plural used in API paths and store keys
-	Namespaced bool     // false for Node, Namespace, PersistentVolume, StorageClass, SyncStatus
+	Namespaced bool     // false for Node, Namespace, PersistentVolume, StorageClass, ClusterRole, ClusterRoleBinding, SyncStatus
 	ShortNames []string // "deploy": what `flotilla get` also accepts
 	// FromGit is true for kinds a user may put in a Git repository.
 	FromGit bool
@@ -74,6 +75,10 @@ var kinds = []Kind{
 	{Kind: "ReplicaSet", Group: "apps", Version: "v1", Resource: "replicasets", Namespaced: true, ShortNames: []string{"rs"}, FromGit: true, typ: reflect.TypeOf(appsv1.ReplicaSet{})},
 	{Kind: "StatefulSet", Group: "apps", Version: "v1", Resource: "statefulsets", Namespaced: true, ShortNames: []string{"sts"}, FromGit: true, typ: reflect.TypeOf(appsv1.StatefulSet{})},
 	{Kind: "Ingress", Group: "networking.k8s.io", Version: "v1", Resource: "ingresses", Namespaced: true, ShortNames: []string{"ing"}, FromGit: true, typ: reflect.TypeOf(networkingv1.Ingress{})},
+	{Kind: "Role", Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles", Namespaced: true, FromGit: true, typ: reflect.TypeOf(rbacv1.Role{})},
+	{Kind: "ClusterRole", Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles", FromGit: true, typ: reflect.TypeOf(rbacv1.ClusterRole{})},
+	{Kind: "RoleBinding", Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings", Namespaced: true, FromGit: true, typ: reflect.TypeOf(rbacv1.RoleBinding{})},
+	{Kind: "ClusterRoleBinding", Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings", FromGit: true, typ: reflect.TypeOf(rbacv1.ClusterRoleBinding{})},
 	{Kind: "SyncStatus", Group: FlotillaGroup, Version: "v1alpha1", Resource: "syncstatuses", typ: reflect.TypeOf(SyncStatus{})},
 }
 

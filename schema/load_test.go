@@ -36,7 +36,7 @@ var badCases = []struct {
 	reason string
 }{
 	{"yaml-syntax.yaml", 5, "", "YAML syntax error"},
-	{"unknown-kind.yaml", 2, "kind", `unsupported kind "PodDisruptionBudget" (apiVersion "policy/v1"); supported kinds: ConfigMap, Deployment, Ingress,`},
+	{"unknown-kind.yaml", 2, "kind", `unsupported kind "PodDisruptionBudget" (apiVersion "policy/v1"); supported kinds: ClusterRole, ClusterRoleBinding, ConfigMap, Deployment,`},
 	{"invalid-name.yaml", 4, "metadata.name", `invalid value "My_App" (out of bound a DNS-1123 subdomain`},
 	{"selector-mismatch.yaml", 13, "spec.template.metadata.labels.app", "selector app=web does not match the pod template (its label is app=frontend)"},
 	{"template-port.yaml", 19, "spec.template.spec.containers[0].ports[0].containerPort", "invalid value 70000 (out of bound <=65535)"},
@@ -64,6 +64,16 @@ var badCases = []struct {
 	{"service-nodeport-type.yaml", 10, "spec.ports[0].nodePort", "a nodePort needs type NodePort or LoadBalancer (this service is ClusterIP)"},
 	{"service-nodeport-clash.yaml", 25, "spec.ports[0].nodePort", "nodePort 30080 is also used by service default/web (service-nodeport-clash.yaml:11)"},
 	{"service-clusterip-clash.yaml", 17, "spec.clusterIP", "clusterIP 10.96.0.10 is also requested by service default/cache (service-clusterip-clash.yaml:6)"},
+	{"rbac-invalid-name.yaml", 4, "metadata.name", `invalid value "shop/reader" (out of bound a path segment name: not empty, "." or "..", and without '/' or '%')`},
+	{"role-no-verbs.yaml", 6, "rules[0].verbs", "a rule needs at least one verb"},
+	{"role-nonresource-urls.yaml", 6, "rules[0].nonResourceURLs", "a Role cannot grant nonResourceURLs"},
+	{"clusterrole-resources-and-urls.yaml", 8, "rules[0].nonResourceURLs", "a rule has either nonResourceURLs or apiGroups, resources and resourceNames, not both"},
+	{"clusterrole-no-api-groups.yaml", 6, "rules[0].apiGroups", `a resource rule needs at least one API group ("" is the core group)`},
+	{"rolebinding-roleref-kind.yaml", 7, "roleRef.kind", `invalid value "role" (want one of: "ClusterRole", "Role")`},
+	{"rolebinding-subject-kind.yaml", 8, "subjects[1].kind", `invalid value "Team" (want one of: "Group", "ServiceAccount", "User")`},
+	{"rolebinding-serviceaccount-name.yaml", 8, "subjects[0].name", `invalid value "system:serviceaccount:shop:ci" (out of bound a DNS-1123 subdomain`},
+	{"clusterrolebinding-role.yaml", 7, "roleRef.kind", "a ClusterRoleBinding grants a ClusterRole only"},
+	{"clusterrolebinding-sa-namespace.yaml", 7, "subjects[0].namespace", "field is required but not present"},
 }
 
 // setLevel are the bad inputs whose documents are each valid: only the

@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -129,6 +130,10 @@ func immutableErrs(oldObj, obj schema.Object) field.ErrorList {
 		}
 		errs = append(errs, immutableField(o.ReclaimPolicy, old.ReclaimPolicy, field.NewPath("reclaimPolicy"))...)
 		return append(errs, immutableField(o.VolumeBindingMode, old.VolumeBindingMode, field.NewPath("volumeBindingMode"))...)
+	case *rbacv1.RoleBinding:
+		return immutableField(o.RoleRef, oldObj.(*rbacv1.RoleBinding).RoleRef, field.NewPath("roleRef"))
+	case *rbacv1.ClusterRoleBinding:
+		return immutableField(o.RoleRef, oldObj.(*rbacv1.ClusterRoleBinding).RoleRef, field.NewPath("roleRef"))
 	case *discoveryv1.EndpointSlice:
 		return immutableField(o.AddressType, oldObj.(*discoveryv1.EndpointSlice).AddressType, field.NewPath("addressType"))
 	}

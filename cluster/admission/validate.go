@@ -11,6 +11,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -118,6 +119,11 @@ func equal(a, b any) bool {
 var nameRules = map[string]apivalidation.ValidateNameFunc{
 	"Namespace": apivalidation.ValidateNamespaceName,
 	"Service":   apivalidation.NameIsDNS1035Label,
+	// RBAC names are path segments ("system:node-proxier").
+	"Role":               path.ValidatePathSegmentName,
+	"ClusterRole":        path.ValidatePathSegmentName,
+	"RoleBinding":        path.ValidatePathSegmentName,
+	"ClusterRoleBinding": path.ValidatePathSegmentName,
 }
 
 // validateMeta checks metadata as the Kubernetes API server does for every
