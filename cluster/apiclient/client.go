@@ -37,6 +37,9 @@ type Config struct {
 	CAData []byte
 	// Token is the bearer token; empty sends none.
 	Token string
+	// CertData and KeyData are a client certificate and its key in PEM
+	// (kubeconfig's client-certificate-data and client-key-data).
+	CertData, KeyData []byte
 	// InsecureSkipVerify disables server certificate checks (never in
 	// production; kubeconfig's insecure-skip-tls-verify).
 	InsecureSkipVerify bool
@@ -80,6 +83,13 @@ func New(cfg Config) (*Client, error) {
 				return nil, errors.New("apiclient: CA data holds no PEM certificate")
 			}
 			tlsCfg.RootCAs = pool
+		}
+		if len(cfg.CertData) > 0 || len(cfg.KeyData) > 0 {
+			pair, err := tls.X509KeyPair(cfg.CertData, cfg.KeyData)
+			if err != nil {
+				return nil, fmt.Errorf("apiclient: client certificate: %w", err)
+			}
+			tlsCfg.Certificates = []tls.Certificate{pair}
 		}
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = tlsCfg

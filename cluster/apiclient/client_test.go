@@ -46,7 +46,7 @@ func serve(t *testing.T, st store.Interface, logs apiserver.LogSource) *apiclien
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	kc := filepath.Join(dir, "kubeconfig.yaml")
-	if err := apiclient.WriteKubeconfig(kc, "https://"+ln.Addr().String(), caPEM, token); err != nil {
+	if err := apiclient.WriteKubeconfig(kc, "https://"+ln.Addr().String(), caPEM, apiclient.Credential{Token: token}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := apiclient.FromKubeconfig(kc)
@@ -293,7 +293,7 @@ func TestKubeconfigPaths(t *testing.T) {
 		t.Fatalf("flag: %s", p)
 	}
 	path := filepath.Join(t.TempDir(), "sub", "kc.yaml")
-	if err := apiclient.WriteKubeconfig(path, "https://10.0.0.1:6443", []byte("not pem"), "tok"); err != nil {
+	if err := apiclient.WriteKubeconfig(path, "https://10.0.0.1:6443", []byte("not pem"), apiclient.Credential{Token: "tok"}); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)

@@ -226,3 +226,58 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// DefaultClientCertTTL is how long a user's client certificate is valid
+// when no TTL is asked for (a year, as kubeadm's admin.conf).
+const DefaultClientCertTTL = 365 * 24 * time.Hour
+
+// IssueClientCert signs a client certificate for user (the common name)
+// in groups (the organizations) with the cluster CA of dir, valid for ttl
+// (never past the CA's own end). It returns the certificate and its new
+// key in PEM, for a kubeconfig. The CA must exist (EnsureCerts).
+func IssueClientCert(dir, user string, groups []string, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
+	if user == "" {
+		return nil, nil, errors.New("certs: a client certificate needs a user name")
+	}
+	if ttl <= 0 {
+		return nil, nil, fmt.Errorf("certs: ttl %s: want a positive duration", ttl)
+	}
+	if _, err := os.Stat(filepath.Join(dir, caKeyFile)); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w (is this the server's data directory? the CA is made by `flotilla up` or `flotilla server`)", ErrCA, err)
+	}
+	ca, caKey, _, err := loadCA(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	now := time.Now()
+	notAfter := now.Add(ttl)
+	if notAfter.After(ca.NotAfter) {
+		notAfter = ca.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: user, Organization: groups},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: create client certificate: %w", err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}

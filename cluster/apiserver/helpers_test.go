@@ -71,15 +71,24 @@ func newEnv(t *testing.T, logs apiserver.LogSource) *env {
 // newEnvOn serves st.
 func newEnvOn(t testing.TB, st *store.Badger, logs apiserver.LogSource) *env {
 	t.Helper()
+	return newEnvWith(t, st, func(cfg *apiserver.Config) { cfg.Logs = logs })
+}
+
+// newEnvWith serves st with the test config changed by change (which may
+// use the certificate directory in cfg.TLSCertFile's).
+func newEnvWith(t testing.TB, st *store.Badger, change func(*apiserver.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := apiserver.New(apiserver.Config{
+	cfg := apiserver.Config{
 		Store: st, Admission: pipeline(t), Token: testToken, TLSCertFile: certFile, TLSKeyFile: keyFile,
-		Logs: logs, Logger: quietLogger(), MaxBodyBytes: 64 << 10,
-	})
+		Logger: quietLogger(), MaxBodyBytes: 64 << 10,
+	}
+	change(&cfg)
+	srv, err := apiserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +164,7 @@ func deployment(ns, name string, replicas int32, gitSource string) *appsv1.Deplo
 	return d
 }
 
-func mustCreate(t *testing.T, st store.Interface, obj schema.Object) schema.Object {
+func mustCreate(t testing.TB, st store.Interface, obj schema.Object) schema.Object {
 	t.Helper()
 	out, err := st.Create(context.Background(), obj)
 	if err != nil {
@@ -182,13 +191,19 @@ type kubectl struct {
 
 func newKubectl(t testing.TB, e *env) *kubectl {
 	t.Helper()
+	return newKubectlAs(t, e, apiclient.Credential{Token: testToken})
+}
+
+// newKubectlAs is kubectl with cred for its user.
+func newKubectlAs(t testing.TB, e *env, cred apiclient.Credential) *kubectl {
+	t.Helper()
 	bin, err := exec.LookPath("kubectl")
 	if err != nil {
 		t.Skip("kubectl not installed")
 	}
 	home := t.TempDir()
 	kc := filepath.Join(home, "kubeconfig.yaml")
-	if err := apiclient.WriteKubeconfig(kc, e.url, e.caPEM, testToken); err != nil {
+	if err := apiclient.WriteKubeconfig(kc, e.url, e.caPEM, cred); err != nil {
 		t.Fatal(err)
 	}
 	return &kubectl{t: t, bin: bin, kc: kc, home: home}

@@ -26,7 +26,7 @@ func TestRealKubectl(t *testing.T) {
 	}
 	e := newEnv(t, apiserver.StaticLogs{"default/web-1": "hello from web-1\n"})
 	kc := filepath.Join(e.dir, "kubeconfig.yaml")
-	if err := apiclient.WriteKubeconfig(kc, e.url, e.caPEM, testToken); err != nil {
+	if err := apiclient.WriteKubeconfig(kc, e.url, e.caPEM, apiclient.Credential{Token: testToken}); err != nil {
 		t.Fatal(err)
 	}
 	web1 := mustCreate(t, e.store, pod("default", "web-1", "node-a", map[string]string{"app": "web"}))

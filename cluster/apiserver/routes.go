@@ -57,6 +57,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, list)
 		return
 	}
+	if h, ok := reviewRoutes[[3]string{group, ver, rest[0]}]; ok && len(rest) == 1 {
+		h(s, w, r)
+		return
+	}
 	req, err := route(group, ver, rest)
 	if err != nil {
 		s.writeError(w, r, err, req.target())

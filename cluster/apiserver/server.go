@@ -7,21 +7,19 @@ package apiserver
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/flotilla-dev/flotilla/cluster/admission"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -45,10 +43,21 @@ type Config struct {
 	// and admission only), for tests of other parts; New logs a warning
 	// then. The servers always set it.
 	Admission *admission.Pipeline
-	// Token is the bearer token every request except /healthz, /readyz and
-	// /version must carry. Empty disables authentication (tests and
-	// loopback-only setups); New logs a warning then.
+	// ClientCA is the cluster CA in PEM: a client certificate it signed
+	// authenticates its common name as the user and its organizations as
+	// groups (needs TLS).
+	ClientCA []byte
+	// Token is a bearer token that authenticates as TokenUser. With neither
+	// ClientCA nor Token every request is a member of system:masters
+	// (tests); New logs a warning then.
 	Token string
+	// TokenUser is who Token authenticates as; nil means
+	// "system:flotilla:join-token" in system:masters (the agents' credential
+	// until they have certificates of their own).
+	TokenUser *auth.User
+	// Authorizer decides every authenticated request; nil allows them all
+	// (tests; New logs a warning then).
+	Authorizer auth.Authorizer
 	// TLSCertFile and TLSKeyFile are the server certificate and key in PEM
 	// (see EnsureCerts). Both empty: plain HTTP.
 	TLSCertFile, TLSKeyFile string
@@ -116,8 +125,14 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("API writes are not validated against the CUE schema (no Config.Admission)")
 	}
 	s.writes = cfg.Admission.Store(cfg.Store, admission.User)
-	if cfg.Token == "" {
-		s.log.Warn("API authentication is disabled (no token configured)")
+	if cfg.Token == "" && len(cfg.ClientCA) == 0 {
+		s.log.Warn("API authentication is disabled (no client CA or token configured)")
+	}
+	if s.cfg.TokenUser == nil {
+		s.cfg.TokenUser = auth.NewUser("system:flotilla:join-token", auth.GroupMasters)
+	}
+	if cfg.Authorizer == nil {
+		s.log.Warn("API authorization is disabled (no authorizer): every authenticated user may do anything")
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", s.health)
@@ -139,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("the server could not find the requested resource"), target{})
 	})
-	s.handler = s.recoverPanics(s.authenticate(mux))
+	s.handler = s.recoverPanics(s.authenticate(s.authorize(mux)))
 	return s, nil
 }
 
@@ -175,6 +190,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"h2", "http/1.1"}}
+		if len(s.cfg.ClientCA) > 0 {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(s.cfg.ClientCA) {
+				ln.Close()
+				return errors.New("apiserver: Config.ClientCA holds no PEM certificate")
+			}
+			srv.TLSConfig.ClientCAs, srv.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	errc := make(chan error, 1)
@@ -200,30 +223,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte("ok"))
-}
-
-// authenticate checks the bearer token, except on the open endpoints.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	want := []byte(s.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz", "/livez", "/version":
-			next.ServeHTTP(w, r)
-			return
-		}
-		if _, open := s.cfg.Open[r.URL.Path]; open {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if len(want) > 0 {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
-				s.writeError(w, r, newError(http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized"), target{})
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // recoverPanics turns a handler panic into a 500 Status instead of a dropped

@@ -93,10 +93,96 @@ func TestUpAdmission(t *testing.T) {
 		}
 		return nil
 	})
+	checkRBAC(t, c, kubectl, run)
 	if c.cmd.ProcessState != nil {
 		t.Fatalf("flotilla up exited: %s", c.cmd.ProcessState)
 	}
 	if err := c.stop(); err != nil {
 		t.Fatalf("flotilla up did not stop cleanly: %v", err)
 	}
+}
+
+// checkRBAC is issue 10's view user: a kubeconfig minted by `flotilla
+// kubeconfig`, bound to view by a ClusterRoleBinding committed to Git, can
+// read and not write; a RoleBinding committed next lets it delete pods in
+// default after the sync.
+func checkRBAC(t *testing.T, c *upCluster, kubectl string, admin func(bool, ...string) string) {
+	home := t.TempDir()
+	kc := filepath.Join(home, "vera.kubeconfig")
+	if out, err := exec.Command(flotillaBin, "kubeconfig", "--data-dir", c.dataDir, "--user", "vera", "--group", "viewers",
+		"--ttl", "1h", "-o", kc).CombinedOutput(); err != nil {
+		t.Fatalf("flotilla kubeconfig: %v\n%s", err, out)
+	}
+	vera := func(wantFail bool, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache")}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != wantFail {
+			t.Fatalf("kubectl (as vera) %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	expect := func(out string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+	commit := func(file, content, msg string) {
+		t.Helper()
+		if err := writeRepoFile(c, file, content); err != nil {
+			t.Fatal(err)
+		}
+		c.git("add", file)
+		c.git("commit", "-qm", msg)
+		runCLI(t, c, "sync")
+	}
+	// Bound to nothing yet: vera is authenticated but may not list pods.
+	expect(vera(false, "auth", "whoami"), "vera", "viewers")
+	expect(vera(true, "get", "pods"), `User "vera" cannot list resource "pods"`)
+
+	commit("viewers.yaml", `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: viewers
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {kind: Group, name: viewers}
+`, "viewers may view")
+	c.eventually("vera can list pods after the sync", 20*time.Second, func() error {
+		cmd := exec.Command(kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache"), "auth", "can-i", "list", "pods")
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("can-i list pods: %v: %s", err, out)
+		}
+		return nil
+	})
+	expect(vera(false, "get", "pods"), "hello-")
+	pod := strings.TrimSpace(admin(false, "get", "pods", "-l", "app=sleeper", "-o", "jsonpath={.items[0].metadata.name}"))
+	expect(vera(true, "delete", "pod", pod, "--wait=false"), "Forbidden", `cannot delete resource "pods"`)
+	expect(vera(true, "auth", "can-i", "delete", "pods"), "no")
+	expect(vera(true, "get", "secrets"), `cannot list resource "secrets"`)
+
+	commit("vera-edits.yaml", `apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: vera-edits
+  namespace: default
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects:
+- {kind: User, name: vera}
+`, "vera may edit default")
+	c.eventually("vera can delete pods in default after the sync", 20*time.Second, func() error {
+		cmd := exec.Command(kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache"), "auth", "can-i", "delete", "pods")
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("can-i delete pods: %v: %s", err, out)
+		}
+		return nil
+	})
+	expect(vera(true, "auth", "can-i", "delete", "pods", "-n", "kube-system"), "no")
+	expect(vera(false, "delete", "pod", pod, "--wait=false"), "deleted")
 }

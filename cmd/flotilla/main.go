@@ -70,6 +70,7 @@ Then, from another shell:
 		newStatusCommand(g),
 		newSyncCommand(g),
 		newDeleteCommand(g),
+		newKubeconfigCommand(),
 		newVetCommand(),
 		newVersionCommand(),
 	)

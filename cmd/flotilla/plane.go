@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
@@ -86,6 +87,7 @@ type controlPlane struct {
 	kubeconfig string
 	repo       string
 	webhook    string
+	rbac       *auth.RBAC // authorizes API requests; run it beside the API server
 	manager    *reconciler.Manager
 	syncer     *gitsync.Syncer
 	log        *slog.Logger
@@ -144,8 +146,17 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	cp.serverURL = "https://" + net.JoinHostPort(host, port)
 	cp.kubeconfig = filepath.Join(o.dataDir, "kubeconfig.yaml")
-	if err := apiclient.WriteKubeconfig(cp.kubeconfig, cp.serverURL, cp.caPEM, cp.token); err != nil {
+	// The admin kubeconfig carries a client certificate in system:masters
+	// (cluster-admin), issued afresh at each start.
+	certPEM, keyPEM, err := apiserver.IssueClientCert(filepath.Join(o.dataDir, "tls"), adminUser, []string{auth.GroupMasters}, apiserver.DefaultClientCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("admin client certificate: %w", err)
+	}
+	if err := apiclient.WriteKubeconfig(cp.kubeconfig, cp.serverURL, cp.caPEM, apiclient.Credential{CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
 		return nil, fmt.Errorf("write kubeconfig: %w", err)
+	}
+	if cp.rbac, err = auth.NewRBAC(context.Background(), cp.store, o.log); err != nil {
+		return nil, err
 	}
 	validator, err := schema.NewValidator()
 	if err != nil {
@@ -187,6 +198,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
+		ClientCA: cp.caPEM, Authorizer: cp.rbac,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
 		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},
 		Open: map[string]http.Handler{
@@ -200,6 +212,9 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 		},
 	})
 }
+
+// adminUser is the user of the admin kubeconfig that up and server write.
+const adminUser = "flotilla-admin"
 
 // defaultClusterCIDR is the pod network of the whole cluster (the
 // reconciler's and netfabric's default).

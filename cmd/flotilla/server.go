@@ -182,6 +182,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(gctx, cp.listener) })
 	g.Go(func() error { return cp.manager.Run(gctx) })
+	g.Go(func() error { cp.rbac.Run(gctx); return nil })
 	g.Go(func() error { return cp.syncer.Run(gctx) })
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)

@@ -118,6 +118,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(ctx, cp.listener) })
 	g.Go(func() error { return cp.manager.Run(ctx) })
+	g.Go(func() error { cp.rbac.Run(ctx); return nil })
 	g.Go(func() error { return agent.Run(ctx) })
 	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
 	services := &servicePlane{opts: o.serviceOptions, store: cp.writes, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,

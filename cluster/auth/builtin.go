@@ -1,0 +1,102 @@
+package auth
+
+import (
+	"slices"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The labels Kubernetes' built-in admin, edit and view roles aggregate
+// from: a ClusterRole committed with one of them extends that role.
+const (
+	AggregateToAdmin = "rbac.authorization.k8s.io/aggregate-to-admin"
+	AggregateToEdit  = "rbac.authorization.k8s.io/aggregate-to-edit"
+	AggregateToView  = "rbac.authorization.k8s.io/aggregate-to-view"
+)
+
+var (
+	readVerbs  = []string{"get", "list", "watch"}
+	writeVerbs = []string{"create", "update", "patch", "delete", "deletecollection"}
+)
+
+// BuiltinClusterRoles are the roles every cluster has, as in Kubernetes:
+// cluster-admin (everything), admin, edit and view (aggregated from the
+// ClusterRoles labelled aggregate-to-…, these built-in parts included),
+// system:basic-user (who am I, what may I do) and system:discovery (the
+// API's discovery documents, version and health).
+func BuiltinClusterRoles() []*rbacv1.ClusterRole {
+	role := func(name string, lbl map[string]string, agg string, rules ...rbacv1.PolicyRule) *rbacv1.ClusterRole {
+		cr := &rbacv1.ClusterRole{
+			TypeMeta:   metav1.TypeMeta{Kind: "ClusterRole", APIVersion: "rbac.authorization.k8s.io/v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/bootstrapping": "rbac-defaults"}},
+			Rules:      rules,
+		}
+		for k, v := range lbl {
+			cr.Labels[k] = v
+		}
+		if agg != "" {
+			cr.AggregationRule = &rbacv1.AggregationRule{ClusterRoleSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{agg: "true"}}}}
+		}
+		return cr
+	}
+	r := func(verbs []string, group string, resources ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{Verbs: verbs, APIGroups: []string{group}, Resources: resources}
+	}
+	toAll := func(key ...string) map[string]string {
+		m := map[string]string{}
+		for _, k := range key {
+			m[k] = "true"
+		}
+		return m
+	}
+	return []*rbacv1.ClusterRole{
+		role("cluster-admin", nil, "",
+			rbacv1.PolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}},
+			rbacv1.PolicyRule{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}),
+		role("admin", nil, AggregateToAdmin),
+		role("edit", toAll(AggregateToAdmin), AggregateToEdit),
+		role("view", toAll(AggregateToAdmin, AggregateToEdit), AggregateToView),
+		// The parts of admin, edit and view, as Kubernetes' system:aggregate-to-….
+		role("system:aggregate-to-view", toAll(AggregateToView), "",
+			r(readVerbs, "", "pods", "pods/log", "pods/status", "services", "services/status", "endpoints",
+				"configmaps", "persistentvolumeclaims", "persistentvolumeclaims/status", "events", "namespaces", "namespaces/status"),
+			r(readVerbs, "apps", "deployments", "deployments/status", "replicasets", "replicasets/status",
+				"statefulsets", "statefulsets/status"),
+			r(readVerbs, "networking.k8s.io", "ingresses", "ingresses/status"),
+			r(readVerbs, "discovery.k8s.io", "endpointslices"),
+			r(readVerbs, "flotilla.dev", "syncstatuses")),
+		role("system:aggregate-to-edit", toAll(AggregateToEdit), "",
+			r(slices.Concat(readVerbs, writeVerbs), "", "pods", "services", "configmaps", "secrets", "persistentvolumeclaims"),
+			r(slices.Concat(readVerbs, writeVerbs), "apps", "deployments", "replicasets", "statefulsets"),
+			r(slices.Concat(readVerbs, writeVerbs), "networking.k8s.io", "ingresses"),
+			r([]string{"create"}, "flotilla.dev", "syncstatuses/sync")),
+		role("system:aggregate-to-admin", toAll(AggregateToAdmin), "",
+			r(slices.Concat(readVerbs, writeVerbs), "rbac.authorization.k8s.io", "roles", "rolebindings"),
+			r([]string{"create"}, "authorization.k8s.io", "localsubjectaccessreviews")),
+		role("system:basic-user", nil, "",
+			r([]string{"create"}, "authorization.k8s.io", "selfsubjectaccessreviews", "selfsubjectrulesreviews"),
+			r([]string{"create"}, "authentication.k8s.io", "selfsubjectreviews")),
+		role("system:discovery", nil, "",
+			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*",
+				"/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"}}),
+	}
+}
+
+// BuiltinClusterRoleBindings bind cluster-admin to system:masters and
+// system:basic-user and system:discovery to every authenticated user.
+func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
+	bind := func(role, group string) *rbacv1.ClusterRoleBinding {
+		return &rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{Kind: "ClusterRoleBinding", APIVersion: "rbac.authorization.k8s.io/v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: role, Labels: map[string]string{"kubernetes.io/bootstrapping": "rbac-defaults"}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
+		}
+	}
+	return []*rbacv1.ClusterRoleBinding{
+		bind("cluster-admin", GroupMasters),
+		bind("system:basic-user", GroupAuthenticated),
+		bind("system:discovery", GroupAuthenticated),
+	}
+}
