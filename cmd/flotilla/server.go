@@ -55,7 +55,7 @@ func newServerCommand() *cobra.Command {
 	o := &serverOptions{}
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the control plane of a multi-node cluster; agents join it with the printed token",
+		Short: "Run the control plane of a multi-node cluster; agents join it with the join token it writes",
 		Long: `Run the control plane of a multi-node cluster: the store, the API server, the
 controllers and scheduler, the Git sync, and a gossip member that tells which
 nodes are alive. It runs no pods itself: agents do ('flotilla agent').
