@@ -26,17 +26,7 @@ func TestUpAdmission(t *testing.T) {
 	c := newUpCluster(t)
 	c.start()
 	home := t.TempDir()
-	run := func(wantFail bool, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", filepath.Join(c.dataDir, "kubeconfig.yaml"),
-			"--cache-dir", filepath.Join(home, "cache")}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
-		out, err := cmd.CombinedOutput()
-		if (err != nil) != wantFail {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := kubectlAs(t, kubectl, filepath.Join(c.dataDir, "kubeconfig.yaml"), home)
 	expect := func(out string, want ...string) {
 		t.Helper()
 		for _, w := range want {
@@ -113,15 +103,16 @@ func checkRBAC(t *testing.T, c *upCluster, kubectl string, admin func(bool, ...s
 		"--ttl", "1h", "-o", kc).CombinedOutput(); err != nil {
 		t.Fatalf("flotilla kubeconfig: %v\n%s", err, out)
 	}
-	vera := func(wantFail bool, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache")}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
-		out, err := cmd.CombinedOutput()
-		if (err != nil) != wantFail {
-			t.Fatalf("kubectl (as vera) %s: %v\n%s", strings.Join(args, " "), err, out)
+	vera := kubectlAs(t, kubectl, kc, home)
+	canI := func(args ...string) func() error {
+		return func() error {
+			cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache"), "auth", "can-i"}, args...)...)
+			cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("can-i %s: %v: %s", strings.Join(args, " "), err, out)
+			}
+			return nil
 		}
-		return string(out)
 	}
 	expect := func(out string, want ...string) {
 		t.Helper()
@@ -152,14 +143,7 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
 subjects:
 - {kind: Group, name: viewers}
 `, "viewers may view")
-	c.eventually("vera can list pods after the sync", 20*time.Second, func() error {
-		cmd := exec.Command(kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache"), "auth", "can-i", "list", "pods")
-		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("can-i list pods: %v: %s", err, out)
-		}
-		return nil
-	})
+	c.eventually("vera can list pods after the sync", 20*time.Second, canI("list", "pods"))
 	expect(vera(false, "get", "pods"), "hello-")
 	pod := strings.TrimSpace(admin(false, "get", "pods", "-l", "app=sleeper", "-o", "jsonpath={.items[0].metadata.name}"))
 	expect(vera(true, "delete", "pod", pod, "--wait=false"), "Forbidden", `cannot delete resource "pods"`)
@@ -175,14 +159,23 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
 subjects:
 - {kind: User, name: vera}
 `, "vera may edit default")
-	c.eventually("vera can delete pods in default after the sync", 20*time.Second, func() error {
-		cmd := exec.Command(kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache"), "auth", "can-i", "delete", "pods")
-		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("can-i delete pods: %v: %s", err, out)
-		}
-		return nil
-	})
+	c.eventually("vera can delete pods in default after the sync", 20*time.Second, canI("delete", "pods"))
 	expect(vera(true, "auth", "can-i", "delete", "pods", "-n", "kube-system"), "no")
 	expect(vera(false, "delete", "pod", pod, "--wait=false"), "deleted")
+}
+
+// kubectlAs runs the real kubectl with kubeconfig kc and home as its HOME;
+// the function it returns fails the test unless kubectl fails exactly when
+// wantFail says so.
+func kubectlAs(t *testing.T, kubectl, kc, home string) func(wantFail bool, args ...string) string {
+	return func(wantFail bool, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache")}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != wantFail {
+			t.Fatalf("kubectl --kubeconfig %s %s: %v\n%s", filepath.Base(kc), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
 }
