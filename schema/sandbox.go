@@ -331,9 +331,11 @@ func (v *Validator) sandboxProblems(files []cueFile, o sandboxOutcome, ctxErr, w
 // Go runtime's fatal error) or was killed as the kernel does when memory
 // runs out.
 func outOfMemory(stderr string, waitErr error) bool {
-	// The last is how a -race build reports its address-space limit.
+	// The last two are how a -race build reports its address-space limit
+	// (ThreadSanitizer's shadow mappings fail with ENOMEM).
 	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
-		strings.Contains(stderr, "too many address space collisions") {
+		strings.Contains(stderr, "too many address space collisions") ||
+		strings.Contains(stderr, "ThreadSanitizer failed to allocate") && strings.Contains(stderr, "errno: 12") {
 		return true
 	}
 	var ee *exec.ExitError
