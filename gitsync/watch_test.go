@@ -88,6 +88,12 @@ func TestWatchPlainRepo(t *testing.T) {
 	}
 	gitCLI(t, dir, "add", "c.yaml")
 	gitCLI(t, dir, "commit", "-qm", "add c")
+	// The reset below returns to a commit that was live before, so the
+	// sync of "add c" must be seen first: else the status would already
+	// name the reset's target while "add c" is still on its way.
+	withC := headOf(t, dir)
+	testkit.EventuallyTrue(t, "the commit on main synced", 0, func() bool { return h.statusOrZero().LastAppliedCommit == withC })
+	h.get("configmaps", "default", "c")
 	gitCLI(t, dir, "pack-refs", "--all") // the head now lives in packed-refs
 	gitCLI(t, dir, "reset", "-q", "--hard", "HEAD~1")
 	head = headOf(t, dir)
