@@ -292,8 +292,9 @@ func New(cfg Config) (*Agent, error) {
 // running: a later agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("node agent starting")
-	a.wg.Add(2)
+	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.nodeLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.leaseLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.runtimeLoop(ctx) }()
 	if a.disk != nil {
 		a.wg.Add(1)

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strconv"
@@ -15,15 +14,15 @@ import (
 const LogsPort = 10250
 
 // LogHandler serves GET /containerLogs/{namespace}/{pod}/{container}
-// (?follow=true&tailLines=N) to requests that carry token as a bearer
-// token: the server proxies `flotilla logs` of this node's pods here. A
-// follow streams until the client goes away.
-func (a *Agent) LogHandler(token string) http.Handler {
-	want := []byte(token)
+// (?follow=true&tailLines=N) to the server: requests must come over TLS
+// with a client certificate the listener verified (against the cluster
+// CA) whose common name is user. A follow streams until the client goes
+// away.
+func (a *Agent) LogHandler(user string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if len(want) == 0 || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 ||
+			user == "" || r.TLS.VerifiedChains[0][0].Subject.CommonName != user {
+			http.Error(w, "forbidden: only the API server reads logs here", http.StatusForbidden)
 			return
 		}
 		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/containerLogs/"), "/")

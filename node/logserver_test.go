@@ -1,6 +1,9 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -15,12 +18,20 @@ func TestLogHandler(t *testing.T) {
 	createPod(t, h.st, newPod("talk"))
 	a, _ := h.run(t)
 	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
-	srv := httptest.NewServer(a.LogHandler("s3cret"))
+	// The listener verifies client certificates; this stands in for it:
+	// X-User is the common name of the verified certificate.
+	h2 := a.LogHandler("system:flotilla:apiserver")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u := r.Header.Get("X-User"); u != "" {
+			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: u}}}}}
+		}
+		h2.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
-	get := func(path, token string) (int, string) {
+	get := func(path, user string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+		if user != "" {
+			req.Header.Set("X-User", user)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -32,20 +43,20 @@ func TestLogHandler(t *testing.T) {
 		return resp.StatusCode, string(b[:n])
 	}
 	for _, tc := range []struct {
-		name, path, token string
-		code              int
-		body              string
+		name, path, user string
+		code             int
+		body             string
 	}{
-		{"logs", "/containerLogs/default/talk/main", "s3cret", 200, "hello\n"},
-		{"no token", "/containerLogs/default/talk/main", "", 401, ""},
-		{"wrong token", "/containerLogs/default/talk/main", "guess", 401, ""},
-		{"unknown pod", "/containerLogs/default/nope/main", "s3cret", 404, ""},
-		{"unknown container", "/containerLogs/default/talk/x", "s3cret", 404, ""},
-		{"bad path", "/containerLogs/default/talk", "s3cret", 404, ""},
-		{"bad tail", "/containerLogs/default/talk/main?tailLines=-3", "s3cret", 400, ""},
+		{"logs", "/containerLogs/default/talk/main", "system:flotilla:apiserver", 200, "hello\n"},
+		{"no certificate", "/containerLogs/default/talk/main", "", 403, ""},
+		{"another user's certificate", "/containerLogs/default/talk/main", "system:node:n2", 403, ""},
+		{"unknown pod", "/containerLogs/default/nope/main", "system:flotilla:apiserver", 404, ""},
+		{"unknown container", "/containerLogs/default/talk/x", "system:flotilla:apiserver", 404, ""},
+		{"bad path", "/containerLogs/default/talk", "system:flotilla:apiserver", 404, ""},
+		{"bad tail", "/containerLogs/default/talk/main?tailLines=-3", "system:flotilla:apiserver", 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, body := get(tc.path, tc.token)
+			code, body := get(tc.path, tc.user)
 			if code != tc.code || (tc.body != "" && body != tc.body) {
 				t.Errorf("GET %s = %d %q, want %d %q", tc.path, code, body, tc.code, tc.body)
 			}

@@ -70,26 +70,34 @@ func TestNodeFailureMovesPods(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	kubelets := map[string]*reconciler.SimKubelet{}
+	stop := map[string]context.CancelFunc{}
 	now := time.Now()
 	members := nodelifecycle.NewFakeMembership()
+	run := func(k *reconciler.SimKubelet) {
+		kctx, kcancel := context.WithCancel(ctx)
+		stop[k.NodeName] = kcancel
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := k.Run(kctx); err != nil && kctx.Err() == nil {
+				t.Errorf("simkubelet: %v", err)
+			}
+		}()
+	}
 	for _, name := range []string{"node-a", "node-b"} {
-		k := &reconciler.SimKubelet{Store: st, NodeName: name, Logger: testLogger(t), HeartbeatInterval: -1}
+		// Heartbeats every 500ms: a node is judged by them as well as by
+		// gossip (eviction needs a stale heartbeat).
+		k := &reconciler.SimKubelet{Store: st, NodeName: name, Logger: testLogger(t), HeartbeatInterval: 500 * time.Millisecond}
 		if err := k.Register(ctx); err != nil {
 			t.Fatal(err)
 		}
 		kubelets[name] = k
 		members.Join(name, now)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := k.Run(ctx); err != nil && ctx.Err() == nil {
-				t.Errorf("simkubelet: %v", err)
-			}
-		}()
+		run(k)
 	}
 	startManagerWith(t, reconciler.Config{
 		Store: st, Logger: testLogger(t), ResyncPeriod: 2 * time.Second, MaxBackoff: time.Second,
-		Membership: members, PodEvictionTimeout: time.Second,
+		Membership: members, PodEvictionTimeout: time.Second, NodeMonitorGracePeriod: 3 * time.Second,
 	})
 
 	create(t, st, newDeployment("web", 4, "nginx:1"))
@@ -98,6 +106,7 @@ func TestNodeFailureMovesPods(t *testing.T) {
 		t.Fatalf("pods per node %v, want 2/2", got)
 	}
 
+	stop["node-b"]() // node-b dies: no more heartbeats
 	members.Fail("node-b", time.Now())
 	testkit.EventuallyWhy(t, "node-b Unknown and tainted", time.Minute, func() string {
 		n := getNode(t, st, "node-b")
@@ -124,6 +133,7 @@ func TestNodeFailureMovesPods(t *testing.T) {
 	if err := kubelets["node-b"].Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
+	run(kubelets["node-b"])
 	testkit.EventuallyWhy(t, "node-b Ready and untainted", time.Minute, func() string {
 		n := getNode(t, st, "node-b")
 		if c := nodeReadyCondition(n); c.Status != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {

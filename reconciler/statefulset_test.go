@@ -356,7 +356,9 @@ func testPodOnLostNode(t *testing.T, network bool) {
 	members := nodelifecycle.NewFakeMembership()
 	stop := map[string]context.CancelFunc{}
 	for _, name := range []string{"node-a", "node-b"} {
-		k := &reconciler.SimKubelet{Store: st, NodeName: name, Logger: testLogger(t), HeartbeatInterval: -1}
+		// Heartbeats every 500ms: eviction needs them stale as well as
+		// gossip saying the node failed.
+		k := &reconciler.SimKubelet{Store: st, NodeName: name, Logger: testLogger(t), HeartbeatInterval: 500 * time.Millisecond}
 		if err := k.Register(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +375,7 @@ func testPodOnLostNode(t *testing.T, network bool) {
 	}
 	m := startManagerWith(t, reconciler.Config{
 		Store: st, Logger: testLogger(t), ResyncPeriod: 2 * time.Second, MaxBackoff: time.Second,
-		Membership: members, PodEvictionTimeout: 200 * time.Millisecond,
+		Membership: members, PodEvictionTimeout: 200 * time.Millisecond, NodeMonitorGracePeriod: 3 * time.Second,
 	})
 	requireBinder(t, st)
 	_, set := webManifests(t)

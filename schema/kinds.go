@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -71,6 +72,7 @@ var kinds = []Kind{
 	{Kind: "PersistentVolumeClaim", Version: "v1", Resource: "persistentvolumeclaims", Namespaced: true, ShortNames: []string{"pvc"}, FromGit: true, typ: reflect.TypeOf(corev1.PersistentVolumeClaim{})},
 	{Kind: "StorageClass", Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses", ShortNames: []string{"sc"}, FromGit: true, typ: reflect.TypeOf(storagev1.StorageClass{})},
 	{Kind: "Event", Version: "v1", Resource: "events", Namespaced: true, ShortNames: []string{"ev"}, typ: reflect.TypeOf(corev1.Event{})},
+	{Kind: "Lease", Group: "coordination.k8s.io", Version: "v1", Resource: "leases", Namespaced: true, typ: reflect.TypeOf(coordinationv1.Lease{})},
 	{Kind: "Deployment", Group: "apps", Version: "v1", Resource: "deployments", Namespaced: true, ShortNames: []string{"deploy"}, FromGit: true, typ: reflect.TypeOf(appsv1.Deployment{})},
 	{Kind: "ReplicaSet", Group: "apps", Version: "v1", Resource: "replicasets", Namespaced: true, ShortNames: []string{"rs"}, FromGit: true, typ: reflect.TypeOf(appsv1.ReplicaSet{})},
 	{Kind: "StatefulSet", Group: "apps", Version: "v1", Resource: "statefulsets", Namespaced: true, ShortNames: []string{"sts"}, FromGit: true, typ: reflect.TypeOf(appsv1.StatefulSet{})},

@@ -34,6 +34,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
@@ -90,6 +91,8 @@ type Write struct {
 	// keeps everything else as stored.
 	Status bool
 	Origin Origin
+	// User is who asks, for a User write (nil for the others').
+	User *auth.User
 
 	// Errs are the field errors found so far; any refuses the write.
 	Errs field.ErrorList
@@ -211,7 +214,7 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	// The fixed order: who may write, what may change, then what the
 	// cluster completes.
-	p.plugins = []plugin{ownership{}, immutable{}, secrets{}, services{p.alloc}}
+	p.plugins = []plugin{nodeRestriction{}, ownership{}, immutable{}, secrets{}, services{p.alloc}}
 	return p, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -99,7 +100,7 @@ func (s *Store) CreateWith(ctx context.Context, obj schema.Object, o Options) (s
 	if err != nil {
 		return nil, err
 	}
-	w := &Write{Op: Create, Kind: k, Object: schema.Copy(obj), Origin: s.origin}
+	w := &Write{Op: Create, Kind: k, Object: schema.Copy(obj), Origin: s.origin, User: s.user(ctx)}
 	s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
@@ -140,7 +141,7 @@ func (s *Store) UpdateWith(ctx context.Context, obj schema.Object, status bool, 
 	if err := precondition(obj, old); err != nil {
 		return nil, err
 	}
-	w := &Write{Op: Update, Kind: k, Object: schema.Copy(obj), Old: old, Status: status, Origin: s.origin}
+	w := &Write{Op: Update, Kind: k, Object: schema.Copy(obj), Old: old, Status: status, Origin: s.origin, User: s.user(ctx)}
 	s.p.prepare(w)
 	if err := w.Err(); err != nil {
 		return nil, err
@@ -202,6 +203,14 @@ func precondition(obj, stored schema.Object) error {
 		return fmt.Errorf("update %s: resourceVersion %s, stored %s: %w", obj.GetName(), rv, stored.GetResourceVersion(), store.ErrConflict)
 	}
 	return nil
+}
+
+// user is who asks, for a User store: the API server's authenticated user.
+func (s *Store) user(ctx context.Context) *auth.User {
+	if s.origin != User {
+		return nil
+	}
+	return auth.UserFrom(ctx)
 }
 
 // DeleteWith is Delete with request options.

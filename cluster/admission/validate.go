@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -164,6 +165,8 @@ func validateKind(obj, old schema.Object) field.ErrorList {
 		return validateEndpointSlice(o)
 	case *corev1.Event:
 		return validateEvent(o)
+	case *coordinationv1.Lease:
+		return validateLease(o)
 	case *appsv1.Deployment, *appsv1.ReplicaSet, *appsv1.StatefulSet:
 		// The selector is also the CUE schema's, but a selector that does
 		// not parse must never reach a controller, whoever writes it.
@@ -343,6 +346,20 @@ func validateSecretData(s *corev1.Secret) field.ErrorList {
 	}
 	if total > maxSecretSize {
 		errs = append(errs, field.TooLong(field.NewPath("data"), "", maxSecretSize))
+	}
+	return errs
+}
+
+// validateLease is Kubernetes' Lease validation: a positive duration and
+// no negative transition count.
+func validateLease(l *coordinationv1.Lease) field.ErrorList {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+	if d := l.Spec.LeaseDurationSeconds; d != nil && *d <= 0 {
+		errs = append(errs, field.Invalid(spec.Child("leaseDurationSeconds"), *d, "must be greater than 0"))
+	}
+	if n := l.Spec.LeaseTransitions; n != nil && *n < 0 {
+		errs = append(errs, field.Invalid(spec.Child("leaseTransitions"), *n, "must be greater than or equal to 0"))
 	}
 	return errs
 }

@@ -40,6 +40,9 @@ type Config struct {
 	// CertData and KeyData are a client certificate and its key in PEM
 	// (kubeconfig's client-certificate-data and client-key-data).
 	CertData, KeyData []byte
+	// GetClientCertificate supplies the client certificate at each
+	// handshake instead (a node's, renewed while the client lives).
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	// InsecureSkipVerify disables server certificate checks (never in
 	// production; kubeconfig's insecure-skip-tls-verify).
 	InsecureSkipVerify bool
@@ -91,6 +94,7 @@ func New(cfg Config) (*Client, error) {
 			}
 			tlsCfg.Certificates = []tls.Certificate{pair}
 		}
+		tlsCfg.GetClientCertificate = cfg.GetClientCertificate
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = tlsCfg
 		rt = t

@@ -38,7 +38,7 @@ func newAuthEnv(t *testing.T) *authEnv {
 
 // newAuthEnvOn serves st; without rbac the server authenticates but
 // authorizes nothing (the authorizer still runs, for put).
-func newAuthEnvOn(t testing.TB, st *store.Badger, useRBAC bool) *authEnv {
+func newAuthEnvOn(t testing.TB, st *store.Badger, useRBAC bool, more ...func(*apiserver.Config)) *authEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	rbac, err := auth.NewRBAC(ctx, st, quietLogger())
@@ -54,8 +54,15 @@ func newAuthEnvOn(t testing.TB, st *store.Badger, useRBAC bool) *authEnv {
 			t.Fatal(err)
 		}
 		cfg.ClientCA = caPEM
+		cfg.Tokens = auth.BootstrapTokens{Store: st}
+		if cfg.Signer, err = apiserver.LoadSigner(filepath.Dir(cfg.TLSCertFile)); err != nil {
+			t.Fatal(err)
+		}
 		if useRBAC {
-			cfg.Authorizer = rbac
+			cfg.Authorizer = auth.NodeAuthorizer{Store: st, Next: rbac}
+		}
+		for _, change := range more {
+			change(cfg)
 		}
 	})
 	return &authEnv{env: e, rbac: rbac}

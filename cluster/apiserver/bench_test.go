@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/logfile"
 )
 
 // BenchmarkAPIWrite measures API write latency through HTTPS against the
@@ -134,7 +136,19 @@ func BenchmarkAuthorization(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { st.Close() })
-		e := newAuthEnvOn(b, st, rbac)
+		// The authorized side also writes the audit log, to a rotated file
+		// as the servers do: its cost is counted in the overhead.
+		e := newAuthEnvOn(b, st, rbac, func(c *apiserver.Config) {
+			if !rbac {
+				return
+			}
+			f, err := logfile.Open(logfile.Config{Path: filepath.Join(b.TempDir(), "audit.log")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Audit = apiserver.NewAuditor(f, quietLogger())
+			b.Cleanup(func() { c.Audit.Close(); f.Close() })
+		})
 		e.put(b, roleBinding("default", "bench-edits", "ClusterRole", "edit", user("bench")))
 		mustCreate(b, e.store, pod("default", "web-1", "node-a", nil))
 		return side{e, e.client(b, e.cred(b, "bench"))}

@@ -239,13 +239,7 @@ func IssueClientCert(dir, user string, groups []string, ttl time.Duration) (cert
 	if user == "" {
 		return nil, nil, errors.New("certs: a client certificate needs a user name")
 	}
-	if ttl <= 0 {
-		return nil, nil, fmt.Errorf("certs: ttl %s: want a positive duration", ttl)
-	}
-	if _, err := os.Stat(filepath.Join(dir, caKeyFile)); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w (is this the server's data directory? the CA is made by `flotilla up` or `flotilla server`)", ErrCA, err)
-	}
-	ca, caKey, _, err := loadCA(dir)
+	signer, err := LoadSigner(dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -253,31 +247,84 @@ func IssueClientCert(dir, user string, groups []string, ttl time.Duration) (cert
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: %w", err)
 	}
-	sn, err := serial()
+	certPEM, err = signer.Sign(Request{Subject: pkix.Name{CommonName: user, Organization: groups}, PublicKey: &key.PublicKey, TTL: ttl})
 	if err != nil {
-		return nil, nil, fmt.Errorf("certs: %w", err)
-	}
-	now := time.Now()
-	notAfter := now.Add(ttl)
-	if notAfter.After(ca.NotAfter) {
-		notAfter = ca.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: user, Organization: groups},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certs: create client certificate: %w", err)
+		return nil, nil, err
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// Signer signs certificates with the cluster CA.
+type Signer struct {
+	ca    *x509.Certificate
+	key   *ecdsa.PrivateKey
+	caPEM []byte
+}
+
+// LoadSigner reads the cluster CA of dir (made by EnsureCerts).
+func LoadSigner(dir string) (*Signer, error) {
+	if _, err := os.Stat(filepath.Join(dir, caKeyFile)); err != nil {
+		return nil, fmt.Errorf("%w: %w (is this the server's data directory? the CA is made by `flotilla up` or `flotilla server`)", ErrCA, err)
+	}
+	ca, key, caPEM, err := loadCA(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{ca: ca, key: key, caPEM: caPEM}, nil
+}
+
+// CAPEM is the CA's certificate.
+func (s *Signer) CAPEM() []byte { return s.caPEM }
+
+// Request is what a certificate is signed for.
+type Request struct {
+	Subject   pkix.Name
+	PublicKey any
+	// Serving makes a TLS server certificate for DNSNames and IPs; else a
+	// client certificate.
+	Serving  bool
+	DNSNames []string
+	IPs      []net.IP
+	// TTL is how long it is valid from now (never past the CA's end).
+	TTL time.Duration
+}
+
+// Sign issues the certificate of req, in PEM.
+func (s *Signer) Sign(req Request) ([]byte, error) {
+	if req.TTL <= 0 {
+		return nil, fmt.Errorf("certs: ttl %s: want a positive duration", req.TTL)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	now := time.Now()
+	notAfter := now.Add(req.TTL)
+	if notAfter.After(s.ca.NotAfter) {
+		notAfter = s.ca.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      req.Subject,
+		// Backdated for clocks a little behind, by a tenth of the life at
+		// most: a short-lived certificate's renewal time (a share of its
+		// life) stays after its issue.
+		NotBefore:   now.Add(-min(5*time.Minute, req.TTL/10)),
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if req.Serving {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames, tmpl.IPAddresses = req.DNSNames, req.IPs
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca, req.PublicKey, s.key)
+	if err != nil {
+		return nil, fmt.Errorf("certs: create certificate: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }

@@ -10,15 +10,15 @@ import (
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
-// The store filters by metadata.name, metadata.namespace and (pods)
-// spec.nodeName. The server adds the other field selectors kubectl and
+// The store filters by metadata.name, metadata.namespace, (pods)
+// spec.nodeName and (Secrets) type. The server adds the other field selectors kubectl and
 // controllers use (events by involvedObject for `kubectl describe`, pods by
 // status.phase, …) and filters those itself.
 
 // storeField says whether the store filters by field for resource.
 func storeField(resource, field string) bool {
 	return field == "metadata.name" || field == "metadata.namespace" ||
-		(field == "spec.nodeName" && resource == "pods")
+		(field == "spec.nodeName" && resource == "pods") || (field == "type" && resource == "secrets")
 }
 
 // fieldSet is every field an object of its kind can be selected by.

@@ -18,8 +18,16 @@ import (
 // every error is a Status.
 func FuzzHandler(f *testing.F) {
 	st := store.MemoryFor(f)
+	tlsDir := f.TempDir()
+	if _, _, _, err := apiserver.EnsureCerts(tlsDir, nil); err != nil {
+		f.Fatal(err)
+	}
+	signer, err := apiserver.LoadSigner(tlsDir)
+	if err != nil {
+		f.Fatal(err)
+	}
 	srv, err := apiserver.New(apiserver.Config{Store: st, Admission: pipeline(f), Logger: quietLogger(), MaxBodyBytes: 1 << 16,
-		Logs: apiserver.StaticLogs{"default/p": "x\n"}})
+		Logs: apiserver.StaticLogs{"default/p": "x\n"}, Signer: signer})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -41,6 +49,8 @@ func FuzzHandler(f *testing.F) {
 		{1, "/apis/flotilla.dev/v1alpha1/syncstatuses", `[1,2]`},
 		{0, "/apis/networking.k8s.io/v1", ""},
 		{4, "/api/v1/namespaces/x/status", `null`},
+		{1, "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+			csrBody(f, newKey(f), "kubernetes.io/kube-apiserver-client-kubelet", "system:node:n1", []string{"system:nodes"}, nil)},
 	}
 	for _, s := range seeds {
 		f.Add(s.m, s.path, s.body, false)

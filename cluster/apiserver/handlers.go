@@ -183,6 +183,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	}
 	w.Header().Set("Cache-Control", "no-cache, private")
 	w.WriteHeader(http.StatusOK)
+	s.auditStarted(r)
 	flusher, _ := w.(http.Flusher)
 	if flusher != nil {
 		flusher.Flush()

@@ -119,6 +119,9 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 		case <-ctx.Done():
 		}
 	}()
+	if opts.Follow {
+		s.auditStarted(r)
+	}
 	fw := &flushWriter{w: w}
 	fw.flusher, _ = w.(http.Flusher)
 	err := s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, fw)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,38 +18,67 @@ import (
 
 // NodeLogs is the LogSource of a multi-node server: it finds the pod's
 // node and proxies to the log endpoint its agent serves there
-// (/containerLogs/… on Port, with Token).
+// (/containerLogs/… on the agents' port), over mutual TLS: the agent must
+// present a serving certificate of the cluster CA for the node's name, and
+// the server presents its own client certificate. Nothing is sent before
+// the agent is verified. Make it with NewNodeLogs.
 type NodeLogs struct {
-	Store store.Interface
-	// Token is the bearer token the agents accept (the cluster's API token).
-	Token string
-	// Port is the agents' log port.
-	Port int
-	// Client makes the requests; nil means agentClient, shared by every
-	// call so that connections are reused and closed when idle.
-	Client *http.Client
+	store  store.Interface
+	port   int
+	client *http.Client
 }
 
-// agentClient is the default client of NodeLogs: one transport for every
-// call, so that a connection to an agent is reused by the next call and
-// closed after IdleConnTimeout (a transport per call left each call's
-// connection and its two goroutines behind). It accepts the agents'
-// self-signed certificates: the traffic is encrypted, the agent is not
-// authenticated (the node's address comes from the store).
-var agentClient = sync.OnceValue(func() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+// NewNodeLogs proxies to the agents' port; tlsCfg holds the cluster CA
+// (RootCAs) and the server's client certificate (Certificates or
+// GetClientCertificate). One transport serves every call, so a connection
+// to an agent is reused by the next call and closed when idle.
+func NewNodeLogs(st store.Interface, port int, tlsCfg *tls.Config) *NodeLogs {
+	n := &NodeLogs{store: st, port: port}
+	tlsCfg = tlsCfg.Clone()
+	tlsCfg.MinVersion = tls.VersionTLS12
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	n.client = &http.Client{Transport: &http.Transport{
+		// The URL's host is the node's name, so that TLS verifies the
+		// agent's certificate against it; the dial goes to the Node's
+		// address.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			name, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ip, err := n.nodeIP(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
+		},
+		TLSClientConfig:     tlsCfg,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}}
-})
+	return n
+}
 
-var _ LogSource = NodeLogs{}
+// nodeIP is the InternalIP of Node name.
+func (n *NodeLogs) nodeIP(ctx context.Context, name string) (string, error) {
+	obj, err := n.store.Get(ctx, "nodes", "", name)
+	if err != nil {
+		return "", fmt.Errorf("node %s: %w", name, err)
+	}
+	for _, a := range obj.(*corev1.Node).Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address, nil
+		}
+	}
+	return "", fmt.Errorf("node %s has no address to fetch logs from", name)
+}
+
+var _ LogSource = (*NodeLogs)(nil)
 
 // PodLogs streams the logs of a container of a pod from its node.
-func (n NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
-	obj, err := n.Store.Get(ctx, "pods", namespace, pod)
+func (n *NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+	obj, err := n.store.Get(ctx, "pods", namespace, pod)
 	if err != nil {
 		return err
 	}
@@ -62,19 +90,6 @@ func (n NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOp
 	if container == "" && len(p.Spec.Containers) > 0 {
 		container = p.Spec.Containers[0].Name
 	}
-	nobj, err := n.Store.Get(ctx, "nodes", "", p.Spec.NodeName)
-	if err != nil {
-		return fmt.Errorf("node %s of pod %s/%s: %w", p.Spec.NodeName, namespace, pod, err)
-	}
-	var ip string
-	for _, a := range nobj.(*corev1.Node).Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			ip = a.Address
-		}
-	}
-	if ip == "" {
-		return fmt.Errorf("node %s has no address to fetch logs from", p.Spec.NodeName)
-	}
 	q := url.Values{}
 	if opts.Follow {
 		q.Set("follow", "true")
@@ -82,18 +97,13 @@ func (n NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOp
 	if opts.TailLines != nil {
 		q.Set("tailLines", strconv.FormatInt(*opts.TailLines, 10))
 	}
-	u := url.URL{Scheme: "https", Host: net.JoinHostPort(ip, strconv.Itoa(n.Port)),
+	u := url.URL{Scheme: "https", Host: net.JoinHostPort(p.Spec.NodeName, strconv.Itoa(n.port)),
 		Path: "/containerLogs/" + namespace + "/" + pod + "/" + container, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+n.Token)
-	cl := n.Client
-	if cl == nil {
-		cl = agentClient()
-	}
-	resp, err := cl.Do(req)
+	resp, err := n.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("reach the agent of node %s: %w", p.Spec.NodeName, err)
 	}

@@ -47,14 +47,26 @@ type Config struct {
 	// authenticates its common name as the user and its organizations as
 	// groups (needs TLS).
 	ClientCA []byte
-	// Token is a bearer token that authenticates as TokenUser. With neither
-	// ClientCA nor Token every request is a member of system:masters
-	// (tests); New logs a warning then.
+	// Token is a static bearer token that authenticates as TokenUser (for
+	// automation and tests; the flotilla servers set none). With neither
+	// ClientCA, Token nor Tokens every request is a member of
+	// system:masters (tests); New logs a warning then.
 	Token string
 	// TokenUser is who Token authenticates as; nil means
-	// "system:flotilla:join-token" in system:masters (the agents' credential
-	// until they have certificates of their own).
+	// "system:flotilla:static-token" in system:masters.
 	TokenUser *auth.User
+	// Tokens authenticates bearer tokens other than Token (bootstrap
+	// tokens); nil: none.
+	Tokens TokenAuthenticator
+	// Signer signs node certificates (POST …/certificatesigningrequests);
+	// nil: none are.
+	Signer *Signer
+	// NodeCertTTL is how long node certificates are valid; 0 means
+	// DefaultNodeCertTTL.
+	NodeCertTTL time.Duration
+	// Audit receives an event per request (see Auditor); nil: no audit
+	// log.
+	Audit *Auditor
 	// Authorizer decides every authenticated request; nil allows them all
 	// (tests; New logs a warning then).
 	Authorizer auth.Authorizer
@@ -76,6 +88,12 @@ type Config struct {
 	// token because they authenticate themselves (the Git webhook checks its
 	// HMAC signature).
 	Open map[string]http.Handler
+}
+
+// TokenAuthenticator finds the user of a bearer token: auth.ErrBadToken
+// when it is not one of its tokens.
+type TokenAuthenticator interface {
+	Authenticate(ctx context.Context, token string) (*auth.User, error)
 }
 
 // SyncPath is where `flotilla sync` asks the server to fetch and apply the
@@ -108,6 +126,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.NodeCertTTL <= 0 {
+		cfg.NodeCertTTL = DefaultNodeCertTTL
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -125,11 +146,11 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("API writes are not validated against the CUE schema (no Config.Admission)")
 	}
 	s.writes = cfg.Admission.Store(cfg.Store, admission.User)
-	if cfg.Token == "" && len(cfg.ClientCA) == 0 {
+	if cfg.Token == "" && len(cfg.ClientCA) == 0 && cfg.Tokens == nil {
 		s.log.Warn("API authentication is disabled (no client CA or token configured)")
 	}
 	if s.cfg.TokenUser == nil {
-		s.cfg.TokenUser = auth.NewUser("system:flotilla:join-token", auth.GroupMasters)
+		s.cfg.TokenUser = auth.NewUser("system:flotilla:static-token", auth.GroupMasters)
 	}
 	if cfg.Authorizer == nil {
 		s.log.Warn("API authorization is disabled (no authorizer): every authenticated user may do anything")
@@ -154,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("the server could not find the requested resource"), target{})
 	})
-	s.handler = s.recoverPanics(s.authenticate(s.authorize(mux)))
+	s.handler = s.recoverPanics(s.audit(s.authenticate(s.authorize(mux))))
 	return s, nil
 }
 

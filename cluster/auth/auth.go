@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/x509"
 	"slices"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 )
@@ -22,7 +23,26 @@ const (
 	GroupAuthenticated = "system:authenticated"
 	// GroupNodes is the group of every node's certificate.
 	GroupNodes = "system:nodes"
+	// NodeUserPrefix starts the user name of a node's certificate:
+	// system:node:NAME.
+	NodeUserPrefix = "system:node:"
+	// APIServerUser is the server's own identity towards the agents' log
+	// endpoints (Kubernetes' kube-apiserver-kubelet-client).
+	APIServerUser = "system:flotilla:apiserver"
 )
+
+// NodeUser is the identity of node name's certificate.
+func NodeUser(name string) *User { return NewUser(NodeUserPrefix+name, GroupNodes) }
+
+// NodeName is the node u speaks for, if u is a node: a user named
+// system:node:NAME in system:nodes.
+func NodeName(u *User) (string, bool) {
+	name, ok := strings.CutPrefix(u.Username, NodeUserPrefix)
+	if !ok || name == "" || !slices.Contains(u.Groups, GroupNodes) {
+		return "", false
+	}
+	return name, true
+}
 
 // User is an authenticated identity, in the Kubernetes API's own type (what
 // `kubectl auth whoami` shows).
@@ -74,6 +94,8 @@ type Attributes struct {
 	Subresource     string
 	Namespace       string
 	Name            string
+	// FieldSelector is the list or watch's field selector, as sent.
+	FieldSelector string
 	// Path is the URL path of a non-resource request.
 	Path string
 }

@@ -23,8 +23,9 @@ var (
 // BuiltinClusterRoles are the roles every cluster has, as in Kubernetes:
 // cluster-admin (everything), admin, edit and view (aggregated from the
 // ClusterRoles labelled aggregate-to-…, these built-in parts included),
-// system:basic-user (who am I, what may I do) and system:discovery (the
-// API's discovery documents, version and health).
+// system:basic-user (who am I, what may I do), system:discovery (the
+// API's discovery documents, version and health), and the role of joining
+// nodes (system:node-bootstrapper).
 func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 	role := func(name string, lbl map[string]string, agg string, rules ...rbacv1.PolicyRule) *rbacv1.ClusterRole {
 		cr := &rbacv1.ClusterRole{
@@ -77,14 +78,19 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 		role("system:basic-user", nil, "",
 			r([]string{"create"}, "authorization.k8s.io", "selfsubjectaccessreviews", "selfsubjectrulesreviews"),
 			r([]string{"create"}, "authentication.k8s.io", "selfsubjectreviews")),
+		// A joining node's bootstrap token may only ask for its certificate.
+		role("system:node-bootstrapper", nil, "",
+			r([]string{"create"}, "certificates.k8s.io", "certificatesigningrequests")),
 		role("system:discovery", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*",
 				"/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"}}),
 	}
 }
 
-// BuiltinClusterRoleBindings bind cluster-admin to system:masters and
-// system:basic-user and system:discovery to every authenticated user.
+// BuiltinClusterRoleBindings bind cluster-admin to system:masters,
+// system:basic-user and system:discovery to every authenticated user, and
+// system:node-bootstrapper to bootstrap tokens. Nodes get their rights from
+// NodeAuthorizer.
 func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 	bind := func(role, group string) *rbacv1.ClusterRoleBinding {
 		return &rbacv1.ClusterRoleBinding{
@@ -98,5 +104,6 @@ func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 		bind("cluster-admin", GroupMasters),
 		bind("system:basic-user", GroupAuthenticated),
 		bind("system:discovery", GroupAuthenticated),
+		bind("system:node-bootstrapper", GroupBootstrappers),
 	}
 }

@@ -169,6 +169,7 @@ func (cfg Config) memberlistConfig(d *delegate) *memberlist.Config {
 	mc.DeadNodeReclaimTime = time.Nanosecond
 
 	mc.SecretKey = append([]byte(nil), cfg.Key...)
+	mc.Keyring = d.keyring
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 

@@ -21,9 +21,10 @@ var (
 // own goroutines (packet handler, prober, TCP listener, Join's caller), often
 // with its node lock held: no method blocks or calls back into memberlist.
 type delegate struct {
-	name string
-	log  *slog.Logger
-	hub  *hub
+	name    string
+	log     *slog.Logger
+	hub     *hub
+	keyring *memberlist.Keyring // the keys messages are encrypted with
 
 	mu   sync.Mutex
 	meta []byte // encoded local Meta; replaced, never modified

@@ -10,10 +10,12 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +56,11 @@ func New(cfg Config) (*Membership, error) {
 	}
 	log := cfg.Logger.With("node", cfg.NodeName)
 	h := newHub(log)
-	d := &delegate{name: cfg.NodeName, log: log, hub: h, meta: meta}
+	keyring, err := memberlist.NewKeyring(nil, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: the cluster key: %w", err)
+	}
+	d := &delegate{name: cfg.NodeName, log: log, hub: h, meta: meta, keyring: keyring}
 	ml, err := memberlist.Create(cfg.memberlistConfig(d))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: starting member %q on %s:%d: %w", cfg.NodeName, cfg.BindAddr, cfg.BindPort, err)
@@ -262,4 +268,33 @@ func (m *Membership) Subscribe() (<-chan Event, func()) { return m.hub.subscribe
 func (m *Membership) Events() <-chan Event {
 	m.eventsOnce.Do(func() { m.events, _ = m.hub.subscribe() })
 	return m.events
+}
+
+// SetKeys makes primary the key this member encrypts with, and accepts
+// messages under primary and under each of others; every other key is
+// dropped. A rotation installs the new key everywhere first (SetKeys(old,
+// new)), then makes it primary (SetKeys(new, old)), then drops the old one
+// (SetKeys(new)): at no step does a member send what another cannot read.
+func (m *Membership) SetKeys(primary []byte, others ...[]byte) error {
+	kr := m.d.keyring
+	for _, k := range append([][]byte{primary}, others...) {
+		if len(k) != KeySize {
+			return fmt.Errorf("gossip: a key of %d bytes; the cluster key is %d bytes", len(k), KeySize)
+		}
+		if err := kr.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: install a key: %w", err)
+		}
+	}
+	if err := kr.UseKey(primary); err != nil {
+		return fmt.Errorf("gossip: use the new key: %w", err)
+	}
+	keep := append([][]byte{primary}, others...)
+	for _, k := range kr.GetKeys() {
+		if !slices.ContainsFunc(keep, func(x []byte) bool { return bytes.Equal(x, k) }) {
+			if err := kr.RemoveKey(k); err != nil {
+				return fmt.Errorf("gossip: drop an old key: %w", err)
+			}
+		}
+	}
+	return nil
 }

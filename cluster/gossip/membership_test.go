@@ -262,3 +262,43 @@ func TestFailedMemberComesBackAsJoined(t *testing.T) {
 		t.Errorf("node-2 rejoined at %s, want %s", ev.Member.Addr, back.Local().Addr)
 	}
 }
+
+// TestKeyRotation: the three steps of a rotation (install the new key
+// everywhere, make it primary, drop the old one) keep the members together;
+// afterwards a member holding only the old key is refused, and one holding
+// the new key joins.
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey2 := newKey(t), newKey(t)
+	ms := startCluster(t, 3, oldKey)
+	step := func(primary []byte, others ...[]byte) {
+		t.Helper()
+		for _, m := range ms {
+			if err := m.SetKeys(primary, others...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Kept sleep: what is checked is that nothing breaks. 1.5 s is 15
+		// gossip rounds and 3 probe rounds under the new keys.
+		time.Sleep(1500 * time.Millisecond)
+		for _, m := range ms {
+			if n := len(m.Members()); n != 3 {
+				t.Fatalf("%s sees %d members alive after a rotation step, want 3", m.Local().Name, n)
+			}
+		}
+	}
+	step(oldKey, newKey2)
+	step(newKey2, oldKey)
+	step(newKey2)
+	if err := ms[0].SetKeys(make([]byte, 5)); err == nil {
+		t.Error("a 5-byte key was taken")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := newMember(t, "stale", oldKey, agentMeta(8)).Join(ctx, []string{addrOf(ms[0])}); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("a member with the old key: %v, want ErrKeyMismatch", err)
+	}
+	if err := newMember(t, "fresh", newKey2, agentMeta(9)).Join(ctx, []string{addrOf(ms[1])}); err != nil {
+		t.Errorf("a member with the new key: %v", err)
+	}
+}

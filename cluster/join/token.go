@@ -1,21 +1,28 @@
-// Package join is the join token: the one string a server prints (and keeps
-// in its data directory) that carries everything an agent needs to join the
-// cluster — the server's API URL and credential, the gossip cluster key, a
-// gossip address to join through, and the fingerprint of the server's CA so
-// the agent can trust the API without any other configuration.
+// Package join is how a node joins: the join token — the one string a server
+// writes (and `flotilla token create` prints) that carries everything an
+// agent needs to start — and the node's certificates that the token buys.
 //
-// A token is "FLO1." + base64url(JSON) + "." + checksum: recognisable at a
+// A token holds the server's API URL, a bootstrap token (Kubernetes'
+// "ID.SECRET", valid for a while, good for nothing but asking for a node
+// certificate), a gossip address to join through, and the cluster CA's
+// certificate (and its fingerprint) so the agent verifies the API from its
+// first connection without any other configuration. The gossip key is not in it: the agent reads it from the
+// API with its node certificate.
+//
+// A token is "FLO2." + base64url(JSON) + "." + checksum: recognisable at a
 // glance, safe to paste in a shell, and a truncated or mistyped copy is told
 // apart from a token of another kind. Tokens are secrets: Token's String,
-// GoString and LogValue redact the credential and the key.
+// GoString and LogValue redact the bootstrap token's secret.
 package join
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,10 +30,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
 // Prefix starts every token of the version this package writes.
-const Prefix = "FLO1."
+const Prefix = "FLO2."
 
 // GossipKeySize is the length of the gossip cluster key, in bytes.
 const GossipKeySize = 32
@@ -48,15 +57,29 @@ var (
 type Token struct {
 	// Server is the URL of the server's API, "https://192.0.2.10:6443".
 	Server string `json:"server"`
-	// APIToken is the bearer credential for the API.
-	APIToken string `json:"api_token"`
-	// GossipKey is the 32-byte cluster key of gossip (NewGossipKey).
-	GossipKey []byte `json:"gossip_key"`
+	// BootstrapToken is "ID.SECRET": it authenticates the node's first
+	// certificate request, and nothing else.
+	BootstrapToken string `json:"token"`
 	// GossipAddr is host:port of a member to join gossip through.
 	GossipAddr string `json:"gossip_addr"`
 	// CAFingerprint is the SHA-256 of the API's CA certificate (DER), in
-	// lowercase hex; "" when the API does not use TLS.
-	CAFingerprint string `json:"ca_sha256,omitempty"`
+	// lowercase hex.
+	CAFingerprint string `json:"ca_sha256"`
+	// CA is the cluster CA's certificate (DER): the agent verifies the
+	// server with it from the first connection on. Its SHA-256 is
+	// CAFingerprint.
+	CA []byte `json:"ca"`
+}
+
+// CAPEM is the token's CA certificate in PEM.
+func (t Token) CAPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: t.CA})
+}
+
+// TokenID is the public half of the bootstrap token ("" if it has none).
+func (t Token) TokenID() string {
+	id, _, _ := strings.Cut(t.BootstrapToken, ".")
+	return id
 }
 
 // Encode returns the token's text. It does not validate: call Validate
@@ -79,7 +102,7 @@ func checksum(payload string) string {
 
 // Parse reads a token made by Encode. Surrounding white space is ignored
 // (tokens get pasted). Errors match ErrForeign or ErrDamaged, or name the
-// field that is invalid; they never contain the secrets.
+// field that is invalid; they never contain the secret.
 func Parse(s string) (Token, error) {
 	s = strings.TrimSpace(s)
 	if len(s) > maxTokenLen {
@@ -138,11 +161,8 @@ func (t Token) Validate() error {
 	if u.User != nil {
 		return errors.New("join: the token's server URL must not hold credentials")
 	}
-	if t.APIToken == "" {
-		return errors.New("join: the token has no API credential")
-	}
-	if len(t.GossipKey) != GossipKeySize {
-		return fmt.Errorf("join: the token's gossip key is %d bytes, want %d", len(t.GossipKey), GossipKeySize)
+	if !bootstraputil.IsValidBootstrapToken(t.BootstrapToken) {
+		return errors.New("join: the token's bootstrap token is not of the form ID.SECRET (6 and 16 characters of a-z, 0-9)")
 	}
 	host, port, err := net.SplitHostPort(t.GossipAddr)
 	if err != nil || host == "" {
@@ -151,32 +171,33 @@ func (t Token) Validate() error {
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return fmt.Errorf("join: the token's gossip address %q has no valid port", t.GossipAddr)
 	}
-	if t.CAFingerprint != "" {
-		if b, err := hex.DecodeString(t.CAFingerprint); err != nil || len(b) != sha256.Size || t.CAFingerprint != strings.ToLower(t.CAFingerprint) {
-			return errors.New("join: the token's CA fingerprint is not a lowercase hex SHA-256")
-		}
+	if b, err := hex.DecodeString(t.CAFingerprint); err != nil || len(b) != sha256.Size || t.CAFingerprint != strings.ToLower(t.CAFingerprint) {
+		return errors.New("join: the token's CA fingerprint is not a lowercase hex SHA-256")
+	}
+	if _, err := x509.ParseCertificate(t.CA); err != nil {
+		return errors.New("join: the token's CA certificate cannot be read")
+	}
+	if FingerprintDER(t.CA) != t.CAFingerprint {
+		return errors.New("join: the token's CA certificate does not match its fingerprint")
 	}
 	return nil
 }
 
 // String shows the token without its secrets, for logs and errors.
 func (t Token) String() string {
-	ca := "none"
-	if t.CAFingerprint != "" {
-		ca = "sha256:" + t.CAFingerprint
-	}
-	return fmt.Sprintf("join.Token{Server: %s, GossipAddr: %s, CA: %s, APIToken: [redacted], GossipKey: [redacted]}", t.Server, t.GossipAddr, ca)
+	return fmt.Sprintf("join.Token{Server: %s, GossipAddr: %s, CA: sha256:%s, BootstrapToken: %s.[redacted]}", t.Server, t.GossipAddr, t.CAFingerprint, t.TokenID())
 }
 
-// GoString keeps %#v from printing the secrets.
+// GoString keeps %#v from printing the secret.
 func (t Token) GoString() string { return t.String() }
 
-// LogValue keeps slog from printing the secrets.
+// LogValue keeps slog from printing the secret.
 func (t Token) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("server", t.Server),
 		slog.String("gossip_addr", t.GossipAddr),
 		slog.String("ca_sha256", t.CAFingerprint),
+		slog.String("token_id", t.TokenID()),
 	)
 }
 

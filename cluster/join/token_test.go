@@ -18,19 +18,33 @@ import (
 )
 
 func testToken(t testing.TB) Token {
-	key, err := NewGossipKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
+	ca := testCA(t)
 	return Token{
-		Server:        "https://192.0.2.10:6443",
-		APIToken:      "s3cr3t-api-token",
-		GossipKey:     key,
-		GossipAddr:    "192.0.2.10:7946",
-		CAFingerprint: strings.Repeat("ab", 32),
+		Server:         "https://192.0.2.10:6443",
+		BootstrapToken: "abcdef.s3cr3t0123456789",
+		GossipAddr:     "192.0.2.10:7946",
+		CAFingerprint:  FingerprintDER(ca),
+		CA:             ca,
 	}
 }
 
+// testCA is a self-signed CA certificate, in DER.
+func testCA(t testing.TB) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
 func TestEncodeParseRoundTrip(t *testing.T) {
 	tok := testToken(t)
 	s := tok.Encode()
@@ -44,14 +58,11 @@ func TestEncodeParseRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Server != tok.Server || got.APIToken != tok.APIToken || !bytes.Equal(got.GossipKey, tok.GossipKey) ||
-		got.GossipAddr != tok.GossipAddr || got.CAFingerprint != tok.CAFingerprint {
+	if got.String() != tok.String() || !bytes.Equal(got.CA, tok.CA) || got.BootstrapToken != tok.BootstrapToken {
 		t.Errorf("round trip = %v, want %v", got, tok)
 	}
-	noTLS := tok
-	noTLS.Server, noTLS.CAFingerprint = "http://[2001:db8::1]:8080", ""
-	if _, err := Parse(noTLS.Encode()); err != nil {
-		t.Errorf("token without TLS: %v", err)
+	if got.TokenID() != "abcdef" {
+		t.Errorf("TokenID = %q", got.TokenID())
 	}
 	t.Logf("token: %d bytes", len(s))
 }
@@ -63,10 +74,11 @@ func TestParseTellsTruncatedFromForeign(t *testing.T) {
 		want     error
 		text     string
 	}{
-		{"empty", "", ErrForeign, `should start with "FLO1."`},
-		{"kubeadm token", "abcdef.0123456789abcdef", ErrForeign, `should start with "FLO1."`},
+		{"empty", "", ErrForeign, `should start with "FLO2."`},
+		{"kubeadm token", "abcdef.0123456789abcdef", ErrForeign, `should start with "FLO2."`},
 		{"k3s token", "K10abc::server:def", ErrForeign, "not a Flotilla join token"},
-		{"newer version", "FLO2." + s[len(Prefix):], ErrForeign, "version FLO2"},
+		{"newer version", "FLO3." + s[len(Prefix):], ErrForeign, "version FLO3"},
+		{"older version", "FLO1." + s[len(Prefix):], ErrForeign, "version FLO1"},
 		{"truncated in the payload", s[:len(s)/2], ErrDamaged, "truncated"},
 		{"truncated checksum", s[:len(s)-3], ErrDamaged, "checksum"},
 		{"prefix only", Prefix, ErrDamaged, "truncated"},
@@ -79,7 +91,7 @@ func TestParseTellsTruncatedFromForeign(t *testing.T) {
 				t.Fatalf("Parse = %v, want %v containing %q", err, tc.want, tc.text)
 			}
 			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("error leaks the API token: %v", err)
+				t.Errorf("error leaks the bootstrap token: %v", err)
 			}
 		})
 	}
@@ -109,22 +121,24 @@ func TestParseValidatesFields(t *testing.T) {
 		{func(t *Token) { t.Server = "" }, "server is not an http(s) URL"},
 		{func(t *Token) { t.Server = "192.0.2.10:6443" }, "server is not an http(s) URL"},
 		{func(t *Token) { t.Server = "https://admin:pw@192.0.2.10" }, "must not hold credentials"},
-		{func(t *Token) { t.APIToken = "" }, "no API credential"},
-		{func(t *Token) { t.GossipKey = t.GossipKey[:16] }, "gossip key is 16 bytes"},
+		{func(t *Token) { t.BootstrapToken = "" }, "not of the form ID.SECRET"},
+		{func(t *Token) { t.BootstrapToken = "abcdef.S3CR3T0123456789" }, "not of the form ID.SECRET"},
 		{func(t *Token) { t.GossipAddr = "192.0.2.10" }, "not host:port"},
 		{func(t *Token) { t.GossipAddr = "192.0.2.10:0" }, "no valid port"},
 		{func(t *Token) { t.CAFingerprint = "abcd" }, "CA fingerprint"},
+		{func(t *Token) { t.CAFingerprint = "" }, "CA fingerprint"},
+		{func(t *Token) { t.CAFingerprint = strings.Repeat("ab", 32) }, "does not match its fingerprint"},
+		{func(t *Token) { t.CA = []byte("not a certificate") }, "CA certificate cannot be read"},
 		{func(t *Token) { t.CAFingerprint = strings.Repeat("AB", 32) }, "lowercase"},
 	} {
 		bad := tok
-		bad.GossipKey = append([]byte(nil), tok.GossipKey...)
 		tc.edit(&bad)
 		_, err := Parse(bad.Encode())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(token with %s) = %v", tc.want, err)
 		}
 		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
-			t.Errorf("error leaks the API token: %v", err)
+			t.Errorf("error leaks the bootstrap token: %v", err)
 		}
 	}
 	if _, err := Parse(encodeRaw(`[1,2]`)); !errors.Is(err, ErrDamaged) {
@@ -136,9 +150,8 @@ func TestTokenNeverPrintsSecrets(t *testing.T) {
 	tok := testToken(t)
 	var logBuf bytes.Buffer
 	slog.New(slog.NewTextHandler(&logBuf, nil)).Info("joining", "token", tok)
-	key := fmt.Sprintf("%v", tok.GossipKey)
 	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v", tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok), logBuf.String()} {
-		if strings.Contains(s, tok.APIToken) || strings.Contains(s, key) || strings.Contains(s, b64(tok.GossipKey)) {
+		if strings.Contains(s, "s3cr3t") {
 			t.Errorf("printed token shows a secret: %s", s)
 		}
 		if !strings.Contains(s, tok.Server) {

@@ -279,6 +279,8 @@ func supportedField(resource, field string) bool {
 		return true
 	case "spec.nodeName":
 		return resource == "pods"
+	case "type":
+		return resource == "secrets"
 	}
 	return false
 }
@@ -327,8 +329,11 @@ func (f *filter) matches(obj schema.Object) bool {
 			"metadata.name":      obj.GetName(),
 			"metadata.namespace": obj.GetNamespace(),
 		}
-		if p, ok := obj.(*corev1.Pod); ok {
-			set["spec.nodeName"] = p.Spec.NodeName
+		switch o := obj.(type) {
+		case *corev1.Pod:
+			set["spec.nodeName"] = o.Spec.NodeName
+		case *corev1.Secret:
+			set["type"] = string(o.Type)
 		}
 		if !f.fields.Matches(set) {
 			return false

@@ -73,7 +73,8 @@ type ListOptions struct {
 	// LabelSelector in Kubernetes syntax ("app=web,tier!=db"); "" means all.
 	LabelSelector string
 	// FieldSelector supports "metadata.name=X", "metadata.namespace=X" and
-	// "spec.nodeName=X" (what agents watch their pods by); "" means all.
+	// "spec.nodeName=X" (what agents watch their pods by) and, for Secrets,
+	// "type=X" (agents list the ingresses' TLS Secrets); "" means all.
 	FieldSelector string
 }
 

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
-	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/netfabric"
@@ -107,33 +107,29 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("--advertise-addr %q is not an IP address", o.advertise)
 	}
 
-	// Trust the server only through the CA whose fingerprint the token holds.
-	// A server that does not answer yet is waited for; one that answers
-	// with another CA is refused at once.
-	caPEM, err := fetchCA(ctx, tok)
-	for told := false; errors.Is(err, errUnreachable); {
-		if !told {
-			say("waiting for the server at %s ...", tok.Server)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-		caPEM, err = fetchCA(ctx, tok)
-	}
+	// Trust the server only through the cluster CA the token carries.
+	caPEM := tok.CAPEM()
+	// The node's own certificates: on the first start the join token buys
+	// them; afterwards they are on disk and renewed before they expire.
+	certs, err := loadNodeCerts(ctx, join.NodeCertsConfig{
+		Dir: filepath.Join(o.dataDir, "pki"), NodeName: o.nodeName, Server: tok.Server, CAPEM: caPEM,
+		IPs: []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
+	}, say)
 	if err != nil {
 		return err
 	}
-	api, err := apiclient.New(apiclient.Config{Server: tok.Server, CAData: caPEM, Token: tok.APIToken})
+	api, err := apiclient.New(apiclient.Config{Server: tok.Server, CAData: caPEM, GetClientCertificate: certs.ClientCertificate})
 	if err != nil {
 		return err
 	}
 	if err := registerNode(ctx, api, o.nodeName, ""); err != nil {
-		return fmt.Errorf("%w (is the join token current? `flotilla server` prints it)", err)
+		return err
 	}
-	say("joined %s as node %s", tok.Server, o.nodeName)
+	gossipKeys, err := readGossipKeys(ctx, api)
+	if err != nil {
+		return err
+	}
+	say("joined %s as node %s (certificate valid until %s)", tok.Server, o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
 	cidr, err := waitPodCIDR(ctx, api, o.nodeName, say)
 	if err != nil {
 		return err
@@ -150,7 +146,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	// Gossip first: a second agent with this node's name is refused here,
 	// before it touches the network. The VTEP MAC follows from the pod CIDR.
 	members, err := gossip.New(gossip.Config{
-		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: tok.GossipKey,
+		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: gossipKeys.primary,
 		Meta: gossip.Meta{Role: gossip.RoleAgent, NodeName: o.nodeName, TunnelIP: advertise.String(),
 			PodCIDR: cidr, VTEPMAC: netfabric.VTEPMACFor(podCIDR).String()},
 		Logger: log.With("component", "gossip"),
@@ -159,6 +155,9 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("start gossip: %w", err)
 	}
 	defer members.Shutdown()
+	if err := members.SetKeys(gossipKeys.primary, gossipKeys.others...); err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
 	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil {
 		return fmt.Errorf("join the gossip: %w", err)
 	}
@@ -195,58 +194,27 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
-	logSrv, err := agentLogServer(o.dataDir, advertise, agent.LogHandler(tok.APIToken))
-	if err != nil {
-		return err
-	}
+	logSrv := agentLogServer(advertise, certs, agent.LogHandler(auth.APIServerUser))
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { certs.Run(gctx); return nil })
+	g.Go(func() error {
+		followGossipKeys(gctx, api, members, gossipKeyPollInterval, log.With("component", "gossip"), nil)
+		return nil
+	})
 	g.Go(func() error { return serveUntil(gctx, logSrv) })
 	g.Go(func() error { return agent.Run(gctx) })
-	g.Go(func() error { followPeers(gctx, members, fabric, log.With("component", "overlay")); return nil })
+	// The overlay and the load balancer election take their facts about
+	// nodes from the API's Node objects, gossip only saying who is alive.
+	nodes := newNodeView(api, log.With("component", "nodes"))
+	g.Go(func() error { nodes.run(gctx); return nil })
+	g.Go(func() error { followPeers(gctx, nodes, fabric, log.With("component", "overlay")); return nil })
 	services := &servicePlane{opts: o.serviceOptions, store: api, nodeName: o.nodeName, nodeIP: advertise, podCIDR: podCIDR,
-		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, members: members, log: log.With("component", "services")}
+		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, members: members, nodes: nodes, log: log.With("component", "services")}
 	g.Go(func() error { return services.run(gctx) })
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)
 	say("stopped; pods keep running, and `flotilla agent` adopts them when it starts again")
 	return ignoreCanceled(err)
-}
-
-// followPeers programs the overlay from gossip: on every membership change,
-// the whole set of agents with a pod CIDR. It works while the API server is
-// down, since it needs only gossip.
-func followPeers(ctx context.Context, members *gossip.Membership, fabric *netfabric.Fabric, log interface {
-	Warn(string, ...any)
-}) {
-	events, stop := members.Subscribe()
-	defer stop()
-	for {
-		var peers []netfabric.Peer
-		for _, m := range members.Members() {
-			if m.Meta.Role != gossip.RoleAgent || m.Meta.PodCIDR == "" {
-				continue
-			}
-			_, cidr, err1 := net.ParseCIDR(m.Meta.PodCIDR)
-			mac, err2 := net.ParseMAC(m.Meta.VTEPMAC)
-			ip := net.ParseIP(m.Meta.TunnelIP)
-			if err1 != nil || err2 != nil || ip == nil {
-				log.Warn("gossip member announces a bad overlay address; skipped", "member", m.Name)
-				continue
-			}
-			peers = append(peers, netfabric.Peer{Node: m.Meta.NodeName, UnderlayIP: ip, PodCIDR: cidr, VTEPMAC: mac})
-		}
-		if err := fabric.SetPeers(ctx, peers); err != nil {
-			log.Warn("programming the overlay", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-events:
-			if !ok {
-				return
-			}
-		}
-	}
 }
 
 // joinTokenEnv is the environment variable an agent reads its join token
@@ -313,49 +281,46 @@ func retarget(tok join.Token, host string) (join.Token, error) {
 	return tok, nil
 }
 
-// errUnreachable: the server did not answer (yet).
-var errUnreachable = errors.New("cannot reach the server")
-
-// fetchCA gets the cluster CA from the server and checks it against the
-// token's fingerprint: the one thing trusted before TLS can be.
-func fetchCA(ctx context.Context, tok join.Token) ([]byte, error) {
-	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // checked below, by fingerprint
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tok.Server+CACertsPath, nil)
-	if err != nil {
-		return nil, err
+// loadNodeCerts gets the node's certificates (join.LoadNodeCerts), waiting
+// for a server that does not answer yet; a server that answers with a
+// certificate the token's CA did not sign is refused at once.
+func loadNodeCerts(ctx context.Context, cfg join.NodeCertsConfig, say func(string, ...any)) (*join.NodeCerts, error) {
+	for told := false; ; {
+		certs, err := join.LoadNodeCerts(ctx, cfg)
+		var verr *tls.CertificateVerificationError
+		var opErr *net.OpError
+		switch {
+		case err == nil:
+			return certs, nil
+		case errors.As(err, &verr):
+			return nil, fmt.Errorf("the server at %s is not the one the join token names (its certificate is not of the token's CA): %w", cfg.Server, err)
+		case !errors.As(err, &opErr) || ctx.Err() != nil:
+			return nil, fmt.Errorf("node certificate: %w", err)
+		}
+		if !told {
+			say("waiting for the server at %s ...", cfg.Server)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %w", errUnreachable, tok.Server, err)
-	}
-	defer resp.Body.Close()
-	pem, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch the cluster CA from %s: %s %v", tok.Server, resp.Status, err)
-	}
-	if err := join.VerifyCA(pem, tok.CAFingerprint); err != nil {
-		return nil, fmt.Errorf("the server at %s is not the one the join token names: %w", tok.Server, err)
-	}
-	return pem, nil
 }
 
 // agentLogServer is the HTTPS server of the agent's log endpoint (the server
-// proxies `flotilla logs` to it), with a certificate of the agent's own.
-func agentLogServer(dataDir string, ip net.IP, h http.Handler) (*http.Server, error) {
-	_, certFile, keyFile, err := apiserver.EnsureCerts(filepath.Join(dataDir, "tls"), []string{ip.String()})
-	if err != nil {
-		return nil, fmt.Errorf("the log endpoint's certificate: %w", err)
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("the log endpoint's certificate: %w", err)
-	}
+// proxies `flotilla logs` to it): it presents the node's serving
+// certificate and requires a client certificate of the cluster CA.
+func agentLogServer(ip net.IP, certs *join.NodeCerts, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr: net.JoinHostPort(ip.String(), strconv.Itoa(node.LogsPort)), Handler: h,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second,
-	}, nil
+		TLSConfig: &tls.Config{
+			GetCertificate: certs.ServingCertificate, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: certs.Roots(),
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
 }
 
 // serveUntil serves srv (TLS) until ctx ends, then shuts it down.

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 )
 
@@ -38,12 +40,14 @@ func TestAgentRefusesTokenOnCommandLine(t *testing.T) {
 // TestReadTokenFromFileOrEnvironment: the file wins over the environment,
 // the environment works alone, and with neither the error names both.
 func TestReadTokenFromFileOrEnvironment(t *testing.T) {
-	key, err := join.NewGossipKey()
+	caPEM, _, _, err := apiserver.EnsureCerts(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	block, _ := pem.Decode(caPEM)
 	mk := func(server string) string {
-		return join.Token{Server: server, APIToken: "secret", GossipKey: key, GossipAddr: "192.0.2.10:7946"}.Encode()
+		return join.Token{Server: server, BootstrapToken: "abcdef.0123456789abcdef", GossipAddr: "192.0.2.10:7946",
+			CAFingerprint: join.FingerprintDER(block.Bytes), CA: block.Bytes}.Encode()
 	}
 	file := filepath.Join(t.TempDir(), "join-token")
 	if err := os.WriteFile(file, []byte(mk("https://192.0.2.10:6443")+"\n"), 0o600); err != nil {

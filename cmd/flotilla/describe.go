@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +21,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/netfabric/svcview"
+	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
@@ -47,6 +49,12 @@ func newDescribeCommand(g *globalFlags) *cobra.Command {
 					LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
 				if err != nil {
 					return fmt.Errorf("list the endpoints of service %s: %w", svc.Name, err)
+				}
+			}
+			if n, ok := obj.(*corev1.Node); ok {
+				// A Node is described with its heartbeat Lease, as kubectl does.
+				if l, err := c.Get(cmd.Context(), "leases", node.LeaseNamespace, n.Name); err == nil {
+					related = append(related, l)
 				}
 			}
 			describe(cmd.OutOrStdout(), obj, related, time.Now())
@@ -141,6 +149,22 @@ func describe(w io.Writer, obj schema.Object, related []schema.Object, now time.
 		p(0, "Capacity", resourceLine(o.Status.Capacity))
 		p(0, "Allocatable", resourceLine(o.Status.Allocatable))
 		p(0, "Pod CIDR", orNone(o.Spec.PodCIDR))
+		p(0, "Lease", "")
+		lease := &coordinationv1.Lease{}
+		for _, r := range related {
+			if l, ok := r.(*coordinationv1.Lease); ok {
+				lease = l
+			}
+		}
+		holder, renew := "<unset>", "<unset>"
+		if lease.Spec.HolderIdentity != nil {
+			holder = *lease.Spec.HolderIdentity
+		}
+		if lease.Spec.RenewTime != nil {
+			renew = fmt.Sprintf("%s (%s ago)", lease.Spec.RenewTime.UTC().Format(time.RFC1123), now.Sub(lease.Spec.RenewTime.Time).Round(time.Second))
+		}
+		p(1, "HolderIdentity", holder)
+		p(1, "RenewTime", renew)
 		var cs [][2]string
 		for _, c := range o.Status.Conditions {
 			cs = append(cs, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -68,5 +69,26 @@ func TestDescribeClaim(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "Reason:") {
 		t.Errorf("a bound claim shows a reason:\n%s", out.String())
+	}
+}
+
+// TestDescribeNodeShowsLease: a Node is described with its heartbeat
+// Lease's holder and renewal, or <unset> without one.
+func TestDescribeNodeShowsLease(t *testing.T) {
+	now := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}}
+	var out bytes.Buffer
+	describe(&out, n, nil, now)
+	flat := func() string { return strings.Join(strings.Fields(out.String()), " ") }
+	if !strings.Contains(flat(), "HolderIdentity: <unset> RenewTime: <unset>") {
+		t.Errorf("describe node without a lease:\n%s", out.String())
+	}
+	holder, renew := "node1", metav1.NewMicroTime(now.Add(-7*time.Second))
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "node1", Namespace: "kube-node-lease"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &renew}}
+	out.Reset()
+	describe(&out, n, []schema.Object{lease}, now)
+	if !strings.Contains(flat(), "HolderIdentity: node1 RenewTime: Sun, 06 Dec 2026 02:59:53 UTC (7s ago)") {
+		t.Errorf("describe node with its lease:\n%s", out.String())
 	}
 }

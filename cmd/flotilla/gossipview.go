@@ -46,9 +46,11 @@ func (v *gossipView) apply(ev gossip.Event, now time.Time) {
 	if ev.Member.Meta.Role != gossip.RoleAgent {
 		return // servers are not Nodes
 	}
-	name := ev.Member.Meta.NodeName
-	if name == "" {
-		name = ev.Member.Name
+	// A member speaks only for the node of its own gossip name (unique
+	// among live members); one announcing another node's name is ignored.
+	name := ev.Member.Name
+	if ev.Member.Meta.NodeName != "" && ev.Member.Meta.NodeName != name {
+		return
 	}
 	m := nodelifecycle.Member{Name: name, Since: now}
 	switch ev.Type {

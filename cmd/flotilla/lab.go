@@ -58,6 +58,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 		subnet  string
 		timeout time.Duration
 		evict   time.Duration
+		certTTL time.Duration
 	)
 	up := &cobra.Command{
 		Use:   "up",
@@ -68,7 +69,11 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 			if err != nil {
 				return fmt.Errorf("--subnet %q: %w", subnet, err)
 			}
-			return labUp(cmd.Context(), lab.Config{Dir: dir, Name: name, Nodes: nodes, Subnet: sub}, repo, evict, timeout, cmd.OutOrStdout())
+			var extra []string
+			if certTTL > 0 {
+				extra = append(extra, "--node-cert-ttl", certTTL.String())
+			}
+			return labUp(cmd.Context(), lab.Config{Dir: dir, Name: name, Nodes: nodes, Subnet: sub}, repo, evict, timeout, extra, cmd.OutOrStdout())
 		},
 	}
 	up.Flags().IntVar(&nodes, "nodes", 3, "how many nodes")
@@ -77,6 +82,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 	up.Flags().StringVar(&repo, "repo", "", "Git repository the server syncs (default: a fresh copy of examples/hello)")
 	up.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for every node to be Ready")
 	up.Flags().DurationVar(&evict, "pod-eviction-timeout", 30*time.Second, "the server's --pod-eviction-timeout")
+	up.Flags().DurationVar(&certTTL, "node-cert-ttl", 0, "the server's --node-cert-ttl (0: its default)")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -171,7 +177,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 // labUp builds the lab: the server in this host's namespace on the lab's
 // host address, an agent in each node, the example image in every node;
 // then waits for every node to be Ready.
-func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time.Duration, out io.Writer) error {
+func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time.Duration, serverFlags []string, out io.Writer) error {
 	dir, nodes := cfg.Dir, cfg.Nodes
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla lab: "+format+"\n", args...) }
 	exe, err := os.Executable()
@@ -198,6 +204,7 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 		// all of them: binding waits for every node (at most as long as
 		// lab up waits for them).
 		"--expect-nodes", strconv.Itoa(nodes), "--scheduling-settle", timeout.String()}
+	serverArgs = append(serverArgs, serverFlags...)
 	if repo != "" {
 		abs, err := filepath.Abs(repo)
 		if err != nil {

@@ -3,21 +3,34 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/examples"
@@ -41,8 +54,9 @@ func newLab(t testing.TB, nodes int) *labCluster {
 	return newLabWithRepo(t, nodes, "")
 }
 
-// newLabWithRepo is `flotilla lab up --repo repo` ("": none given).
-func newLabWithRepo(t testing.TB, nodes int, repo string) *labCluster {
+// newLabWithRepo is `flotilla lab up --repo repo` ("": none given), with
+// more flags of lab up.
+func newLabWithRepo(t testing.TB, nodes int, repo string, upArgs ...string) *labCluster {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("lab tests need root (network namespaces, Podman)")
@@ -75,6 +89,7 @@ func newLabWithRepo(t testing.TB, nodes int, repo string) *labCluster {
 	if repo != "" {
 		args = append(args, "--repo", repo)
 	}
+	args = append(args, upArgs...)
 	out, err := exec.Command(flotillaBin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("flotilla lab up: %v\n%s", err, out)
@@ -251,7 +266,8 @@ func helloRepo(t testing.TB, replicas int) string {
 // their own source address, containers of a pod share localhost, and a
 // killed node's pods run again elsewhere; the node comes back clean.
 func TestLabThreeNodes(t *testing.T) {
-	l := newLabWithRepo(t, 3, helloRepo(t, 6))
+	// Node certificates live 2 minutes: the agents renew them all along.
+	l := newLabWithRepo(t, 3, helloRepo(t, 6), "--node-cert-ttl", "2m")
 	l.commit("duo.yaml", duoPod, "a pod of two containers")
 
 	byNode := map[string][]*corev1.Pod{}
@@ -358,10 +374,66 @@ func TestLabThreeNodes(t *testing.T) {
 	})
 
 	l.checkBadJoins()
+	l.checkNodeRights()
+	l.checkGossipLies()
 
 	// The API server down for a minute changes nothing that runs (client and
 	// server pods are on node1 and node3, which stayed up).
 	l.checkServerOutage(client, server, clientNS)
+	l.checkCertRotation()
+}
+
+// checkCertRotation: with 2-minute node certificates, every agent has
+// renewed its client certificate three times or more (once across the
+// server's outage), and is still Ready: its heartbeats are accepted.
+func (l *labCluster) checkCertRotation() {
+	renewals := func(node string) int {
+		// The agent's own log (INFO and up); the lab's logs/ has its
+		// warnings only.
+		data, _ := os.ReadFile(filepath.Join(l.node(node).DataDir, "flotilla.log"))
+		n := 0
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "node certificate renewed") && strings.Contains(line, "kube-apiserver-client-kubelet") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, node := range []string{"node1", "node2", "node3"} {
+		l.eventually(node+" renewed its certificate three times", 8*time.Minute, func() error {
+			if n := renewals(node); n < 3 {
+				return fmt.Errorf("%d renewals", n)
+			}
+			return nil
+		})
+		l.eventually(node+" is Ready after its renewals", 2*time.Minute, func() error {
+			if ready, err := l.nodeReady(node); err != nil || !ready {
+				return fmt.Errorf("ready=%v err=%v", ready, err)
+			}
+			return nil
+		})
+		pair, err := tls.LoadX509KeyPair(filepath.Join(l.node(node).DataDir, "pki", "node-client.crt"), filepath.Join(l.node(node).DataDir, "pki", "node-client.key"))
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if left := time.Until(pair.Leaf.NotAfter); left <= 0 || left > 3*time.Minute || pair.Leaf.Subject.CommonName != "system:node:"+node {
+			l.t.Errorf("%s's certificate: %s, expires in %s", node, pair.Leaf.Subject, left)
+		}
+	}
+}
+
+// joinToken is the join token the lab's server wrote.
+func (l *labCluster) joinToken() join.Token {
+	l.t.Helper()
+	data, err := os.ReadFile(filepath.Join(l.dir, "server", "join-token"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	tok, err := join.Parse(string(data))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return tok
 }
 
 // checkBadJoins runs agents that must be refused, from node3's namespace: a
@@ -369,16 +441,15 @@ func TestLabThreeNodes(t *testing.T) {
 // Each exits with a message that says why, and node1 stays Ready.
 func (l *labCluster) checkBadJoins() {
 	t := l.t
-	data, err := os.ReadFile(filepath.Join(l.dir, "server", "join-token"))
+	tok := l.joinToken()
+	// A token naming another CA: the real server's certificate fails it.
+	otherCA, _, _, err := apiserver.EnsureCerts(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := join.Parse(string(data))
-	if err != nil {
-		t.Fatal(err)
-	}
+	block, _ := pem.Decode(otherCA)
 	forged := tok
-	forged.CAFingerprint = strings.Repeat("ab", 32)
+	forged.CA, forged.CAFingerprint = block.Bytes, join.FingerprintDER(block.Bytes)
 	n3 := l.node("node3")
 	agent := func(token, name string) string {
 		dir := t.TempDir()
@@ -401,10 +472,237 @@ func (l *labCluster) checkBadJoins() {
 	if out := agent(tok.Encode(), "node1"); !strings.Contains(out, "already in the cluster") {
 		t.Errorf("a second node1: the agent said\n%s", out)
 	}
+	// An expired token and a revoked one join nothing.
+	expiredText, expired, err := auth.NewBootstrapToken(time.Now().Add(-2*time.Hour), time.Hour, "expired")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.client.Create(context.Background(), expired); err != nil {
+		t.Fatal(err)
+	}
+	old := tok
+	old.BootstrapToken = expiredText
+	if out := agent(old.Encode(), "late"); !strings.Contains(out, "the join token is expired, revoked") {
+		t.Errorf("an expired token: the agent said\n%s", out)
+	}
+	kubeconfig := filepath.Join(l.dir, "server", "kubeconfig.yaml")
+	created, err := exec.Command(flotillaBin, "--kubeconfig", kubeconfig, "token", "create", "--ttl", "1h").Output()
+	if err != nil {
+		t.Fatalf("flotilla token create: %v", err)
+	}
+	revoked, err := join.Parse(string(created))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(flotillaBin, "--kubeconfig", kubeconfig, "token", "revoke", revoked.TokenID()).CombinedOutput(); err != nil {
+		t.Fatalf("flotilla token revoke: %v\n%s", err, out)
+	}
+	if out := agent(revoked.Encode(), "late"); !strings.Contains(out, "the join token is expired, revoked") {
+		t.Errorf("a revoked token: the agent said\n%s", out)
+	}
+	// The token alone lists no pods.
+	req, err := http.NewRequest(http.MethodGet, tok.Server+"/api/v1/pods", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.BootstrapToken)
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(filepath.Join(l.dir, "server", "tls", "ca.crt"))
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("the lab's CA: %v", err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: tr}).Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("the join token lists pods: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// No process shows a secret in its arguments: not the join token, not
+	// the gossip key.
+	gossipKey, err := l.client.Get(context.Background(), "secrets", "kube-system", "flotilla-gossip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := gossipKey.(*corev1.Secret).Data["key"]
+	ps, err := exec.Command("ps", "-eo", "args").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := strings.Cut(tok.BootstrapToken, ".")
+	for _, s := range []string{secret, hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key)} {
+		if strings.Contains(string(ps), s) {
+			t.Errorf("ps -eo args shows a secret:\n%s", ps)
+		}
+	}
 	if ready, err := l.nodeReady("node1"); err != nil || !ready {
 		t.Errorf("after the refused joins node1 is ready=%v (%v)", ready, err)
 	}
 }
+
+// checkNodeRights uses node2's own certificate (from its data directory),
+// as a thief of it would: it may write the status of its own pods, not
+// create a pod, not change node1, not list the cluster's Secrets, and not
+// read a Secret no pod of its uses.
+func (l *labCluster) checkNodeRights() {
+	t := l.t
+	ctx := context.Background()
+	pki := filepath.Join(l.node("node2").DataDir, "pki")
+	certPEM, err1 := os.ReadFile(filepath.Join(pki, "node-client.crt"))
+	keyPEM, err2 := os.ReadFile(filepath.Join(pki, "node-client.key"))
+	caPEM, err3 := os.ReadFile(filepath.Join(l.dir, "server", "tls", "ca.crt"))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	node2, err := apiclient.New(apiclient.Config{Server: l.joinToken().Server, CAData: caPEM, CertData: certPEM, KeyData: keyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := func(what string, err error) {
+		t.Helper()
+		var se *apiclient.StatusError
+		if !errors.As(err, &se) || se.Status.Code != http.StatusForbidden {
+			t.Errorf("node2's certificate: %s: %v, want 403", what, err)
+		}
+	}
+	secret := &corev1.Secret{TypeMeta: metav1.TypeMeta{Kind: "Secret", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: "not-node2s", Namespace: "default"}, StringData: map[string]string{"k": "v"}}
+	if _, err := l.client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	_, err = node2.Get(ctx, "secrets", "default", "not-node2s")
+	forbidden("get a Secret no pod of its uses", err)
+	_, _, err = node2.List(ctx, "secrets", store.ListOptions{})
+	forbidden("list the Secrets", err)
+	_, err = node2.Create(ctx, &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: "planted", Namespace: "default"},
+		Spec:       corev1.PodSpec{NodeName: "node2", Containers: []corev1.Container{{Name: "c", Image: examples.HelloImage}}}})
+	forbidden("create a pod", err)
+	n1, err := l.client.Get(ctx, "nodes", "", "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1.SetLabels(map[string]string{"stolen": "yes"})
+	_, err = node2.Update(ctx, n1)
+	forbidden("update node1", err)
+	for _, p := range l.pods() {
+		if p.Spec.NodeName != "node2" {
+			continue
+		}
+		// Its agent writes the status too: a conflict is asked again.
+		for try := 0; ; try++ {
+			cur, err := l.client.Get(ctx, "pods", p.Namespace, p.Name)
+			if err == nil {
+				_, err = node2.UpdateStatus(ctx, cur)
+			}
+			if err == nil || !errors.Is(err, store.ErrConflict) || try == 5 {
+				if err != nil {
+					t.Errorf("node2's certificate: update the status of its pod %s: %v", p.Name, err)
+				}
+				break
+			}
+		}
+		break
+	}
+}
+
+// checkGossipLies joins the lab's gossip with the real key as "liar", a
+// member that says it is node1 and announces node2's pod CIDR, then leaves:
+// node2's route on node1 does not change, and node1 — still healthy —
+// stays Ready with every pod it had, past the eviction timeout.
+func (l *labCluster) checkGossipLies() {
+	t := l.t
+	ctx := context.Background()
+	tok := l.joinToken()
+	keyObj, err := l.client.Get(ctx, "secrets", "kube-system", "flotilla-gossip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := l.client.Get(ctx, "nodes", "", "node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr2 := n2.(*corev1.Node).Spec.PodCIDR
+	_, ipnet2, err := net.ParseCIDR(cidr2)
+	if err != nil {
+		t.Fatalf("node2's pod CIDR %q: %v", cidr2, err)
+	}
+	route := func() string {
+		out, err := exec.Command(flotillaBin, "lab", "exec", "--dir", l.dir, "node1", "--", "ip", "route", "show", cidr2).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route on node1: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	before := route()
+	var uids []string
+	for _, p := range l.pods() {
+		if p.Spec.NodeName == "node1" {
+			uids = append(uids, string(p.UID))
+		}
+	}
+	host, _, err := net.SplitHostPort(tok.GossipAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flotilla's gossip package will not announce another node's name, so
+	// the liar speaks memberlist itself, with Flotilla's metadata format.
+	meta := func(leaving bool) []byte {
+		b, _ := json.Marshal(map[string]any{"v": 1, "r": "agent", "n": "node1", "t": host, "c": cidr2,
+			"m": netfabric.VTEPMACFor(ipnet2).String(), "l": leaving})
+		return b
+	}
+	d := &liarDelegate{}
+	d.meta.Store(meta(false))
+	mc := memberlist.DefaultLANConfig()
+	mc.Name, mc.BindAddr, mc.BindPort, mc.AdvertiseAddr = "liar", host, 0, host
+	mc.SecretKey, mc.Delegate, mc.LogOutput = keyObj.(*corev1.Secret).Data["key"], d, io.Discard
+	liar, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer liar.Shutdown()
+	if _, err := liar.Join([]string{tok.GossipAddr}); err != nil {
+		t.Fatalf("the liar could not join the gossip: %v", err)
+	}
+	// Kept sleep: what is checked is that nothing happens. The announced
+	// CIDR has a few seconds to reach every agent (gossip converges in
+	// well under a second here).
+	time.Sleep(5 * time.Second)
+	if after := route(); after != before {
+		t.Errorf("a gossip member announcing node2's pod CIDR changed node1's route:\nbefore %s\nafter  %s", before, after)
+	}
+	d.meta.Store(meta(true)) // Flotilla's "leaving on purpose" flag, then the leave
+	if err := liar.UpdateNode(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := liar.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Kept sleep: past the server's 30 s eviction timeout, nothing moved.
+	time.Sleep(40 * time.Second)
+	if ready, err := l.nodeReady("node1"); err != nil || !ready {
+		t.Errorf("after a member announced node1 left: ready=%v (%v)", ready, err)
+	}
+	have := map[string]bool{}
+	for _, p := range l.pods() {
+		have[string(p.UID)] = true
+	}
+	for _, uid := range uids {
+		if !have[uid] {
+			t.Errorf("pod %s of node1 was evicted after a gossip lie", uid)
+		}
+	}
+}
+
+// liarDelegate is a memberlist delegate that announces whatever meta holds.
+type liarDelegate struct{ meta atomic.Value }
+
+func (d *liarDelegate) NodeMeta(int) []byte             { return d.meta.Load().([]byte) }
+func (d *liarDelegate) NotifyMsg([]byte)                {}
+func (d *liarDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (d *liarDelegate) LocalState(bool) []byte          { return nil }
+func (d *liarDelegate) MergeRemoteState([]byte, bool)   {}
 
 // checkServerOutage stops the API server for a minute: pods keep serving,
 // cross-node traffic keeps flowing (the overlay follows gossip, not the

@@ -71,6 +71,7 @@ Then, from another shell:
 		newSyncCommand(g),
 		newDeleteCommand(g),
 		newKubeconfigCommand(),
+		newTokenCommand(g),
 		newVetCommand(),
 		newVersionCommand(),
 	)

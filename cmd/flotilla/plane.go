@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,7 @@ type planeOptions struct {
 	localVolumeRoot    string        // "": the reconciler's default
 	expectNodes        int           // Ready nodes that end the scheduler's settling at start
 	schedulingSettle   time.Duration // 0: the scheduler's default
+	nodeCertTTL        time.Duration // 0: apiserver.DefaultNodeCertTTL
 	log                *slog.Logger
 }
 
@@ -76,21 +79,25 @@ type controlPlane struct {
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
 	// gitsync run the same pipeline on their own writes).
-	admission  *admission.Pipeline
-	writes     *admission.Store
-	listener   net.Listener
-	token      string
-	caPEM      []byte
-	certFile   string
-	keyFile    string
-	serverURL  string
-	kubeconfig string
-	repo       string
-	webhook    string
-	rbac       *auth.RBAC // authorizes API requests; run it beside the API server
-	manager    *reconciler.Manager
-	syncer     *gitsync.Syncer
-	log        *slog.Logger
+	admission   *admission.Pipeline
+	writes      *admission.Store
+	listener    net.Listener
+	caPEM       []byte
+	signer      *apiserver.Signer // the cluster CA: node certificates
+	tlsDir      string
+	auditor     *apiserver.Auditor // DATA_DIR/audit.log
+	auditFile   io.WriteCloser
+	nodeCertTTL time.Duration
+	certFile    string
+	keyFile     string
+	serverURL   string
+	kubeconfig  string
+	repo        string
+	webhook     string
+	rbac        *auth.RBAC // authorizes API requests; run it beside the API server
+	manager     *reconciler.Manager
+	syncer      *gitsync.Syncer
+	log         *slog.Logger
 }
 
 // openControlPlane prepares every part; serve runs them. On error, what
@@ -130,9 +137,6 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
-	if cp.token, err = ensureSecret(o.dataDir, "token"); err != nil {
-		return nil, err
-	}
 	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
 		return nil, err
 	}
@@ -144,6 +148,16 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.caPEM, cp.certFile, cp.keyFile, err = apiserver.EnsureCerts(filepath.Join(o.dataDir, "tls"), append([]string{host}, o.hosts...)); err != nil {
 		return nil, fmt.Errorf("TLS certificates: %w", err)
 	}
+	cp.tlsDir = filepath.Join(o.dataDir, "tls")
+	if cp.signer, err = apiserver.LoadSigner(cp.tlsDir); err != nil {
+		return nil, err
+	}
+	cp.nodeCertTTL = o.nodeCertTTL
+	// Who did what through the API, rotated like the role's own log.
+	if cp.auditFile, err = logfile.Open(logfile.Config{Path: filepath.Join(o.dataDir, "audit.log")}); err != nil {
+		return nil, fmt.Errorf("open the audit log: %w", err)
+	}
+	cp.auditor = apiserver.NewAuditor(cp.auditFile, o.log.With("component", "audit"))
 	cp.serverURL = "https://" + net.JoinHostPort(host, port)
 	cp.kubeconfig = filepath.Join(o.dataDir, "kubeconfig.yaml")
 	// The admin kubeconfig carries a client certificate in system:masters
@@ -197,20 +211,34 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 // the Git webhook and the CA for joining agents, with logs from logs.
 func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
-		Store: cp.store, Admission: cp.admission, Token: cp.token, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
-		ClientCA: cp.caPEM, Authorizer: cp.rbac,
+		Store: cp.store, Admission: cp.admission, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
+		ClientCA: cp.caPEM,
+		// Nodes are decided by the Node authorizer, everyone else by RBAC.
+		Authorizer: auth.NodeAuthorizer{Store: cp.store, Next: cp.rbac,
+			Shared: map[string]bool{auth.SystemNamespace + "/" + gossipSecretName: true}},
+		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
 		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
-			// Agents fetch the CA here and check it against the join token's
-			// fingerprint before trusting anything else from the server.
-			CACertsPath: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "application/x-pem-file")
-				_, _ = w.Write(cp.caPEM)
-			}),
 		},
 	})
+}
+
+// nodeLogs reads pods' logs from their agents, as auth.APIServerUser with
+// a client certificate of the cluster CA (issued afresh at each start).
+func (cp *controlPlane) nodeLogs() (*apiserver.NodeLogs, error) {
+	certPEM, keyPEM, err := apiserver.IssueClientCert(cp.tlsDir, auth.APIServerUser, nil, apiserver.DefaultClientCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("the server's client certificate: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(cp.caPEM)
+	return apiserver.NewNodeLogs(cp.store, node.LogsPort, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}), nil
 }
 
 // adminUser is the user of the admin kubeconfig that up and server write.
@@ -220,12 +248,15 @@ const adminUser = "flotilla-admin"
 // reconciler's and netfabric's default).
 var defaultClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
 
-// CACertsPath serves the cluster CA's certificate (public) to joining agents.
-const CACertsPath = "/cacerts"
-
 func (cp *controlPlane) close() {
 	if cp.listener != nil {
 		cp.listener.Close()
+	}
+	if cp.auditor != nil {
+		cp.auditor.Close()
+	}
+	if cp.auditFile != nil {
+		cp.auditFile.Close()
 	}
 	if cp.store != nil {
 		cp.store.Close()

@@ -22,11 +22,11 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
-	"github.com/flotilla-dev/flotilla/node"
 	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
@@ -49,6 +49,8 @@ type serverOptions struct {
 	localVolumeRoot    string
 	expectNodes        int
 	schedulingSettle   time.Duration
+	tokenTTL           time.Duration
+	nodeCertTTL        time.Duration
 }
 
 func newServerCommand() *cobra.Command {
@@ -61,8 +63,9 @@ controllers and scheduler, the Git sync, and a gossip member that tells which
 nodes are alive. It runs no pods itself: agents do ('flotilla agent').
 
 It writes a join token to DATA_DIR/join-token (mode 0600) that carries what an
-agent needs: the API address and credential, the gossip key, and the
-fingerprint of the cluster's CA.`,
+agent needs to join: the API address, a bootstrap token that expires (24 h)
+and can do nothing but get the node its certificate, and the fingerprint of
+the cluster's CA. 'flotilla token create' makes more.`,
 		Example: `  flotilla server --repo https://git.example/ops/site.git --advertise-addr 192.0.2.10
   flotilla agent --token-file /etc/flotilla/join-token   # on each node, with a copy of DATA_DIR/join-token`,
 		Args: cobra.NoArgs,
@@ -89,6 +92,8 @@ fingerprint of the cluster's CA.`,
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.IntVar(&o.expectNodes, "expect-nodes", 0, "at start, bind no pod until this many nodes are Ready (or --scheduling-settle passes), so that replicas spread; 0: the nodes the cluster already knows")
 	f.DurationVar(&o.schedulingSettle, "scheduling-settle", scheduler.DefaultSettle, "at start, how long binding waits at most for the nodes to be Ready (negative: not at all)")
+	f.DurationVar(&o.tokenTTL, "token-ttl", auth.DefaultBootstrapTokenTTL, "how long the join token written at start may be used to join")
+	f.DurationVar(&o.nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long node certificates are valid (agents renew them at 70-90% of that)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	o.log.addFlags(f)
 	return cmd
@@ -143,7 +148,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
-		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle,
+		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle, nodeCertTTL: o.nodeCertTTL,
 	}, say)
 	if err != nil {
 		return err
@@ -158,10 +163,17 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok := join.Token{Server: cp.serverURL, APIToken: cp.token, GossipKey: key,
-		GossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), CAFingerprint: fp}
-	if err := tok.Validate(); err != nil {
-		return fmt.Errorf("join token: %w", err)
+	// Agents read the gossip key with their node certificate; join tokens
+	// carry the API address, a gossip address and the CA's fingerprint.
+	info := joinInfo{server: cp.serverURL, gossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), caFingerprint: fp, caPEM: cp.caPEM}
+	if err := publishJoinInfo(ctx, cp.writes, key, info); err != nil {
+		return err
+	}
+	// A fresh join token at every start, valid for a day: the file is what
+	// a node needs to join.
+	tok, expires, err := createJoinToken(ctx, cp.writes, info, o.tokenTTL, "written by flotilla server to "+filepath.Join(o.dataDir, "join-token"))
+	if err != nil {
+		return err
 	}
 	tokenPath := filepath.Join(o.dataDir, "join-token")
 	if err := atomicfile.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
@@ -170,13 +182,20 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: cp.serverURL, TunnelIP: o.advertise}); err != nil {
 		return fmt.Errorf("announce the API address: %w", err)
 	}
-	api, err := cp.apiServer(apiserver.NodeLogs{Store: cp.store, Token: cp.token, Port: node.LogsPort})
+	// The server reads agents' logs as system:flotilla:apiserver, over
+	// mutual TLS.
+	logs, err := cp.nodeLogs()
+	if err != nil {
+		return err
+	}
+	api, err := cp.apiServer(logs)
 	if err != nil {
 		return err
 	}
 	say("API server at %s; kubeconfig %s", cp.serverURL, cp.kubeconfig)
 	say("syncing %s", gitsync.SanitizeURL(repo))
-	say("join token in %s; copy it to each node (mode 0600) and run there:", tokenPath)
+	say("join token %s in %s (valid until %s; `flotilla token create` makes more); copy it to each node (mode 0600) and run there:",
+		tok.TokenID(), tokenPath, expires.Local().Format(time.RFC3339))
 	fmt.Fprint(out, "\n  flotilla agent --token-file /etc/flotilla/join-token\n\n")
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -184,6 +203,16 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	g.Go(func() error { return cp.manager.Run(gctx) })
 	g.Go(func() error { cp.rbac.Run(gctx); return nil })
 	g.Go(func() error { return cp.syncer.Run(gctx) })
+	g.Go(func() error {
+		// The gossip Secret is the truth (`flotilla token rotate-gossip-key`
+		// changes it); the key file follows it, for the next start.
+		followGossipKeys(gctx, cp.store, members, gossipKeyPollInterval, log.With("component", "gossip"), func(k gossipKeys) {
+			if err := atomicfile.WriteFile(filepath.Join(o.dataDir, "gossip-key"), []byte(hex.EncodeToString(k.primary)+"\n"), 0o600); err != nil {
+				log.Warn("saving the gossip key", "err", err)
+			}
+		})
+		return nil
+	})
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)
 	say("stopped")

@@ -59,6 +59,7 @@ type servicePlane struct {
 	gateway  net.IP // the pod bridge's address: pods' nameserver
 	nftTable string
 	members  *gossip.Membership // nil: a one-node cluster
+	nodes    *nodeView          // the registered Nodes (with members)
 	log      *slog.Logger
 }
 
@@ -179,17 +180,9 @@ func (sp *servicePlane) announce(ctx context.Context, ann *lbip.Announcer, lates
 	}
 }
 
-// alive are the nodes that may hold load balancer addresses: the agents
-// gossip says are alive (they all run the proxy), this one included.
+// alive are the nodes that may hold load balancer addresses: the
+// registered Nodes whose agents gossip says are alive (they all run the
+// proxy), this one included.
 func (sp *servicePlane) alive() []string {
-	names := []string{sp.nodeName}
-	if sp.members == nil {
-		return names
-	}
-	for _, m := range sp.members.Members() {
-		if m.Meta.Role == gossip.RoleAgent && m.Meta.NodeName != "" && m.Meta.NodeName != sp.nodeName {
-			names = append(names, m.Meta.NodeName)
-		}
-	}
-	return names
+	return aliveNodes(sp.nodeName, sp.members, sp.nodes)
 }

@@ -116,7 +116,12 @@ func (v *view) follow(ctx context.Context, st store.Interface, res string, log *
 }
 
 func (v *view) listAndWatch(ctx context.Context, st store.Interface, res string) error {
-	objs, rev, err := st.List(ctx, res, store.ListOptions{})
+	opts := store.ListOptions{}
+	if res == "secrets" {
+		// Only the ingresses' certificates: all a node may list.
+		opts.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
+	}
+	objs, rev, err := st.List(ctx, res, opts)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", res, err)
 	}
@@ -129,7 +134,7 @@ func (v *view) listAndWatch(ctx context.Context, st store.Interface, res string)
 	v.listed[res] = true
 	v.mu.Unlock()
 	v.poke()
-	ch, err := st.Watch(ctx, res, store.ListOptions{}, rev)
+	ch, err := st.Watch(ctx, res, opts, rev)
 	if err != nil {
 		return fmt.Errorf("watch %s from revision %d: %w", res, rev, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -22,10 +23,10 @@ import (
 // gossip shows in Ready within one reconcile), and by pods landing on a
 // node that is not Ready.
 type Controller struct {
-	d           controller.Deps
-	membership  Membership // nil: heartbeat only
-	cfg         Config
-	nodes, pods *cache.Informer
+	d                   controller.Deps
+	membership          Membership // nil: heartbeat only
+	cfg                 Config
+	nodes, pods, leases *cache.Informer
 
 	mu    sync.Mutex
 	marks map[string]*spellMarks // by node name; only nodes not Ready
@@ -55,7 +56,7 @@ var (
 func New(d controller.Deps, m Membership, cfg Config) *Controller {
 	c := &Controller{
 		d: d, membership: m, cfg: cfg.WithDefaults(),
-		nodes: d.Cache.Informer("nodes"), pods: d.Cache.Informer("pods"),
+		nodes: d.Cache.Informer("nodes"), pods: d.Cache.Informer("pods"), leases: d.Cache.Informer("leases"),
 		marks: map[string]*spellMarks{},
 	}
 	q := d.Queue
@@ -72,7 +73,38 @@ func New(d controller.Deps, m Membership, cfg Config) *Controller {
 		}
 	}
 	c.pods.AddHandler(cache.Handler{OnAdd: onPod, OnUpdate: func(_, n schema.Object) { onPod(n) }})
+	// A renewed Lease of a node that is not Ready may make it Ready again.
+	onLease := func(o schema.Object) {
+		if o.GetNamespace() != LeaseNamespace {
+			return
+		}
+		if n, ok := c.nodes.Get("", o.GetName()); ok && !ready(n.(*corev1.Node)) {
+			q.Add(o.GetName())
+		}
+	}
+	c.leases.AddHandler(cache.Handler{OnAdd: onLease, OnUpdate: func(_, n schema.Object) { onLease(n) }})
 	return c
+}
+
+// LeaseNamespace holds the nodes' Leases (Kubernetes' kube-node-lease).
+const LeaseNamespace = "kube-node-lease"
+
+// leaseExpiry is when node name's Lease expires: its last renewal plus its
+// duration (zero: it has none).
+func (c *Controller) leaseExpiry(name string) time.Time {
+	obj, ok := c.leases.Get(LeaseNamespace, name)
+	if !ok {
+		return time.Time{}
+	}
+	l, ok := obj.(*coordinationv1.Lease)
+	if !ok || l.Spec.RenewTime == nil {
+		return time.Time{}
+	}
+	d := 40 * time.Second
+	if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return l.Spec.RenewTime.Add(d)
 }
 
 // Start turns membership events into keys until ctx ends or the events
@@ -123,12 +155,13 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 	node := obj.(*corev1.Node)
 	member := c.member(name)
 	now := c.d.Clock.Now()
-	acts := Plan(node, member, nil, nil, now, c.cfg)
+	lease := c.leaseExpiry(name)
+	acts := Plan(node, member, lease, nil, nil, now, c.cfg)
 	if !acts.NotReady {
 		c.forgetMarks(name)
 	} else {
 		pods := c.podsOn(name)
-		acts = Plan(node, member, pods, c.marked(name, acts.NotReadySince, pods), now, c.cfg)
+		acts = Plan(node, member, lease, pods, c.marked(name, acts.NotReadySince, pods), now, c.cfg)
 	}
 	res := controller.Requeue(acts.RequeueAfter)
 	log := c.d.Log.With("node", name)

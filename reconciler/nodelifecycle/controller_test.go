@@ -66,7 +66,9 @@ func TestControllerEvictsOnTheInjectedClock(t *testing.T) {
 	t.Cleanup(st.Close)
 	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
-		hb := metav1.NewTime(t0)
+		// The last heartbeat 20s ago: stale (50s) once the eviction timeout
+		// (30s) has passed, as for a node that really died.
+		hb := metav1.NewTime(t0.Add(-20 * time.Second))
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
 		}}}}
@@ -138,7 +140,9 @@ func TestControllerMarksPodsNotReady(t *testing.T) {
 	t.Cleanup(st.Close)
 	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
-		hb := metav1.NewTime(t0)
+		// The last heartbeat 20s ago: stale (50s) once the eviction timeout
+		// (30s) has passed, as for a node that really died.
+		hb := metav1.NewTime(t0.Add(-20 * time.Second))
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
 		}}}}
@@ -296,7 +300,9 @@ func TestControllerStatefulSetPodOnLostNode(t *testing.T) {
 	t.Cleanup(st.Close)
 	clk := testkit.NewFakeClock(t0)
 	for _, name := range []string{"a", "b"} {
-		hb := metav1.NewTime(t0)
+		// The last heartbeat 20s ago: stale (50s) once the eviction timeout
+		// (30s) has passed, as for a node that really died.
+		hb := metav1.NewTime(t0.Add(-20 * time.Second))
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "AgentReady", LastHeartbeatTime: hb, LastTransitionTime: hb,
 		}}}}

@@ -39,7 +39,7 @@ func TestPlanDiskPressureTaint(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			acts := Plan(tc.node, tc.member, nil, nil, t0, Config{})
+			acts := Plan(tc.node, tc.member, time.Time{}, nil, nil, t0, Config{})
 			if tc.taints == nil {
 				if acts.SetTaints {
 					t.Errorf("taints changed to %v, want unchanged", taintKeys(acts.Taints))

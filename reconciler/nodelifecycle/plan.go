@@ -141,20 +141,27 @@ type Actions struct {
 }
 
 // Plan decides the health of node from its gossip member (nil when there is
-// no membership or the member is unknown to it), the pods bound to it (others
-// are ignored), the UIDs of those already marked not Ready during the
-// node's current not-Ready spell (marked; nil for none), the time and the
-// configuration. It performs no I/O and does not modify its arguments.
+// no membership or the member is unknown to it), when its Lease expires
+// (renewal + lease duration; zero without one), the pods bound to it (others are ignored), the
+// UIDs of those already marked not Ready during the node's current
+// not-Ready spell (marked; nil for none), the time and the configuration.
+// It performs no I/O and does not modify its arguments.
 //
-//   - member failed or left → Ready=Unknown (reason NodeStatusUnknown),
-//     whatever the agent last wrote: gossip is authoritative while it says
-//     so, and the not-Ready clock starts at member.Since.
-//   - member alive → Ready is the agent's to write; only an Unknown this
-//     controller wrote is cleared (Ready=True) once the agent's heartbeat
-//     is fresh again.
-//   - no member → a heartbeat older than NodeMonitorGracePeriod (or none
-//     within that time of the node's creation) → Ready=Unknown; a fresh one
-//     clears it as above.
+// The node's heartbeat is its Lease while it has one: stale once expired.
+// Without a Lease it is its Ready condition's heartbeat (its creation when
+// it has none), stale once older than NodeMonitorGracePeriod.
+//
+//   - member failed or left → Ready=Unknown (reason NodeStatusUnknown) at
+//     once, whatever the agent last wrote: gossip detects failures fast.
+//     The not-Ready clock starts at member.Since.
+//   - a stale heartbeat → Ready=Unknown too, whatever gossip says: a member
+//     kept "alive" in gossip does not keep a silent node Ready.
+//   - an Unknown this controller wrote is cleared (Ready=True) once the
+//     heartbeat is fresh and gossip does not say the node is down.
+//
+// Gossip alone never evicts: anyone holding the gossip key can speak it.
+// Eviction of an Unknown node needs the heartbeat through the API to be
+// stale as well (a Ready=False the agent wrote itself needs nothing more).
 //
 // While the resulting Ready is Unknown the node carries the unreachable
 // taint, while False the not-ready taint (both NoSchedule), and neither
@@ -167,10 +174,11 @@ type Actions struct {
 // again in the same spell even if it shows Ready again: only its agent
 // writes that, so the agent is alive and the judge of its pods (marking it
 // again would start a write duel with it). Once the node has been not Ready
-// for PodEvictionTimeout, every pod bound to it that has not finished is
-// evicted — except, while the node is Unknown, the pods a StatefulSet
-// controls: those are Held and marked NodeLost (see the package doc).
-func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[types.UID]bool, now time.Time, cfg Config) Actions {
+// for PodEvictionTimeout and its heartbeat is stale, every pod bound to it
+// that has not finished is evicted — except, while the node is Unknown, the
+// pods a StatefulSet controls: those are Held and marked NodeLost (see the
+// package doc).
+func Plan(node *corev1.Node, member *Member, leaseUntil time.Time, pods []*corev1.Pod, marked map[types.UID]bool, now time.Time, cfg Config) Actions {
 	cfg = cfg.WithDefaults()
 	var acts Actions
 	cur := readyCondition(node)
@@ -180,26 +188,34 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[type
 	if cur != nil && !cur.LastHeartbeatTime.IsZero() {
 		heartbeat = cur.LastHeartbeatTime.Time
 	}
-	fresh := heartbeat.IsZero() || now.Sub(heartbeat) < grace
+	staleAt := heartbeat.Add(grace) // zero heartbeat: never stale
+	if !leaseUntil.IsZero() {
+		heartbeat, staleAt = leaseUntil, leaseUntil
+	}
+	fresh := heartbeat.IsZero() || now.Before(staleAt)
 	ours := cur != nil && cur.Status == corev1.ConditionUnknown && cur.Reason == ReasonNodeStatusUnknown
+	down := member != nil && !member.Alive
 
 	var want *corev1.NodeCondition // nil: keep cur
 	var since time.Time            // not-Ready clock start override
 	switch {
-	case member != nil && !member.Alive:
+	case down:
 		msg := fmt.Sprintf("gossip: node %s failed; last heard at %s", node.Name, stamp(member.Since))
 		if member.Left {
 			msg = fmt.Sprintf("gossip: node %s left the cluster at %s", node.Name, stamp(member.Since))
 		}
 		want = unknown(cur, msg, now)
 		since = member.Since
-	case member == nil && !fresh:
+	case !fresh:
 		msg := fmt.Sprintf("flotilla agent stopped posting node status; last heartbeat at %s", stamp(heartbeat))
-		if cur == nil || cur.LastHeartbeatTime.IsZero() {
+		switch {
+		case !leaseUntil.IsZero():
+			msg = fmt.Sprintf("flotilla agent stopped renewing its lease; it expired at %s", stamp(leaseUntil))
+		case cur == nil || cur.LastHeartbeatTime.IsZero():
 			msg = "flotilla agent never posted node status"
 		}
 		want = unknown(cur, msg, now)
-	case ours && fresh:
+	case ours:
 		c := *cur
 		c.Status = corev1.ConditionTrue
 		c.Reason = ReasonNodeStatusRecovered
@@ -207,8 +223,8 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[type
 		c.LastTransitionTime = metav1.NewTime(now).Rfc3339Copy()
 		want = &c
 	}
-	if member == nil && fresh && !heartbeat.IsZero() {
-		acts.RequeueAfter = heartbeat.Add(grace).Sub(now)
+	if fresh && !heartbeat.IsZero() {
+		acts.RequeueAfter = staleAt.Sub(now)
 	}
 
 	eff := cur
@@ -250,6 +266,12 @@ func Plan(node *corev1.Node, member *Member, pods []*corev1.Pod, marked map[type
 	due := since.Add(cfg.PodEvictionTimeout)
 	if now.Before(due) {
 		acts.RequeueAfter = minPositive(acts.RequeueAfter, due.Sub(now))
+		return acts
+	}
+	if fresh && eff.Status == corev1.ConditionUnknown {
+		// Gossip says down, the API heartbeat says alive: no eviction
+		// (RequeueAfter looks again when the heartbeat would go stale).
+		// Ready=False is the agent's own word, through the API: it counts.
 		return acts
 	}
 	acts.EvictionDue = true

@@ -68,8 +68,10 @@ func TestPlan(t *testing.T) {
 		evict   []string
 		requeue time.Duration
 	}{
-		{name: "alive and fresh: nothing", node: healthy(), member: alive, now: t0},
-		{name: "alive with a stale heartbeat: left to the agent", node: testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-5*time.Minute), t0.Add(-time.Hour)), member: alive, now: t0},
+		{name: "alive and fresh: requeue when the heartbeat would go stale", node: healthy(), member: alive, now: t0, requeue: 40 * time.Second},
+		{name: "alive in gossip, heartbeat stale: Unknown (a member kept alive does not keep a silent node Ready)",
+			node: testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-5*time.Minute), t0.Add(-time.Hour)), member: alive, now: t0,
+			ready: corev1.ConditionUnknown, msg: "stopped posting node status", taints: []string{TaintUnreachable}, requeue: 30 * time.Second},
 		{name: "member failed: Unknown at once, tainted, eviction clock from Since",
 			node: healthy(), member: failed, now: t0,
 			ready: corev1.ConditionUnknown, msg: "gossip: node b failed; last heard at 2025-03-01T11:59:58Z",
@@ -84,20 +86,23 @@ func TestPlan(t *testing.T) {
 				return n
 			}(), member: &Member{Name: "b", Since: t0.Add(-10 * time.Second)}, now: t0,
 			requeue: 20 * time.Second},
-		{name: "due: evict bound pods that have not finished",
+		{name: "due, heartbeat stale: evict bound pods that have not finished",
+			node: marked(60*time.Second, unreachable), member: &Member{Name: "b", Since: t0.Add(-31 * time.Second)}, now: t0,
+			ready: corev1.ConditionUnknown, msg: "failed", evict: []string{"p1"}},
+		{name: "gossip says failed long enough but the heartbeat is fresh: Unknown, nothing evicted until it is stale",
 			node: marked(40*time.Second, unreachable), member: &Member{Name: "b", Since: t0.Add(-31 * time.Second)}, now: t0,
-			ready: corev1.ConditionUnknown, msg: "failed", evict: []string{"p1"}},
-		{name: "agent overwrote Unknown with True while gossip says failed: Unknown again, clock not reset",
+			ready: corev1.ConditionUnknown, msg: "failed", requeue: 5 * time.Second},
+		{name: "agent overwrote Unknown with True while gossip says failed: Unknown again, no eviction while it heartbeats",
 			node: healthy(unreachable), member: &Member{Name: "b", Since: t0.Add(-31 * time.Second)}, now: t0,
-			ready: corev1.ConditionUnknown, msg: "failed", evict: []string{"p1"}},
+			ready: corev1.ConditionUnknown, msg: "failed", requeue: 40 * time.Second},
 		{name: "member alive again, heartbeat fresh: stale Unknown cleared, untainted",
 			node: marked(20*time.Second, unreachable), member: alive, now: t0,
-			ready: corev1.ConditionTrue, msg: "reachable again", taints: []string{}},
-		{name: "member alive again, heartbeat stale: Unknown stays until the agent posts",
+			ready: corev1.ConditionTrue, msg: "reachable again", taints: []string{}, requeue: 25 * time.Second},
+		{name: "member alive again, heartbeat stale: Unknown stays until the agent posts, pods evicted",
 			node: marked(2*time.Minute, unreachable), member: alive, now: t0,
-			evict: []string{"p1"}},
+			ready: corev1.ConditionUnknown, msg: "stopped posting node status", evict: []string{"p1"}},
 		{name: "agent wrote True itself: taint removed",
-			node: healthy(unreachable, other), member: alive, now: t0, taints: []string{"dedicated"}},
+			node: healthy(unreachable, other), member: alive, now: t0, taints: []string{"dedicated"}, requeue: 40 * time.Second},
 		{name: "agent reports False: not-ready taint",
 			node: testNode("b", corev1.ConditionFalse, "KubeletNotReady", t0, t0.Add(-time.Second)), member: alive, now: t0,
 			taints: []string{TaintNotReady}, requeue: 29 * time.Second},
@@ -117,12 +122,12 @@ func TestPlan(t *testing.T) {
 			node: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "b", CreationTimestamp: metav1.NewTime(t0.Add(-time.Minute))}}, now: t0,
 			ready: corev1.ConditionUnknown, msg: "never posted", taints: []string{TaintUnreachable}, requeue: 30 * time.Second},
 		{name: "stray duplicate managed taints are cleaned",
-			node: healthy(notReadyT, unreachable, unreachable), member: alive, now: t0, taints: []string{}},
+			node: healthy(notReadyT, unreachable, unreachable), member: alive, now: t0, taints: []string{}, requeue: 40 * time.Second},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := c.node.DeepCopy()
-			acts := Plan(c.node, c.member, pods, nil, c.now, cfg)
+			acts := Plan(c.node, c.member, time.Time{}, pods, nil, c.now, cfg)
 			if c.node.String() != before.String() {
 				t.Error("Plan modified its input")
 			}
@@ -169,15 +174,17 @@ func TestPlan(t *testing.T) {
 }
 
 // TestPlanTimeline walks one failure through time with an injected clock:
-// Unknown at once, eviction exactly at Since+timeout, not a second before.
+// Unknown at once (gossip), and eviction once both Since+timeout has passed
+// and the heartbeat through the API is stale, not a second before.
 func TestPlanTimeline(t *testing.T) {
 	cfg := Config{PodEvictionTimeout: 30 * time.Second}
-	node := testNode("b", corev1.ConditionTrue, "AgentReady", t0, t0.Add(-time.Hour))
+	node := testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-30*time.Second), t0.Add(-time.Hour))
+	lease := t0.Add(50 * time.Second) // renewed at t0, for 50 s: the node died then
 	pods := []*corev1.Pod{testPod("p1", "b", corev1.PodRunning)}
 	m := &Member{Name: "b", Since: t0.Add(time.Second)}
 
 	now := t0.Add(3 * time.Second) // gossip noticed 2s after the last contact
-	acts := Plan(node, m, pods, nil, now, cfg)
+	acts := Plan(node, m, lease, pods, nil, now, cfg)
 	if acts.Ready == nil || acts.Ready.Status != corev1.ConditionUnknown || len(acts.Evict) != 0 {
 		t.Fatalf("at +3s: %+v", acts)
 	}
@@ -186,13 +193,37 @@ func TestPlanTimeline(t *testing.T) {
 	if acts.RequeueAfter != 28*time.Second {
 		t.Fatalf("requeue %s, want 28s", acts.RequeueAfter)
 	}
+	now = now.Add(acts.RequeueAfter) // Since+30s: the lease is still fresh
+	acts = Plan(node, m, lease, pods, nil, now, cfg)
+	if acts.Ready != nil || acts.SetTaints || acts.EvictionDue || len(acts.Evict) != 0 || acts.RequeueAfter != 19*time.Second {
+		t.Fatalf("due by gossip, lease fresh: %+v", acts)
+	}
 	now = now.Add(acts.RequeueAfter - time.Second)
-	if acts := Plan(node, m, pods, nil, now, cfg); acts.Ready != nil || acts.SetTaints || len(acts.Evict) != 0 || acts.RequeueAfter != time.Second {
-		t.Fatalf("a second early: %+v", acts)
+	if acts := Plan(node, m, lease, pods, nil, now, cfg); len(acts.Evict) != 0 || acts.RequeueAfter != time.Second {
+		t.Fatalf("a second before the lease is stale: %+v", acts)
 	}
 	now = now.Add(time.Second)
-	if acts := Plan(node, m, pods, nil, now, cfg); !acts.EvictionDue || len(acts.Evict) != 1 || acts.Ready != nil {
-		t.Fatalf("when due: %+v", acts)
+	if acts := Plan(node, m, lease, pods, nil, now, cfg); !acts.EvictionDue || len(acts.Evict) != 1 {
+		t.Fatalf("lease stale: %+v", acts)
+	}
+}
+
+// TestPlanGossipCannotEvict: a member that gossip says left, while the
+// node renews its Lease, is Unknown (fast detection, reversible) but none
+// of its pods is evicted however long it lasts; a Lease renewed again with
+// gossip alive clears it.
+func TestPlanGossipCannotEvict(t *testing.T) {
+	node := testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-time.Hour), t0.Add(-2*time.Hour))
+	pods := []*corev1.Pod{testPod("p1", "b", corev1.PodRunning)}
+	liar := &Member{Name: "b", Left: true, Since: t0.Add(-time.Hour)}
+	acts := Plan(node, liar, t0.Add(15*time.Second), pods, nil, t0, Config{})
+	if acts.Ready == nil || acts.Ready.Status != corev1.ConditionUnknown || acts.EvictionDue || len(acts.Evict) != 0 || len(acts.Held) != 0 {
+		t.Fatalf("a lie in gossip: %+v", acts)
+	}
+	node.Status.Conditions[0] = *acts.Ready
+	acts = Plan(node, &Member{Name: "b", Alive: true, Since: t0}, t0.Add(15*time.Second), pods, nil, t0, Config{})
+	if acts.Ready == nil || acts.Ready.Status != corev1.ConditionTrue {
+		t.Fatalf("gossip alive again, lease fresh: %+v", acts)
 	}
 }
 
@@ -265,7 +296,8 @@ func TestPlanMarksPodsNotReady(t *testing.T) {
 		evict bool
 	}{
 		{name: "node Ready: nothing", node: healthy, member: alive},
-		{name: "alive with a stale heartbeat is still Ready: nothing", node: stale, member: alive},
+		{name: "alive in gossip, heartbeat stale: marked", node: stale, member: alive,
+			mark: claiming, msg: "stopped posting node status", since: t0},
 		{name: "no member, fresh heartbeat: nothing", node: healthy},
 		{name: "member failed: every pod claiming readiness", node: healthy, member: failed,
 			mark: claiming, msg: "node b is not ready (Ready=Unknown): gossip: node b failed", since: failed.Since},
@@ -276,7 +308,7 @@ func TestPlanMarksPodsNotReady(t *testing.T) {
 		{name: "already marked in this spell and Ready again (its agent is alive): not marked again",
 			node: healthy, member: failed, marked: map[types.UID]bool{ready.UID: true},
 			mark: claiming[1:], msg: "failed", since: failed.Since},
-		{name: "eviction due: marked as well (evictions may be held)", node: healthy, member: failedLong,
+		{name: "eviction due: marked as well (evictions may be held)", node: stale, member: failedLong,
 			mark: claiming, msg: "failed", since: failedLong.Since, evict: true},
 	}
 	for _, c := range cases {
@@ -285,7 +317,7 @@ func TestPlanMarksPodsNotReady(t *testing.T) {
 			for i, p := range pods {
 				before[i] = p.String()
 			}
-			acts := Plan(c.node, c.member, pods, c.marked, t0, Config{})
+			acts := Plan(c.node, c.member, time.Time{}, pods, c.marked, t0, Config{})
 			for i, p := range pods {
 				if p.String() != before[i] {
 					t.Fatalf("Plan modified pod %s", p.Name)
@@ -342,7 +374,7 @@ func TestPlanMarksPodsNotReady(t *testing.T) {
 					}
 				}
 			}
-			if again := Plan(c.node, c.member, after, c.marked, t0.Add(time.Second), Config{}); len(again.MarkNotReady) != 0 {
+			if again := Plan(c.node, c.member, time.Time{}, after, c.marked, t0.Add(time.Second), Config{}); len(again.MarkNotReady) != 0 {
 				t.Errorf("marked again after the marks were written: %d pods", len(again.MarkNotReady))
 			}
 		})
@@ -364,14 +396,14 @@ func stsPod(name, node string) *corev1.Pod {
 // Ready=False (reachable: it stops a deleted pod) they are evicted too.
 func TestPlanHoldsStatefulSetPods(t *testing.T) {
 	failedLong := &Member{Name: "b", Since: t0.Add(-31 * time.Second)}
-	healthy := testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-10*time.Second), t0.Add(-time.Hour))
+	healthy := testNode("b", corev1.ConditionTrue, "AgentReady", t0.Add(-51*time.Second), t0.Add(-time.Hour)) // and silent
 	web1 := stsPod("web-1", "b")
 	rsPod := podWith("rs-pod", "b", corev1.ConditionTrue, corev1.ConditionTrue)
 	yes := true
 	rsPod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "x", UID: "rs-uid", Controller: &yes}}
 	pods := []*corev1.Pod{web1, rsPod}
 
-	acts := Plan(healthy, failedLong, pods, nil, t0, Config{})
+	acts := Plan(healthy, failedLong, time.Time{}, pods, nil, t0, Config{})
 	if !acts.EvictionDue || len(acts.Evict) != 1 || acts.Evict[0].Name != "rs-pod" {
 		t.Fatalf("evict %v, want rs-pod only", acts.Evict)
 	}
@@ -400,25 +432,25 @@ func TestPlanHoldsStatefulSetPods(t *testing.T) {
 	}
 
 	// Written once: the next pass (marks recorded) writes nothing.
-	again := Plan(healthy, failedLong, []*corev1.Pod{lost, rsPod}, map[types.UID]bool{web1.UID: true, rsPod.UID: true}, t0.Add(time.Second), Config{})
+	again := Plan(healthy, failedLong, time.Time{}, []*corev1.Pod{lost, rsPod}, map[types.UID]bool{web1.UID: true, rsPod.UID: true}, t0.Add(time.Second), Config{})
 	if len(again.MarkNotReady) != 0 || len(again.Held) != 1 {
 		t.Errorf("second pass: marks %d held %d", len(again.MarkNotReady), len(again.Held))
 	}
 	// The marks of an earlier spell are not remembered (a restart): only
 	// the readiness is marked again, NodeLost is already there.
-	fresh := Plan(healthy, failedLong, []*corev1.Pod{lost}, nil, t0.Add(time.Second), Config{})
+	fresh := Plan(healthy, failedLong, time.Time{}, []*corev1.Pod{lost}, nil, t0.Add(time.Second), Config{})
 	if len(fresh.MarkNotReady) != 0 {
 		t.Errorf("NodeLost pod rewritten: %+v", fresh.MarkNotReady)
 	}
 
 	// Ready=False, reported by a reachable agent, for longer than the timeout.
 	notReady := testNode("b", corev1.ConditionFalse, "AgentNotReady", t0, t0.Add(-time.Minute))
-	acts = Plan(notReady, &Member{Name: "b", Alive: true, Since: t0.Add(-time.Hour)}, pods, nil, t0, Config{})
+	acts = Plan(notReady, &Member{Name: "b", Alive: true, Since: t0.Add(-time.Hour)}, time.Time{}, pods, nil, t0, Config{})
 	if len(acts.Evict) != 2 || len(acts.Held) != 0 {
 		t.Errorf("Ready=False: evict %v held %v, want both evicted", acts.Evict, acts.Held)
 	}
 	// Not due yet: nothing held, nothing lost.
-	acts = Plan(healthy, &Member{Name: "b", Since: t0.Add(-2 * time.Second)}, pods, nil, t0, Config{})
+	acts = Plan(healthy, &Member{Name: "b", Since: t0.Add(-2 * time.Second)}, time.Time{}, pods, nil, t0, Config{})
 	for _, p := range acts.MarkNotReady {
 		if p.Status.Reason == ReasonNodeLost {
 			t.Errorf("%s marked NodeLost before eviction is due", p.Name)

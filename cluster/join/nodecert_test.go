@@ -1,0 +1,169 @@
+package join_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
+	"github.com/flotilla-dev/flotilla/cluster/join"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
+)
+
+// apiFixture is a real API server with the cluster CA, bootstrap tokens
+// and RBAC, signing node certificates valid for ttl.
+type apiFixture struct {
+	url   string
+	caPEM []byte
+	store *store.Badger
+}
+
+func newAPI(t *testing.T, ttl time.Duration) apiFixture {
+	t.Helper()
+	dir := t.TempDir()
+	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := apiserver.LoadSigner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.MemoryFor(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	rbac, err := auth.NewRBAC(ctx, st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := apiserver.New(apiserver.Config{Store: st, TLSCertFile: certFile, TLSKeyFile: keyFile, ClientCA: caPEM,
+		Tokens: auth.BootstrapTokens{Store: st}, Signer: signer, NodeCertTTL: ttl, Authorizer: auth.NodeAuthorizer{Store: st, Next: rbac}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 2)
+	go func() { rbac.Run(ctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ctx, ln); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return apiFixture{url: "https://" + ln.Addr().String(), caPEM: caPEM, store: st}
+}
+
+// token stores a bootstrap token made at issued, valid for ttl.
+func (a apiFixture) token(t *testing.T, issued time.Time, ttl time.Duration) string {
+	t.Helper()
+	tok, secret, err := auth.NewBootstrapToken(issued, ttl, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.store.Create(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// get is GET path as the node whose certificate certs holds.
+func (a apiFixture) get(t *testing.T, certs *join.NodeCerts, path string) int {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Roots(), GetClientCertificate: certs.ClientCertificate}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(a.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func serial(t *testing.T, get func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) string {
+	c, err := get(nil)
+	if err != nil || c == nil || c.Leaf == nil {
+		t.Fatalf("no certificate: %v", err)
+	}
+	return c.Leaf.SerialNumber.String()
+}
+
+// TestNodeCertsJoinAndRotate: the join token buys the node its client and
+// serving certificates (kept 0600 in the directory, reused on restart
+// without the token); with a 3 s life they are renewed again and again, and
+// the node keeps its API access across three renewals. Another machine
+// cannot take the name; an expired token buys nothing.
+func TestNodeCertsJoinAndRotate(t *testing.T) {
+	api := newAPI(t, 3*time.Second)
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := join.NodeCertsConfig{Dir: dir, NodeName: "n1", Server: api.url, CAPEM: api.caPEM,
+		IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, BootstrapToken: api.token(t, time.Now(), time.Hour)}
+	certs, err := join.LoadNodeCerts(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"node-client.key", "node-client.crt", "node-serving.key", "node-serving.crt"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", f, err, fi.Mode())
+		}
+	}
+	srv, _ := certs.ServingCertificate(nil)
+	if srv.Leaf.VerifyHostname("n1") != nil || srv.Leaf.VerifyHostname("127.0.0.1") != nil {
+		t.Errorf("serving certificate names %v %v", srv.Leaf.DNSNames, srv.Leaf.IPAddresses)
+	}
+	if code := api.get(t, certs, "/api/v1/pods"); code != http.StatusOK {
+		t.Fatalf("as n1: GET pods = %d", code)
+	}
+
+	// A restart reads the certificates back; no token needed.
+	cfg.BootstrapToken = ""
+	again, err := join.LoadNodeCerts(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if serial(t, again.ClientCertificate) != serial(t, certs.ClientCertificate) {
+		t.Error("a restart asked for a new certificate instead of reading its own")
+	}
+
+	// Three renewals, and the node can still read.
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { again.Run(rctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	seen := map[string]bool{serial(t, again.ClientCertificate): true}
+	testkit.EventuallyTrue(t, "three renewals of the client certificate", 60*time.Second, func() bool {
+		seen[serial(t, again.ClientCertificate)] = true
+		return len(seen) >= 4
+	})
+	if code := api.get(t, again, "/api/v1/pods"); code != http.StatusOK {
+		t.Errorf("after three renewals: GET pods = %d", code)
+	}
+	leaf, _ := again.ClientCertificate(nil)
+	if _, err := leaf.Leaf.Verify(x509.VerifyOptions{Roots: again.Roots(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the renewed certificate: %v", err)
+	}
+
+	// Another machine claiming n1, and a node with an expired token.
+	_, err = join.LoadNodeCerts(ctx, join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n1", Server: api.url, CAPEM: api.caPEM,
+		BootstrapToken: api.token(t, time.Now(), time.Hour)})
+	if !errors.Is(err, join.ErrNodeRefused) || !strings.Contains(err.Error(), "already in the cluster") {
+		t.Errorf("a second n1: %v", err)
+	}
+	_, err = join.LoadNodeCerts(ctx, join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n2", Server: api.url, CAPEM: api.caPEM,
+		BootstrapToken: api.token(t, time.Now().Add(-time.Hour), time.Minute)})
+	if !errors.Is(err, join.ErrNodeRefused) || !strings.Contains(err.Error(), "the join token is expired, revoked") {
+		t.Errorf("an expired token: %v", err)
+	}
+}
