@@ -139,7 +139,7 @@ bootstrap.kubernetes.io/token in kube-system.`,
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Make a join token and print it",
-		Example: `  flotilla token create > join-token && chmod 600 join-token
+		Example: `  (umask 077; flotilla token create > join-token)
   flotilla token create --ttl 1h --description "rack 3"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
