@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,17 +228,25 @@ func TestBatchedBindings(t *testing.T) {
 			if _, err := st.UpdateStatus(context.Background(), o3); err != nil {
 				t.Fatal(err)
 			}
-			c, _, ca := byHand(t, st, Config{Settle: -1, BatchSize: 4})
+			// A pod changes after the snapshot the pass uses, just before
+			// its first batch of bindings is written: its binding
+			// conflicts and is skipped. (Changed before the pass, the
+			// cache could see the change in time, and nothing conflicts.)
+			touch := &touchBeforeTxn{Interface: st, touch: func() {
+				o, err := st.Get(context.Background(), "pods", "default", "web-7")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p := schema.Copy(o.(*corev1.Pod))
+				p.Labels = map[string]string{"touched": "yes"}
+				if _, err := st.Update(context.Background(), p); err != nil {
+					t.Error(err)
+				}
+			}}
+			c, _, ca := byHand(t, touch, Config{Settle: -1, BatchSize: 4})
 			seen(t, st, ca)
-			// A pod changes after the snapshot the pass will use: its
-			// binding conflicts and is skipped.
-			o, _ := ca.Informer("pods").Get("default", "web-7")
-			p := schema.Copy(o.(*corev1.Pod))
-			p.Labels = map[string]string{"touched": "yes"}
-			if _, err := st.Update(context.Background(), p); err != nil {
-				t.Fatal(err)
-			}
-			before := st.Revision()
+			before := st.Revision() + 1 // the touch
 			res, err := c.Reconcile(context.Background(), passKey)
 			if err != nil {
 				t.Fatal(err)
@@ -320,4 +329,17 @@ func TestHostileSchedulingInput(t *testing.T) {
 			}
 		}
 	}
+}
+
+// touchBeforeTxn is a store whose first Txn runs touch first: a change made
+// by someone else between a pass's snapshot and its first write.
+type touchBeforeTxn struct {
+	store.Interface
+	touch func()
+	once  sync.Once
+}
+
+func (s *touchBeforeTxn) Txn(ctx context.Context, fn func(store.Tx) error) (int64, error) {
+	s.once.Do(s.touch)
+	return s.Interface.Txn(ctx, fn)
 }
