@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,12 +141,26 @@ func (a *Auditor) Close() {
 	<-a.done
 }
 
-// newAuditEvent describes r, received at start, as its user.
-func newAuditEvent(r *http.Request, u *auth.User, start time.Time) *AuditEvent {
-	var id [16]byte
-	_, _ = rand.Read(id[:])
+// auditIDs make audit IDs: a random prefix per process and a counter, as
+// unique as random IDs without a read of the random source per request.
+var auditIDs = struct {
+	prefix string
+	n      atomic.Uint64
+}{prefix: func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()}
+
+func newAuditID() string {
+	return auditIDs.prefix + "-" + strconv.FormatUint(auditIDs.n.Add(1), 16)
+}
+
+// newAuditEvent describes r, received at start, as its user; at are its
+// attributes when the authorizer already parsed them (nil: parsed here).
+func newAuditEvent(r *http.Request, u *auth.User, at *auth.Attributes, start time.Time) *AuditEvent {
 	ev := &AuditEvent{
-		Kind: "Event", APIVersion: "audit.k8s.io/v1", Level: "Metadata", AuditID: hex.EncodeToString(id[:]),
+		Kind: "Event", APIVersion: "audit.k8s.io/v1", Level: "Metadata", AuditID: newAuditID(),
 		RequestURI: r.URL.RequestURI(), UserAgent: r.UserAgent(),
 		RequestReceivedTimestamp: metav1.NewMicroTime(start),
 	}
@@ -155,7 +170,10 @@ func newAuditEvent(r *http.Request, u *auth.User, start time.Time) *AuditEvent {
 	if u != nil {
 		ev.User = *u
 	}
-	at := requestAttributes(r)
+	if at == nil {
+		a := requestAttributes(r)
+		at = &a
+	}
 	ev.Verb = at.Verb
 	if at.ResourceRequest {
 		ev.ObjectRef = &AuditObjectRef{Resource: at.Resource, Namespace: at.Namespace, Name: at.Name,
@@ -178,10 +196,7 @@ func (s *Server) audit(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		ev := newAuditEvent(r, auth.UserFrom(r.Context()), start)
-		if rec.user != nil {
-			ev.User = *rec.user
-		}
+		ev := newAuditEvent(r, rec.user, rec.at, start)
 		code := rec.code
 		if code == 0 {
 			code = http.StatusOK
@@ -199,19 +214,21 @@ func (s *Server) auditStarted(r *http.Request) {
 	if s.cfg.Audit == nil {
 		return
 	}
-	ev := newAuditEvent(r, auth.UserFrom(r.Context()), time.Now())
+	ev := newAuditEvent(r, auth.UserFrom(r.Context()), nil, time.Now())
 	ev.Stage = StageResponseStarted
 	ev.ResponseStatus = &metav1.Status{Code: http.StatusOK}
 	ev.StageTimestamp = ev.RequestReceivedTimestamp
 	s.cfg.Audit.Record(ev)
 }
 
-// statusRecorder remembers the status code a handler answered, and who the
-// request was (set by authenticate, which runs inside).
+// statusRecorder remembers the status code a handler answered, who the
+// request was (set by authenticate, which runs inside) and its attributes
+// (set by authorize).
 type statusRecorder struct {
 	http.ResponseWriter
 	code int
 	user *auth.User
+	at   *auth.Attributes
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

@@ -86,6 +86,9 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			return
 		}
 		at := requestAttributes(r)
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.at = &at // for the audit log, which wraps this
+		}
 		if ok, reason := s.cfg.Authorizer.Authorize(u, at); !ok {
 			s.writeError(w, r, forbidden(u, at, reason), target{})
 			return
