@@ -43,8 +43,14 @@ func newAgentCommand() *cobra.Command {
 		Use:   "agent",
 		Short: "Run a node: join a server's cluster and run the pods it schedules here",
 		Long: `Run a node of a multi-node cluster: join the server named by the join token
-(printed by 'flotilla server'), take a pod CIDR, join the gossip and the VXLAN
-overlay, and run the pods bound to this node on its own Podman service.
+(written by 'flotilla server', or made by 'flotilla token create'), take a pod
+CIDR, join the gossip and the VXLAN overlay, and run the pods bound to this
+node on its own Podman service.
+
+On its first start the agent makes its keys and gets its certificates with
+the token (DATA_DIR/pki): a client certificate for system:node:NAME and a
+serving certificate for its log endpoint. They are renewed before they
+expire; the token is needed again only if they expire unrenewed.
 
 Pods keep running while the server is unreachable; the agent reconciles when
 it is back. An agent restart adopts its running pods.`,
