@@ -31,6 +31,7 @@ package admission
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -192,6 +193,12 @@ type Config struct {
 	// Allocator gives Services their cluster IPs and node ports. nil: one
 	// with ipalloc's defaults (10.96.0.0/16, 30000-32767).
 	Allocator *ipalloc.Allocator
+	// ExternalIPs are the ranges a Service's spec.externalIPs may use;
+	// none refuses every externalIP (Kubernetes' DenyServiceExternalIPs).
+	ExternalIPs []netip.Prefix
+	// LBPool is the load balancer pool: a Service's status may name only
+	// its addresses.
+	LBPool ipalloc.Pool
 }
 
 // Pipeline runs the stages. It holds no state between writes (the store is
@@ -214,7 +221,7 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	// The fixed order: who may write, what may change, then what the
 	// cluster completes.
-	p.plugins = []plugin{nodeRestriction{}, ownership{}, immutable{}, secrets{}, services{p.alloc}}
+	p.plugins = []plugin{nodeRestriction{}, ownership{}, immutable{}, secrets{}, serviceAddresses{cfg.ExternalIPs, cfg.LBPool}, services{p.alloc}}
 	return p, nil
 }
 

@@ -64,12 +64,14 @@ type serviceAddrOptions struct {
 	serviceCIDR   string
 	nodePortRange string
 	lbPool        string
+	externalIPs   string
 }
 
 func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.serviceCIDR, "service-cidr", ipalloc.DefaultServiceCIDR, "range Services' virtual IPs come from (must not overlap the pod or node networks)")
 	f.StringVar(&o.nodePortRange, "service-node-port-range", ipalloc.DefaultNodePortRange, "node ports for NodePort and LoadBalancer Services")
 	f.StringVar(&o.lbPool, "lb-pool", "", "addresses for LoadBalancer Services, on the node network: comma-separated CIDRs or FIRST-LAST ranges (default none: they stay <pending>)")
+	f.StringVar(&o.externalIPs, "service-external-ip-cidrs", "", "ranges Services' spec.externalIPs may use, comma-separated CIDRs (default none: externalIPs are refused, since a Service could take any address's traffic)")
 }
 
 // controlPlane is the store, the API listener and credentials, the
@@ -129,6 +131,10 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if err != nil {
 		return nil, err
 	}
+	externalIPs, err := admission.ParseExternalIPCIDRs(o.services.externalIPs)
+	if err != nil {
+		return nil, err
+	}
 	// The API listener first: a port in use should fail before anything starts.
 	if cp.listener, err = net.Listen("tcp", o.apiAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another flotilla running? pass --api-addr)", o.apiAddr, err)
@@ -181,7 +187,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	// shares the commit loader's CUE schema: the schema validates one
 	// document at a time per evaluator, so an API write waits for one
 	// document of a big commit, not for the whole commit.
-	if cp.admission, err = admission.New(admission.Config{Validator: validator, Allocator: alloc}); err != nil {
+	if cp.admission, err = admission.New(admission.Config{Validator: validator, Allocator: alloc, ExternalIPs: externalIPs, LBPool: pool}); err != nil {
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
