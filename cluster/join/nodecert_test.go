@@ -100,11 +100,11 @@ func serial(t *testing.T, get func(*tls.CertificateRequestInfo) (*tls.Certificat
 
 // TestNodeCertsJoinAndRotate: the join token buys the node its client and
 // serving certificates (kept 0600 in the directory, reused on restart
-// without the token); with a 3 s life they are renewed again and again, and
+// without the token); with a 6 s life they are renewed again and again, and
 // the node keeps its API access across three renewals. Another machine
 // cannot take the name; an expired token buys nothing.
 func TestNodeCertsJoinAndRotate(t *testing.T) {
-	api := newAPI(t, 3*time.Second)
+	api := newAPI(t, 6*time.Second)
 	ctx := context.Background()
 	dir := t.TempDir()
 	cfg := join.NodeCertsConfig{Dir: dir, NodeName: "n1", Server: api.url, CAPEM: api.caPEM,
