@@ -114,6 +114,18 @@ func SanitizeURL(rawURL string) string {
 	return r.display
 }
 
+// InsecureTransport reports whether rawURL is fetched without TLS or SSH
+// (http:// or git://): anyone on the path may read the repository or serve
+// other commits. It returns the scheme.
+func InsecureTransport(rawURL string) (string, bool) {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(rawURL), "://")
+	if !ok {
+		return "", false
+	}
+	scheme = strings.ToLower(scheme)
+	return scheme, scheme == "http" || scheme == "git"
+}
+
 // sanitizedError hides the remote's secrets in an error's text while keeping
 // the chain for errors.Is.
 type sanitizedError struct {

@@ -123,6 +123,10 @@ func (s *Syncer) Trigger() {
 // Failures are recorded in the SyncStatus and logged; they never stop the
 // loop. Returns nil when ctx ends.
 func (s *Syncer) Run(ctx context.Context) error {
+	if scheme, insecure := InsecureTransport(s.cfg.URL); insecure {
+		s.log.Warn("the repository is fetched without encryption or server authentication: anyone on the path can read it or serve other commits; use https:// or ssh://",
+			"scheme", scheme, "repo", SanitizeURL(s.cfg.URL))
+	}
 	if s.remote.local != "" && !s.cfg.NoWatch {
 		stop, err := s.watchLocal(ctx, s.remote.local)
 		if err != nil {

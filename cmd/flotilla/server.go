@@ -194,6 +194,9 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	}
 	say("API server at %s; kubeconfig %s", cp.serverURL, cp.kubeconfig)
 	say("syncing %s", gitsync.SanitizeURL(repo))
+	if scheme, insecure := gitsync.InsecureTransport(repo); insecure {
+		say("warning: %s:// fetches without encryption or server authentication: anyone on the path can read the repository or serve other commits; use https:// or ssh://", scheme)
+	}
 	say("join token %s in %s (valid until %s; `flotilla token create` makes more); copy it to each node (mode 0600) and run there:",
 		tok.TokenID(), tokenPath, expires.Local().Format(time.RFC3339))
 	fmt.Fprint(out, "\n  flotilla agent --token-file /etc/flotilla/join-token\n\n")

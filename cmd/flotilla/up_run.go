@@ -110,6 +110,9 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 
 	say("API server at %s; kubeconfig %s", cp.serverURL, cp.kubeconfig)
 	say("syncing %s", gitsync.SanitizeURL(repo))
+	if scheme, insecure := gitsync.InsecureTransport(repo); insecure {
+		say("warning: %s:// fetches without encryption or server authentication: anyone on the path can read the repository or serve other commits; use https:// or ssh://", scheme)
+	}
 	if o.repo == "" {
 		say("the example repository is %s: edit it and `git commit`, and the cluster follows", repo)
 	} else if gitsync.IsLocal(repo) {
