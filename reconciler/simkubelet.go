@@ -114,9 +114,20 @@ func (k *SimKubelet) Register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simkubelet: register node %s: %w", k.NodeName, err)
 	}
-	cur := out.(*corev1.Node)
-	cur.Status = n.Status
-	if _, err := k.Store.UpdateStatus(ctx, cur); err != nil {
+	// The controllers write the new Node too (nodeipam gives it a pod
+	// CIDR): a conflict is read again and retried, as an agent does.
+	for try := 0; ; try++ {
+		cur := out.(*corev1.Node)
+		cur.Status = n.Status
+		_, err = k.Store.UpdateStatus(ctx, cur)
+		if !errors.Is(err, store.ErrConflict) || try == 10 {
+			break
+		}
+		if out, err = k.Store.Get(ctx, "nodes", "", k.NodeName); err != nil {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("simkubelet: node %s status: %w", k.NodeName, err)
 	}
 	k.registered.Store(true)
