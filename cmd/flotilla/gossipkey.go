@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,15 +37,7 @@ type gossipKeys struct {
 }
 
 func (k gossipKeys) equal(o gossipKeys) bool {
-	if !bytes.Equal(k.primary, o.primary) || len(k.others) != len(o.others) {
-		return false
-	}
-	for i := range k.others {
-		if !bytes.Equal(k.others[i], o.others[i]) {
-			return false
-		}
-	}
-	return true
+	return bytes.Equal(k.primary, o.primary) && slices.EqualFunc(k.others, o.others, bytes.Equal)
 }
 
 // gossipKeysOf reads the keys of the gossip Secret.
