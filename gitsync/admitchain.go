@@ -67,6 +67,9 @@ func PipelineAdmit(p *admission.Pipeline) AdmitFunc {
 			for _, rs := range w.Reasons() {
 				probs = append(probs, schema.Problem{File: objs[i].File, Line: objs[i].Line, Field: rs.Field, Reason: rs.Reason})
 			}
+			for _, m := range w.Warnings {
+				probs = append(probs, schema.Problem{File: objs[i].File, Line: objs[i].Line, Reason: m, Warning: true})
+			}
 		}
 		return probs, nil
 	}

@@ -373,7 +373,8 @@ func contains(ss []string, s string) bool {
 // hook, inside the transaction: every write of the commit, the namespaces
 // its objects use included. Objects to write are copied first (a create's
 // object is the desired set's), so the hook may complete them in place;
-// the plan then writes what it made of them.
+// the plan then writes what it made of them. The problems are the
+// refusals and the warnings (Pod Security's warn level).
 func admit(hook AdmitFunc, r Reader, acts []action) (schema.Problems, error) {
 	if hook == nil {
 		return nil, nil
@@ -399,7 +400,7 @@ func admit(hook AdmitFunc, r Reader, acts []action) (schema.Problems, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admission: %w", err)
 	}
-	return probs.Errors(), nil
+	return probs, nil
 }
 
 // applyActions performs the plan inside a transaction.

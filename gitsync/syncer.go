@@ -556,11 +556,14 @@ func (s *Syncer) apply(ctx context.Context, stored schema.SyncStatusBody, c *obj
 		if len(inTxProbs) > 0 {
 			return errPlanRefused
 		}
-		if inTxProbs, err = admit(s.cfg.Admit, tx, acts); err != nil {
+		admitted, err := admit(s.cfg.Admit, tx, acts)
+		if err != nil {
 			return err
-		} else if len(inTxProbs) > 0 {
+		}
+		if inTxProbs = admitted.Errors(); len(inTxProbs) > 0 {
 			return errPlanRefused
 		}
+		next.Problems = append(append([]schema.Problem(nil), warnings...), admitted...)
 		next.Objects = owned
 		if err := applyActions(tx, acts); err != nil {
 			return err

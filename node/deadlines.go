@@ -112,3 +112,17 @@ func (r deadlineRuntime) PullImage(ctx context.Context, image string) error {
 		return r.rt.PullImage(ctx, image)
 	})
 }
+
+// ImageUser is the runtime's ImageUserReader with a deadline;
+// errImageUserUnsupported when the runtime has none.
+func (r deadlineRuntime) ImageUser(ctx context.Context, image string) (user string, err error) {
+	ur, ok := r.rt.(ImageUserReader)
+	if !ok {
+		return "", errImageUserUnsupported
+	}
+	err = r.do(ctx, r.call, "read the user of image "+image, func(ctx context.Context) error {
+		user, err = ur.ImageUser(ctx, image)
+		return err
+	})
+	return user, err
+}

@@ -47,6 +47,7 @@ type FakeRuntime struct {
 	downErr error               // every call fails with it (SetDown)
 	downCh  chan struct{}       // closed when the runtime goes down: streams end
 	hang    bool                // every call blocks until its ctx ends (SetHang)
+	users   map[string]string   // images' users (SetImageUser); root if unset
 }
 
 type fakePod struct {

@@ -127,3 +127,26 @@ func (f *FakeRuntime) emitLocked(action string, c *fakeContainer) {
 		ch <- ev
 	}
 }
+
+// SetImageUser sets the user an image runs as (ImageUser); unset is root.
+func (f *FakeRuntime) SetImageUser(image, user string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.users == nil {
+		f.users = map[string]string{}
+	}
+	f.users[image] = user
+}
+
+// ImageUser implements ImageUserReader.
+func (f *FakeRuntime) ImageUser(ctx context.Context, image string) (string, error) {
+	if err := f.available(ctx); err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.images[image] {
+		return "", fmt.Errorf("image %s: %w", image, ErrNotFound)
+	}
+	return f.users[image], nil
+}

@@ -591,6 +591,9 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 		w.createPaced = paced
 		return fail(reason, err)
 	}
+	if err := vp.ApplyFSGroup(pod, true); err != nil {
+		return fail("ContainerCreating", err)
+	}
 	w.vols = vp
 	w.nextVolSync = w.a.clock.Now().Add(w.a.cfg.SyncInterval)
 	sb := w.sandbox(pod)
@@ -662,7 +665,13 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 	if reason, err := w.ensureImage(ctx, c); err != nil {
 		return ContainerSpec{}, reason, err
 	}
+	sec, reason, err := w.security(ctx, pod, c)
+	if err != nil {
+		w.createPaced = errors.As(err, &ce)
+		return ContainerSpec{}, reason, err
+	}
 	cs := containerSpec(c, env)
+	cs.Security = sec
 	for _, m := range mounts {
 		cs.Mounts = append(cs.Mounts, Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
 	}

@@ -59,6 +59,9 @@ func (w *podWorker) syncVolumes(ctx context.Context, pod *corev1.Pod, st *PodSta
 	if vp != nil && (err == nil || w.vols == nil) {
 		w.vols = vp
 	}
+	if err == nil {
+		err = vp.ApplyFSGroup(pod, false) // API volumes rewritten by this refresh
+	}
 	switch {
 	case err != nil && err.Error() != w.volErr:
 		// the pod keeps running with the volumes it has (a ConfigMap that

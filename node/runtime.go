@@ -79,6 +79,8 @@ type ContainerSpec struct {
 	MemoryBytes int64
 	// Mounts are the container's volumes, in volumeMounts order.
 	Mounts []Mount
+	// Security is the container's security context, to apply as is.
+	Security Security
 }
 
 // Mount is one volume of a container: a host file or directory

@@ -15,7 +15,8 @@
 //	    update and a pod binding (spec.nodeName set) skip the CUE schema.
 //	  - Admission is a fixed list of plugins run on a batch of writes inside
 //	    the store transaction, atomic with the write: ownership (objects from
-//	    Git are read-only for users), immutable fields, Secrets' stringData,
+//	    Git are read-only for users), immutable fields, Pod Security
+//	    (podsecurity.go), Secrets' stringData,
 //	    Services' cluster IPs, node ports and address families (ipalloc).
 //
 // Store wraps a store.Interface so that its writes, Txn included, pass the
@@ -34,6 +35,7 @@ import (
 	"net/netip"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
@@ -97,6 +99,10 @@ type Write struct {
 
 	// Errs are the field errors found so far; any refuses the write.
 	Errs field.ErrorList
+	// Warnings are what the write should be told although it is admitted
+	// (Pod Security's warn level): Warning headers for kubectl, warnings
+	// in a commit's sync status.
+	Warnings []string
 	// denied is a refusal that is not about a field (ownership).
 	denied *Error
 
@@ -199,6 +205,10 @@ type Config struct {
 	// LBPool is the load balancer pool: a Service's status may name only
 	// its addresses.
 	LBPool ipalloc.Pool
+	// PodSecurity is the Pod Security level of namespaces that do not
+	// choose theirs with the pod-security.kubernetes.io labels; ""
+	// is DefaultPodSecurity (baseline).
+	PodSecurity psaapi.Level
 }
 
 // Pipeline runs the stages. It holds no state between writes (the store is
@@ -219,9 +229,13 @@ func New(cfg Config) (*Pipeline, error) {
 		}
 		p.alloc = a
 	}
-	// The fixed order: who may write, what may change, then what the
-	// cluster completes.
-	p.plugins = []plugin{nodeRestriction{}, ownership{}, immutable{}, secrets{}, serviceAddresses{cfg.ExternalIPs, cfg.LBPool}, services{p.alloc}}
+	ps, err := newPodSecurity(cfg.PodSecurity)
+	if err != nil {
+		return nil, fmt.Errorf("admission: %w", err)
+	}
+	// The fixed order: who may write, what may change, what pods may do,
+	// then what the cluster completes.
+	p.plugins = []plugin{nodeRestriction{}, ownership{}, immutable{}, ps, secrets{}, serviceAddresses{cfg.ExternalIPs, cfg.LBPool}, services{p.alloc}}
 	return p, nil
 }
 
@@ -262,6 +276,9 @@ func (p *Pipeline) prepare(w *Write) {
 // are stored together, inside the transaction r reads. A plugin skips the
 // writes already refused. The error is a failed read of r.
 func (p *Pipeline) Admit(r Reader, ws []*Write) error {
+	for _, w := range ws {
+		w.Warnings = nil // a transaction run again judges again
+	}
 	for _, pl := range p.plugins {
 		if err := pl.admit(r, ws); err != nil {
 			return fmt.Errorf("admission %s: %w", pl.name(), err)

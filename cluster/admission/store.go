@@ -40,6 +40,19 @@ type Options struct {
 	// returns what would be stored, writing nothing (an address allocated
 	// for it is shown but not held).
 	DryRun bool
+	// Warn, if set, is told each warning of an admitted write (Pod
+	// Security's warn level), after the write.
+	Warn func(string)
+}
+
+// warn tells o.Warn w's warnings, once the write is done.
+func (o Options) warn(w *Write, err error) {
+	if err != nil || o.Warn == nil {
+		return
+	}
+	for _, m := range w.Warnings {
+		o.Warn(m)
+	}
 }
 
 var (
@@ -117,6 +130,7 @@ func (s *Store) CreateWith(ctx context.Context, obj schema.Object, o Options) (s
 		out, err = t.Create(w.Object)
 		return err
 	})
+	o.warn(w, err)
 	return out, err
 }
 
@@ -152,6 +166,7 @@ func (s *Store) UpdateWith(ctx context.Context, obj schema.Object, status bool, 
 		out, err = s.update(t, w)
 		return err
 	})
+	o.warn(w, err)
 	return out, err
 }
 

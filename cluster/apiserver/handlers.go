@@ -351,6 +351,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, req request) {
 		return
 	}
 	req.name = obj.GetName()
+	opts.Warn = func(m string) { warn(w, []string{m}) }
 	created, err := s.writes.CreateWith(r.Context(), obj, opts)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
@@ -373,6 +374,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req request, sta
 		s.writeError(w, r, err, req.target())
 		return
 	}
+	opts.Warn = func(m string) { warn(w, []string{m}) }
 	updated, err := s.writes.UpdateWith(r.Context(), obj, status, opts)
 	if err != nil {
 		s.writeError(w, r, err, req.target())

@@ -75,6 +75,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		}
 		// The patched object carries cur's resourceVersion: a write in
 		// between is a conflict, retried unless the patch pinned one.
+		opts.Warn = func(m string) { warnings = append(warnings, m) }
 		out, err := s.writes.UpdateWith(ctx, obj, status, opts)
 		if errors.Is(err, store.ErrConflict) && !pinned && attempt < patchRetries {
 			continue

@@ -84,6 +84,7 @@ func TestUpAdmission(t *testing.T) {
 		return nil
 	})
 	checkRBAC(t, c, kubectl, run)
+	checkPodSecurity(t, c, run)
 	if c.cmd.ProcessState != nil {
 		t.Fatalf("flotilla up exited: %s", c.cmd.ProcessState)
 	}

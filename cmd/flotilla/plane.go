@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
@@ -58,13 +59,14 @@ type planeOptions struct {
 	log                *slog.Logger
 }
 
-// serviceAddrOptions are the server-side flags of Services' addresses,
-// shared by up and server.
+// serviceAddrOptions are the server-side admission flags, shared by up and
+// server: Services' addresses and the default Pod Security level.
 type serviceAddrOptions struct {
 	serviceCIDR   string
 	nodePortRange string
 	lbPool        string
 	externalIPs   string
+	podSecurity   string
 }
 
 func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
@@ -72,6 +74,7 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.nodePortRange, "service-node-port-range", ipalloc.DefaultNodePortRange, "node ports for NodePort and LoadBalancer Services")
 	f.StringVar(&o.lbPool, "lb-pool", "", "addresses for LoadBalancer Services, on the node network: comma-separated CIDRs or FIRST-LAST ranges (default none: they stay <pending>)")
 	f.StringVar(&o.externalIPs, "service-external-ip-cidrs", "", "ranges Services' spec.externalIPs may use, comma-separated CIDRs (default none: externalIPs are refused, since a Service could take any address's traffic)")
+	f.StringVar(&o.podSecurity, "pod-security-default", string(admission.DefaultPodSecurity), "Pod Security level (privileged, baseline or restricted) of namespaces without pod-security.kubernetes.io labels")
 }
 
 // controlPlane is the store, the API listener and credentials, the
@@ -187,7 +190,8 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	// shares the commit loader's CUE schema: the schema validates one
 	// document at a time per evaluator, so an API write waits for one
 	// document of a big commit, not for the whole commit.
-	if cp.admission, err = admission.New(admission.Config{Validator: validator, Allocator: alloc, ExternalIPs: externalIPs, LBPool: pool}); err != nil {
+	if cp.admission, err = admission.New(admission.Config{Validator: validator, Allocator: alloc, ExternalIPs: externalIPs, LBPool: pool,
+		PodSecurity: psaapi.Level(o.services.podSecurity)}); err != nil {
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)

@@ -259,6 +259,7 @@ func (r *Runtime) specFor(s node.PodSandbox, podID string, cs node.ContainerSpec
 			sg.ResourceLimits.CPU = &spec.LinuxCPU{Period: &period, Quota: &quota}
 		}
 	}
+	applySecurity(sg, cs.Security)
 	for _, m := range cs.Mounts {
 		opts := []string{"rbind", "rw"}
 		if m.ReadOnly {
@@ -470,6 +471,20 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 		return false, fmt.Errorf("check image %s: %w", image, err)
 	}
 	return ok, nil
+}
+
+// ImageUser implements node.ImageUserReader: the image config's User.
+func (r *Runtime) ImageUser(ctx context.Context, image string) (string, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	data, err := images.GetImage(c, image, nil)
+	if err != nil {
+		return "", fmt.Errorf("inspect image %s: %w", image, notFound(err))
+	}
+	if data.Config == nil {
+		return "", nil
+	}
+	return data.Config.User, nil
 }
 
 // PullImage implements node.Runtime.
