@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -212,7 +213,7 @@ func (f *fetcher) resolve(ctx context.Context, branch string) (string, plumbing.
 	defer cancel()
 	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: auth})
 	if err != nil {
-		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.timedOut(ctx, lctx, f.remote.sanitize(err)))
+		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.timedOut(ctx, lctx, f.remote.sanitize(authHint(err))))
 	}
 	byName := make(map[plumbing.ReferenceName]*plumbing.Reference, len(refs))
 	for _, r := range refs {
@@ -283,6 +284,18 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 		}
 	}
 	return c, nil
+}
+
+// authHint says which settings to check when the remote refused the
+// credentials.
+func authHint(err error) error {
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
+		return fmt.Errorf("%w (check the user name and the token: --git-username, --git-password-file, or the deploy key: --git-ssh-key-file)", err)
+	case strings.Contains(err.Error(), "unable to authenticate"): // SSH: no key the server accepts
+		return fmt.Errorf("%w (the server did not accept the SSH key: check --git-ssh-key-file and that the key is a deploy key of the repository)", err)
+	}
+	return err
 }
 
 // timedOut names the deadline when the conversation's own context (inner)

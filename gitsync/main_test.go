@@ -56,7 +56,7 @@ func opensshWorks() bool {
 }
 
 // newSSHKey writes an unencrypted ed25519 private key (OpenSSH format, as
-// `ssh-keygen -t ed25519 -N ”` writes) to path, and path.pub; it returns
+// ssh-keygen -t ed25519 -N "" writes) to path, and path.pub; it returns
 // the signer and the public key line.
 func newSSHKey(t testing.TB, path, comment string) (ssh.Signer, string) {
 	t.Helper()

@@ -15,23 +15,23 @@ import (
 // throwaway GNUPGHOME and a key made with --quick-gen-key), and with
 // git's gpg.format=ssh and an ssh-keygen key.
 
-// signer commits to a bare repository with the git CLI, signing with the
+// cliRepo commits to a bare repository with the git CLI, signing with the
 // config and environment it holds.
-type signer struct {
-	t      *testing.T
+type cliRepo struct {
+	t      testing.TB
 	work   string
 	config []string // -c pairs
 	env    []string
 }
 
-func newSigner(t *testing.T, bare string, env []string, config ...string) *signer {
+func newCLIRepo(t testing.TB, bare string, env []string, config ...string) *cliRepo {
 	t.Helper()
-	s := &signer{t: t, work: filepath.Join(t.TempDir(), "work"), config: config, env: env}
+	s := &cliRepo{t: t, work: filepath.Join(t.TempDir(), "work"), config: config, env: env}
 	s.git(t.TempDir(), "clone", "-q", bare, s.work)
 	return s
 }
 
-func (s *signer) git(dir string, args ...string) string {
+func (s *cliRepo) git(dir string, args ...string) string {
 	s.t.Helper()
 	full := []string{"-c", "user.name=Signer", "-c", "user.email=signer@example.com", "-c", "init.defaultBranch=main"}
 	for _, c := range s.config {
@@ -49,7 +49,7 @@ func (s *signer) git(dir string, args ...string) string {
 
 // commit writes files, commits (signed with sign), pushes main, and
 // returns the commit.
-func (s *signer) commit(sign bool, files map[string]string) string {
+func (s *cliRepo) commit(sign bool, files map[string]string) string {
 	s.t.Helper()
 	s.git(s.work, "pull", "-q", "--ff-only", "origin", "main") // on top of what others pushed
 	for name, content := range files {
@@ -152,7 +152,7 @@ func TestVerifyOpenPGPSignatures(t *testing.T) {
 	h := newHarness(t, trusted(t, pub))
 	h.remote.commit("seed", nil) // an unsigned root, never synced
 
-	good := newSigner(t, h.remote.bare, []string{"GNUPGHOME=" + home}, "user.signingkey="+fpr, "gpg.program=gpg")
+	good := newCLIRepo(t, h.remote.bare, []string{"GNUPGHOME=" + home}, "user.signingkey="+fpr, "gpg.program=gpg")
 	live := good.commit(true, map[string]string{"a.yaml": configMap("a", "", "1")})
 	if body, err := h.sync(); err != nil || body.LastAppliedCommit != live {
 		t.Fatalf("signed commit: %+v, %v", body, err)
@@ -163,7 +163,7 @@ func TestVerifyOpenPGPSignatures(t *testing.T) {
 	assertSignatureRefused(t, h, unsigned, live, "commit "+short(unsigned)+" is not signed")
 	h.absent("configmaps", "default", "b")
 
-	bad := newSigner(t, h.remote.bare, []string{"GNUPGHOME=" + otherHome}, "user.signingkey="+otherFpr, "gpg.program=gpg")
+	bad := newCLIRepo(t, h.remote.bare, []string{"GNUPGHOME=" + otherHome}, "user.signingkey="+otherFpr, "gpg.program=gpg")
 	untrusted := bad.commit(true, map[string]string{"c.yaml": configMap("c", "", "1")})
 	assertSignatureRefused(t, h, untrusted, live, "commit "+short(untrusted)+" is signed by key "+otherFpr+", which is not trusted")
 	h.absent("configmaps", "default", "c")
@@ -206,12 +206,12 @@ func TestVerifySSHSignatures(t *testing.T) {
 	h := newHarness(t, trusted(t, "# who may sign\nsigner@example.com namespaces=\"git\" "+goodPub+"\n"))
 	h.remote.commit("seed", nil)
 
-	good := newSigner(t, h.remote.bare, env, append(config, "gpg.format=ssh", "user.signingkey="+goodKey)...)
+	good := newCLIRepo(t, h.remote.bare, env, append(config, "gpg.format=ssh", "user.signingkey="+goodKey)...)
 	live := good.commit(true, map[string]string{"a.yaml": configMap("a", "", "1")})
 	if body, err := h.sync(); err != nil || body.LastAppliedCommit != live {
 		t.Fatalf("signed commit: %+v, %v", body, err)
 	}
-	bad := newSigner(t, h.remote.bare, env, append(config, "gpg.format=ssh", "user.signingkey="+otherKey)...)
+	bad := newCLIRepo(t, h.remote.bare, env, append(config, "gpg.format=ssh", "user.signingkey="+otherKey)...)
 	untrusted := bad.commit(true, map[string]string{"c.yaml": configMap("c", "", "1")})
 	assertSignatureRefused(t, h, untrusted, live, "commit "+short(untrusted)+" is signed by key SHA256:")
 	unsigned := bad.commit(false, nil)
