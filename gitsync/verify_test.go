@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -143,6 +146,23 @@ func assertSignatureRefused(t *testing.T, h *harness, head, live, want string) {
 	}
 }
 
+// assertTamperedRefused checks that the signed commit live, changed after
+// signing (its message), no longer verifies.
+func assertTamperedRefused(t *testing.T, h *harness, live, want string) {
+	t.Helper()
+	c, err := h.syncer.fetch.repo.CommitObject(plumbing.NewHash(live))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.syncer.cfg.TrustedKeys.verifyCommit(c) != nil {
+		t.Fatalf("the signed commit %s does not verify", short(live))
+	}
+	c.Message = "changed after signing\n"
+	if msg := h.syncer.cfg.TrustedKeys.verifyCommit(c); msg == nil || !strings.Contains(*msg, want) {
+		t.Errorf("a changed commit: %v; want %q", msg, want)
+	}
+}
+
 // TestVerifyOpenPGPSignatures: with VerifySignatures, a head signed by a
 // trusted OpenPGP key applies; an unsigned head and one signed by an
 // untrusted key are refused whole, and the live commit keeps running.
@@ -158,6 +178,7 @@ func TestVerifyOpenPGPSignatures(t *testing.T) {
 		t.Fatalf("signed commit: %+v, %v", body, err)
 	}
 	h.get("configmaps", "default", "a")
+	assertTamperedRefused(t, h, live, "bad signature by key "+fpr)
 
 	unsigned := good.commit(false, map[string]string{"b.yaml": configMap("b", "", "1")})
 	assertSignatureRefused(t, h, unsigned, live, "commit "+short(unsigned)+" is not signed")
@@ -211,6 +232,7 @@ func TestVerifySSHSignatures(t *testing.T) {
 	if body, err := h.sync(); err != nil || body.LastAppliedCommit != live {
 		t.Fatalf("signed commit: %+v, %v", body, err)
 	}
+	assertTamperedRefused(t, h, live, "bad signature by key SHA256:")
 	bad := newCLIRepo(t, h.remote.bare, env, append(config, "gpg.format=ssh", "user.signingkey="+otherKey)...)
 	untrusted := bad.commit(true, map[string]string{"c.yaml": configMap("c", "", "1")})
 	assertSignatureRefused(t, h, untrusted, live, "commit "+short(untrusted)+" is signed by key SHA256:")
@@ -232,4 +254,41 @@ func TestLoadTrustedKeysErrors(t *testing.T) {
 	if _, err := New(Config{URL: "/x", WorkDir: t.TempDir(), Store: nopStore{}, Loader: yamlLoader{}, VerifySignatures: true}); err == nil || !strings.Contains(err.Error(), "--trusted-keys-file") {
 		t.Errorf("VerifySignatures without keys: %v", err)
 	}
+}
+
+// FuzzAllowedSigners: any allowed_signers file is read or refused with
+// an error, never a panic.
+func FuzzAllowedSigners(f *testing.F) {
+	f.Add("dev@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPpTkWvDRUqJv2w1yPLiXm3Lk/N6z34e5oV6l0jY3Aw\n")
+	f.Add("a,b namespaces=\"git,file\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPpTkWvDRUqJv2w1yPLiXm3Lk/N6z34e5oV6l0jY3Aw c\n# x\n")
+	f.Add("x cert-authority ssh-rsa AAAA\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		signers, err := parseAllowedSigners([]byte(data))
+		if err == nil {
+			for _, s := range signers {
+				if s.key == nil {
+					t.Fatal("a signer without a key")
+				}
+			}
+		}
+	})
+}
+
+// FuzzCommitSignature: whatever a commit's gpgsig header holds, checking
+// it refuses the commit with a message, never a panic or an acceptance.
+func FuzzCommitSignature(f *testing.F) {
+	keys, err := parseAllowedSigners([]byte("dev@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPpTkWvDRUqJv2w1yPLiXm3Lk/N6z34e5oV6l0jY3Aw\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	tk := &TrustedKeys{ssh: keys}
+	f.Add("-----BEGIN PGP SIGNATURE-----\n\niQ==\n-----END PGP SIGNATURE-----\n")
+	f.Add("-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, sig string) {
+		c := &object.Commit{Message: "m\n", PGPSignature: sig}
+		if tk.verifyCommit(c) == nil {
+			t.Fatalf("a made-up signature was accepted: %q", sig)
+		}
+	})
 }
