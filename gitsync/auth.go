@@ -61,6 +61,8 @@ func (r *remote) setCredentials(c *Config) error {
 		return errors.New("gitsync: --git-username needs --git-password-file (the password or token)")
 	case (c.SSHKeyFile != "" || c.KnownHostsFile != "") && r.scheme != "ssh":
 		return fmt.Errorf("gitsync: --git-ssh-key-file and --git-known-hosts-file are for ssh:// and user@host:path repositories, not %s", r.display)
+	case c.KnownHostsFile != "" && c.SSHKeyFile == "":
+		return errors.New("gitsync: --git-known-hosts-file needs --git-ssh-key-file (the deploy key)")
 	}
 	for flag, f := range map[string]string{"--git-password-file": c.PasswordFile, "--git-ssh-key-file": c.SSHKeyFile, "--git-known-hosts-file": c.KnownHostsFile} {
 		if f == "" {

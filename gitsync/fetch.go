@@ -294,6 +294,8 @@ func authHint(err error) error {
 		return fmt.Errorf("%w (check the user name and the token: --git-username, --git-password-file, or the deploy key: --git-ssh-key-file)", err)
 	case strings.Contains(err.Error(), "unable to authenticate"): // SSH: no key the server accepts
 		return fmt.Errorf("%w (the server did not accept the SSH key: check --git-ssh-key-file and that the key is a deploy key of the repository)", err)
+	case strings.Contains(err.Error(), "known_hosts"): // SSH without --git-known-hosts-file and no ~/.ssh/known_hosts
+		return fmt.Errorf("%w (pin the server's host key with --git-known-hosts-file)", err)
 	}
 	return err
 }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -42,8 +43,10 @@ func gitExecPath(t testing.TB) string {
 // URL/<name>.git with git http-backend, for user:password only; pushes
 // are on (http.receivepack).
 type httpGitServer struct {
-	URL            string
-	user, password string
+	URL      string
+	user     string
+	password string
+	accept   atomic.Pointer[string] // the password accepted now (rotate with accept.Store)
 }
 
 func newHTTPGitServer(t testing.TB, root, user, password string) *httpGitServer {
@@ -55,9 +58,11 @@ func newHTTPGitServer(t testing.TB, root, user, password string) *httpGitServer 
 			"GIT_CONFIG_PARAMETERS='http.receivepack'='true'", "HOME=" + root},
 		Stderr: io.Discard,
 	}
+	s := &httpGitServer{user: user, password: password}
+	s.accept.Store(&password)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(password)) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(*s.accept.Load())) != 1 {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return
@@ -66,7 +71,8 @@ func newHTTPGitServer(t testing.TB, root, user, password string) *httpGitServer 
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	return &httpGitServer{URL: srv.URL, user: user, password: password}
+	s.URL = srv.URL
+	return s
 }
 
 // sshGitServer serves the bare repositories under root over SSH to the

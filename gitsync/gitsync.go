@@ -4,7 +4,10 @@
 // reads every manifest of the branch head straight from the commit tree, has
 // the whole set validated, and applies a valid commit in one store
 // transaction (create, update, prune), recording the outcome in the
-// cluster's SyncStatus object. A commit with any error is refused whole.
+// cluster's SyncStatus object. A commit with any error is refused whole, and
+// so is a head that rewrites the branch's history or (when asked) is not
+// signed by a trusted key (trust.go). Credentials come from files only
+// (auth.go).
 package gitsync
 
 import (
