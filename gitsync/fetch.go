@@ -18,7 +18,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -33,54 +32,51 @@ var ErrFetchTooLarge = errors.New("the fetch exceeds the size limit")
 
 const remoteName = "origin"
 
-// remote is where the repository comes from: the URL go-git uses (without
-// credentials), the credentials apart, and the URL fit to show.
+// remote is where the repository comes from: the URL go-git uses (never
+// with credentials), the URL fit to show, and the credentials, read from
+// their files at each conversation.
 type remote struct {
 	url     string // given to go-git and stored in the clone's config
 	display string // for logs, errors and status: no userinfo
-	auth    transport.AuthMethod
-	secrets []string // strings that must never be shown (password, token)
-	local   string   // the directory of a local repository (path or file://); "" for a network remote
+	scheme  string // "http", "https", "ssh" (also for git@host:path), "git", "file"; "" for a local path
+	creds   *credentials
+	local   string // the directory of a local repository (path or file://); "" for a network remote
+	// urlCreds is set when the URL itself carries a password or token
+	// (https://user:token@host/...): New refuses it.
+	urlCreds bool
 }
 
-// parseRemote splits credentials out of rawURL. Local paths are made
-// absolute so that the clone's config does not depend on the working dir.
+// parseRemote parses rawURL. Local paths are made absolute so that the
+// clone's config does not depend on the working dir. Userinfo is kept out
+// of url and display; a password or an http(s) user name (often a token)
+// marks the remote urlCreds.
 func parseRemote(rawURL string) (remote, error) {
 	rawURL = strings.TrimSpace(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme == "" || len(u.Scheme) == 1 { // a local path, scp-like git@host:path, or C:\ on Windows
 		if isSCPLike(rawURL) {
 			// user@host:path carries a user name at most, never a secret.
-			return remote{url: rawURL, display: rawURL}, nil
+			return remote{url: rawURL, display: rawURL, scheme: "ssh", creds: &credentials{}}, nil
 		}
 		abs, aerr := filepath.Abs(rawURL)
 		if aerr != nil {
 			return remote{}, fmt.Errorf("gitsync: repository path %q: %w", rawURL, aerr)
 		}
-		return remote{url: abs, display: abs, local: abs}, nil
+		return remote{url: abs, display: abs, local: abs, creds: &credentials{}}, nil
 	}
-	r := remote{}
-	if u.Scheme == "file" {
+	r := remote{scheme: strings.ToLower(u.Scheme), creds: &credentials{}}
+	if r.scheme == "file" {
 		r.local = filepath.Clean(u.Path)
 	}
 	if u.User != nil {
-		user := u.User.Username()
-		pass, hasPass := u.User.Password()
-		switch u.Scheme {
-		case "http", "https":
-			if hasPass {
-				r.auth = &githttp.BasicAuth{Username: user, Password: pass}
-				r.secrets = append(r.secrets, pass)
-			} else {
-				// A lone token as user name (https://TOKEN@host/...).
-				r.auth = &githttp.BasicAuth{Username: user}
-				r.secrets = append(r.secrets, user)
-			}
+		_, hasPass := u.User.Password()
+		switch {
+		case hasPass:
+			r.urlCreds = true
 			u.User = nil
-		default:
-			if hasPass {
-				return remote{}, fmt.Errorf("gitsync: a password in a %s:// URL is not supported; use an SSH key (URL %s)", u.Scheme, redact(u))
-			}
+		case r.scheme == "http" || r.scheme == "https":
+			r.urlCreds = true // a lone token as user name (https://TOKEN@host/...)
+			u.User = nil
 		}
 	}
 	r.url = u.String()
@@ -140,10 +136,10 @@ func (r remote) sanitize(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	for _, s := range r.secrets {
-		if s != "" {
-			msg = strings.ReplaceAll(msg, s, "***")
+	msg := r.creds.scrub(err.Error())
+	if msg == err.Error() {
+		if _, ok := err.(*sanitizedError); ok {
+			return err
 		}
 	}
 	return &sanitizedError{msg: msg, err: err}
@@ -209,11 +205,15 @@ func (f *fetcher) resolve(ctx context.Context, branch string) (string, plumbing.
 	if err != nil {
 		return "", plumbing.ZeroHash, fmt.Errorf("read remote of clone: %w", err)
 	}
+	auth, err := f.remote.auth()
+	if err != nil {
+		return "", plumbing.ZeroHash, err
+	}
 	lctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: f.remote.auth})
+	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: auth})
 	if err != nil {
-		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.timedOut(ctx, lctx, f.remote.sanitize(err)))
+		return "", plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", f.remote.display, f.timedOut(ctx, lctx, f.remote.sanitize(authHint(err))))
 	}
 	byName := make(map[plumbing.ReferenceName]*plumbing.Reference, len(refs))
 	for _, r := range refs {
@@ -254,13 +254,17 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 	if c, err := repo.CommitObject(want); err == nil {
 		return c, nil
 	}
+	auth, err := f.remote.auth()
+	if err != nil {
+		return nil, err
+	}
 	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/%s/%s", branch, remoteName, branch))
 	fctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	err = repo.FetchContext(fctx, &git.FetchOptions{
 		RemoteName: remoteName,
 		RefSpecs:   []config.RefSpec{spec},
-		Auth:       f.remote.auth,
+		Auth:       auth,
 		Force:      true,
 		Tags:       git.NoTags,
 	})
@@ -280,6 +284,20 @@ func (f *fetcher) commit(ctx context.Context, branch string, want plumbing.Hash)
 		}
 	}
 	return c, nil
+}
+
+// authHint says which settings to check when the remote refused the
+// credentials.
+func authHint(err error) error {
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
+		return fmt.Errorf("%w (check the user name and the token: --git-username, --git-password-file, or the deploy key: --git-ssh-key-file)", err)
+	case strings.Contains(err.Error(), "unable to authenticate"): // SSH: no key the server accepts
+		return fmt.Errorf("%w (the server did not accept the SSH key: check --git-ssh-key-file and that the key is a deploy key of the repository)", err)
+	case strings.Contains(err.Error(), "known_hosts"): // SSH without --git-known-hosts-file and no ~/.ssh/known_hosts
+		return fmt.Errorf("%w (pin the server's host key with --git-known-hosts-file)", err)
+	}
+	return err
 }
 
 // timedOut names the deadline when the conversation's own context (inner)

@@ -4,7 +4,10 @@
 // reads every manifest of the branch head straight from the commit tree, has
 // the whole set validated, and applies a valid commit in one store
 // transaction (create, update, prune), recording the outcome in the
-// cluster's SyncStatus object. A commit with any error is refused whole.
+// cluster's SyncStatus object. A commit with any error is refused whole, and
+// so is a head that rewrites the branch's history or (when asked) is not
+// signed by a trusted key (trust.go). Credentials come from files only
+// (auth.go).
 package gitsync
 
 import (
@@ -32,10 +35,41 @@ const (
 // Config configures a Syncer. Zero values mean the documented default.
 type Config struct {
 	// URL of the repository: https://, http://, ssh://, git@host:path,
-	// file:// or a local path (bare or not). Credentials in an http(s) URL
-	// (https://user:token@host/repo) are used for authentication but never
-	// stored on disk, logged, or shown in status or errors. Required.
+	// file:// or a local path (bare or not). Credentials in the URL
+	// (https://user:token@host/repo) are refused: they come from files
+	// (PasswordFile, SSHKeyFile). Required.
 	URL string
+	// Username is the HTTPS user name sent with the password or token of
+	// PasswordFile. Default DefaultHTTPUsername ("git"), which hosting
+	// services accept with a token. (--git-username)
+	Username string
+	// PasswordFile holds the HTTPS password or access token (one line),
+	// for http(s):// URLs. Read at each fetch, so a token rotated in place
+	// is picked up; never logged or shown. Default: no credentials.
+	// (--git-password-file)
+	PasswordFile string
+	// SSHKeyFile is an unencrypted SSH private key (a deploy key), for
+	// ssh:// and user@host:path URLs. Default: go-git's (the SSH agent).
+	// (--git-ssh-key-file)
+	SSHKeyFile string
+	// KnownHostsFile pins the SSH server's host key (known_hosts format,
+	// as ssh-keyscan prints it); a server presenting another key is
+	// refused (ErrHostKey). Used with SSHKeyFile. Default: go-git's
+	// ($SSH_KNOWN_HOSTS, ~/.ssh/known_hosts). (--git-known-hosts-file)
+	KnownHostsFile string
+	// AllowHistoryRewrite applies a branch head that does not descend
+	// from the live commit (after a force-push or a reset). Default false:
+	// such a head is refused (stalled, reason HistoryRewritten) and the
+	// live commit stays. (--allow-history-rewrite)
+	AllowHistoryRewrite bool
+	// VerifySignatures applies only a branch head signed by one of
+	// TrustedKeys (Flux's spec.verify, mode HEAD); an unsigned or
+	// otherwise signed head is refused (stalled, reason
+	// VerificationFailed). Requires TrustedKeys. (--verify-signatures)
+	VerifySignatures bool
+	// TrustedKeys are the keys VerifySignatures accepts
+	// (LoadTrustedKeys; --trusted-keys-file).
+	TrustedKeys *TrustedKeys
 	// Branch to sync. Default: the remote's HEAD branch.
 	Branch string
 	// Path is the sub-directory of the repository holding the manifests.
@@ -122,6 +156,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Loader == nil {
 		return errors.New("gitsync: Loader is required")
+	}
+	if c.VerifySignatures && c.TrustedKeys.Empty() {
+		return errors.New("gitsync: verifying signatures needs trusted keys (--verify-signatures needs --trusted-keys-file)")
 	}
 	if c.Interval < 0 {
 		return fmt.Errorf("gitsync: Interval %s must not be negative (--git-interval)", c.Interval)

@@ -40,10 +40,12 @@ const (
 const (
 	ReasonApplied = "Applied" // the head is live
 	// Stalled (refused) heads:
-	ReasonValidationFailed = "ValidationFailed" // a manifest is invalid (schema, cross-object checks)
-	ReasonLimitExceeded    = "LimitExceeded"    // a limit: file or commit size, fetch size, objects per commit, the store's transaction size
-	ReasonAdmissionRefused = "AdmissionRefused" // admission refused an object (or Git may not take it over)
-	ReasonInternalError    = "InternalError"    // evaluating the commit panicked: a bug, named in the log with its stack
+	ReasonValidationFailed = "ValidationFailed"   // a manifest is invalid (schema, cross-object checks)
+	ReasonLimitExceeded    = "LimitExceeded"      // a limit: file or commit size, fetch size, objects per commit, the store's transaction size
+	ReasonAdmissionRefused = "AdmissionRefused"   // admission refused an object (or Git may not take it over)
+	ReasonInternalError    = "InternalError"      // evaluating the commit panicked: a bug, named in the log with its stack
+	ReasonHistoryRewritten = "HistoryRewritten"   // the head does not descend from the live commit (Config.AllowHistoryRewrite)
+	ReasonSignatureRefused = "VerificationFailed" // the head is unsigned or not signed by a trusted key (Config.VerifySignatures)
 	// Transient failures, retried with back-off:
 	ReasonFetchFailed = "FetchFailed" // listing refs, fetching or reading the clone failed or timed out
 	ReasonStoreFailed = "StoreFailed" // reading or writing the store failed

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -296,15 +297,36 @@ func TestFetchFailureKeepsLiveCommitAndRecovers(t *testing.T) {
 	}
 }
 
+// TestURLCredentialsRefused: a password or token in the URL is refused,
+// naming the flags to use instead, without echoing it.
+func TestURLCredentialsRefused(t *testing.T) {
+	for _, url := range []string{
+		"https://alice:s3cr3tpw@127.0.0.1:1/org/repo.git",
+		"https://s3cr3tpw@127.0.0.1:1/org/repo.git",
+		"ssh://git:s3cr3tpw@127.0.0.1:1/org/repo.git",
+	} {
+		_, err := New(Config{URL: url, WorkDir: t.TempDir(), Store: nopStore{}, Loader: yamlLoader{}})
+		if !errors.Is(err, ErrURLCredentials) || !strings.Contains(err.Error(), "--git-password-file") || strings.Contains(err.Error(), "s3cr3tpw") {
+			t.Errorf("New(%s) = %v; want ErrURLCredentials naming --git-password-file, without the secret", SanitizeURL(url), err)
+		}
+	}
+}
+
+// TestCredentialsNeverShown: a password read from its file is never in the
+// error, the status or the clone's config.
 func TestCredentialsNeverShown(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.URL = "https://alice:s3cr3tpw@127.0.0.1:1/org/repo.git" })
+	pw := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(pw, []byte("s3cr3tpw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config) { c.URL = "https://127.0.0.1:1/org/repo.git"; c.Username = "alice"; c.PasswordFile = pw })
 	body, err := h.sync()
 	if err == nil || !errors.Is(err, ErrTransient) {
 		t.Fatalf("err = %v", err)
 	}
 	st := h.get("syncstatuses", "", schema.SyncStatusName).(*schema.SyncStatus)
 	for _, s := range []string{err.Error(), body.Message, st.Status.Message, st.Spec.URL} {
-		if strings.Contains(s, "s3cr3tpw") || strings.Contains(s, "alice") {
+		if strings.Contains(s, "s3cr3tpw") {
 			t.Errorf("credentials leaked: %q", s)
 		}
 	}
@@ -314,6 +336,9 @@ func TestCredentialsNeverShown(t *testing.T) {
 	cfg, err := os.ReadFile(h.syncer.cfg.WorkDir + "/config")
 	if err != nil || strings.Contains(string(cfg), "s3cr3tpw") {
 		t.Errorf("clone config holds the password (%v):\n%s", err, cfg)
+	}
+	if got := h.syncer.remote.sanitize(errors.New("auth s3cr3tpw failed")).Error(); strings.Contains(got, "s3cr3tpw") {
+		t.Errorf("an error echoing the password is not scrubbed: %q", got)
 	}
 }
 

@@ -92,6 +92,9 @@ func New(cfg Config) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.setCredentials(&cfg); err != nil {
+		return nil, err
+	}
 	s := &Syncer{
 		cfg:      cfg,
 		log:      cfg.Logger.With("repo", r.display),
@@ -418,6 +421,9 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 		return s.transient(stored, err, ReasonFetchFailed)
 	}
 	*commit = c.Hash.String()
+	if o, refused := s.checkTrust(stored, c); refused {
+		return o
+	}
 
 	fsys, probs, err := commitFS(c, s.cfg.Path, s.cfg.MaxFileSize, s.cfg.MaxTotalSize)
 	if err != nil {
@@ -458,7 +464,32 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 	if len(pp) > 0 {
 		return s.stalled(stored, *commit, ReasonAdmissionRefused, append(probs, pp...))
 	}
+	if err := keepLive(s.fetch.repo, next.LastAppliedCommit); err != nil {
+		s.log.Warn("cannot mark the live commit in the clone; a force-push that drops it from the remote will be refused as a history rewrite", "err", err)
+	}
 	return outcome{class: classApplied, next: next, wrote: wrote, set: set.hash}
+}
+
+// checkTrust refuses a head that is not signed by a trusted key (with
+// VerifySignatures) or does not descend from the live commit (unless
+// AllowHistoryRewrite); see trust.go.
+func (s *Syncer) checkTrust(stored schema.SyncStatusBody, c *object.Commit) (outcome, bool) {
+	commit := c.Hash.String()
+	if s.cfg.VerifySignatures {
+		if msg := s.cfg.TrustedKeys.verifyCommit(c); msg != nil {
+			return s.stalled(stored, commit, ReasonSignatureRefused, schema.Problems{{Reason: *msg}}), true
+		}
+	}
+	if !s.cfg.AllowHistoryRewrite {
+		msg, err := checkHistory(s.fetch.repo, c, stored.LastAppliedCommit)
+		if err != nil {
+			return s.transient(stored, err, ReasonFetchFailed), true
+		}
+		if msg != nil {
+			return s.stalled(stored, commit, ReasonHistoryRewritten, schema.Problems{{Reason: *msg}}), true
+		}
+	}
+	return outcome{}, false
 }
 
 func refusedErr(b schema.SyncStatusBody) error {

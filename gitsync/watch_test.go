@@ -30,12 +30,12 @@ func gitCLI(t testing.TB, dir string, args ...string) {
 // runWatched runs a Syncer of url on a fake clock that the test never
 // moves: the poll never fires, so whatever syncs after the first sync was
 // noticed by the watch.
-func runWatched(t *testing.T, url string) *harness {
+func runWatched(t *testing.T, url string, mutate ...func(*Config)) *harness {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Skip("git CLI not installed")
 	}
-	h := newHarness(t, func(c *Config) { c.URL = url })
+	h := newHarness(t, append([]func(*Config){func(c *Config) { c.URL = url }}, mutate...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.syncer.Run(ctx) }()
@@ -63,13 +63,15 @@ func headOf(t testing.TB, dir string) string {
 }
 
 // TestWatchPlainRepo: `git commit` in a user's repository syncs without
-// waiting for the poll, and nothing is written into the repository.
+// waiting for the poll, and nothing is written into the repository. It
+// switches branches and resets, so it allows history rewrites
+// (TestLocalResetRefused shows the default).
 func TestWatchPlainRepo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	if err := InitLocalRepo(dir, seedFS()); err != nil {
 		t.Fatal(err)
 	}
-	h := runWatched(t, dir)
+	h := runWatched(t, dir, func(c *Config) { c.AllowHistoryRewrite = true })
 	if err := os.WriteFile(filepath.Join(dir, "b.yaml"), []byte(configMap("b", "", "1")), 0o644); err != nil {
 		t.Fatal(err)
 	}

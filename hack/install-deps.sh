@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Flotilla needs on Debian 12 when it is missing: Podman with
 # runc, busybox-static (the example image is made from it), nftables,
-# iproute2, and the cue command (for `cue vet` tests). Idempotent and quiet
+# iproute2, git and gnupg (gitsync's tests sign commits with git commit -S),
+# and the cue command (for `cue vet` tests). Idempotent and quiet
 # when everything is there.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v runc >/dev/null || need+=(runc)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v git >/dev/null || need+=(git)
+command -v gpg >/dev/null || need+=(gnupg)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "missing packages: ${need[*]} — run as root, or: sudo apt-get install -y ${need[*]}" >&2

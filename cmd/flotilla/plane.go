@@ -42,6 +42,7 @@ type planeOptions struct {
 	interval time.Duration
 	// fetchTimeout bounds each ref listing and fetch (0: gitsync's default).
 	fetchTimeout time.Duration
+	git          gitOptions // credentials and trust of the Git sync
 	apiAddr      string
 	// hosts are the names and addresses the API certificate is valid for,
 	// besides the listener's own.
@@ -203,7 +204,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, err
 	}
 	cp.repo = o.repo
-	if cp.syncer, err = gitsync.New(gitsync.Config{
+	gitCfg := gitsync.Config{
 		URL: o.repo, Branch: o.branch, Path: o.path, Interval: o.interval, FetchTimeout: o.fetchTimeout,
 		WebhookSecret: cp.webhook, WorkDir: filepath.Join(o.dataDir, "gitsync"),
 		Store: cp.store, Loader: validator,
@@ -211,7 +212,11 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		// sees the volume a claim is bound to kept.
 		Admit:  gitsync.ChainAdmit(volumebinding.AdmitGit, gitsync.PipelineAdmit(cp.admission)),
 		Logger: o.log.With("component", "gitsync"),
-	}); err != nil {
+	}
+	if err := o.git.config(&gitCfg); err != nil {
+		return nil, err
+	}
+	if cp.syncer, err = gitsync.New(gitCfg); err != nil {
 		return nil, err
 	}
 	return cp, nil

@@ -37,6 +37,7 @@ type serverOptions struct {
 	repo, branch, path string
 	interval           time.Duration
 	gitTimeout         time.Duration
+	git                gitOptions
 	apiAddr            string
 	advertise          string
 	gossipPort         int
@@ -67,6 +68,8 @@ agent needs to join: the API address, a bootstrap token that expires (24 h)
 and can do nothing but get the node its certificate, and the fingerprint of
 the cluster's CA. 'flotilla token create' makes more.`,
 		Example: `  flotilla server --repo https://git.example/ops/site.git --advertise-addr 192.0.2.10
+  flotilla server --repo https://git.example/ops/site.git --git-username deploy --git-password-file /etc/flotilla/git-token
+  flotilla server --repo ssh://git@git.example/ops/site.git --git-ssh-key-file /etc/flotilla/deploy_key --git-known-hosts-file /etc/flotilla/known_hosts
   flotilla agent --token-file /etc/flotilla/join-token   # on each node, with a copy of DATA_DIR/join-token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,6 +85,7 @@ the cluster's CA. 'flotilla token create' makes more.`,
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests")
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository")
 	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
+	o.git.addFlags(f)
 	f.StringVar(&o.apiAddr, "api-addr", ":6443", "address the API server listens on")
 	f.StringVar(&o.advertise, "advertise-addr", "", "the IP agents reach this server at (default: the first global IPv4 address)")
 	f.IntVar(&o.gossipPort, "gossip-port", gossip.DefaultPort, "gossip port (TCP and UDP)")
@@ -145,7 +149,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		}
 	}
 	cp, err := openControlPlane(planeOptions{
-		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout,
+		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout, git: o.git,
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle, nodeCertTTL: o.nodeCertTTL,

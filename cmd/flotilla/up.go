@@ -36,6 +36,7 @@ type upOptions struct {
 	nodeName     string
 	interval     time.Duration
 	gitTimeout   time.Duration
+	git          gitOptions
 	verbose      bool
 	log          logOptions // rotation of DATA_DIR/flotilla.log
 
@@ -65,7 +66,9 @@ repository under the data dir, prints where it is, and picks up every commit
 made there at once. Ctrl-C stops the control plane and leaves the pods
 running; 'flotilla up' again resumes from the store.`,
 		Example: `  flotilla up                                   # the bundled example
-  flotilla up --repo /srv/git/site.git --branch main --path clusters/edge`,
+  flotilla up --repo /srv/git/site.git --branch main --path clusters/edge
+  flotilla up --repo ssh://git@git.example/ops/site.git --git-ssh-key-file ~/.flotilla/deploy_key --git-known-hosts-file ~/.flotilla/known_hosts
+  flotilla up --repo /srv/git/site.git --verify-signatures --trusted-keys-file team.asc`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -82,6 +85,7 @@ running; 'flotilla up' again resumes from the store.`,
 	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to a local repository are picked up at once: its refs are watched)")
 	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
+	o.git.addFlags(f)
 	o.services.addFlags(f)
 	o.addNodeFlags(f)
 	return cmd
