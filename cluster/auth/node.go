@@ -35,8 +35,9 @@ const TLSSecretsSelector = "type=" + string(corev1.SecretTypeTLS)
 type NodeAuthorizer struct {
 	Store store.Interface
 	Next  Authorizer
-	// Shared are Secrets every node reads, as "namespace/name" (the gossip
-	// key).
+	// Shared are Secrets and ConfigMaps every node reads, as
+	// "resource/namespace/name" ("secrets/kube-system/flotilla-gossip": the
+	// gossip key; the join ConfigMap, with the load balancer pool).
 	Shared map[string]bool
 }
 
@@ -99,7 +100,7 @@ func (n NodeAuthorizer) decide(node string, at Attributes) (bool, string) {
 		return false, "a node may list Secrets only by " + TLSSecretsSelector
 	case at.Verb == "get" && at.Subresource == "" && at.Name != "" &&
 		(res == [2]string{"", "secrets"} || res == [2]string{"", "configmaps"} || res == [2]string{"", "persistentvolumeclaims"}):
-		if res[1] == "secrets" && n.Shared[at.Namespace+"/"+at.Name] {
+		if n.Shared[res[1]+"/"+at.Namespace+"/"+at.Name] {
 			return true, "every node reads it"
 		}
 		if n.usedOnNode(res[1], at.Namespace, at.Name, node) {

@@ -101,6 +101,7 @@ type controlPlane struct {
 	repo        string
 	webhook     string
 	rbac        *auth.RBAC // authorizes API requests; run it beside the API server
+	lbPool      ipalloc.Pool // --lb-pool: the only addresses nodes announce
 	manager     *reconciler.Manager
 	syncer      *gitsync.Syncer
 	log         *slog.Logger
@@ -196,6 +197,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, err
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
+	cp.lbPool = pool
 	if cp.manager, err = reconciler.New(reconciler.Config{
 		Store: cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
@@ -230,7 +232,8 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 		ClientCA: cp.caPEM,
 		// Nodes are decided by the Node authorizer, everyone else by RBAC.
 		Authorizer: auth.NodeAuthorizer{Store: cp.store, Next: cp.rbac,
-			Shared: map[string]bool{auth.SystemNamespace + "/" + gossipSecretName: true}},
+			Shared: map[string]bool{"secrets/" + auth.SystemNamespace + "/" + gossipSecretName: true,
+				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
 		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},

@@ -169,7 +169,8 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	}
 	// Agents read the gossip key with their node certificate; join tokens
 	// carry the API address, a gossip address and the CA's fingerprint.
-	info := joinInfo{server: cp.serverURL, gossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), caFingerprint: fp, caPEM: cp.caPEM}
+	info := joinInfo{server: cp.serverURL, gossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), caFingerprint: fp, caPEM: cp.caPEM,
+		lbPool: cp.lbPool.String()}
 	if err := publishJoinInfo(ctx, cp.writes, key, info); err != nil {
 		return err
 	}

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
+	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/netfabric/dns"
@@ -60,7 +62,11 @@ type servicePlane struct {
 	nftTable string
 	members  *gossip.Membership // nil: a one-node cluster
 	nodes    *nodeView          // the registered Nodes (with members)
-	log      *slog.Logger
+	// lbPool is the load balancer pool, the only addresses this node may
+	// hold; nil: read it from the server (the join ConfigMap), and hold
+	// nothing until it is known.
+	lbPool *ipalloc.Pool
+	log    *slog.Logger
 }
 
 // run serves until ctx ends. Only the cluster DNS failing to listen is
@@ -97,12 +103,20 @@ func (sp *servicePlane) run(ctx context.Context) error {
 			return err
 		}
 	}
+	var pool atomic.Pointer[ipalloc.Pool]
+	if sp.lbPool != nil {
+		pool.Store(sp.lbPool)
+	}
+	inPool := func(a netip.Addr) bool {
+		p := pool.Load()
+		return p != nil && p.Contains(a)
+	}
 	var ann *lbip.Announcer
 	if sp.nodeIP == nil {
 		log.Warn("load balancer addresses will not be announced from this node: it has no address")
 	} else if link, err := netfabric.LinkOf(sp.nodeIP); err != nil {
 		log.Warn("load balancer addresses will not be announced from this node", "err", err)
-	} else if ann, err = lbip.New(lbip.Config{NodeName: sp.nodeName, Link: link.Attrs().Name, Logger: log}); err != nil {
+	} else if ann, err = lbip.New(lbip.Config{NodeName: sp.nodeName, Link: link.Attrs().Name, InPool: inPool, Logger: log}); err != nil {
 		return err
 	}
 
@@ -143,8 +157,49 @@ func (sp *servicePlane) run(ctx context.Context) error {
 			sp.announce(gctx, ann, &latest, kick)
 			return nil
 		})
+		if sp.lbPool == nil {
+			g.Go(func() error {
+				sp.followPool(gctx, &pool, poke)
+				return nil
+			})
+		}
 	}
 	return g.Wait()
+}
+
+// poolRefresh is how often an agent reads the load balancer pool again
+// (the server publishes it when it starts).
+const poolRefresh = 30 * time.Second
+
+// followPool keeps pool at the server's load balancer pool, read from the
+// join ConfigMap (every node may read it), and pokes the announcer when it
+// changes. While the server cannot be read the last pool stays.
+func (sp *servicePlane) followPool(ctx context.Context, pool *atomic.Pointer[ipalloc.Pool], poke func()) {
+	t := time.NewTicker(poolRefresh)
+	defer t.Stop()
+	logged := ""
+	for {
+		info, err := readJoinInfo(ctx, sp.store)
+		if err == nil {
+			var p ipalloc.Pool
+			if p, err = ipalloc.ParsePool(info.lbPool); err == nil {
+				if cur := pool.Load(); cur == nil || cur.String() != p.String() {
+					pool.Store(&p)
+					sp.log.Info("load balancer pool", "pool", p.String())
+					poke()
+				}
+			}
+		}
+		if err != nil && err.Error() != logged && ctx.Err() == nil {
+			logged = err.Error()
+			sp.log.Warn("reading the load balancer pool (load balancer addresses are held only inside it)", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // announce holds this node's share of the load balancer addresses: again

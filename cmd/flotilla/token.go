@@ -32,14 +32,18 @@ const (
 	gossipKeyField   = "key"
 	// joinInfoName is a ConfigMap of what a join token carries besides the
 	// bootstrap token (the API URL, a gossip address, the CA's
-	// fingerprint), written by the server, read by `flotilla token create`.
+	// fingerprint), written by the server, read by `flotilla token create`;
+	// and the load balancer pool, which every node reads (the agents hold
+	// only addresses inside it).
 	joinInfoName = "flotilla-join"
+	lbPoolKey    = "lbPool"
 )
 
 // joinInfo is what every join token of a cluster shares.
 type joinInfo struct {
 	server, gossipAddr, caFingerprint string
 	caPEM                             []byte
+	lbPool                            string // ipalloc.Pool's String; "" none
 }
 
 // publishJoinInfo writes the gossip key Secret (if there is none yet) and
@@ -55,7 +59,7 @@ func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info j
 		TypeMeta:   metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: joinInfoName, Namespace: auth.SystemNamespace},
 		Data: map[string]string{"server": info.server, "gossipAddr": info.gossipAddr, "caSHA256": info.caFingerprint,
-			"ca.crt": string(info.caPEM)},
+			"ca.crt": string(info.caPEM), lbPoolKey: info.lbPool},
 	}
 	// The key Secret is made once: afterwards it is the truth (rotations
 	// change it), and the server follows it.
@@ -93,7 +97,8 @@ func readJoinInfo(ctx context.Context, st store.Interface) (joinInfo, error) {
 		return joinInfo{}, fmt.Errorf("read %s/%s (written by `flotilla server`): %w", auth.SystemNamespace, joinInfoName, err)
 	}
 	d := obj.(*corev1.ConfigMap).Data
-	return joinInfo{server: d["server"], gossipAddr: d["gossipAddr"], caFingerprint: d["caSHA256"], caPEM: []byte(d["ca.crt"])}, nil
+	return joinInfo{server: d["server"], gossipAddr: d["gossipAddr"], caFingerprint: d["caSHA256"], caPEM: []byte(d["ca.crt"]),
+		lbPool: d[lbPoolKey]}, nil
 }
 
 // createJoinToken stores a new bootstrap token valid for ttl and returns

@@ -125,7 +125,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g.Go(func() error { return agent.Run(ctx) })
 	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
 	services := &servicePlane{opts: o.serviceOptions, store: cp.writes, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
-		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, log: log.With("component", "services")}
+		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, lbPool: &cp.lbPool, log: log.With("component", "services")}
 	g.Go(func() error { return services.run(ctx) })
 	g.Go(func() error { return cp.syncer.Run(ctx) })
 	g.Go(func() error { watchProgress(ctx, cp.store, out); return nil })

@@ -58,6 +58,11 @@ type Config struct {
 	// Link is the interface that carries the node address, where held
 	// addresses are added and announced. Required.
 	Link string
+	// InPool says whether an address is in the cluster's load balancer
+	// pool: the only addresses the node holds. An address outside it found
+	// in a Service's status (admission refuses such writes; this is the
+	// node's own check) is never held nor announced. Required.
+	InPool func(netip.Addr) bool
 	// GratuitousARPs is how many gratuitous ARPs announce a newly held
 	// address (200 ms apart). Default 3.
 	GratuitousARPs int
@@ -72,12 +77,14 @@ type Announcer struct {
 
 	mu   sync.Mutex
 	held map[netip.Addr]bool
+	// refused are the addresses outside the pool already logged.
+	refused map[netip.Addr]bool
 }
 
 // New returns an Announcer; it holds nothing until Sync.
 func New(cfg Config) (*Announcer, error) {
-	if cfg.NodeName == "" || cfg.Link == "" {
-		return nil, errors.New("lbip: NodeName and Link are required")
+	if cfg.NodeName == "" || cfg.Link == "" || cfg.InPool == nil {
+		return nil, errors.New("lbip: NodeName, Link and InPool are required")
 	}
 	if cfg.GratuitousARPs <= 0 {
 		cfg.GratuitousARPs = 3
@@ -85,7 +92,7 @@ func New(cfg Config) (*Announcer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Announcer{cfg: cfg, log: cfg.Logger.With("subsystem", "lbip"), held: map[netip.Addr]bool{}}, nil
+	return &Announcer{cfg: cfg, log: cfg.Logger.With("subsystem", "lbip"), held: map[netip.Addr]bool{}, refused: map[netip.Addr]bool{}}, nil
 }
 
 // Want returns the LoadBalancer addresses of snap that this node holds
@@ -109,7 +116,19 @@ func Want(snap *svcview.Snapshot, alive []string, self string) []netip.Addr {
 // announces the ones it just took. alive are the live members' node names
 // (agents only: they run the proxy).
 func (a *Announcer) Sync(ctx context.Context, snap *svcview.Snapshot, alive []string) error {
-	want := Want(snap, alive, a.cfg.NodeName)
+	var want []netip.Addr
+	for _, ip := range Want(snap, alive, a.cfg.NodeName) {
+		if a.cfg.InPool(ip) {
+			want = append(want, ip)
+			continue
+		}
+		a.mu.Lock()
+		if !a.refused[ip] {
+			a.refused[ip] = true
+			a.log.Warn("not holding a load balancer address outside the pool", "ip", ip)
+		}
+		a.mu.Unlock()
+	}
 	return a.set(ctx, want)
 }
 

@@ -85,11 +85,16 @@ func TestTakeoverOnARP(t *testing.T) {
 	lb := netip.MustParseAddr("198.51.100.200")
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer}}
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: lb.String()}}
-	snap := svcview.NewSnapshot([]*corev1.Service{svc}, nil, nil, nil)
+	// A Service whose status names an address outside the pool (written
+	// straight into the store: admission refuses it) is never held.
+	outside := netip.MustParseAddr("198.51.100.201")
+	rogue := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "rogue"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer}}
+	rogue.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: outside.String()}}
+	snap := svcview.NewSnapshot([]*corev1.Service{svc, rogue}, nil, nil, nil)
 
 	ann := map[string]*Announcer{}
 	for _, ns := range []string{a, b} {
-		an, err := New(Config{NodeName: ns, Link: "eth0"})
+		an, err := New(Config{NodeName: ns, Link: "eth0", InPool: func(a netip.Addr) bool { return a == lb }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,6 +111,9 @@ func TestTakeoverOnARP(t *testing.T) {
 	}
 	if !holds(t, owner, lb) || holds(t, other, lb) {
 		t.Fatalf("want only %s to hold %s", owner, lb)
+	}
+	if holds(t, a, outside) || holds(t, b, outside) {
+		t.Fatalf("%s, outside the pool, is held", outside)
 	}
 	// The client's kernel resolves the address to the owner.
 	inNS(t, c, func() error {
