@@ -23,6 +23,7 @@ func newTestManager(t *testing.T, mounter Mounter) (*Manager, store.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	unmountLeftovers(t, m.Dir())
 	return m, st
 }
 

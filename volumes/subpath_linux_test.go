@@ -20,6 +20,31 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
+// unmountLeftovers detaches, at the end of the test and before dir's
+// t.TempDir is removed (cleanups run last registered first), whatever is
+// still mounted below dir. A test that failed with a bind mount left there
+// would otherwise have TempDir's RemoveAll delete through it: a subPath
+// bug that mounted /etc would empty the host's /etc.
+func unmountLeftovers(t *testing.T, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	t.Cleanup(func() {
+		for range 100 {
+			ms, err := mountsBelow(dir)
+			if err != nil || len(ms) == 0 {
+				return
+			}
+			slices.Sort(ms) // deepest last
+			t.Errorf("still mounted at the end of the test: %s (detached)", ms[len(ms)-1])
+			if err := syscall.Unmount(ms[len(ms)-1], syscall.MNT_DETACH); err != nil {
+				t.Fatalf("cannot unmount %s: %v: remove %s by hand after unmounting", ms[len(ms)-1], err, dir)
+			}
+		}
+	})
+}
+
 func uniqueName(t *testing.T) string {
 	t.Helper()
 	b := make([]byte, 6)
