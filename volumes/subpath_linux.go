@@ -170,6 +170,9 @@ func bindSubPath(volume, base, sub, target string) error {
 	}
 	src := fmt.Sprintf("/proc/self/fd/%d", fd)
 	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		if errors.Is(err, unix.ENOENT) { // the kernel does not bind a deleted directory
+			return fmt.Errorf("volume %q: subPath %s was removed while it was being mounted (retried): %w", volume, sub, err)
+		}
 		return fmt.Errorf("volume %q: subPath %s: bind mount on %s: %w", volume, sub, target, err)
 	}
 	if !sameFile(target, &want) {
