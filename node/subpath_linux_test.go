@@ -12,6 +12,8 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/volumes"
 )
 
 // TestSubPathRemountedOnRestart: the agent gives the runtime the subPath's
@@ -93,5 +95,32 @@ func TestSubPathRemountedOnRestart(t *testing.T) {
 	}
 	if same(target, "/") {
 		t.Fatal("the host's / is mounted on the target")
+	}
+}
+
+// TestDirUsageSkipsSubPathMounts: a pod's disk usage counts a file once,
+// not again through the subPath bind mount that shows it (which has the
+// same device), and never counts a hostPath's files mounted by subPath.
+func TestDirUsageSkipsSubPathMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bind mounts need root")
+	}
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "volumes/empty-dir/v")
+	target := filepath.Join(dir, volumes.SubPathsDir, "v/c/0")
+	for _, d := range []string{vol, target} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(vol, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(vol, target, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+	if got := dirUsage(dir); got < 1<<20 || got > 1<<20+256<<10 {
+		t.Fatalf("usage = %d bytes, want the 1 MiB file once", got)
 	}
 }

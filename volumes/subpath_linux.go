@@ -25,12 +25,10 @@ import (
 // under the pod's dir, which no container can reach; the runtime gets that
 // target.
 
-const subPathsDir = "volume-subpaths"
-
 // subPathTarget is where the subPath of volume mount index of container
 // lives on the host: <pod dir>/volume-subpaths/<volume>/<container>/<index>.
 func subPathTarget(podDir, volume, container string, index int) string {
-	return filepath.Join(podDir, subPathsDir, volume, container, fmt.Sprint(index))
+	return filepath.Join(podDir, SubPathsDir, volume, container, fmt.Sprint(index))
 }
 
 // openSubPath opens sub (cleaned, relative) inside the directory base,
@@ -243,7 +241,7 @@ func unmountAll(target string) error {
 
 // cleanSubPaths unmounts and removes every subPath target under podDir.
 func cleanSubPaths(podDir string) error {
-	root := filepath.Join(podDir, subPathsDir)
+	root := filepath.Join(podDir, SubPathsDir)
 	var errs []error
 	vols, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -10,7 +10,7 @@ import (
 )
 
 func subPathTarget(podDir, volume, container string, index int) string {
-	return filepath.Join(podDir, "volume-subpaths", volume, container, fmt.Sprint(index))
+	return filepath.Join(podDir, SubPathsDir, volume, container, fmt.Sprint(index))
 }
 
 func bindSubPath(volume, base, sub, target string) error {
