@@ -169,8 +169,10 @@ func TestSubPathRefusesSymlinks(t *testing.T) {
 			}
 		}
 	}
-	if got := names(t, "/"); !slices.Equal(got, rootBefore) {
-		t.Errorf("/ changed: %v, was %v", got, rootBefore)
+	for _, n := range names(t, "/") {
+		if !slices.Contains(rootBefore, n) {
+			t.Errorf("/%s appeared on the host during the test", n)
+		}
 	}
 	if got := tree(t, outside); !slices.Equal(got, outsideBefore) {
 		t.Errorf("the directory outside changed: %v, was %v", got, outsideBefore)

@@ -195,8 +195,10 @@ done`
 	if sawInside == 0 {
 		t.Error("the victim never saw the subPath's directory")
 	}
-	if got := dirNames(t, "/"); !slices.Equal(got, rootBefore) {
-		t.Errorf("the host's / changed: %v, was %v", got, rootBefore)
+	for _, n := range dirNames(t, "/") {
+		if !slices.Contains(rootBefore, n) {
+			t.Errorf("/%s appeared on the host during the test", n)
+		}
 	}
 	if got := dirTree(t, outside); !slices.Equal(got, outsideBefore) {
 		t.Errorf("the directory outside the volume changed: %v, was %v", got, outsideBefore)
