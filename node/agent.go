@@ -31,7 +31,8 @@ package node
 //	   │   of the same UID are duplicates: removed)
 //	   └──────────────────▶ Running ◀──────────────────────────┐
 //	                   probes │  │ container exits             │ back-off over:
-//	     readiness ─▶ Ready   │  ▼                             │ StartContainer,
+//	     readiness ─▶ Ready   │  ▼                             │ subPaths re-bound,
+//	                          │                                │ StartContainer,
 //	     liveness fails ──────┘ restartPolicy?  ── yes ─▶ Waiting CrashLoopBackOff
 //	     (RestartContainer)        │ no                  (10s, 20s … 5m; reset
 //	                               ▼                      after 10 min running)

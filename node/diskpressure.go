@@ -438,6 +438,7 @@ func dirUsage(dir string) int64 {
 		return 0
 	}
 	var total int64
+	subPaths := filepath.Join(dir, volumes.SubPathsDir) // mounts of files counted elsewhere (or a hostPath's)
 	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
@@ -450,7 +451,7 @@ func dirUsage(dir string) int64 {
 		if !ok {
 			return nil
 		}
-		if uint64(st.Dev) != uint64(root.Dev) {
+		if uint64(st.Dev) != uint64(root.Dev) || p == subPaths {
 			if e.IsDir() {
 				return filepath.SkipDir
 			}

@@ -842,7 +842,9 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 				break
 			}
 			acted = true
-			if w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+			if !w.remountSubPaths(ctx, pod, spec, c, now) {
+				next = minTime(next, c.backoffUntil)
+			} else if w.startContainer(ctx, c, rc.ID, spec.Name, now) {
 				next = minTime(next, now) // re-check soon
 			} else {
 				next = minTime(next, c.backoffUntil)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -114,6 +115,51 @@ func (w *podWorker) markAllDone(pod *corev1.Pod) {
 func anyRunning(st *PodStatus) bool {
 	for _, c := range st.Containers {
 		if c.State == ContainerRunning {
+			return true
+		}
+	}
+	return false
+}
+
+// remountSubPaths sets up the subPath mounts of container spec again before
+// it is restarted (the same runtime container, whose mount sources are the
+// subPath targets volumes.Pod.Mounts made): each subPath is opened safely
+// again and its target re-bound when the file changed, so that a restart
+// sees what the subPath names now, and a target lost with a host reboot is
+// mounted again. False, with the container waiting and a back-off set, when
+// that fails (a symlink planted in the volume: CreateContainerConfigError).
+func (w *podWorker) remountSubPaths(ctx context.Context, pod *corev1.Pod, spec *corev1.Container, c *ctrState, now time.Time) bool {
+	if w.vols == nil || !hasSubPath(spec) {
+		return true
+	}
+	podIP := ""
+	if w.net != nil && w.net.IP != nil {
+		podIP = w.net.IP.String()
+	}
+	env, err := newEnvResolver(w.a.cfg.Store, pod.Namespace).resolve(ctx, pod, spec, podIP, w.a.cfg.NodeIP.String())
+	var reason string
+	var ce *configError
+	switch {
+	case errors.As(err, &ce):
+		reason = "CreateContainerConfigError"
+	case err != nil:
+		reason = "ContainerCreating"
+	default:
+		if _, err = w.vols.Mounts(spec, func(s string) string { return expand(s, env) }); err == nil {
+			return true
+		}
+		reason, _ = volumeFailure(err)
+	}
+	c.waiting, c.waitingMsg = reason, fmt.Sprintf("container %s: %v", spec.Name, err)
+	c.backoff = nextBackoff(c.backoff)
+	c.backoffUntil = now.Add(c.backoff)
+	w.log.Warn("set up subPath mounts for a restart", "container", spec.Name, "err", err)
+	return false
+}
+
+func hasSubPath(c *corev1.Container) bool {
+	for _, vm := range c.VolumeMounts {
+		if vm.SubPath != "" || vm.SubPathExpr != "" {
 			return true
 		}
 	}

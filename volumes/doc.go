@@ -14,8 +14,10 @@
 //   - hostPath: the host path itself, after the check its type asks for
 //     (DirectoryOrCreate and FileOrCreate create; Directory, File, Socket,
 //     CharDevice and BlockDevice must exist and be one; no type creates a
-//     missing path as a directory, as containerd and CRI-O do). A mismatch
-//     is a *ConfigError.
+//     missing path as a directory, as containerd and CRI-O do; what is
+//     created is made one component at a time with mkdirat on the opened
+//     parent and never followed if a symlink appears there). A mismatch is
+//     a *ConfigError.
 //   - configMap, secret, downwardAPI, projected: files written as the
 //     kubelet's AtomicWriter does (a hidden timestamped directory, a "..data"
 //     symlink swapped to it with one rename, and one symlink per top-level
@@ -30,7 +32,17 @@
 //
 // A volumeMount's subPath (or subPathExpr, expanded with the container's
 // env) mounts one file or directory of the volume; a missing one is created
-// as a directory, and one that resolves outside its volume is refused.
+// as a directory. In a volume containers can write (emptyDir, hostPath,
+// claim) it is never handed to the runtime as a path, which a container
+// sharing the volume could turn into a symlink to the host's / before runc
+// binds it (CVE-2017-1002101, CVE-2021-25741): as the kubelet does, it is
+// opened one component at a time from the volume's root, refusing symlinks
+// (a missing directory is made with mkdirat on the opened parent), and the
+// opened file is bind-mounted through /proc/self/fd onto
+// <pod dir>/volume-subpaths/<volume>/<container>/<index>, out of every
+// container's reach; the runtime binds that. Teardown unmounts them. In API
+// volumes, which only the agent writes, a subPath that resolves outside
+// the volume is refused.
 //
 // Errors: *ConfigError means the pod cannot start as written until something
 // changes (the agent shows CreateContainerConfigError and retries); *WaitError

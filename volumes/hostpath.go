@@ -11,7 +11,9 @@ import (
 
 // checkHostPath applies a hostPath type to p, as the kubelet does: the
 // *OrCreate types create what is missing (a directory 0755 with its
-// parents; an empty file 0644 in an existing directory), the others require
+// parents; an empty file 0644 in an existing directory) one component at a
+// time, never following a symlink in what they create (mkdirAllNoFollow,
+// createFileNoFollow); the others require
 // p to exist and be of that type. "" checks nothing, and creates a missing
 // path as a directory, as the CRI runtimes (containerd, CRI-O) do: Podman
 // would refuse to bind a missing path. A mismatch is a *ConfigError of
@@ -20,28 +22,25 @@ func checkHostPath(volume, p string, t corev1.HostPathType) error {
 	switch t {
 	case corev1.HostPathUnset:
 		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return fmt.Errorf("volume %q: create directory %s: %w", volume, p, err)
+			if err := mkdirAllNoFollow(p, 0o755); err != nil {
+				return fmt.Errorf("volume %q: %w", volume, err)
 			}
 		}
 		return nil
 	case corev1.HostPathDirectoryOrCreate:
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return fmt.Errorf("volume %q: create directory %s: %w", volume, p, err)
+			if err := mkdirAllNoFollow(p, 0o755); err != nil {
+				return fmt.Errorf("volume %q: %w", volume, err)
 			}
 		}
 	case corev1.HostPathFileOrCreate:
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			err := createFileNoFollow(p, 0o644)
 			if errors.Is(err, fs.ErrNotExist) {
 				return configErr(volume, "hostPath type check failed: cannot create file %s: its directory does not exist", p)
 			}
-			if err != nil && !errors.Is(err, fs.ErrExist) {
+			if err != nil {
 				return fmt.Errorf("volume %q: create file %s: %w", volume, p, err)
-			}
-			if f != nil {
-				_ = f.Close()
 			}
 		}
 	}

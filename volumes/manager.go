@@ -73,6 +73,7 @@ func (m *Manager) Plan(pod *corev1.Pod) (*Plan, error) { return PlanPod(m.cfg.Di
 
 // Pod is a pod's volumes once set up: where each is on the host.
 type Pod struct {
+	m    *Manager
 	plan *Plan
 	dirs map[string]string // volume name → host directory
 }
@@ -101,7 +102,7 @@ func (m *Manager) Setup(ctx context.Context, pod *corev1.Pod) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pod{plan: plan, dirs: map[string]string{}}
+	p := &Pod{m: m, plan: plan, dirs: map[string]string{}}
 	if len(plan.Volumes) == 0 {
 		return p, nil
 	}
@@ -222,36 +223,56 @@ func (m *Manager) ensureVolumeDir(v *Volume, mode os.FileMode) error {
 
 // Mounts returns the bind mounts of container c (its volumeMounts, with
 // sources on the host). expand expands a subPathExpr with the container's
-// env. A subPath that does not exist is created as a directory, as the
-// kubelet does; one that resolves (through symlinks) outside its volume is
-// a *ConfigError, and so is a volume that Setup could not ready. The source
-// of a subPath is its resolved path, except in API volumes, where it is the
-// key's path: a file mounted by subPath is not updated in a running
-// container (as with the kubelet), but a restarted container sees the
-// current one. Call it right before creating the container: an init
-// container may create what a later container's subPath names.
+// env. Call it right before creating (or re-creating) the container: an
+// init container may create what a later container's subPath names.
+//
+// A subPath into a volume containers can write (emptyDir, hostPath, claim)
+// is opened component by component from the volume's root, never through
+// a symlink (a missing one is created as a directory, as the kubelet
+// does), and the opened file is bind-mounted on
+// <pod dir>/volume-subpaths/<volume>/<container>/<index>, which is the
+// mount's Source: what the runtime binds is the file checked, whatever a
+// container does to the volume meanwhile. A subPath through a symlink,
+// and a volume that Setup could not ready, is a *ConfigError naming the
+// volume and the subPath. Teardown unmounts these targets.
+//
+// In API volumes (configMap, secret, downwardAPI, projected), which only
+// the agent writes (containers mount them read-only), the Source of a
+// subPath is the key's path: a file mounted by subPath is not updated in a
+// running container (as with the kubelet), but a restarted container sees
+// the current one.
 func (p *Pod) Mounts(c *corev1.Container, expand func(string) string) ([]Mount, error) {
 	plans, err := p.plan.Mounts(c, expand)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Mount, 0, len(plans))
-	for _, mp := range plans {
+	for i, mp := range plans {
 		base, ok := p.dirs[mp.Volume]
 		if !ok {
 			return nil, configErr(mp.Volume, "not set up")
 		}
 		src := base
-		if mp.SubPath != "" {
-			if src, err = resolveSubPath(mp.Volume, base, mp.SubPath); err != nil {
+		switch {
+		case mp.SubPath == "":
+		case p.plan.Volume(mp.Volume).Kind.api():
+			if _, err := resolveSubPath(mp.Volume, base, mp.SubPath); err != nil {
 				return nil, err
 			}
-			if p.plan.Volume(mp.Volume).Kind.api() {
-				// Only the agent writes API volumes, so the path through the
-				// key's symlink is safe to give: the runtime resolves it at
-				// every start, and a container restarted after the ConfigMap
-				// changed gets the new file (the resolved one is gone).
-				src = filepath.Join(base, filepath.FromSlash(mp.SubPath))
+			// The runtime resolves the key's symlink at every start, so a
+			// container restarted after the ConfigMap changed gets the new
+			// file (the resolved one is gone).
+			src = filepath.Join(base, filepath.FromSlash(mp.SubPath))
+		default:
+			if err := validUID(c.Name); err != nil {
+				return nil, configErr(mp.Volume, "container name %q cannot name a directory", c.Name)
+			}
+			if err := p.m.ensurePodDir(p.plan.Dir); err != nil {
+				return nil, err
+			}
+			src = subPathTarget(p.plan.Dir, mp.Volume, c.Name, i)
+			if err := bindSubPath(mp.Volume, base, mp.SubPath, src); err != nil {
+				return nil, err
 			}
 		}
 		out = append(out, Mount{Source: src, Destination: mp.Destination, ReadOnly: mp.ReadOnly})
@@ -259,8 +280,8 @@ func (p *Pod) Mounts(c *corev1.Container, expand func(string) string) ([]Mount, 
 	return out, nil
 }
 
-// resolveSubPath returns the real path of sub inside base, creating it as a
-// directory when missing.
+// resolveSubPath returns the real path of sub inside base, an API volume
+// (only the agent writes it), creating it as a directory when missing.
 func resolveSubPath(volume, base, sub string) (string, error) {
 	full := filepath.Join(base, filepath.FromSlash(sub))
 	if _, err := os.Lstat(full); errors.Is(err, fs.ErrNotExist) {
@@ -285,10 +306,10 @@ func resolveSubPath(volume, base, sub string) (string, error) {
 	return real, nil
 }
 
-// Teardown unmounts and removes a pod's data dir (its emptyDirs and API
-// volumes; never hostPath or claim data, which live elsewhere). Removing a
-// pod without a dir is not an error. It refuses to delete through a mount
-// it could not unmount.
+// Teardown unmounts and removes a pod's data dir (its emptyDirs, API
+// volumes and subPath mounts; never hostPath or claim data, which live
+// elsewhere). Removing a pod without a dir is not an error. It refuses to
+// delete anything while something is still mounted below the dir.
 func (m *Manager) Teardown(uid string) error {
 	if err := validUID(uid); err != nil {
 		return err
@@ -299,6 +320,9 @@ func (m *Manager) Teardown(uid string) error {
 		return fmt.Errorf("tear down volumes of pod %s: %w", uid, err)
 	}
 	var errs []error
+	if err := cleanSubPaths(dir); err != nil { // before the volumes they are in
+		errs = append(errs, err)
+	}
 	for _, k := range kinds {
 		if !k.IsDir() {
 			continue
@@ -319,7 +343,11 @@ func (m *Manager) Teardown(uid string) error {
 			}
 		}
 	}
-	if err := removeAllOneFilesystem(dir); err != nil {
+	if left, err := mountsBelow(dir); err != nil {
+		errs = append(errs, err)
+	} else if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("refusing to remove %s: still mounted there: %s", dir, strings.Join(left, ", ")))
+	} else if err := removeAllOneFilesystem(dir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

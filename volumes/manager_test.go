@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -21,6 +23,7 @@ func newTestManager(t *testing.T, mounter Mounter) (*Manager, store.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	unmountLeftovers(t, m.Dir())
 	return m, st
 }
 
@@ -34,6 +37,9 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestSetupMountsTeardown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a subPath into an emptyDir is a bind mount: needs root")
+	}
 	ctx := context.Background()
 	fm := NewFakeMounter()
 	m, st := newTestManager(t, fm)
@@ -88,7 +94,8 @@ func TestSetupMountsTeardown(t *testing.T) {
 		{Source: filepath.Join(podDir, "volumes/empty-dir/shm"), Destination: "/dev/shm"},
 		{Source: host, Destination: "/host", ReadOnly: true},
 		{Source: filepath.Join(cfgDir, "app.conf"), Destination: "/etc/app.conf", ReadOnly: true}, // through the key's link
-		{Source: filepath.Join(podDir, "volumes/empty-dir/cache/logs/p"), Destination: "/logs"},
+		{Source: filepath.Join(podDir, "volume-subpaths/cache/c/4"), Destination: "/logs"},        // bind-mounted
+
 		{Source: filepath.Join(podDir, "volumes/secret/sec"), Destination: "/secrets", ReadOnly: true},
 	}
 	if len(mounts) != len(want) {
@@ -99,9 +106,10 @@ func TestSetupMountsTeardown(t *testing.T) {
 			t.Errorf("mount %d = %+v, want %+v", i, mounts[i], want[i])
 		}
 	}
-	if info, err := os.Stat(filepath.Join(podDir, "volumes/empty-dir/cache/logs/p")); err != nil || !info.IsDir() {
-		t.Fatalf("subPathExpr dir not created: %v", err)
+	if info, err := os.Stat(filepath.Join(podDir, "volumes/empty-dir/cache/logs/p")); err != nil || !info.IsDir() || info.Mode().Perm() != 0o777 {
+		t.Fatalf("subPathExpr dir not created 0777 as its emptyDir: %v %v", info, err)
 	}
+	assertSameFile(t, filepath.Join(podDir, "volume-subpaths/cache/c/4"), filepath.Join(podDir, "volumes/empty-dir/cache/logs/p"))
 
 	// The ConfigMap changes: Setup again rewrites the file in place.
 	if err := os.WriteFile(filepath.Join(podDir, "volumes/empty-dir/cache/kept"), []byte("x"), 0o644); err != nil {
@@ -292,7 +300,8 @@ func TestHostTmpfs(t *testing.T) {
 }
 
 // TestTeardownRefusesForeignMount: a mount Teardown does not know of (here
-// a tmpfs on a subdirectory) stops it from deleting anything.
+// a tmpfs on a subdirectory, then a bind mount of a directory of the same
+// filesystem, which has the same device) stops it from deleting anything.
 func TestTeardownRefusesForeignMount(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
@@ -309,10 +318,28 @@ func TestTeardownRefusesForeignMount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(deep, "precious"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Teardown("uid-1"); err == nil || !strings.Contains(err.Error(), "another filesystem") {
+	if err := m.Teardown("uid-1"); err == nil || !strings.Contains(err.Error(), "still mounted") {
 		t.Fatalf("Teardown = %v", err)
 	}
 	if readFile(t, filepath.Join(deep, "precious")) != "x" {
 		t.Fatal("deleted through a mount")
+	}
+	if err := (HostMounter{}).Unmount(deep); err != nil {
+		t.Fatal(err)
+	}
+
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "precious"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(outside, deep, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(deep, unix.MNT_DETACH) })
+	if err := m.Teardown("uid-1"); err == nil || !strings.Contains(err.Error(), "still mounted") {
+		t.Fatalf("Teardown with a bind mount below = %v", err)
+	}
+	if readFile(t, filepath.Join(outside, "precious")) != "y" {
+		t.Fatal("deleted through a bind mount")
 	}
 }

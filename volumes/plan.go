@@ -108,6 +108,11 @@ func (p *Plan) needsPodDir() bool {
 	return false
 }
 
+// SubPathsDir, in a pod's dir, holds the bind mounts of its subPaths
+// (<volume>/<container>/<index>): files of the volumes, or of hostPaths,
+// mounted again. Whatever measures or walks a pod's dir skips it.
+const SubPathsDir = "volume-subpaths"
+
 // PodDir is where a pod's data lives under root.
 func PodDir(root, uid string) string { return filepath.Join(root, uid) }
 
