@@ -209,7 +209,6 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	}
 }
 
-
 func TestOpenWithWrongKeys(t *testing.T) {
 	dir := t.TempDir()
 	path, ks := keyFile(t)
