@@ -36,6 +36,7 @@ type upOptions struct {
 	nodeName     string
 	interval     time.Duration
 	gitTimeout   time.Duration
+	secretsKey   string // --secrets-key-file
 	verbose      bool
 	log          logOptions // rotation of DATA_DIR/flotilla.log
 
@@ -83,6 +84,7 @@ running; 'flotilla up' again resumes from the store.`,
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to a local repository are picked up at once: its refs are watched)")
 	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
 	o.services.addFlags(f)
+	addSecretsKeyFlag(f, &o.secretsKey)
 	o.addNodeFlags(f)
 	return cmd
 }
