@@ -291,7 +291,9 @@ func TestUnknownKeyIDIsCorruptNotPanic(t *testing.T) {
 func TestFirstOpenWithKeysSealsClearSecrets(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := Open(Config{Dir: dir, Logger: testkit.Logger(t)})
+	// Without keys (as before encryption existed), without compression
+	// so that the grep below finds clear copies.
+	s, err := Open(Config{Dir: dir, Logger: testkit.Logger(t), testNoCompression: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,6 +314,13 @@ func TestFirstOpenWithKeysSealsClearSecrets(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, "secrets", "web", "old"); err != nil || string(got.(*corev1.Secret).Data["password"]) != "pw-old-clear" {
 		t.Fatalf("get: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Badger's compaction at Close dropped the clear versions.
+	if found := grepDir(t, dir, withBase64("pw-old-clear")...); len(found) > 0 {
+		t.Fatalf("clear copies left on disk after the first start with keys: %v", found)
 	}
 }
 
@@ -404,6 +413,8 @@ func TestRotateKey(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// (Badger's files may still hold the overwritten versions, under the
+	// retired keys, until its compaction drops them: see RotateKey.)
 	// The retired key no longer opens the store; the new file does.
 	if _, err := Open(Config{Dir: dir, Keys: ks, Logger: testkit.Logger(t)}); !errors.Is(err, ErrEncryptionKeys) {
 		t.Fatalf("open with the retired key: %v", err)
