@@ -50,6 +50,9 @@ const (
 	phaseSealed         commitPhase = "sealed"          // decided, nothing applied
 	phaseApplyHalf      commitPhase = "apply-half"      // half the values applied
 	phaseApplied        commitPhase = "applied"         // all applied, not finished
+
+	// RotateKey's: every value re-encrypted, the old keys not yet retired.
+	phaseRotateResealed commitPhase = "rotate-resealed"
 )
 
 func (s *Badger) hook(p commitPhase) {

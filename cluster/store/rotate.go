@@ -93,6 +93,8 @@ func (s *Badger) RotateKey(ctx context.Context, keyFile string, progress func(Ro
 		return "", fmt.Errorf("rotate the secrets key: %w; both keys stay in %s, every value decrypts: run the rotation again", err, keyFile)
 	}
 
+	s.hook(phaseRotateResealed)
+
 	// 4. Retire the old keys.
 	if err := encrypt.SaveFile(keyFile, final); err != nil {
 		return "", fmt.Errorf("rotate the secrets key: every value is under the new key %s, but retiring the old ones failed: %w; "+
