@@ -22,7 +22,9 @@ import (
 // without encryption at rest (issue 11, item 5: ≤ 5% of API latency at
 // p99), over HTTPS, both servers on fsynced stores on disk. Requests
 // alternate between the two servers so that drift of the machine falls on
-// both.
+// both; on a machine shared with other work the p99s still move by ±20 %
+// from run to run, more than encryption costs (BenchmarkOpen in
+// cluster/store/encrypt: a few µs per Secret), so read several runs.
 //
 //	go test -run '^$' -bench SecretRead -benchtime 2000x ./cluster/apiserver/
 func BenchmarkSecretRead(b *testing.B) {
@@ -73,9 +75,9 @@ func BenchmarkSecretRead(b *testing.B) {
 		}
 		return d
 	}
-	p99 := func(lat []time.Duration) float64 {
+	q := func(lat []time.Duration, p float64) float64 {
 		slices.Sort(lat)
-		return float64(lat[int(0.99*float64(len(lat)-1))].Microseconds()) / 1000
+		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
 	}
 	for _, tc := range []struct{ name, path string }{
 		{"get-secret", "/api/v1/namespaces/default/secrets/s-042"},
@@ -83,14 +85,25 @@ func BenchmarkSecretRead(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var a, s []time.Duration
+			i := 0
 			for b.Loop() {
-				a = append(a, get(b, plain, tc.path))
-				s = append(s, get(b, sealed, tc.path))
+				// Each goes first every other time: the second of two
+				// requests runs on a warmer machine.
+				if i++; i%2 == 0 {
+					a = append(a, get(b, plain, tc.path))
+					s = append(s, get(b, sealed, tc.path))
+				} else {
+					s = append(s, get(b, sealed, tc.path))
+					a = append(a, get(b, plain, tc.path))
+				}
 			}
-			pa, ps := p99(a), p99(s)
+			pa, ps := q(a, 0.99), q(s, 0.99)
 			b.ReportMetric(pa, "plain-p99-ms")
 			b.ReportMetric(ps, "encrypted-p99-ms")
 			b.ReportMetric(100*(ps-pa)/pa, "overhead-%")
+			// The medians, steadier on a shared machine than the p99s.
+			ma, ms := q(a, 0.5), q(s, 0.5)
+			b.ReportMetric(100*(ms-ma)/ma, "p50-overhead-%")
 		})
 	}
 }

@@ -425,12 +425,12 @@ func TestRotateKey(t *testing.T) {
 	}
 }
 
-// BenchmarkGetSecret is the store's own cost of encryption at rest: Get of
-// a 1 KiB Secret from a store with and without keys (in memory, so that
-// the decryption is not lost in the disk's noise).
+// BenchmarkReadSecrets is the store's own cost of encryption at rest: Get
+// of a 1 KiB Secret and List of 100, from a store with and without keys
+// (in memory, so that the decryption is not lost in the disk's noise).
 //
-//	go test -run '^$' -bench GetSecret ./cluster/store/
-func BenchmarkGetSecret(b *testing.B) {
+//	go test -run '^$' -bench ReadSecrets ./cluster/store/
+func BenchmarkReadSecrets(b *testing.B) {
 	for _, encrypted := range []bool{false, true} {
 		name := "plain"
 		cfg := Config{Logger: slog.New(slog.DiscardHandler)}
@@ -439,18 +439,27 @@ func BenchmarkGetSecret(b *testing.B) {
 			k, _ := encrypt.NewKey()
 			cfg.Keys, _ = encrypt.NewKeySet(k)
 		}
-		b.Run(name, func(b *testing.B) {
-			s, err := Open(cfg)
-			if err != nil {
+		s, err := Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		ctx := context.Background()
+		for i := range 100 {
+			if _, err := s.Create(ctx, secret("web", fmt.Sprintf("s-%03d", i), strings.Repeat("k", 1024))); err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
-			ctx := context.Background()
-			if _, err := s.Create(ctx, secret("web", "tls", strings.Repeat("k", 1024))); err != nil {
-				b.Fatal(err)
-			}
+		}
+		b.Run("get/"+name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := s.Get(ctx, "secrets", "web", "tls"); err != nil {
+				if _, err := s.Get(ctx, "secrets", "web", "s-042"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("list-100/"+name, func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := s.List(ctx, "secrets", ListOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}
