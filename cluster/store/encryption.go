@@ -187,7 +187,8 @@ func (s *Badger) initEncryption() error {
 
 // reseal seals, under the current write key, every Secret value and every
 // Secret event in the history that is in clear or under another key, and
-// returns how many it rewrote. progress, when not nil, is called with the
+// returns how many it went through. A value that does not decrypt (a
+// corrupted one) is left as it is, and logged. progress, when not nil, is called with the
 // count done and the total. The caller holds s.mu (or is Open): no write
 // runs meanwhile; reads do, and open each value whichever key it is under.
 func (s *Badger) reseal(ctx context.Context, progress func(done, total int)) (int, error) {
@@ -254,7 +255,11 @@ func (s *Badger) reseal(ctx context.Context, progress func(done, total int)) (in
 		}
 		plain, err := s.openValue([]byte(objKey), data)
 		if err != nil {
-			return fmt.Errorf("re-encrypt %s: %w", storageKey, err)
+			// It did not open before either: leave it, and say so (Get
+			// of it fails naming it; deleting it clears it).
+			s.log.Warn("re-encrypt: leaving a value that does not decrypt", "key", string(storageKey), "err", err)
+			done++
+			return nil
 		}
 		out, err := ks.Seal(plain, []byte(objKey))
 		if err != nil {

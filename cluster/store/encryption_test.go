@@ -249,7 +249,7 @@ func TestOpenWithWrongKeys(t *testing.T) {
 
 func TestUnknownKeyIDIsCorruptNotPanic(t *testing.T) {
 	ctx := context.Background()
-	_, ks := keyFile(t)
+	path, ks := keyFile(t)
 	s := openKeys(t, t.TempDir(), ks)
 	mustCreate(t, s, secret("web", "good", "pw-good"))
 	key := objectKey("secrets", "web", "lost")
@@ -276,6 +276,16 @@ func TestUnknownKeyIDIsCorruptNotPanic(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "secrets", "web", "lost"); !errors.Is(err, encrypt.ErrUnknownKey) || !strings.Contains(err.Error(), `"no-such-key"`) {
 		t.Fatalf("get under an unknown key: %v", err)
+	}
+	// A rotation leaves it (logged) and re-encrypts the rest.
+	if _, err := s.RotateKey(ctx, path, nil); err != nil {
+		t.Fatalf("rotate with a value that does not decrypt: %v", err)
+	}
+	if got, err := s.Get(ctx, "secrets", "web", "good"); err != nil || string(got.(*corev1.Secret).Data["password"]) != "pw-good" {
+		t.Fatalf("get after the rotation: %v", err)
+	}
+	if _, err := s.Get(ctx, "secrets", "web", "lost"); !errors.Is(err, encrypt.ErrUnknownKey) {
+		t.Fatalf("get under an unknown key after the rotation: %v", err)
 	}
 	// Delete without preconditions clears it; the rest works.
 	if _, err := s.Delete(ctx, "secrets", "web", "lost", DeleteOptions{}); err != nil {
