@@ -35,7 +35,7 @@ echo
 echo "\$ ${svc[*]}"
 "${svc[@]}" | tee "$out/svc.txt" | grep -E '^Benchmark' || true
 echo
-api=(go test -run '^$' -bench 'BenchmarkAPIWrite|BenchmarkAuthorization' -benchtime 1000x ./cluster/apiserver/)
+api=(go test -run '^$' -bench 'BenchmarkAPIWrite|BenchmarkAuthorization|BenchmarkSecretRead' -benchtime 1000x ./cluster/apiserver/)
 bind=(go test -run '^$' -bench 'BenchmarkBindings' -benchtime 3x ./cluster/admission/)
 echo "\$ ${api[*]}"
 "${api[@]}" | tee "$out/api.txt" | grep -E '^Benchmark' || true
@@ -70,6 +70,8 @@ apip50=$(metric p50-ms "$out/api.txt" 'BenchmarkAPIWrite/create-deployment(-[0-9
 bindrate=$(metric pods/s "$out/bind.txt" 'BenchmarkBindings/admitted')
 authget=$(metric overhead-% "$out/api.txt" 'BenchmarkAuthorization/get-pod')
 authcreate=$(metric overhead-% "$out/api.txt" 'BenchmarkAuthorization/create-configmap')
+secretget=$(metric overhead-% "$out/api.txt" 'BenchmarkSecretRead/get-secret')
+secretlist=$(metric overhead-% "$out/api.txt" 'BenchmarkSecretRead/list-100-secrets')
 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
 printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
@@ -90,4 +92,5 @@ printf '%-52s %-22s %-12s %s\n' "re-program 1,000 services / 5,000 endpoints (me
 printf '%-52s %-22s %-12s %s\n' "  the same, whole table rewritten (agent start)" "${svcrewrite:-?} ms" "<= 200" "$(verdict "$svcrewrite" 200 '<=')"
 printf '%-52s %-22s %-12s %s\n' "API write (kubectl create of a Deployment), p99" "${apip99:-?} ms (p50 ${apip50:-?})" "<= 25" "$(verdict "$apip99" 25 '<=')"
 printf '%-52s %-22s %-12s %s\n' "RBAC+audit cost at p99: GET pod / create ConfigMap" "${authget:-?} % / ${authcreate:-?} %" "<= 10" "$(verdict "$(printf '%s\n%s\n' "$authget" "$authcreate" | sort -g | tail -1)" 10 '<=')"
+printf '%-52s %-22s %-12s %s\n' "Secrets encrypted at rest, cost at p99: GET / LIST 100" "${secretget:-?} % / ${secretlist:-?} %" "<= 5" "$(verdict "$(printf '%s\n%s\n' "$secretget" "$secretlist" | sort -g | tail -1)" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "10,000 bindings through admission, fsync, Txns of 500" "${bindrate:-?} pods/s" ">= 5000" "$(verdict "$bindrate" 5000 '>=')"

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/flotilla-dev/flotilla/cluster/store/encrypt"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -54,6 +55,8 @@ var (
 //     objects passed in get "default" for a namespaced kind.
 //   - Limits (Config): an object over MaxObjectBytes of JSON, a transaction
 //     over MaxTxnWrites writes or MaxTxnBytes of JSON, are ErrTooLarge.
+//   - With Config.Keys, Secrets are encrypted at rest, their history too
+//     (encryption.go); one that does not decrypt is ErrCorrupt as below.
 //   - A stored value that does not decode is ErrCorrupt for its key only:
 //     Get of it and List of its resource fail naming it, a watch replaying
 //     it ends (its receiver relists), everything else works, and Delete
@@ -65,6 +68,11 @@ type Badger struct {
 	lim limits
 
 	rev atomic.Int64 // current revision, published after each commit
+
+	// keys seal and open Secrets (encryption.go); nil: stored in clear.
+	// Swapped by RotateKey, with mu held.
+	keys     atomic.Pointer[encrypt.KeySet]
+	rotateMu sync.Mutex // one RotateKey at a time
 
 	mu        sync.Mutex // the single writer; also guards the fields below
 	compacted int64      // history holds the events with revision > compacted
@@ -119,6 +127,10 @@ func Open(cfg Config) (*Badger, error) {
 	}
 	s.rev.Store(rev)
 	s.compacted = compacted
+	if err := s.initEncryption(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
+	}
 	s.log.Debug("store opened", "dir", cfg.Dir, "revision", rev, "compacted", compacted, "sync", !cfg.NoSync)
 	return s, nil
 }
@@ -203,7 +215,7 @@ func (s *Badger) Get(ctx context.Context, resource, namespace, name string) (sch
 	var obj schema.Object
 	err := s.view(func(btx *badger.Txn) error {
 		var err error
-		obj, err = readObject(btx, resource, namespace, name)
+		obj, err = readObject(btx, s.openValue, resource, namespace, name)
 		return err
 	})
 	return obj, err
@@ -224,7 +236,7 @@ func (s *Badger) List(ctx context.Context, resource string, opts ListOptions) ([
 		if rev, err = readInt(btx, metaRevisionKey); err != nil {
 			return err
 		}
-		objs, err = listObjects(btx, resource, opts, nil)
+		objs, err = listObjects(btx, s.openValue, resource, opts, nil)
 		return err
 	})
 	if err != nil {
@@ -310,7 +322,7 @@ func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error
 	snap := s.db.NewTransaction(false)
 	defer snap.Discard()
 	start := s.rev.Load()
-	t := newTxn(snap, start, s.lim)
+	t := newTxn(snap, start, s.lim, s.openValue)
 	err := fn(t)
 	t.finished = true
 	if err == nil {

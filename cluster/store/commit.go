@@ -50,6 +50,9 @@ const (
 	phaseSealed         commitPhase = "sealed"          // decided, nothing applied
 	phaseApplyHalf      commitPhase = "apply-half"      // half the values applied
 	phaseApplied        commitPhase = "applied"         // all applied, not finished
+
+	// RotateKey's: every value re-encrypted, the old keys not yet retired.
+	phaseRotateResealed commitPhase = "rotate-resealed"
 )
 
 func (s *Badger) hook(p commitPhase) {
@@ -86,11 +89,17 @@ func (s *Badger) commitOne(t *txn) error {
 		if data == nil {
 			return btx.Delete(key)
 		}
-		return btx.Set(key, data)
+		sealed, err := s.sealValue(key, data)
+		if err != nil {
+			return err
+		}
+		return btx.Set(key, sealed)
 	})
 	for i := 0; err == nil && i < len(t.events); i++ {
-		ch := &t.events[i]
-		err = btx.Set(eventKey(ch.rev), encodeEvent(ch.typ, ch.key, ch.data))
+		var rec []byte
+		if rec, err = s.eventRecord(&t.events[i]); err == nil {
+			err = btx.Set(eventKey(t.events[i].rev), rec)
+		}
 	}
 	if err == nil {
 		err = btx.Set(metaRevisionKey, encodeInt(t.rev))
@@ -112,7 +121,11 @@ func (s *Badger) commitJournal(t *txn, c *chunks) error {
 	mid := len(t.events) / 2
 	for i := range t.events {
 		ch := &t.events[i]
-		if err := c.set(eventKey(ch.rev), encodeEvent(ch.typ, ch.key, ch.data)); err != nil {
+		rec, err := s.eventRecord(ch)
+		if err == nil {
+			err = c.set(eventKey(ch.rev), rec)
+		}
+		if err != nil {
 			return s.abandonJournal(c, from, to, false, fmt.Errorf("write the journal of revisions %d..%d: %w", from, to, err))
 		}
 		if i == mid && s.cfg.testHook != nil {
@@ -140,7 +153,7 @@ func (s *Badger) commitJournal(t *txn, c *chunks) error {
 		var err error
 		if data == nil {
 			err = c.delete(key)
-		} else {
+		} else if data, err = s.sealValue(key, data); err == nil {
 			err = c.set(key, data)
 		}
 		if i++; err == nil && i == half && s.cfg.testHook != nil {

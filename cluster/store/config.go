@@ -7,6 +7,9 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/flotilla-dev/flotilla/cluster/store/encrypt"
 )
 
 // Defaults of Config.
@@ -84,6 +87,13 @@ type Config struct {
 	// ErrTooLarge. An in-memory store also caps it at 960 KiB (Badger keeps
 	// in-memory values under 1 MiB).
 	MaxObjectBytes int
+	// Keys, when set, encrypt Secrets at rest (and their copies in the
+	// watch history): see encryption.go. Open fails with ErrEncryptionKeys
+	// when they lack a key the store's values are under, or when Keys is
+	// nil and the store holds encrypted values. The first Open with Keys
+	// encrypts the Secrets stored in clear. nil (the default): Secrets are
+	// stored in clear, as every other object.
+	Keys *encrypt.KeySet
 	// Logger receives the store's and Badger's logs (Badger's info at debug
 	// level). nil: slog.Default().
 	Logger *slog.Logger
@@ -91,6 +101,9 @@ type Config struct {
 	// testHook, when set, is called at each phase of a large commit (see
 	// commit.go), so that a test can crash the process there.
 	testHook func(phase commitPhase)
+	// testNoCompression turns off Badger's block compression (snappy), so
+	// that a test's grep of the files finds whatever is stored in clear.
+	testNoCompression bool
 }
 
 func (c Config) withDefaults() Config {
@@ -140,6 +153,9 @@ func (c Config) badgerOptions() badger.Options {
 		WithBlockCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithCompactL0OnClose(true)
+	if c.testNoCompression {
+		opts = opts.WithCompression(options.None)
+	}
 	if c.Dir == "" {
 		opts = opts.WithInMemory(true).
 			WithSyncWrites(false).

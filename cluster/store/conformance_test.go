@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cluster/store/encrypt"
 	"github.com/flotilla-dev/flotilla/cluster/store/storetest"
 )
 
@@ -14,6 +15,29 @@ func TestConformance(t *testing.T) {
 	t.Run("disk", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Interface {
 			s, err := store.Open(store.Config{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			return s
+		})
+	})
+	// The same with Secrets encrypted at rest.
+	t.Run("disk-encrypted", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Interface {
+			k, err := encrypt.NewKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks, err := encrypt.NewKeySet(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := store.Open(store.Config{Dir: t.TempDir(), Keys: ks})
 			if err != nil {
 				t.Fatal(err)
 			}

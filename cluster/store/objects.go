@@ -41,9 +41,9 @@ func listPrefix(resource, namespace string) []byte {
 	return []byte(registryPrefix + resource + "/" + namespace + "/")
 }
 
-// readValue reads the value of one key; ErrNotFound (wrapped with the key)
-// if absent.
-func readValue(btx *badger.Txn, key []byte) ([]byte, error) {
+// readValue reads the value of one key, decrypted by open; ErrNotFound
+// (wrapped with the key) if absent.
+func readValue(btx *badger.Txn, open opener, key []byte) ([]byte, error) {
 	item, err := btx.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
@@ -55,17 +55,17 @@ func readValue(btx *badger.Txn, key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	return data, nil
+	return open(key, data)
 }
 
 // readObject reads and decodes one stored object.
-func readObject(btx *badger.Txn, resource, namespace, name string) (schema.Object, error) {
+func readObject(btx *badger.Txn, open opener, resource, namespace, name string) (schema.Object, error) {
 	k, err := kindOf(resource)
 	if err != nil {
 		return nil, err
 	}
 	key := objectKey(resource, namespace, name)
-	data, err := readValue(btx, key)
+	data, err := readValue(btx, open, key)
 	if err != nil {
 		return nil, err
 	}
@@ -106,8 +106,8 @@ func encodeObject(key []byte, obj schema.Object) (data []byte, err error) {
 // listObjects scans one resource (and namespace) and filters, sorted by
 // namespace then name (key order is not that order: '-' sorts before '/').
 // staged, when not nil, overlays the scan: by object key, a txn's values
-// of this resource (nil: deleted).
-func listObjects(btx *badger.Txn, resource string, opts ListOptions, staged map[string][]byte) ([]schema.Object, error) {
+// of this resource (nil: deleted), in clear. open decrypts stored values.
+func listObjects(btx *badger.Txn, open opener, resource string, opts ListOptions, staged map[string][]byte) ([]schema.Object, error) {
 	k, err := kindOf(resource)
 	if err != nil {
 		return nil, err
@@ -135,7 +135,13 @@ func listObjects(btx *badger.Txn, resource string, opts ListOptions, staged map[
 		if _, ok := staged[string(item.Key())]; ok {
 			continue
 		}
-		err := item.Value(func(v []byte) error { return add(item.Key(), v) })
+		err := item.Value(func(v []byte) error {
+			plain, err := open(item.Key(), v)
+			if err != nil {
+				return fmt.Errorf("list %s: %w", resource, err)
+			}
+			return add(item.Key(), plain)
+		})
 		if err != nil {
 			return nil, err
 		}

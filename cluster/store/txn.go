@@ -30,6 +30,7 @@ type txn struct {
 	lim      limits
 	tooLarge error // sticky: the txn went past a limit and cannot commit
 	finished bool
+	open     opener // decrypts what snap holds; staged values are in clear
 }
 
 // limits are the sizes a txn may stage (Config.MaxTxnBytes and friends).
@@ -43,8 +44,8 @@ type limits struct {
 // publish time, and only for resources someone watches.
 const keepDecodedBytes = 4 << 20
 
-func newTxn(snap *badger.Txn, rev int64, lim limits) *txn {
-	return &txn{snap: snap, rev: rev, lim: lim, staged: map[string]map[string][]byte{}}
+func newTxn(snap *badger.Txn, rev int64, lim limits, open opener) *txn {
+	return &txn{snap: snap, rev: rev, lim: lim, open: open, staged: map[string]map[string][]byte{}}
 }
 
 // TxStatusWriter is the optional ability of a Tx to replace only an
@@ -86,7 +87,7 @@ func (t *txn) lookup(resource string, key []byte) ([]byte, error) {
 		}
 		return data, nil
 	}
-	return readValue(t.snap, key)
+	return readValue(t.snap, t.open, key)
 }
 
 // getObject reads and decodes one object as staged; it also returns the
@@ -119,7 +120,7 @@ func (t *txn) List(resource string, opts ListOptions) ([]schema.Object, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	return listObjects(t.snap, resource, opts, t.staged[resource])
+	return listObjects(t.snap, t.open, resource, opts, t.staged[resource])
 }
 
 // Create stages a new object.

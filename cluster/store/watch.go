@@ -158,6 +158,9 @@ func (s *Badger) replay(ctx context.Context, w *watcher, out chan<- Event, since
 					if key == "" { // an old record
 						key = string(item.Key())
 					}
+					if data, err = s.openValue([]byte(key), data); err != nil {
+						return err
+					}
 					obj, err := decodeStored(w.kind, []byte(key), data)
 					if err != nil {
 						return err

@@ -117,10 +117,14 @@ func runDown(ctx context.Context, dataDir string, purge bool, grace time.Duratio
 	// agent's data dir has no store.)
 	if db := filepath.Join(dataDir, "db"); exists(db) {
 		st, err := store.Open(store.Config{Dir: db})
-		if err != nil {
+		// Opened without the Secrets' keys, an unlocked store refuses
+		// with ErrEncryptionKeys: not running.
+		if err != nil && !errors.Is(err, store.ErrEncryptionKeys) {
 			return fmt.Errorf("flotilla up still seems to run with %s (stop it first): %w", dataDir, err)
 		}
-		st.Close()
+		if st != nil {
+			st.Close()
+		}
 	}
 
 	rt, stopPodman, err := podmanRuntime(ctx, dataDir, h, slog.New(slog.DiscardHandler))

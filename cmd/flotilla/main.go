@@ -69,6 +69,7 @@ Then, from another shell:
 		newLogsCommand(g),
 		newStatusCommand(g),
 		newSyncCommand(g),
+		newSecretsCommand(g),
 		newDeleteCommand(g),
 		newKubeconfigCommand(),
 		newTokenCommand(g),

@@ -57,6 +57,7 @@ type planeOptions struct {
 	expectNodes        int           // Ready nodes that end the scheduler's settling at start
 	schedulingSettle   time.Duration // 0: the scheduler's default
 	nodeCertTTL        time.Duration // 0: apiserver.DefaultNodeCertTTL
+	secretsKeyFile     string        // "": DATA_DIR/secrets-key.json
 	log                *slog.Logger
 }
 
@@ -81,7 +82,8 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 // controlPlane is the store, the API listener and credentials, the
 // controllers and the Git sync: a cluster's server side.
 type controlPlane struct {
-	store *store.Badger
+	store          *store.Badger
+	secretsKeyFile string // the key file of the store's Secrets
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
 	// gitsync run the same pipeline on their own writes).
@@ -100,7 +102,7 @@ type controlPlane struct {
 	kubeconfig  string
 	repo        string
 	webhook     string
-	rbac        *auth.RBAC // authorizes API requests; run it beside the API server
+	rbac        *auth.RBAC   // authorizes API requests; run it beside the API server
 	lbPool      ipalloc.Pool // --lb-pool: the only addresses nodes announce
 	manager     *reconciler.Manager
 	syncer      *gitsync.Syncer
@@ -144,8 +146,8 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.listener, err = net.Listen("tcp", o.apiAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another flotilla running? pass --api-addr)", o.apiAddr, err)
 	}
-	if cp.store, err = store.Open(store.Config{Dir: filepath.Join(o.dataDir, "db"), Logger: o.log.With("component", "store")}); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+	if cp.store, cp.secretsKeyFile, err = openStore(o, say); err != nil {
+		return nil, err
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
 	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
@@ -236,7 +238,10 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
 		Logs: logs, Logger: cp.log.With("component", "apiserver"),
-		Extra: map[string]http.Handler{apiserver.SyncPath: syncHandler(cp.syncer)},
+		Extra: map[string]http.Handler{
+			apiserver.SyncPath:             syncHandler(cp.syncer),
+			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),
+		},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
 		},

@@ -48,6 +48,7 @@ type serverOptions struct {
 	log                logOptions // rotation of DATA_DIR/flotilla.log
 	services           serviceAddrOptions
 	localVolumeRoot    string
+	secretsKey         string // --secrets-key-file
 	expectNodes        int
 	schedulingSettle   time.Duration
 	tokenTTL           time.Duration
@@ -92,6 +93,7 @@ the cluster's CA. 'flotilla token create' makes more.`,
 	f.StringVar(&o.gossipBind, "gossip-bind", "", "address gossip listens on (default: all of this host's)")
 	f.StringVar(&o.name, "name", "", "this server's gossip name (default: server-<host name>)")
 	o.services.addFlags(f)
+	addSecretsKeyFlag(f, &o.secretsKey)
 	f.StringVar(&o.localVolumeRoot, "local-volume-root", pvbinding.DefaultLocalVolumeRoot, "where on each node the built-in \"local\" StorageClass makes volumes: ROOT/<node>/<volume>")
 	f.DurationVar(&o.podEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long a node may be unreachable before its pods are recreated elsewhere")
 	f.IntVar(&o.expectNodes, "expect-nodes", 0, "at start, bind no pod until this many nodes are Ready (or --scheduling-settle passes), so that replicas spread; 0: the nodes the cluster already knows")
@@ -153,6 +155,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle, nodeCertTTL: o.nodeCertTTL,
+		secretsKeyFile: o.secretsKey,
 	}, say)
 	if err != nil {
 		return err

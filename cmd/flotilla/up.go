@@ -37,6 +37,7 @@ type upOptions struct {
 	interval     time.Duration
 	gitTimeout   time.Duration
 	git          gitOptions
+	secretsKey   string // --secrets-key-file
 	verbose      bool
 	log          logOptions // rotation of DATA_DIR/flotilla.log
 
@@ -87,6 +88,7 @@ running; 'flotilla up' again resumes from the store.`,
 	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")
 	o.git.addFlags(f)
 	o.services.addFlags(f)
+	addSecretsKeyFlag(f, &o.secretsKey)
 	o.addNodeFlags(f)
 	return cmd
 }

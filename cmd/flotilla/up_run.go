@@ -59,6 +59,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout, git: o.git,
 		apiAddr: o.apiAddr, services: o.services, localVolumeRoot: filepath.Join(o.dataDir, "volumes"), log: log,
+		secretsKeyFile: o.secretsKey,
 	}, say)
 	if err != nil {
 		return err
