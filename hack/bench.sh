@@ -22,7 +22,7 @@ echo "\$ ${sched[*]}"
 echo
 echo "\$ ${schedstore[*]}"
 "${schedstore[@]}" | tee "$out/schedstore.txt" | grep -E '^Benchmark' || true
-commit=(go test -run '^$' -bench 'BenchmarkBigCommit/10000' -benchtime 3x ./gitsync/)
+commit=(go test -run '^$' -bench 'BenchmarkBigCommit/10000|BenchmarkPushToApplied' -benchtime 3x ./gitsync/)
 echo "\$ ${commit[*]}"
 "${commit[@]}" | tee "$out/commit.txt" | grep -E '^Benchmark' || true
 echo
@@ -50,6 +50,8 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
 sched_rate=$(metric pods/s "$out/sched.txt" BenchmarkSchedule10kPods1kNodes | median)
 sched_store=$(metric pods/s "$out/schedstore.txt" BenchmarkScheduleThroughStore)
 bigcommit=$(metric apply-s "$out/commit.txt" 'BenchmarkBigCommit/10000')
+pushhttp=$(metric ms-webhook-to-applied "$out/commit.txt" 'BenchmarkPushToApplied/http')
+pushssh=$(metric ms-webhook-to-applied "$out/commit.txt" 'BenchmarkPushToApplied/ssh')
 p50=$(metric p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
 replacep50=$(metric replace-p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
 ratio=$(metric ratio "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
@@ -78,6 +80,7 @@ printf '%-52s %-22s %-12s %s\n' "figure" "measured" "target" "verdict"
 printf '%-52s %-22s %-12s %s\n' "scheduler: 10,000 pods onto 1,000 nodes (median of 3)" "${sched_rate:-?} pods/s" ">= 10000" "$(verdict "$sched_rate" 10000 '>=')"
 printf '%-52s %-22s %-12s %s\n' "  the same through the store, fsynced, batched" "${sched_store:-?} pods/s" ">= 5000" "$(verdict "$sched_store" 5000 '>=')"
 printf '%-52s %-22s %-12s %s\n' "commit of 10,000 ConfigMaps: Git -> store (mean of 3)" "${bigcommit:-?} s" "<= 10" "$(verdict "$bigcommit" 10 '<=')"
+printf '%-52s %-22s %-12s %s\n' "git push's webhook -> commit applied: HTTP / SSH" "${pushhttp:-?} / ${pushssh:-?} ms" "<= 1000" "$(verdict "$(printf '%s\n%s\n' "$pushhttp" "$pushssh" | sort -g | tail -1)" 1000 '<=')"
 printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one idle node (p50 of 7)" "${p50:-?} s" "<= 2" "$(verdict "$p50" 2 '<=')"
 printf '%-52s %-22s %-12s %s\n' "  the same while 10 old pods are removed (p50 of 7)" "${replacep50:-?} s" "-" "for the record"
 printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
