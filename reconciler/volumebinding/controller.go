@@ -201,7 +201,10 @@ func (c *Controller) wakeReleased() {
 func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Result, error) {
 	switch {
 	case key == classKey:
-		return controller.Result{}, c.ensureBuiltinClass(ctx)
+		// Looked at again now and then: an informer that re-lists after a
+		// dropped watch never hears of a class created and deleted in
+		// between, so its delete alone cannot be relied on.
+		return controller.Result{Outcome: controller.OutcomeRequeue, After: classRecheck}, c.ensureBuiltinClass(ctx)
 	case len(key) > len(claimPrefix) && key[:len(claimPrefix)] == claimPrefix:
 		ns, name := cache.SplitKey(key[len(claimPrefix):])
 		return c.syncClaim(ctx, ns, name)
@@ -210,6 +213,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Resu
 	}
 	return controller.Result{}, nil
 }
+
+// classRecheck is how often the built-in class is looked for without an
+// event (one store read).
+const classRecheck = 10 * time.Second
 
 // ensureBuiltinClass creates the class "local" when it is missing. It is
 // not Git's (no managed-by annotation), so a sync never prunes it.
