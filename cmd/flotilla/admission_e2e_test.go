@@ -83,6 +83,7 @@ func TestUpAdmission(t *testing.T) {
 		}
 		return nil
 	})
+	checkCLIForms(t, c)
 	checkRBAC(t, c, kubectl, run)
 	checkPodSecurity(t, c, run)
 	if c.cmd.ProcessState != nil {
@@ -178,5 +179,31 @@ func kubectlAs(t *testing.T, kubectl, kc, home string) func(wantFail bool, args 
 			t.Fatalf("kubectl --kubeconfig %s %s: %v\n%s", filepath.Base(kc), strings.Join(args, " "), err, out)
 		}
 		return string(out)
+	}
+}
+
+// checkCLIForms is issue 12's CLI points that the example's README relies
+// on: -o jsonpath, the TYPE/NAME form of get and logs.
+func checkCLIForms(t *testing.T, c *upCluster) {
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(flotillaBin, append([]string{"--kubeconfig", filepath.Join(c.dataDir, "kubeconfig.yaml")}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("flotilla %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if ip := cli("get", "svc", "hello", "-o", "jsonpath={.spec.clusterIP}"); !strings.HasPrefix(ip, "10.96.") {
+		t.Errorf("get svc hello -o jsonpath={.spec.clusterIP}: %q", ip)
+	}
+	if out := cli("get", "deploy/hello", "svc/hello"); !strings.Contains(out, "deployment.apps/hello") || !strings.Contains(out, "service/hello") {
+		t.Errorf("get deploy/hello svc/hello:\n%s", out)
+	}
+	if out := cli("get", "pods", "-l", "app=hello", "-o", "custom-columns=NAME:.metadata.name,PHASE:.status.phase"); !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "Running") {
+		t.Errorf("get pods -o custom-columns:\n%s", out)
+	}
+	if out := cli("logs", "deploy/hello"); !strings.Contains(out, "using pod/hello-") {
+		t.Errorf("logs deploy/hello does not say which pod:\n%s", out)
 	}
 }

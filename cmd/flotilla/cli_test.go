@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,4 +87,23 @@ func TestTablePrintsKubectlColumns(t *testing.T) {
 	if got := strings.Fields(lines[1]); strings.Join(got, " ") != "shop pod/web-1 1/1 Running 2 2m 10.244.0.7 edge-1" {
 		t.Errorf("row = %v", got)
 	}
+}
+
+// No flag's help is garbled: cobra takes a `quoted` word of a usage text
+// as the flag's value name ("--podman-root podman ps").
+func TestFlagHelpHasNoBackquotes(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if strings.Contains(f.Usage, "`") {
+					t.Errorf("%s --%s: usage has a backquote: %q", c.CommandPath(), f.Name, f.Usage)
+				}
+			})
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCommand())
 }

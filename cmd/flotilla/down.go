@@ -94,7 +94,7 @@ removes the data dir too.`,
 			return runDown(cmd.Context(), dataDir, purge, grace, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", apiclient.DefaultDataDir(), "the data dir `flotilla up` used")
+	cmd.Flags().StringVar(&dataDir, "data-dir", apiclient.DefaultDataDir(), "the data dir that flotilla up used")
 	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the data dir: the store, the repository copy, certificates")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long each pod gets to stop before it is killed")
 	return cmd

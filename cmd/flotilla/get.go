@@ -25,21 +25,38 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 		selector      string
 	)
 	cmd := &cobra.Command{
-		Use:   "get TYPE[,TYPE...] [NAME]",
+		Use:   "get TYPE[,TYPE...] [NAME] | TYPE/NAME...",
 		Short: "List objects, or show one",
 		Long: `List objects of a type (pods, deployments, replicasets, statefulsets, nodes,
 services, endpointslices, configmaps, secrets, pv, pvc, ingresses, syncstatuses, or all), or
-show one by name.`,
+show one by name (TYPE NAME, or TYPE/NAME as kubectl takes them).
+
+-o is wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,...
+(kubectl's JSONPath: a list is a v1 List, so its objects are .items[*]).`,
 		Example: `  flotilla get pods
   flotilla get deploy,rs -o wide
   flotilla get all -A
-  flotilla get pod hello-7d9c-x2x4q -o yaml`,
-		Args: cobra.RangeArgs(1, 2),
+  flotilla get deploy/hello svc/hello
+  flotilla get pod hello-7d9c-x2x4q -o yaml
+  flotilla get svc hello -o jsonpath='{.spec.clusterIP}'
+  flotilla get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "wide", "yaml", "json", "name":
+			tmpl, isTemplate, err := parseTemplateOutput(output)
+			if err != nil {
+				return err
+			}
+			switch {
+			case isTemplate:
+			case output == "", output == "wide", output == "yaml", output == "json", output == "name":
 			default:
-				return fmt.Errorf("unknown output format %q: use wide, yaml, json or name", output)
+				return fmt.Errorf("unknown output format %q: use wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=SPEC", output)
+			}
+			if strings.Contains(args[0], "/") {
+				return getByTypeName(cmd, g, args, output, tmpl)
+			}
+			if len(args) > 2 {
+				return fmt.Errorf("get TYPE NAME takes one name; for several objects use TYPE/NAME TYPE/NAME")
 			}
 			var kinds []schema.Kind
 			for _, name := range strings.Split(args[0], ",") {
@@ -74,6 +91,9 @@ show one by name.`,
 				if err != nil {
 					return notFoundHint(err, kinds[0], args[1], ns)
 				}
+				if tmpl != nil {
+					return tmpl.print(out, []schema.Object{obj}, true)
+				}
 				return printObjects(out, kinds[0], []schema.Object{obj}, output, false, "")
 			}
 			var all []schema.Object
@@ -87,7 +107,7 @@ show one by name.`,
 				if err != nil {
 					return fmt.Errorf("list %s: %w", k.Resource, err)
 				}
-				if output == "yaml" || output == "json" {
+				if output == "yaml" || output == "json" || tmpl != nil {
 					all = append(all, objs...)
 					continue
 				}
@@ -110,6 +130,9 @@ show one by name.`,
 					return err
 				}
 			}
+			if tmpl != nil {
+				return tmpl.print(out, all, false)
+			}
 			if output == "yaml" || output == "json" {
 				return printList(out, all, output)
 			}
@@ -124,7 +147,7 @@ show one by name.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list across all namespaces")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, yaml, json or name")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,...")
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. app=hello")
 	return cmd
 }
@@ -197,3 +220,67 @@ func notFoundHint(err error, k schema.Kind, name, ns string) error {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+// getByTypeName is `get TYPE/NAME...`: each object, printed as a list of
+// its kind would be (kubectl prints them together under one format).
+func getByTypeName(cmd *cobra.Command, g *globalFlags, args []string, output string, tmpl *templateOutput) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var objs []schema.Object
+	var kinds []schema.Kind
+	for _, arg := range args {
+		typ, name, ok := strings.Cut(arg, "/")
+		if !ok || typ == "" || name == "" {
+			return fmt.Errorf("%q: there is no need to give a resource type as a separate argument when passing arguments in TYPE/NAME form", arg)
+		}
+		k, found := schema.LookupKind(typ)
+		if !found {
+			return fmt.Errorf("the server doesn't have a resource type %q (try pods, deployments, nodes, services, configmaps)", typ)
+		}
+		ns := g.namespace
+		if !k.Namespaced {
+			ns = ""
+		}
+		obj, err := c.Get(cmd.Context(), k.Resource, ns, name)
+		if err != nil {
+			return notFoundHint(err, k, name, ns)
+		}
+		objs = append(objs, obj)
+		kinds = append(kinds, k)
+	}
+	out := cmd.OutOrStdout()
+	switch {
+	case tmpl != nil:
+		return tmpl.print(out, objs, len(objs) == 1)
+	case output == "yaml" || output == "json":
+		if len(objs) == 1 {
+			return printOne(out, objs[0], output)
+		}
+		return printList(out, objs, output)
+	}
+	// Consecutive objects of one kind share a table, as in kubectl.
+	for i := 0; i < len(objs); {
+		j := i + 1
+		for j < len(objs) && kinds[j].Resource == kinds[i].Resource {
+			j++
+		}
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		prefix := ""
+		if len(args) > 1 && output != "name" {
+			prefix = strings.ToLower(kinds[i].Kind)
+			if kinds[i].Group != "" {
+				prefix += "." + kinds[i].Group
+			}
+			prefix += "/"
+		}
+		if err := printObjects(out, kinds[i], objs[i:j], output, false, prefix); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}

@@ -99,7 +99,7 @@ running; 'flotilla up' again resumes from the store.`,
 func (o *upOptions) addNodeFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default: the host name)")
 	f.StringVar(&o.podmanSocket, "podman-socket", "", "use this Podman API socket instead of starting a Podman service")
-	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this node's own Podman service (default: the machine's, so `podman ps` shows the pods); needs --podman-runroot")
+	f.StringVar(&o.podmanRoot, "podman-root", "", "Podman storage root for this node's own Podman service (default: the machine's, so podman ps shows the pods); needs --podman-runroot")
 	f.StringVar(&o.podmanRunRoot, "podman-runroot", "", "Podman run root, with --podman-root (at most 50 characters)")
 	f.StringVar(&o.podmanDriver, "podman-storage-driver", "", "Podman storage driver for --podman-root (\"vfs\" needs no mounts; default: Podman's)")
 	f.StringVar(&o.bridge, "bridge", "flotilla0", "name of the pod network bridge (one per cluster on a host)")
