@@ -1,0 +1,212 @@
+package sops_test
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/flotilla-dev/flotilla/gitsync/sops"
+	"github.com/flotilla-dev/flotilla/gitsync/sops/sopstest"
+)
+
+const secret = `apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: default
+type: Opaque
+data:
+  password: aHVudGVyMi1wbGFpbnRleHQ=
+stringData:
+  user: admin-plaintext
+  port: 5432
+  ratio: 0.25
+  "on": true
+  multi: |
+    line one
+    line two
+`
+
+func load(t *testing.T, k sopstest.Key) *sops.Identities {
+	t.Helper()
+	ids, err := sops.LoadIdentities(k.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// decode parses a decrypted file as the schema would.
+func decode(t *testing.T, data []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatalf("the decrypted file is not YAML: %v\n%s", err, data)
+	}
+	return m
+}
+
+func TestDecryptRealSops(t *testing.T) {
+	dir := t.TempDir()
+	k := sopstest.NewKey(t, dir)
+	enc := sopstest.Encrypt(t, secret, k.Recipient)
+	if bytes.Contains(enc, []byte("plaintext")) || bytes.Contains(enc, []byte("aHVudGVyMi1wbGFpbnRleHQ=")) {
+		t.Fatalf("sops left plaintext:\n%s", enc)
+	}
+	if !sops.IsEncrypted(enc) || sops.IsEncrypted([]byte(secret)) {
+		t.Fatal("IsEncrypted does not tell the encrypted file from the plain one")
+	}
+	out, err := sops.Decrypt(enc, load(t, k))
+	if err != nil {
+		t.Fatalf("Decrypt: %v", err)
+	}
+	m := decode(t, out)
+	if _, ok := m["sops"]; ok {
+		t.Error("the sops block is still in the output")
+	}
+	data := m["data"].(map[string]any)
+	sd := m["stringData"].(map[string]any)
+	if data["password"] != "aHVudGVyMi1wbGFpbnRleHQ=" || sd["user"] != "admin-plaintext" || sd["port"] != 5432 ||
+		sd["ratio"] != 0.25 || sd["on"] != true || sd["multi"] != "line one\nline two\n" {
+		t.Errorf("decrypted values: data %v, stringData %v", data, sd)
+	}
+	if m["metadata"].(map[string]any)["name"] != "db" {
+		t.Errorf("metadata: %v", m["metadata"])
+	}
+	// Every line is where it was in the committed file.
+	if a, b := bytes.Count(out, []byte("\n")), bytes.Count(enc, []byte("\n")); a != b {
+		t.Errorf("the decrypted file has %d lines, the encrypted one %d", a, b)
+	}
+	encLines, outLines := strings.Split(string(enc), "\n"), strings.Split(string(out), "\n")
+	for i, l := range encLines {
+		if strings.Contains(l, "user: ENC[") && !strings.Contains(outLines[i], `user: "admin-plaintext"`) {
+			t.Errorf("line %d: %q became %q", i+1, l, outLines[i])
+		}
+	}
+
+	// Two recipients: either key decrypts.
+	k2 := sopstest.NewKey(t, dir)
+	enc2 := sopstest.Encrypt(t, secret, k.Recipient, k2.Recipient)
+	if _, err := sops.Decrypt(enc2, load(t, k2)); err != nil {
+		t.Errorf("the second recipient's key: %v", err)
+	}
+}
+
+func TestDecryptRefused(t *testing.T) {
+	dir := t.TempDir()
+	k := sopstest.NewKey(t, dir)
+	other := sopstest.NewKey(t, dir)
+	enc := string(sopstest.Encrypt(t, secret, k.Recipient))
+	encLine := func(prefix string) int {
+		for i, l := range strings.Split(enc, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line %q", prefix)
+		return 0
+	}
+	// Tampering: a ciphertext byte, an encrypted value moved to another
+	// key, a clear value changed (only the MAC covers it).
+	userValue := strings.Fields(strings.Split(enc, "\n")[encLine("user:")-1])[1]
+	passValue := strings.Fields(strings.Split(enc, "\n")[encLine("password:")-1])[1]
+	i := strings.Index(userValue, "data:") + len("data:")
+	c := byte('A')
+	if userValue[i] == 'A' {
+		c = 'B'
+	}
+	flipped := userValue[:i] + string(c) + userValue[i+1:]
+	cases := []struct {
+		name, file string
+		ids        *sops.Identities
+		line       int
+		want       string
+	}{
+		{"no key", enc, nil, encLine("age:"), "no age key is configured; the file is encrypted for " + k.Recipient + "; set --sops-age-key-file"},
+		{"wrong key", enc, load(t, other), encLine("age:"), "no age identity of " + other.File + " matches the recipients " + k.Recipient + "; set --sops-age-key-file"},
+		{"ciphertext", strings.Replace(enc, userValue, flipped, 1), load(t, k), encLine("user:"), "cannot decrypt stringData.user: the ciphertext or its key path was modified"},
+		{"moved value", strings.Replace(enc, passValue, userValue, 1), load(t, k), encLine("password:"), "cannot decrypt data.password: the ciphertext or its key path was modified"},
+		{"clear value", strings.Replace(enc, "name: db", "name: dc", 1), load(t, k), encLine("mac:"), "the MAC does not match the file's contents"},
+		{"no mac", strings.Replace(enc, "    mac: ", "    nomac: ", 1), load(t, k), encLine("sops:"), "sops.mac is missing"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := sops.Decrypt([]byte(c.file), c.ids)
+			if err == nil {
+				t.Fatalf("decrypted:\n%s", out)
+			}
+			if err.Line != c.line || !strings.Contains(err.Reason, c.want) {
+				t.Errorf("got %v, want line %d: …%s…", err, c.line, c.want)
+			}
+			if strings.Contains(err.Error(), "plaintext") || strings.Contains(err.Error(), "aHVudGVy") {
+				t.Errorf("the error shows plaintext: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadIdentities(t *testing.T) {
+	dir := t.TempDir()
+	k := sopstest.NewKey(t, dir)
+	if _, err := sops.LoadIdentities(k.File); err != nil {
+		t.Fatal(err)
+	}
+	bad := dir + "/bad.txt"
+	os.WriteFile(bad, []byte("AGE-SECRET-KEY-1NOTAKEY\n"), 0o600)
+	if _, err := sops.LoadIdentities(bad); err == nil || !strings.Contains(err.Error(), "age-keygen") {
+		t.Errorf("a bad key file: %v", err)
+	}
+	if _, err := sops.LoadIdentities(dir + "/missing"); err == nil {
+		t.Error("a missing key file was accepted")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	k := sopstest.NewKey(t, t.TempDir())
+	enc := string(sopstest.Encrypt(t, secret, k.Recipient))
+	out, errs := sops.Check([]byte(enc))
+	if len(errs) > 0 {
+		t.Fatalf("Check: %v", errs)
+	}
+	m := decode(t, out)
+	if _, ok := m["sops"]; ok || m["kind"] != "Secret" || m["data"].(map[string]any)["password"] != "" || m["stringData"].(map[string]any)["port"] != 0 {
+		t.Errorf("Check's output: %v", m)
+	}
+	line := func(file, prefix string) int {
+		for i, l := range strings.Split(file, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return i + 1
+			}
+		}
+		return -1
+	}
+	cases := []struct {
+		name, file string
+		line       int
+		want       string
+	}{
+		{"plain value", strings.Replace(enc, "user: ENC[", "user: X", 1), line(enc, "user:"), "stringData.user: not an encrypted value"},
+		{"no version", strings.Replace(enc, "    version: ", "    versio: ", 1), line(enc, "sops:"), "sops.version is missing"},
+		{"bad time", strings.Replace(enc, "lastmodified: \"", "lastmodified: \"yesterday", 1), line(enc, "lastmodified:"), "not an RFC 3339 time"},
+		{"bad mac", strings.Replace(enc, "mac: ENC[", "mac: XNC[", 1), line(enc, "mac:"), "sops.mac: not an encrypted value"},
+		{"bad recipient", strings.Replace(enc, "recipient: age1", "recipient: age2", 1), line(enc, "- enc:"), "is not an age X25519 recipient"},
+		{"no age", strings.Replace(enc, "    age:", "    pgp:", 1), line(enc, "sops:"), "encrypted for pgp only; Flotilla decrypts with age"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, errs := sops.Check([]byte(c.file))
+			found := false
+			for _, e := range errs {
+				if e.Line == c.line && strings.Contains(e.Reason, c.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("got %v, want line %d: …%s…", errs, c.line, c.want)
+			}
+		})
+	}
+}
