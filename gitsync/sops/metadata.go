@@ -1,6 +1,7 @@
 package sops
 
 import (
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"filippo.io/age"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // metadata is a file's sops block.
@@ -273,4 +276,24 @@ func Check(data []byte) (out []byte, errs []*Error) {
 		return nil, errs
 	}
 	return f.output(), nil
+}
+
+// VetFilter is `flotilla vet`'s schema.FileFilter: a SOPS-encrypted YAML
+// file is checked with Check and its output validated by the schema as
+// any manifest; other files pass unchanged.
+func VetFilter(name string, data []byte) ([]byte, schema.Problems) {
+	if !IsEncrypted(data) {
+		return data, nil
+	}
+	switch strings.ToLower(path.Ext(name)) {
+	case ".yaml", ".yml":
+	default:
+		return nil, schema.Problems{{Line: 1, Column: 1, Reason: "SOPS-encrypted " + strings.TrimPrefix(path.Ext(name), ".") + " files are not supported; encrypt the manifest as YAML (sops --encrypt --input-type yaml --output-type yaml)"}}
+	}
+	out, errs := Check(data)
+	var ps schema.Problems
+	for _, e := range errs {
+		ps = append(ps, schema.Problem{Line: e.Line, Column: e.Column, Reason: e.Reason})
+	}
+	return out, ps
 }

@@ -55,9 +55,9 @@ var macOnlyEncryptedInit = []byte{0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52
 // encRE is an encrypted value (sops' aes.encre).
 var encRE = regexp.MustCompile(`^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]`)
 
-// topLevelSOPS finds files worth parsing: sops writes its block as a
-// top-level key.
-var topLevelSOPS = regexp.MustCompile(`(?m)^["']?sops["']?[ \t]*:`)
+// encMarker is in every SOPS file (its mac at least): files without it are
+// not parsed.
+var encMarker = []byte("ENC[AES256_GCM,")
 
 // Error is a problem with a SOPS file at a line (1-based; 0 when it is
 // about the whole file). Its text never holds plaintext.
@@ -103,10 +103,10 @@ func LoadIdentities(path string) (*Identities, error) {
 	return &Identities{ids: ids, file: path}, nil
 }
 
-// IsEncrypted says whether data is a SOPS-encrypted YAML file: its first
-// document is a mapping with a top-level "sops" key.
+// IsEncrypted says whether data is a SOPS-encrypted file: its first YAML
+// (or JSON) document is a mapping with a top-level "sops" key.
 func IsEncrypted(data []byte) bool {
-	if !topLevelSOPS.Match(data) {
+	if !bytes.Contains(data, encMarker) {
 		return false
 	}
 	docs, err := parse(data)
@@ -396,15 +396,16 @@ func (v *encryptedValue) open(key []byte, ad string) ([]byte, error) {
 // Decrypt decrypts a SOPS-encrypted YAML file with ids and verifies its
 // MAC. The plaintext keeps the file's lines: encrypted scalars are
 // replaced in place, the sops block is blank. A nil ids means no key is
-// configured. The error is located and holds no plaintext.
-func Decrypt(data []byte, ids *Identities) ([]byte, *Error) {
+// configured. The error is located and holds no plaintext. values are the
+// decrypted strings, for a caller to keep them out of its messages.
+func Decrypt(data []byte, ids *Identities) (plain []byte, values []string, _ *Error) {
 	f, errs := load(data)
 	if len(errs) > 0 {
-		return nil, errs[0]
+		return nil, nil, errs[0]
 	}
 	key, err := f.dataKey(ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hash := sha512.New()
 	if f.meta.macOnlyEncrypted {
@@ -438,6 +439,7 @@ func Decrypt(data []byte, ids *Identities) ([]byte, *Error) {
 				}
 			}
 			plain = macBytes
+			values = append(values, string(b))
 			if v.typ == "comment" {
 				return nil // comments are not in the MAC
 			}
@@ -454,16 +456,16 @@ func Decrypt(data []byte, ids *Identities) ([]byte, *Error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mac, merr := f.meta.mac.open(key, f.meta.lastModified.Format(time.RFC3339))
 	if merr != nil {
-		return nil, errAt(f.meta.macNode, "cannot decrypt: the MAC cannot be opened with the data key (the mac or lastmodified was modified); re-encrypt the file with sops")
+		return nil, nil, errAt(f.meta.macNode, "cannot decrypt: the MAC cannot be opened with the data key (the mac or lastmodified was modified); re-encrypt the file with sops")
 	}
 	if string(mac) != fmt.Sprintf("%X", hash.Sum(nil)) {
-		return nil, errAt(f.meta.macNode, "cannot decrypt: the MAC does not match the file's contents: the file was modified after it was encrypted (edit an encrypted file with `sops FILE`, never by hand)")
+		return nil, nil, errAt(f.meta.macNode, "cannot decrypt: the MAC does not match the file's contents: the file was modified after it was encrypted (edit an encrypted file with `sops FILE`, never by hand)")
 	}
-	return f.output(), nil
+	return f.output(), values, nil
 }
 
 // plainScalar is the YAML text that replaces a decrypted value of type typ,

@@ -59,9 +59,12 @@ func TestDecryptRealSops(t *testing.T) {
 	if !sops.IsEncrypted(enc) || sops.IsEncrypted([]byte(secret)) {
 		t.Fatal("IsEncrypted does not tell the encrypted file from the plain one")
 	}
-	out, err := sops.Decrypt(enc, load(t, k))
+	out, values, err := sops.Decrypt(enc, load(t, k))
 	if err != nil {
 		t.Fatalf("Decrypt: %v", err)
+	}
+	if strings.Join(values, ",") != "aHVudGVyMi1wbGFpbnRleHQ=,admin-plaintext,5432,0.25,True,line one\nline two\n" {
+		t.Errorf("decrypted values %q", values)
 	}
 	m := decode(t, out)
 	if _, ok := m["sops"]; ok {
@@ -90,7 +93,7 @@ func TestDecryptRealSops(t *testing.T) {
 	// Two recipients: either key decrypts.
 	k2 := sopstest.NewKey(t, dir)
 	enc2 := sopstest.Encrypt(t, secret, k.Recipient, k2.Recipient)
-	if _, err := sops.Decrypt(enc2, load(t, k2)); err != nil {
+	if _, _, err := sops.Decrypt(enc2, load(t, k2)); err != nil {
 		t.Errorf("the second recipient's key: %v", err)
 	}
 }
@@ -134,7 +137,7 @@ func TestDecryptRefused(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out, err := sops.Decrypt([]byte(c.file), c.ids)
+			out, _, err := sops.Decrypt([]byte(c.file), c.ids)
 			if err == nil {
 				t.Fatalf("decrypted:\n%s", out)
 			}
