@@ -23,7 +23,7 @@ const ReasonDecryptionFailed = "DecryptionFailed"
 // file that cannot be decrypted is a problem that refuses the commit.
 // secrets are the decrypted values, which problems must not show
 // (redactSecrets).
-func decryptSOPS(fsys fstest.MapFS, ids *sops.Identities) (probs schema.Problems, secrets []string) {
+func decryptSOPS(fsys fstest.MapFS, dir string, ids *sops.Identities) (probs schema.Problems, secrets []string) {
 	names := make([]string, 0, len(fsys))
 	for name := range fsys {
 		names = append(names, name)
@@ -31,7 +31,7 @@ func decryptSOPS(fsys fstest.MapFS, ids *sops.Identities) (probs schema.Problems
 	sort.Strings(names)
 	for _, name := range names {
 		f := fsys[name]
-		if !sops.IsEncrypted(f.Data) {
+		if hiddenPath(strings.TrimPrefix(name, dir+"/")) || !sops.IsEncrypted(f.Data) { // schema's Load skips hidden files too
 			continue
 		}
 		switch strings.ToLower(path.Ext(name)) {
@@ -83,4 +83,16 @@ func redactSecrets(probs schema.Problems, secrets []string) schema.Problems {
 		out[i] = p
 	}
 	return out
+}
+
+// hiddenPath says whether a file or one of its directories (below the
+// synced path) is hidden (.sops.yaml, .github/): schema's Load does not
+// read those.
+func hiddenPath(name string) bool {
+	for _, part := range strings.Split(name, "/") {
+		if strings.HasPrefix(part, ".") && part != "." {
+			return true
+		}
+	}
+	return false
 }

@@ -76,7 +76,11 @@ func TestSOPSSecret(t *testing.T) {
 
 	const password, token = "pw-Plaintext-7f3a9", "tok-Plaintext-c41d"
 	enc := string(sopstest.Encrypt(t, sopsSecret(password, token), key.Recipient))
-	good := h.remote.commit("secret", map[string]string{"secret.yaml": enc, "cm.yaml": configMap("app", "default", "v1")})
+	// .sops.yaml and hidden directories are not manifests: not read,
+	// not decrypted.
+	good := h.remote.commit("secret", map[string]string{"secret.yaml": enc, "cm.yaml": configMap("app", "default", "v1"),
+		".sops.yaml":         "creation_rules:\n  - path_regex: .*\\.yaml$\n    encrypted_regex: ^(data|stringData)$\n    age: " + key.Recipient + "\n",
+		".private/team.yaml": string(sopstest.Encrypt(t, sopsSecret("x", "y"), other.Recipient))})
 	body, err := h.sync()
 	if err != nil || body.Result != schema.SyncApplied || body.LastAppliedCommit != good {
 		t.Fatalf("sync = %+v, %v", body, err)

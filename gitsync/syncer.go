@@ -433,7 +433,7 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 	var secrets []string
 	if probs.Err() == nil {
 		var dp schema.Problems
-		dp, secrets = decryptSOPS(fsys, s.cfg.SOPSIdentities)
+		dp, secrets = decryptSOPS(fsys, s.cfg.Path, s.cfg.SOPSIdentities)
 		if dp.Err() != nil {
 			return s.stalled(stored, *commit, ReasonDecryptionFailed, append(probs, dp...))
 		}

@@ -192,20 +192,15 @@ func load(data []byte) (*file, []*Error) {
 		return nil, errs
 	}
 	f.meta = meta
-	for i, d := range docs {
-		if i > 0 {
-			if k2, _, dup := findKey(d, MetadataKey); dup {
-				return nil, []*Error{errAt(k2, "a second sops block: only the first document's is used, remove this one")}
-			}
-		}
-		f.blankSOPS(d, i)
+	for _, d := range docs { // sops writes the block into every document and reads the first
+		f.blankSOPS(d)
 	}
 	return f, nil
 }
 
 // blankSOPS blanks the lines of doc's sops block (key to the next key or
 // the end of the document), keeping every other line where it is.
-func (f *file) blankSOPS(doc *yaml.Node, index int) {
+func (f *file) blankSOPS(doc *yaml.Node) {
 	k, _, ok := findKey(doc, MetadataKey)
 	if !ok {
 		return
@@ -231,7 +226,6 @@ func (f *file) blankSOPS(doc *yaml.Node, index int) {
 	for l := first; l <= last && l < len(f.lines); l++ {
 		f.edits[l] = []edit{{start: 0, end: len(f.lines[l]), repl: ""}}
 	}
-	_ = index
 }
 
 // replace records that the scalar n is to be written as repl.
@@ -294,6 +288,7 @@ type leaf struct {
 // items share their parent's path; the sops key is skipped), calling fn on
 // every scalar that is not null.
 func (f *file) leaves(fn func(leaf) *Error) *Error {
+	docIndex := 0
 	var walk func(n *yaml.Node, path []string, depth int) *Error
 	walk = func(n *yaml.Node, path []string, depth int) *Error {
 		if depth > 10000 {
@@ -315,7 +310,7 @@ func (f *file) leaves(fn func(leaf) *Error) *Error {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k := n.Content[i]
-				if depth <= 2 && k.Value == MetadataKey && len(path) == 0 {
+				if k.Value == MetadataKey && len(path) == 0 && n == root(f.docs[docIndex]) {
 					continue
 				}
 				var key any
@@ -341,8 +336,8 @@ func (f *file) leaves(fn func(leaf) *Error) *Error {
 		}
 		return nil
 	}
-	for _, d := range f.docs {
-		if err := walk(d, nil, 0); err != nil {
+	for docIndex = range f.docs {
+		if err := walk(f.docs[docIndex], nil, 0); err != nil {
 			return err
 		}
 	}

@@ -98,6 +98,41 @@ func TestDecryptRealSops(t *testing.T) {
 	}
 }
 
+// TestDecryptMultiDocument: sops writes its block into every document of a
+// multi-document file and covers them all with one MAC.
+func TestDecryptMultiDocument(t *testing.T) {
+	k := sopstest.NewKey(t, t.TempDir())
+	two := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\ndata:\n  x: eA==\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: b\nstringData:\n  y: second-plaintext\n"
+	enc := sopstest.Encrypt(t, two, k.Recipient)
+	if bytes.Count(enc, []byte("\nsops:")) != 2 {
+		t.Fatalf("expected a sops block per document:\n%s", enc)
+	}
+	out, _, err := sops.Decrypt(enc, load(t, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	var docs []map[string]any
+	for {
+		var m map[string]any
+		if dec.Decode(&m) != nil {
+			break
+		}
+		docs = append(docs, m)
+	}
+	if len(docs) != 2 || docs[0]["data"].(map[string]any)["x"] != "eA==" || docs[1]["stringData"].(map[string]any)["y"] != "second-plaintext" || docs[1]["sops"] != nil {
+		t.Errorf("documents %v", docs)
+	}
+	// The MAC covers the second document too.
+	tampered := bytes.Replace(enc, []byte("name: b"), []byte("name: c"), 1)
+	if _, _, err := sops.Decrypt(tampered, load(t, k)); err == nil || !strings.Contains(err.Reason, "MAC does not match") {
+		t.Errorf("a change in the second document: %v", err)
+	}
+	if _, errs := sops.Check(enc); len(errs) > 0 {
+		t.Errorf("Check: %v", errs)
+	}
+}
+
 func TestDecryptRefused(t *testing.T) {
 	dir := t.TempDir()
 	k := sopstest.NewKey(t, dir)
