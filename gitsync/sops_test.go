@@ -162,6 +162,17 @@ func TestSOPSSecret(t *testing.T) {
 		}
 	})
 
+	t.Run("json", func(t *testing.T) {
+		js := sopstest.EncryptAs(t, sopsSecret(password, token), "json", key.Recipient)
+		h.remote.commit("json", map[string]string{"secret.yaml": enc, "secret.json": string(js)})
+		body, err := h.sync()
+		ps := schema.Problems(body.Problems).Errors()
+		if !errors.Is(err, ErrRefused) || body.LastAppliedCommit != good || len(ps) != 1 || ps[0].File != "secret.json" ||
+			!strings.Contains(ps[0].Reason, "SOPS-encrypted json files are not supported; encrypt the manifest as YAML") {
+			t.Fatalf("sync = %+v, %v", body, err)
+		}
+	})
+
 	t.Run("no key", func(t *testing.T) {
 		h2 := newHarness(t, func(c *Config) { c.Loader = v })
 		h2.remote.commit("secret", map[string]string{"secret.yaml": enc})

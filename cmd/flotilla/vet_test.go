@@ -61,6 +61,12 @@ func TestVetSOPSSecret(t *testing.T) {
 		{"clear value", strings.Replace(enc, "user: ENC[", "user: admin # ", 1), "user:", "stringData.user: not an encrypted value"},
 		{"schema", strings.Replace(enc, "name: db", "name: Bad_Name", 1), "name:", "metadata.name"},
 	}
+	// Every problem is reported at once: the sops block's, a value's and
+	// the schema's.
+	all := strings.Replace(strings.Replace(strings.Replace(enc, "    mac: ", "    mac_: ", 1), "user: ENC[", "user: admin # ", 1), "name: db", "name: Bad_Name", 1)
+	if out, code := vet(all); code != 1 || strings.Count(out, "secret.yaml:") != 3 {
+		t.Errorf("three problems: exit %d\n%s", code, out)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out, code := vet(c.file)

@@ -221,8 +221,8 @@ func (m *metadata) shouldBeEncrypted(path []string) bool {
 // should be encrypted is an ENC[…] string. It returns the file with the
 // sops block blanked and every encrypted value replaced by a placeholder of
 // its type ("" for strings, 0, false), lines unchanged, for the schema to
-// check the rest. A file whose apiVersion or kind is encrypted cannot be
-// checked further: out is nil then.
+// check the rest, also when there are errs. A file whose apiVersion or
+// kind is encrypted cannot be checked further: out is nil then.
 func Check(data []byte) (out []byte, errs []*Error) {
 	f, errs := load(data)
 	if f == nil {
@@ -272,10 +272,7 @@ func Check(data []byte) (out []byte, errs []*Error) {
 		errs = append(errs, &Error{Line: 1, Column: 1, Reason: "apiVersion and kind are encrypted, so the manifest cannot be checked without the key: encrypt only the secret values (sops --encrypted-regex '^(data|stringData)$', or encrypted_regex in .sops.yaml)"})
 		return nil, errs
 	}
-	if len(errs) > 0 {
-		return nil, errs
-	}
-	return f.output(), nil
+	return f.output(), errs
 }
 
 // VetFilter is `flotilla vet`'s schema.FileFilter: a SOPS-encrypted YAML

@@ -170,7 +170,8 @@ func findKey(doc *yaml.Node, key string) (*yaml.Node, *yaml.Node, bool) {
 	return nil, nil, false
 }
 
-// load parses data and its sops block.
+// load parses data and its sops block: f is nil when data is not a SOPS
+// file at all, errs are the problems of the sops block.
 func load(data []byte) (*file, []*Error) {
 	docs, err := parse(data)
 	if err != nil {
@@ -187,15 +188,16 @@ func load(data []byte) (*file, []*Error) {
 	if root(docs[0]).Style&yaml.FlowStyle != 0 {
 		return nil, []*Error{errAt(k, "a SOPS file in YAML flow style is not supported: write it in block style, as sops does")}
 	}
+	// With errs, f is still returned for Check to look at the values.
 	meta, errs := parseMetadata(k, v)
-	if len(errs) > 0 {
+	if meta == nil {
 		return nil, errs
 	}
 	f.meta = meta
 	for _, d := range docs { // sops writes the block into every document and reads the first
 		f.blankSOPS(d)
 	}
-	return f, nil
+	return f, errs
 }
 
 // blankSOPS blanks the lines of doc's sops block (key to the next key or

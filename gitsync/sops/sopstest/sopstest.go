@@ -63,13 +63,20 @@ func Binary(t testing.TB) string {
 // sops --encrypt --age R1,R2 --encrypted-regex '^(data|stringData)$'.
 func Encrypt(t testing.TB, plaintext string, recipients ...string) []byte {
 	t.Helper()
+	return EncryptAs(t, plaintext, "yaml", recipients...)
+}
+
+// EncryptAs is Encrypt writing the encrypted file as outputType (yaml or
+// json).
+func EncryptAs(t testing.TB, plaintext, outputType string, recipients ...string) []byte {
+	t.Helper()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "secret.yaml")
 	if err := os.WriteFile(in, []byte(plaintext), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(Binary(t), "--encrypt", "--age", strings.Join(recipients, ","),
-		"--encrypted-regex", "^(data|stringData)$", "--input-type", "yaml", "--output-type", "yaml", in)
+		"--encrypted-regex", "^(data|stringData)$", "--input-type", "yaml", "--output-type", outputType, in)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "SOPS_AGE_KEY_FILE=/nonexistent")
 	var stderr bytes.Buffer
