@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -497,7 +498,7 @@ func plainScalar(typ string, b []byte) (string, []byte, error) {
 		if err != nil {
 			return "", nil, err
 		}
-		return strconv.FormatFloat(x, 'g', -1, 64), []byte(strconv.FormatFloat(x, 'f', -1, 64)), nil
+		return yamlFloat(x), []byte(strconv.FormatFloat(x, 'f', -1, 64)), nil
 	case "bool":
 		v, err := strconv.ParseBool(s)
 		if err != nil {
@@ -511,6 +512,23 @@ func plainScalar(typ string, b []byte) (string, []byte, error) {
 		return "", nil, nil
 	}
 	return "", nil, fmt.Errorf("unknown type %q", typ)
+}
+
+// yamlFloat writes x so that YAML reads it back as a float.
+func yamlFloat(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return ".nan"
+	case math.IsInf(x, 1):
+		return ".inf"
+	case math.IsInf(x, -1):
+		return "-.inf"
+	}
+	s := strconv.FormatFloat(x, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s
 }
 
 // macBytesOf is what sops' ToBytes makes of an unencrypted scalar, decoded

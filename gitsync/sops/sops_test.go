@@ -24,6 +24,7 @@ stringData:
   user: admin-plaintext
   port: 5432
   ratio: 0.25
+  whole: 2.0
   "on": true
   multi: |
     line one
@@ -63,7 +64,7 @@ func TestDecryptRealSops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Decrypt: %v", err)
 	}
-	if strings.Join(values, ",") != "aHVudGVyMi1wbGFpbnRleHQ=,admin-plaintext,5432,0.25,True,line one\nline two\n" {
+	if strings.Join(values, ",") != "aHVudGVyMi1wbGFpbnRleHQ=,admin-plaintext,5432,0.25,2,True,line one\nline two\n" {
 		t.Errorf("decrypted values %q", values)
 	}
 	m := decode(t, out)
@@ -73,7 +74,7 @@ func TestDecryptRealSops(t *testing.T) {
 	data := m["data"].(map[string]any)
 	sd := m["stringData"].(map[string]any)
 	if data["password"] != "aHVudGVyMi1wbGFpbnRleHQ=" || sd["user"] != "admin-plaintext" || sd["port"] != 5432 ||
-		sd["ratio"] != 0.25 || sd["on"] != true || sd["multi"] != "line one\nline two\n" {
+		sd["ratio"] != 0.25 || sd["whole"] != 2.0 || sd["on"] != true || sd["multi"] != "line one\nline two\n" {
 		t.Errorf("decrypted values: data %v, stringData %v", data, sd)
 	}
 	if m["metadata"].(map[string]any)["name"] != "db" {
