@@ -99,6 +99,47 @@ func TestDecryptRealSops(t *testing.T) {
 	}
 }
 
+// TestDecryptRules: the other ways sops chooses what it encrypts, and the
+// MAC over encrypted values only, decrypt as sops does.
+func TestDecryptRules(t *testing.T) {
+	k := sopstest.NewKey(t, t.TempDir())
+	cases := []struct {
+		name, config string
+		args         []string
+		checkable    bool // apiVersion and kind are left in clear
+	}{
+		{"everything (sops' default)", "", []string{"--age", k.Recipient}, false},
+		{"unencrypted suffix", "", []string{"--age", k.Recipient, "--unencrypted-suffix", "_clear"}, false},
+		{"unencrypted regex", "", []string{"--age", k.Recipient, "--unencrypted-regex", "^(apiVersion|kind|metadata|type)$"}, true},
+		{"mac_only_encrypted in .sops.yaml", "creation_rules:\n  - encrypted_regex: ^(data|stringData)$\n    mac_only_encrypted: true\n    age: " + k.Recipient + "\n", nil, true},
+	}
+	plain := strings.Replace(secret, "type: Opaque", "type: Opaque\nnote_clear: kept", 1)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			enc := sopstest.EncryptWith(t, plain, c.config, c.args...)
+			out, _, err := sops.Decrypt(enc, load(t, k))
+			if err != nil {
+				t.Fatalf("Decrypt: %v\n%s", err, enc)
+			}
+			m := decode(t, out)
+			if m["kind"] != "Secret" || m["note_clear"] != "kept" || m["stringData"].(map[string]any)["user"] != "admin-plaintext" {
+				t.Errorf("decrypted: %v", m)
+			}
+			// A value left in clear is in the MAC, unless mac_only_encrypted.
+			if bytes.Contains(enc, []byte("note_clear: kept")) {
+				_, _, err := sops.Decrypt(bytes.Replace(enc, []byte("note_clear: kept"), []byte("note_clear: changed"), 1), load(t, k))
+				if macOnly := strings.Contains(c.config, "mac_only_encrypted"); macOnly != (err == nil) {
+					t.Errorf("a clear value changed (mac_only_encrypted %v): %v", macOnly, err)
+				}
+			}
+			out, errs := sops.Check(enc)
+			if c.checkable != (out != nil) {
+				t.Errorf("Check: output %v, problems %v", out != nil, errs)
+			}
+		})
+	}
+}
+
 // TestDecryptMultiDocument: sops writes its block into every document of a
 // multi-document file and covers them all with one MAC.
 func TestDecryptMultiDocument(t *testing.T) {

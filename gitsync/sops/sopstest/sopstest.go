@@ -70,13 +70,26 @@ func Encrypt(t testing.TB, plaintext string, recipients ...string) []byte {
 // json).
 func EncryptAs(t testing.TB, plaintext, outputType string, recipients ...string) []byte {
 	t.Helper()
+	return EncryptWith(t, plaintext, "", "--age", strings.Join(recipients, ","),
+		"--encrypted-regex", "^(data|stringData)$", "--input-type", "yaml", "--output-type", outputType)
+}
+
+// EncryptWith runs sops --encrypt with args on the YAML plaintext, with
+// sopsYAML (when not "") as the .sops.yaml beside the file, and returns
+// its output.
+func EncryptWith(t testing.TB, plaintext, sopsYAML string, args ...string) []byte {
+	t.Helper()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "secret.yaml")
 	if err := os.WriteFile(in, []byte(plaintext), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(Binary(t), "--encrypt", "--age", strings.Join(recipients, ","),
-		"--encrypted-regex", "^(data|stringData)$", "--input-type", "yaml", "--output-type", outputType, in)
+	if sopsYAML != "" {
+		if err := os.WriteFile(filepath.Join(dir, ".sops.yaml"), []byte(sopsYAML), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(Binary(t), append(append([]string{"--encrypt"}, args...), in)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "SOPS_AGE_KEY_FILE=/nonexistent")
 	var stderr bytes.Buffer
