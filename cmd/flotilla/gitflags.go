@@ -10,9 +10,9 @@ import (
 	"github.com/flotilla-dev/flotilla/gitsync/sops"
 )
 
-// gitOptions are the flags of the Git sync's credentials and trust, which
-// up and server share. Credentials are files only: nothing secret is on
-// the command line, where `ps` shows it.
+// gitOptions are the flags of the Git sync's credentials, trust and SOPS
+// key, which up and server share. Credentials and keys are files only:
+// nothing secret is on the command line, where `ps` shows it.
 type gitOptions struct {
 	username            string
 	passwordFile        string
@@ -35,7 +35,8 @@ func (o *gitOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.sopsAgeKeyFile, "sops-age-key-file", "", "age key file (age-keygen's output, as SOPS_AGE_KEY_FILE) that decrypts the repository's SOPS-encrypted manifests, in memory, at each commit; without it a commit with an encrypted file is refused")
 }
 
-// config sets the Git settings of c, reading the trusted keys.
+// config sets the Git settings of c, reading the trusted keys and the SOPS
+// age key.
 func (o *gitOptions) config(c *gitsync.Config) error {
 	c.Username, c.PasswordFile, c.SSHKeyFile, c.KnownHostsFile = o.username, o.passwordFile, o.sshKeyFile, o.knownHostsFile
 	c.AllowHistoryRewrite = o.allowHistoryRewrite
