@@ -281,6 +281,10 @@ func (f *file) output() []byte {
 	return out.Bytes()
 }
 
+// maxNodes bounds the nodes a walk visits, aliases followed: an alias
+// bomb is refused instead of expanded.
+const maxNodes = 1 << 20
+
 // leaf is a scalar value of the tree, with its key path.
 type leaf struct {
 	node *yaml.Node
@@ -292,10 +296,14 @@ type leaf struct {
 // every scalar that is not null.
 func (f *file) leaves(fn func(leaf) *Error) *Error {
 	docIndex := 0
+	visited := 0
 	var walk func(n *yaml.Node, path []string, depth int) *Error
 	walk = func(n *yaml.Node, path []string, depth int) *Error {
 		if depth > 10000 {
 			return errAt(n, "the document is nested too deeply")
+		}
+		if visited++; visited > maxNodes {
+			return errAt(n, "more than %d values (through YAML aliases?): not a SOPS file sops would write", maxNodes)
 		}
 		switch n.Kind {
 		case yaml.DocumentNode:

@@ -228,6 +228,27 @@ func TestDecryptRefused(t *testing.T) {
 	}
 }
 
+// TestAliasBomb: aliases that would expand to billions of values are
+// refused, not walked.
+func TestAliasBomb(t *testing.T) {
+	bomb := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		bomb += n + ": &" + n + " [*" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n"
+		prev = n
+	}
+	k := sopstest.NewKey(t, t.TempDir())
+	enc := sopstest.Encrypt(t, "x: y\n", k.Recipient)
+	data := append([]byte(bomb), enc...)
+	_, _, err := sops.Decrypt(data, load(t, k))
+	if err == nil || !strings.Contains(err.Reason, "YAML aliases") {
+		t.Errorf("Decrypt: %v", err)
+	}
+	if _, errs := sops.Check(data); len(errs) == 0 || !strings.Contains(errs[len(errs)-1].Reason, "YAML aliases") {
+		t.Errorf("Check: %v", errs)
+	}
+}
+
 func TestLoadIdentities(t *testing.T) {
 	dir := t.TempDir()
 	k := sopstest.NewKey(t, dir)
