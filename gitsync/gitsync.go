@@ -7,7 +7,9 @@
 // cluster's SyncStatus object. A commit with any error is refused whole, and
 // so is a head that rewrites the branch's history or (when asked) is not
 // signed by a trusted key (trust.go). Credentials come from files only
-// (auth.go).
+// (auth.go). SOPS-encrypted files are decrypted in memory with the
+// server's age key before validation (sops.go); the clone keeps only the
+// ciphertext.
 package gitsync
 
 import (
@@ -22,6 +24,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/gitsync/sops"
 )
 
 // Defaults of Config.
@@ -70,6 +73,13 @@ type Config struct {
 	// TrustedKeys are the keys VerifySignatures accepts
 	// (LoadTrustedKeys; --trusted-keys-file).
 	TrustedKeys *TrustedKeys
+	// SOPSIdentities decrypt the SOPS-encrypted YAML files of a commit
+	// (sops --encrypt --age RECIPIENT, as Flux decrypts them), in memory,
+	// before validation (sops.LoadIdentities; --sops-age-key-file). A
+	// commit with a file they cannot decrypt is refused (reason
+	// DecryptionFailed), naming the file's recipients. Default nil: a
+	// commit with an encrypted file is refused.
+	SOPSIdentities *sops.Identities
 	// Branch to sync. Default: the remote's HEAD branch.
 	Branch string
 	// Path is the sub-directory of the repository holding the manifests.

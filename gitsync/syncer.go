@@ -430,6 +430,14 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 		return s.transient(stored, err, ReasonFetchFailed)
 	}
 	var set desiredSet
+	var secrets []string
+	if probs.Err() == nil {
+		var dp schema.Problems
+		dp, secrets = decryptSOPS(fsys, s.cfg.Path, s.cfg.SOPSIdentities)
+		if dp.Err() != nil {
+			return s.stalled(stored, *commit, ReasonDecryptionFailed, append(probs, dp...))
+		}
+	}
 	if probs.Err() == nil {
 		ms, lp := s.cfg.Loader.Load(fsys, s.cfg.Path)
 		fsys = nil // the files are the manifests now: let a big commit's go
@@ -445,17 +453,19 @@ func (s *Syncer) evaluate(ctx context.Context, stored schema.SyncStatusBody, now
 			}
 		}
 	}
+	probs = redactSecrets(probs, secrets)
 	if probs.Err() != nil {
 		return s.stalled(stored, *commit, problemsReason(probs), probs)
 	}
 	next, pp, wrote, err := s.apply(ctx, stored, c, set, probs)
+	pp = redactSecrets(pp, secrets)
 	if p, ok := storeLimit(err, len(set.objs)); ok { // past the store's limits: as past schema's
 		return s.stalled(stored, *commit, ReasonLimitExceeded, append(probs, p))
 	}
 	var ae *applyError
 	if errors.As(err, &ae) {
 		if p, ok := ae.problem(); ok { // the store refused one object
-			return s.stalled(stored, *commit, ReasonValidationFailed, append(probs, p))
+			return s.stalled(stored, *commit, ReasonValidationFailed, redactSecrets(append(probs, p), secrets))
 		}
 	}
 	if err != nil {

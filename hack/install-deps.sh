@@ -2,7 +2,8 @@
 # Installs what Flotilla needs on Debian 12 when it is missing: Podman with
 # runc, busybox-static (the example image is made from it), nftables,
 # iproute2, git and gnupg (gitsync's tests sign commits with git commit -S),
-# and the cue command (for `cue vet` tests). Idempotent and quiet
+# the cue command (for `cue vet` tests), and sops and age-keygen (gitsync's
+# SOPS tests encrypt their fixtures with the real sops). Idempotent and quiet
 # when everything is there.
 set -euo pipefail
 
@@ -28,6 +29,16 @@ cue="$(go env GOPATH)/bin/cue"
 if [ ! -x "$cue" ]; then
 	echo "installing the cue command (cuelang.org/go/cmd/cue@v0.17.1) ..."
 	GOFLAGS= go install cuelang.org/go/cmd/cue@v0.17.1
+fi
+
+gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/sops" ]; then
+	echo "installing sops (github.com/getsops/sops/v3/cmd/sops@v3.13.3) ..."
+	GOFLAGS= go install github.com/getsops/sops/v3/cmd/sops@v3.13.3
+fi
+if [ ! -x "$gobin/age-keygen" ]; then
+	echo "installing age and age-keygen (filippo.io/age/cmd/...@v1.3.2) ..."
+	GOFLAGS= go install filippo.io/age/cmd/...@v1.3.2
 fi
 
 # kubectl is not packaged for Debian 12; the tests that speak to the API as a

@@ -70,8 +70,14 @@ func (v *Validator) LoadDir(dir string) ([]Manifest, Problems) {
 // problems: the caller decides, usually with Problems.Err, whether the set
 // may be applied. Problems are sorted by file, line and column.
 func (v *Validator) Load(fsys fs.FS, paths ...string) ([]Manifest, Problems) {
-	return v.load(fsys, paths, func(name string) string { return name })
+	return v.load(fsys, paths, func(name string) string { return name }, nil)
 }
+
+// FileFilter rewrites a manifest file before it is validated: it returns
+// the data to validate instead (nil skips the file) and problems about the
+// file (their File is set by the caller). name is the file's path. `flotilla vet` uses one to check
+// SOPS-encrypted files without their key.
+type FileFilter func(name string, data []byte) ([]byte, Problems)
 
 // source is one manifest file read for Load.
 type source struct {
@@ -89,7 +95,7 @@ type fileOut struct {
 
 // load is Load with the names shown in Problems and Manifests computed by
 // show from the names within fsys.
-func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) ([]Manifest, Problems) {
+func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string, filter FileFilter) ([]Manifest, Problems) {
 	if len(paths) == 0 {
 		paths = []string{"."}
 	}
@@ -97,7 +103,7 @@ func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) (
 	for i := range ps {
 		ps[i].File = show(ps[i].File)
 	}
-	srcs, rps := v.readAll(fsys, files, show)
+	srcs, rps := v.readAll(fsys, files, show, filter)
 	ps = append(ps, rps...)
 
 	outs := make([]fileOut, len(srcs))
@@ -140,7 +146,7 @@ func (v *Validator) load(fsys fs.FS, paths []string, show func(string) string) (
 
 // readAll reads the files, within MaxFileBytes each and MaxCommitBytes in
 // all: past the latter no file is read.
-func (v *Validator) readAll(fsys fs.FS, files []string, show func(string) string) ([]source, Problems) {
+func (v *Validator) readAll(fsys fs.FS, files []string, show func(string) string, filter FileFilter) ([]source, Problems) {
 	var srcs []source
 	var ps Problems
 	var total int64
@@ -154,6 +160,17 @@ func (v *Validator) readAll(fsys fs.FS, files []string, show func(string) string
 		if err != nil {
 			ps = append(ps, Problem{File: shown, Reason: err.Error()})
 			continue
+		}
+		if filter != nil && path.Ext(name) != ".cue" {
+			var fps Problems
+			data, fps = filter(name, data)
+			for _, p := range fps {
+				p.File = shown
+				ps = append(ps, p)
+			}
+			if data == nil {
+				continue
+			}
 		}
 		total += int64(len(data))
 		if total > v.limits.MaxCommitBytes {

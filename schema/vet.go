@@ -38,6 +38,12 @@ func (v *Validator) Vet(w io.Writer, paths []string) int {
 // command line (relative to the working directory, or absolute). File
 // names in the result start with the path as given. No paths means ".".
 func (v *Validator) LoadPaths(paths ...string) ([]Manifest, Problems) {
+	return v.LoadPathsFiltered(nil, paths...)
+}
+
+// LoadPathsFiltered is LoadPaths with every YAML and JSON file passed
+// through filter (when not nil) before it is validated.
+func (v *Validator) LoadPathsFiltered(filter FileFilter, paths ...string) ([]Manifest, Problems) {
 	if len(paths) == 0 {
 		paths = []string{"."}
 	}
@@ -83,6 +89,6 @@ func (v *Validator) LoadPaths(paths ...string) ([]Manifest, Problems) {
 		}
 		return filepath.Join(a.given, filepath.FromSlash(rest))
 	}
-	ms, lps := v.load(os.DirFS("/"), rels, given)
+	ms, lps := v.load(os.DirFS("/"), rels, given, filter)
 	return ms, append(ps, lps...)
 }

@@ -17,13 +17,15 @@ import (
 // with its field (it once crashed the whole process), the objects from
 // Git carry Kubernetes' defaults without being re-applied, `kubectl
 // expose` gets a ClusterIP, a dry run creates nothing, and the process
-// lives on and stops cleanly.
+// lives on and stops cleanly. It also runs checkRBAC, checkPodSecurity and
+// checkSOPSSecret on the same cluster.
 func TestUpAdmission(t *testing.T) {
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
 		t.Skip("kubectl not installed")
 	}
 	c := newUpCluster(t)
+	sopsKey := withSOPSKey(t, c)
 	c.start()
 	home := t.TempDir()
 	run := kubectlAs(t, kubectl, filepath.Join(c.dataDir, "kubeconfig.yaml"), home)
@@ -86,6 +88,7 @@ func TestUpAdmission(t *testing.T) {
 	checkCLIForms(t, c)
 	checkRBAC(t, c, kubectl, run)
 	checkPodSecurity(t, c, run)
+	checkSOPSSecret(t, c, sopsKey, run)
 	if c.cmd.ProcessState != nil {
 		t.Fatalf("flotilla up exited: %s", c.cmd.ProcessState)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/gitsync/sops/sopstest"
 )
 
 // TestGitFlags: up and server take the same Git credential and trust
@@ -18,12 +19,12 @@ func TestGitFlags(t *testing.T) {
 			c = newServerCommand()
 		}
 		for _, name := range []string{"git-username", "git-password-file", "git-ssh-key-file", "git-known-hosts-file",
-			"allow-history-rewrite", "verify-signatures", "trusted-keys-file"} {
+			"allow-history-rewrite", "verify-signatures", "trusted-keys-file", "sops-age-key-file"} {
 			if c.Flags().Lookup(name) == nil {
 				t.Errorf("%s has no --%s", cmd, name)
 			}
 		}
-		for _, secret := range []string{"git-password", "git-token", "git-ssh-key"} {
+		for _, secret := range []string{"git-password", "git-token", "git-ssh-key", "sops-age-key"} {
 			if c.Flags().Lookup(secret) != nil {
 				t.Errorf("%s takes a secret on the command line: --%s", cmd, secret)
 			}
@@ -49,5 +50,25 @@ func TestGitOptionsConfig(t *testing.T) {
 	}
 	if !c.VerifySignatures || c.TrustedKeys.Empty() || c.PasswordFile != "/run/secrets/token" || !c.AllowHistoryRewrite {
 		t.Errorf("config = %+v", c)
+	}
+}
+
+// TestSOPSKeyFlag: --sops-age-key-file is read at start; a file that is
+// not an age key stops the start naming the flag.
+func TestSOPSKeyFlag(t *testing.T) {
+	dir := t.TempDir()
+	k := sopstest.NewKey(t, dir)
+	var c gitsync.Config
+	if err := (&gitOptions{sopsAgeKeyFile: k.File}).config(&c); err != nil || c.SOPSIdentities == nil {
+		t.Fatalf("config = %v, identities %v", err, c.SOPSIdentities)
+	}
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{bad, filepath.Join(dir, "missing")} {
+		if err := (&gitOptions{sopsAgeKeyFile: f}).config(&c); err == nil || !strings.Contains(err.Error(), "--sops-age-key-file") {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
+	"github.com/flotilla-dev/flotilla/gitsync/sops"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
@@ -21,7 +22,11 @@ with Pod Security admission: the levels of the Namespace manifests among
 them (pod-security.kubernetes.io/enforce and warn labels), the default
 level for other namespaces. Prints one line per problem,
 FILE:LINE:COL: FIELD: REASON (warnings, such as the warn level's findings,
-say "warning:"), and exits 1 if there is any error, 0 otherwise.`,
+say "warning:"), and exits 1 if there is any error, 0 otherwise.
+
+A SOPS-encrypted manifest is checked without its key: its sops block
+(version, lastmodified, mac, age recipients), that every value it encrypts
+is an ENC[...] string, and the rest of the manifest with the schema.`,
 		Example: `  flotilla vet examples/hello
   flotilla vet deployment.yaml service.yaml`,
 		Args: cobra.MinimumNArgs(1),
@@ -32,7 +37,7 @@ say "warning:"), and exits 1 if there is any error, 0 otherwise.`,
 				fmt.Fprintf(out, "flotilla vet: %v\n", err)
 				return &exitError{code: 2}
 			}
-			ms, ps := v.LoadPaths(args...)
+			ms, ps := v.LoadPathsFiltered(sops.VetFilter, args...)
 			psa, err := admission.VetPodSecurity(ms, psaapi.Level(podSecurity))
 			if err != nil {
 				return err
