@@ -190,6 +190,7 @@ type Agent struct {
 	runtimeByUID    map[string][]string
 	runtimeListed   bool
 	lastRuntimeList time.Time
+	rtVersion       string // the runtime's version, once it answered (nodeinfo.go)
 
 	// syncHook, when set (tests), runs at the start of every pod sync.
 	syncHook func(*corev1.Pod)

@@ -156,6 +156,12 @@ func TestPodRunsStatusAndNode(t *testing.T) {
 		n.Status.Conditions[0].Type != corev1.NodeReady || n.Status.Conditions[0].Status != corev1.ConditionTrue {
 		t.Fatalf("node status = %+v", n.Status)
 	}
+	// nodeInfo as kubectl describe node shows it: the machine's kernel,
+	// OS and boot, and the runtime's version.
+	if info := n.Status.NodeInfo; info.KernelVersion == "" || info.OSImage == "" || info.BootID == "" ||
+		info.ContainerRuntimeVersion != "fake://1.0" || info.OperatingSystem != "linux" {
+		t.Fatalf("nodeInfo = %+v", info)
+	}
 
 	// Idle: many resyncs later, no pod status write and no node write.
 	writes := h.st.podStatusWrites.Load()

@@ -150,3 +150,11 @@ func (f *FakeRuntime) ImageUser(ctx context.Context, image string) (string, erro
 	}
 	return f.users[image], nil
 }
+
+// RuntimeVersion implements RuntimeVersioner.
+func (f *FakeRuntime) RuntimeVersion(ctx context.Context) (string, error) {
+	if err := f.available(ctx); err != nil {
+		return "", err
+	}
+	return "fake://1.0", nil
+}

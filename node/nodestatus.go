@@ -100,6 +100,7 @@ func (a *Agent) syncNode(ctx context.Context) error {
 		}
 		n = obj.(*corev1.Node)
 	}
+	a.runtimeVersion(ctx) // asked until the runtime answers once
 	want := a.nodeStatus(n.Status, a.clock.Now())
 	if equality.Semantic.DeepEqual(want, n.Status) {
 		return nil
@@ -129,10 +130,13 @@ func (a *Agent) nodeStatus(old corev1.NodeStatus, now time.Time) corev1.NodeStat
 	if hostname != "" {
 		st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: hostname})
 	}
+	info := hostInfo()
+	st.NodeInfo.KernelVersion, st.NodeInfo.OSImage = info.KernelVersion, info.OSImage
+	st.NodeInfo.BootID, st.NodeInfo.MachineID, st.NodeInfo.SystemUUID = info.BootID, info.MachineID, info.SystemUUID
 	st.NodeInfo.OperatingSystem = "linux"
 	st.NodeInfo.Architecture = runtime.GOARCH
 	st.NodeInfo.KubeletVersion = "flotilla"
-	st.NodeInfo.ContainerRuntimeVersion = "podman"
+	st.NodeInfo.ContainerRuntimeVersion = a.rtVersionOr("podman")
 	st.Phase = ""
 
 	nowT := metav1.NewTime(now).Rfc3339Copy()

@@ -170,6 +170,14 @@ func describe(w io.Writer, obj schema.Object, related []schema.Object, now time.
 			cs = append(cs, [2]string{string(c.Type), fmt.Sprintf("%s\t%s\t%s", c.Status, c.Reason, c.Message)})
 		}
 		conditions(tw, cs)
+		info := o.Status.NodeInfo
+		p(0, "System Info", "")
+		for _, kv := range [][2]string{{"Machine ID", info.MachineID}, {"Boot ID", info.BootID},
+			{"Kernel Version", info.KernelVersion}, {"OS Image", info.OSImage}, {"Operating System", info.OperatingSystem},
+			{"Architecture", info.Architecture}, {"Container Runtime Version", info.ContainerRuntimeVersion},
+			{"Kubelet Version", info.KubeletVersion}} {
+			p(1, kv[0], kv[1])
+		}
 	case *corev1.Service:
 		describeService(p, o, related)
 	case *corev1.PersistentVolumeClaim:

@@ -91,4 +91,10 @@ func TestDescribeNodeShowsLease(t *testing.T) {
 	if !strings.Contains(flat(), "HolderIdentity: node1 RenewTime: Sun, 06 Dec 2026 02:59:53 UTC (7s ago)") {
 		t.Errorf("describe node with its lease:\n%s", out.String())
 	}
+	n.Status.NodeInfo = corev1.NodeSystemInfo{KernelVersion: "6.18.0", OSImage: "Debian GNU/Linux 12 (bookworm)", ContainerRuntimeVersion: "podman://4.9.5"}
+	out.Reset()
+	describe(&out, n, nil, now)
+	if !strings.Contains(flat(), "Kernel Version: 6.18.0 OS Image: Debian GNU/Linux 12 (bookworm)") || !strings.Contains(flat(), "Container Runtime Version: podman://4.9.5") {
+		t.Errorf("describe node's system info:\n%s", out.String())
+	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 	"github.com/containers/podman/v4/pkg/bindings/images"
 	"github.com/containers/podman/v4/pkg/bindings/pods"
+	"github.com/containers/podman/v4/pkg/bindings/system"
 	"github.com/containers/podman/v4/pkg/domain/entities"
 	"github.com/containers/podman/v4/pkg/errorhandling"
 	"github.com/containers/podman/v4/pkg/specgen"
@@ -471,6 +472,21 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 		return false, fmt.Errorf("check image %s: %w", image, err)
 	}
 	return ok, nil
+}
+
+// RuntimeVersion implements node.RuntimeVersioner: "podman://" and the
+// service's version, as the kubelet reports a CRI runtime.
+func (r *Runtime) RuntimeVersion(ctx context.Context) (string, error) {
+	c, cancel := r.with(ctx)
+	defer cancel()
+	rep, err := system.Version(c, nil)
+	if err != nil {
+		return "", fmt.Errorf("podman version: %w", err)
+	}
+	if rep == nil || rep.Server == nil {
+		return "", errors.New("podman version: no server version")
+	}
+	return "podman://" + rep.Server.Version, nil
 }
 
 // ImageUser implements node.ImageUserReader: the image config's User.

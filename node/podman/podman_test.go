@@ -89,6 +89,9 @@ func TestRuntimeLifecycle(t *testing.T) {
 	rt := svc.Runtime
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if v, err := rt.RuntimeVersion(ctx); err != nil || !strings.HasPrefix(v, "podman://") || len(v) < len("podman://4") {
+		t.Fatalf("RuntimeVersion = %q, %v; want podman://VERSION", v, err)
+	}
 
 	uid := fmt.Sprintf("uid-%d", time.Now().UnixNano())
 	sb := node.PodSandbox{UID: uid, Namespace: "default", Name: "smoke", Hostname: "smoke",
