@@ -15,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 
@@ -128,6 +129,31 @@ func num(name string, f func(schema.Object) int64) column {
 	return column{name: name, typ: "integer", cell: func(o schema.Object) any { return f(o) }}
 }
 
+func orUnknown(s string) string {
+	if s == "" {
+		return "<unknown>"
+	}
+	return s
+}
+
+// containerNames and containerImages are kubectl's wide CONTAINERS and
+// IMAGES of a workload.
+func containerNames(spec corev1.PodSpec) string {
+	names := make([]string, len(spec.Containers))
+	for i, c := range spec.Containers {
+		names[i] = c.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func containerImages(spec corev1.PodSpec) string {
+	images := make([]string, len(spec.Containers))
+	for i, c := range spec.Containers {
+		images[i] = c.Image
+	}
+	return strings.Join(images, ",")
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "<none>"
@@ -155,6 +181,9 @@ func columnsFor(resource string, now time.Time) []column {
 			}),
 			num("Up-to-date", func(o schema.Object) int64 { return int64(d(o).Status.UpdatedReplicas) }),
 			num("Available", func(o schema.Object) int64 { return int64(d(o).Status.AvailableReplicas) }), a,
+			str("Containers", 1, func(o schema.Object) string { return containerNames(d(o).Spec.Template.Spec) }),
+			str("Images", 1, func(o schema.Object) string { return containerImages(d(o).Spec.Template.Spec) }),
+			str("Selector", 1, func(o schema.Object) string { return metav1.FormatLabelSelector(d(o).Spec.Selector) }),
 		}
 	case "replicasets":
 		rs := func(o schema.Object) *appsv1.ReplicaSet { return o.(*appsv1.ReplicaSet) }
@@ -162,12 +191,18 @@ func columnsFor(resource string, now time.Time) []column {
 			num("Desired", func(o schema.Object) int64 { return int64(replicas(rs(o).Spec.Replicas)) }),
 			num("Current", func(o schema.Object) int64 { return int64(rs(o).Status.Replicas) }),
 			num("Ready", func(o schema.Object) int64 { return int64(rs(o).Status.ReadyReplicas) }), a,
+			str("Containers", 1, func(o schema.Object) string { return containerNames(rs(o).Spec.Template.Spec) }),
+			str("Images", 1, func(o schema.Object) string { return containerImages(rs(o).Spec.Template.Spec) }),
+			str("Selector", 1, func(o schema.Object) string { return metav1.FormatLabelSelector(rs(o).Spec.Selector) }),
 		}
 	case "statefulsets":
 		ss := func(o schema.Object) *appsv1.StatefulSet { return o.(*appsv1.StatefulSet) }
 		return []column{str("Ready", 0, func(o schema.Object) string {
 			return fmt.Sprintf("%d/%d", ss(o).Status.ReadyReplicas, replicas(ss(o).Spec.Replicas))
-		}), a}
+		}), a,
+			str("Containers", 1, func(o schema.Object) string { return containerNames(ss(o).Spec.Template.Spec) }),
+			str("Images", 1, func(o schema.Object) string { return containerImages(ss(o).Spec.Template.Spec) }),
+		}
 	case "services":
 		svc := func(o schema.Object) *corev1.Service { return o.(*corev1.Service) }
 		return []column{
@@ -180,6 +215,12 @@ func columnsFor(resource string, now time.Time) []column {
 			str("Cluster-IP", 0, func(o schema.Object) string { return orNone(svc(o).Spec.ClusterIP) }),
 			str("External-IP", 0, func(o schema.Object) string { return serviceExternal(svc(o)) }),
 			str("Port(s)", 0, func(o schema.Object) string { return servicePorts(svc(o)) }), a,
+			str("Selector", 1, func(o schema.Object) string {
+				if len(svc(o).Spec.Selector) == 0 {
+					return "<none>"
+				}
+				return labels.Set(svc(o).Spec.Selector).String()
+			}),
 		}
 	case "nodes":
 		n := func(o schema.Object) *corev1.Node { return o.(*corev1.Node) }
@@ -188,6 +229,10 @@ func columnsFor(resource string, now time.Time) []column {
 			str("Roles", 0, func(o schema.Object) string { return nodeRoles(n(o)) }), a,
 			str("Version", 0, func(o schema.Object) string { return n(o).Status.NodeInfo.KubeletVersion }),
 			str("Internal-IP", 1, func(o schema.Object) string { return nodeAddress(n(o), corev1.NodeInternalIP) }),
+			str("External-IP", 1, func(o schema.Object) string { return nodeAddress(n(o), corev1.NodeExternalIP) }),
+			str("OS-Image", 1, func(o schema.Object) string { return orUnknown(n(o).Status.NodeInfo.OSImage) }),
+			str("Kernel-Version", 1, func(o schema.Object) string { return orUnknown(n(o).Status.NodeInfo.KernelVersion) }),
+			str("Container-Runtime", 1, func(o schema.Object) string { return orUnknown(n(o).Status.NodeInfo.ContainerRuntimeVersion) }),
 		}
 	case "namespaces":
 		return []column{str("Status", 0, func(o schema.Object) string {

@@ -87,6 +87,29 @@ func TestTablePrintsKubectlColumns(t *testing.T) {
 	if got := strings.Fields(lines[1]); strings.Join(got, " ") != "shop pod/web-1 1/1 Running 2 2m 10.244.0.7 edge-1" {
 		t.Errorf("row = %v", got)
 	}
+	// kubectl's wide columns of workloads and services.
+	dk, _ := schema.KindByResource("deployments")
+	two := int32(2)
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", CreationTimestamp: created},
+		Spec: appsv1.DeploymentSpec{Replicas: &two, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}, {Name: "log", Image: "busybox"}}}}}}
+	b.Reset()
+	if err := (table{wide: true, now: time.Now()}).print(&b, dk, "", []schema.Object{d}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(b.String()), " "); got != "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR web 0/2 0 0 2m web,log nginx:1.27,busybox app=web" {
+		t.Errorf("deployments -o wide: %q", got)
+	}
+	sk, _ := schema.KindByResource("services")
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", CreationTimestamp: created},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}}
+	b.Reset()
+	if err := (table{wide: true, now: time.Now()}).print(&b, sk, "", []schema.Object{svc}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(b.String()), " "); !strings.HasSuffix(got, "80/TCP 2m app=web") || !strings.Contains(got, "SELECTOR") {
+		t.Errorf("services -o wide: %q", got)
+	}
 }
 
 // No flag's help is garbled: cobra takes a `quoted` word of a usage text
