@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -106,9 +107,16 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 		}
 		opts.TailLines = &n
 	}
-	if _, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name); err != nil {
+	obj, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name)
+	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		if err := logsAvailable(pod, &opts); err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -124,7 +132,7 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 	}
 	fw := &flushWriter{w: w}
 	fw.flusher, _ = w.(http.Flusher)
-	err := s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, fw)
+	err = s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, fw)
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	switch {
@@ -139,4 +147,51 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+// logsAvailable is kube-apiserver's and the kubelet's check before a log
+// is read, with their wording (400 Bad Request): the container must be
+// one of the pod's, and must have started. opts.Container is set to the
+// pod's first container when empty.
+func logsAvailable(pod *corev1.Pod, opts *LogOptions) error {
+	name := opts.Container
+	if name == "" {
+		if len(pod.Spec.Containers) == 0 {
+			return badRequest("pod %s has no containers", pod.Name)
+		}
+		name = pod.Spec.Containers[0].Name
+	}
+	found := false
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			found = found || c.Name == name
+		}
+	}
+	if !found {
+		return badRequest("container %s is not valid for pod %s", name, pod.Name)
+	}
+	opts.Container = name
+	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if st.Name != name {
+			continue
+		}
+		if st.State.Waiting != nil && st.LastTerminationState.Terminated == nil && st.RestartCount == 0 {
+			return badRequest("container %q in pod %q is waiting to start: %s", name, pod.Name, waitingReason(st.State.Waiting.Reason))
+		}
+		return nil
+	}
+	return badRequest("container %q in pod %q is waiting to start: %s", name, pod.Name, waitingReason(""))
+}
+
+// waitingReason is the kubelet's phrase for a waiting container's reason.
+func waitingReason(reason string) string {
+	switch reason {
+	case "ErrImagePull", "ImagePullBackOff":
+		return "trying and failing to pull image"
+	case "ErrImageNeverPull", "InvalidImageName":
+		return "image can't be pulled"
+	case "":
+		return "ContainerCreating"
+	}
+	return reason
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
@@ -204,6 +205,19 @@ func TestPodLogs(t *testing.T) {
 	resp, body = e.do(t, "GET", "/api/v1/namespaces/default/pods/nope/log", "")
 	if resp.StatusCode != 404 {
 		t.Fatalf("missing pod: %d %s", resp.StatusCode, body)
+	}
+	// Kubernetes' 400s, with its wording: a container the pod does not
+	// have, and one that has not started.
+	resp, body = e.do(t, "GET", "/api/v1/namespaces/default/pods/web-1/log?container=nope", "")
+	if st := decodeStatus(t, body); resp.StatusCode != 400 || st.Message != "container nope is not valid for pod web-1" {
+		t.Fatalf("unknown container: %d %s", resp.StatusCode, body)
+	}
+	waiting := pod("default", "web-2", "n1", nil)
+	waiting.Status.ContainerStatuses[0] = corev1.ContainerStatus{Name: "app", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff"}}}
+	mustCreate(t, e.store, waiting)
+	resp, body = e.do(t, "GET", "/api/v1/namespaces/default/pods/web-2/log", "")
+	if st := decodeStatus(t, body); resp.StatusCode != 400 || st.Message != `container "app" in pod "web-2" is waiting to start: trying and failing to pull image` {
+		t.Fatalf("waiting container: %d %s", resp.StatusCode, body)
 	}
 	e2 := newEnv(t, nil)
 	mustCreate(t, e2.store, pod("default", "web-1", "n1", nil))
