@@ -251,6 +251,19 @@ func TestKubectlAdmission(t *testing.T) {
 	if st := decodeStatus(t, body); resp.StatusCode != 404 || st.Details == nil {
 		t.Fatalf("unknown path: %d %s", resp.StatusCode, body)
 	}
+	// kubectl create's generators (kubectl 1.32 sends them as protobuf):
+	// stored through the same pipeline, defaults and all.
+	expect(t, k.run(false, "create", "configmap", "cfg", "--from-literal", "a=1"), "configmap/cfg created")
+	expect(t, k.run(false, "create", "secret", "generic", "tok", "--from-literal", "token=s3cret"), "secret/tok created")
+	expect(t, k.run(false, "create", "namespace", "shop"), "namespace/shop created")
+	expect(t, k.run(false, "create", "deployment", "gen", "--image", "localhost/busybox:latest", "--replicas", "2"), "deployment.apps/gen created")
+	expect(t, k.run(false, "get", "configmap", "cfg", "-o", "jsonpath={.data.a}"), "1")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.replicas} {.spec.revisionHistoryLimit}"), "2 10")
+	if obj, err := e.store.Get(context.Background(), "secrets", "default", "tok"); err != nil || string(obj.(*corev1.Secret).Data["token"]) != "s3cret" {
+		t.Errorf("kubectl create secret stored %v, %v", obj, err)
+	}
+	expect(t, k.run(true, "create", "deployment", "bad_name", "--image", "x"), "is invalid", "metadata.name")
+
 	k.file("pod.yaml", "")
 	expect(t, k.run(false, "run", "dbg", "--image", "localhost/busybox:latest"), "pod/dbg created")
 	if out := k.run(true, "debug", "dbg", "--image", "localhost/busybox:latest"); strings.Contains(out, "panic") {

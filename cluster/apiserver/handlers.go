@@ -251,11 +251,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 // the path. Unknown fields are refused unless the request's
 // fieldValidation says Warn (they come back as Warning headers) or Ignore.
 func (s *Server) readObject(w http.ResponseWriter, r *http.Request, req request) (schema.Object, error) {
+	isProtobuf := false
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
+		switch {
+		case err == nil && mt == protobufType:
+			isProtobuf = true
+		case err != nil || mt != "application/json":
 			return nil, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
-				"the body of the request was in an unknown format %q; accepted: application/json", ct)
+				"the body of the request was in an unknown format %q; accepted: application/json, %s", ct, protobufType)
 		}
 	}
 	mode, err := fieldValidation(r)
@@ -265,6 +269,11 @@ func (s *Server) readObject(w http.ResponseWriter, r *http.Request, req request)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		return nil, err
+	}
+	if isProtobuf {
+		if body, err = protobufToJSON(req, body); err != nil {
+			return nil, err
+		}
 	}
 	obj, warnings, err := decodeBody(req, body, mode)
 	warn(w, warnings)
