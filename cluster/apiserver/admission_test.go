@@ -263,6 +263,13 @@ func TestKubectlAdmission(t *testing.T) {
 		t.Errorf("kubectl create secret stored %v, %v", obj, err)
 	}
 	expect(t, k.run(true, "create", "deployment", "bad_name", "--image", "x"), "is invalid", "metadata.name")
+	// kubectl scale through the /scale subresource; a workload from Git
+	// is refused with the hint to change it there.
+	expect(t, k.run(false, "scale", "deployment", "gen", "--replicas", "4"), "deployment.apps/gen scaled")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.replicas}"), "4")
+	expect(t, k.run(true, "scale", "deployment", "gen", "--current-replicas", "2", "--replicas", "1"), "Expected replicas to be 2, was 4")
+	mustCreate(t, e.store, deployment("default", "fromgit", 1, "apps/web.yaml"))
+	expect(t, k.run(true, "scale", "deployment", "fromgit", "--replicas", "3"), "Forbidden", "managed by Git (apps/web.yaml); change it in the repository")
 
 	k.file("pod.yaml", "")
 	expect(t, k.run(false, "run", "dbg", "--image", "localhost/busybox:latest"), "pod/dbg created")

@@ -15,7 +15,7 @@ type request struct {
 	namespace string // from the path; "" for cluster-scoped kinds and all-namespaces lists
 	nsPath    bool   // the path had /namespaces/<ns>/
 	name      string
-	sub       string // "", "status" or "log"
+	sub       string // "", "status", "log" or "scale"
 }
 
 func (q request) target() target {
@@ -100,7 +100,7 @@ func route(group, ver string, rest []string) (request, error) {
 		return req, errNoRoute
 	case !req.nsPath && k.Namespaced && req.name != "":
 		return req, errNoRoute
-	case req.sub != "" && req.sub != "status" && !(req.sub == "log" && k.Resource == "pods"):
+	case req.sub != "" && req.sub != "status" && !(req.sub == "log" && k.Resource == "pods") && !(req.sub == "scale" && scalable(k)):
 		return req, errNoRoute
 	}
 	return req, nil
@@ -110,6 +110,8 @@ func route(group, ver string, rest []string) (request, error) {
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, req request) {
 	m := r.Method
 	switch {
+	case req.sub == "scale":
+		s.scale(w, r, req)
 	case req.name == "" && m == http.MethodGet:
 		if isTrue(r.URL.Query().Get("watch")) {
 			s.watch(w, r, req)
