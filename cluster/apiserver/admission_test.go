@@ -270,6 +270,14 @@ func TestKubectlAdmission(t *testing.T) {
 	expect(t, k.run(true, "scale", "deployment", "gen", "--current-replicas", "2", "--replicas", "1"), "Expected replicas to be 2, was 4")
 	mustCreate(t, e.store, deployment("default", "fromgit", 1, "apps/web.yaml"))
 	expect(t, k.run(true, "scale", "deployment", "fromgit", "--replicas", "3"), "Forbidden", "managed by Git (apps/web.yaml); change it in the repository")
+	// A strategic merge patch of lists is not supported: the advice names
+	// the repository only for an object from Git.
+	out = k.run(true, "set", "env", "deployment/gen", "FOO=bar")
+	expect(t, out, "strategic merge patches of lists are not supported", "kubectl patch --type merge")
+	if strings.Contains(out, "repository") {
+		t.Errorf("kubectl set env on a kubectl-made deployment speaks of the repository:\n%s", out)
+	}
+	expect(t, k.run(true, "set", "env", "deployment/fromgit", "FOO=bar"), "managed by Git: change it in the repository")
 
 	k.file("pod.yaml", "")
 	expect(t, k.run(false, "run", "dbg", "--image", "localhost/busybox:latest"), "pod/dbg created")

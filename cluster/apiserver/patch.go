@@ -45,8 +45,14 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		return
 	}
 	if mt == "application/strategic-merge-patch+json" && !plainMerge(probe) {
+		// Say "in the repository" only of an object that is Git's.
+		advice := "send a JSON merge patch (kubectl patch --type merge) or replace it (kubectl replace, kubectl edit)"
+		if cur, err := s.cfg.Store.Get(r.Context(), req.kind.Resource, req.namespace, req.name); err == nil &&
+			cur.GetAnnotations()[schema.AnnotationManagedBy] == schema.ManagedByGit {
+			advice = "it is managed by Git: change it in the repository and commit"
+		}
 		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
-			"strategic merge patches of lists are not supported; change %s %q in the repository, or replace it", req.kind.Resource, req.name), req.target())
+			"strategic merge patches of lists are not supported for %s %q; %s", req.kind.Resource, req.name, advice), req.target())
 		return
 	}
 	_, pinned := nested(probe, "metadata", "resourceVersion")
