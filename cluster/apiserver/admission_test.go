@@ -278,6 +278,14 @@ func TestKubectlAdmission(t *testing.T) {
 		t.Errorf("kubectl set env on a kubectl-made deployment speaks of the repository:\n%s", out)
 	}
 	expect(t, k.run(true, "set", "env", "deployment/fromgit", "FOO=bar"), "managed by Git: change it in the repository")
+	// JSON patches (RFC 6902), through the same pipeline.
+	expect(t, k.run(false, "patch", "deployment", "gen", "--type", "json", "-p",
+		`[{"op":"add","path":"/spec/template/spec/containers/0/env","value":[{"name":"FOO","value":"bar"}]},{"op":"replace","path":"/spec/replicas","value":2}]`),
+		"deployment.apps/gen patched")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value}"), "2 bar")
+	expect(t, k.run(true, "patch", "deployment", "gen", "--type", "json", "-p", `[{"op":"test","path":"/spec/replicas","value":7}]`), "does not apply")
+	expect(t, k.run(true, "patch", "deployment", "gen", "--type", "json", "-p", `[{"op":"replace","path":"/spec/replicas","value":-3}]`), "is invalid: spec.replicas")
+	expect(t, k.run(true, "patch", "deployment", "fromgit", "--type", "json", "-p", `[{"op":"replace","path":"/spec/replicas","value":2}]`), "managed by Git")
 
 	k.file("pod.yaml", "")
 	expect(t, k.run(false, "run", "dbg", "--image", "localhost/busybox:latest"), "pod/dbg created")

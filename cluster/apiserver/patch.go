@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
@@ -28,15 +30,19 @@ const patchRetries = 5
 func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch mt {
-	case "application/merge-patch+json", "application/strategic-merge-patch+json":
+	case "application/merge-patch+json", "application/strategic-merge-patch+json", jsonPatchType:
 	default:
 		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
-			"the patch type %q is not supported; use application/merge-patch+json or application/strategic-merge-patch+json", mt), req.target())
+			"the patch type %q is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json", mt), req.target())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		s.writeError(w, r, err, req.target())
+		return
+	}
+	if mt == jsonPatchType {
+		s.jsonPatch(w, r, req, body)
 		return
 	}
 	var probe map[string]any
@@ -56,6 +62,23 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		return
 	}
 	_, pinned := nested(probe, "metadata", "resourceVersion")
+	s.patchLoop(w, r, req, pinned, func(orig []byte) ([]byte, error) {
+		var o, p any
+		if err := json.Unmarshal(orig, &o); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(body, &p); err != nil {
+			return nil, badRequest("the patch is not valid JSON: %v", err)
+		}
+		return json.Marshal(mergePatch(o, p))
+	})
+}
+
+// patchLoop writes the stored object as apply makes it of its JSON,
+// through the pipeline. The patched object carries the stored
+// resourceVersion: a write in between is a conflict, retried unless the
+// patch pinned one (as Kubernetes does).
+func (s *Server) patchLoop(w http.ResponseWriter, r *http.Request, req request, pinned bool, apply func(orig []byte) ([]byte, error)) {
 	mode, err := fieldValidation(r)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
@@ -66,7 +89,6 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		s.writeError(w, r, err, req.target())
 		return
 	}
-	status := req.sub == "status"
 	ctx := r.Context()
 	for attempt := 0; ; attempt++ {
 		cur, err := s.cfg.Store.Get(ctx, req.kind.Resource, req.namespace, req.name)
@@ -74,15 +96,13 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 			s.writeError(w, r, err, req.target())
 			return
 		}
-		obj, warnings, err := applyPatch(req, cur, body, mode)
+		obj, warnings, err := applyPatch(req, cur, apply, mode)
 		if err != nil {
 			s.writeError(w, r, err, req.target())
 			return
 		}
-		// The patched object carries cur's resourceVersion: a write in
-		// between is a conflict, retried unless the patch pinned one.
 		opts.Warn = func(m string) { warnings = append(warnings, m) }
-		out, err := s.writes.UpdateWith(ctx, obj, status, opts)
+		out, err := s.writes.UpdateWith(ctx, obj, req.sub == "status", opts)
 		if errors.Is(err, store.ErrConflict) && !pinned && attempt < patchRetries {
 			continue
 		}
@@ -96,21 +116,14 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 	}
 }
 
-// applyPatch merge-patches cur and decodes the result, which must keep its
-// name and namespace.
-func applyPatch(req request, cur schema.Object, patch []byte, mode admission.FieldValidation) (schema.Object, []string, error) {
+// applyPatch patches cur's JSON with apply and decodes the result, which
+// must keep its name and namespace.
+func applyPatch(req request, cur schema.Object, apply func(orig []byte) ([]byte, error), mode admission.FieldValidation) (schema.Object, []string, error) {
 	orig, err := schema.Encode(cur)
 	if err != nil {
 		return nil, nil, err
 	}
-	var o, p any
-	if err := json.Unmarshal(orig, &o); err != nil {
-		return nil, nil, err
-	}
-	if err := json.Unmarshal(patch, &p); err != nil {
-		return nil, nil, badRequest("the patch is not valid JSON: %v", err)
-	}
-	patched, err := json.Marshal(mergePatch(o, p))
+	patched, err := apply(orig)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,4 +186,32 @@ func nested(m map[string]any, keys ...string) (any, bool) {
 		}
 	}
 	return v, v != nil
+}
+
+// jsonPatchType is RFC 6902's JSON patch (kubectl patch --type json).
+const jsonPatchType = "application/json-patch+json"
+
+// jsonPatch applies an RFC 6902 patch (evanphx/json-patch, the library
+// kube-apiserver uses) to the stored object and writes the result through
+// the pipeline, retried on conflict unless the patch tests or sets the
+// resourceVersion.
+func (s *Server) jsonPatch(w http.ResponseWriter, r *http.Request, req request, body []byte) {
+	p, err := jsonpatch.DecodePatch(body)
+	if err != nil {
+		s.writeError(w, r, badRequest("the JSON patch is not valid: %v", err), req.target())
+		return
+	}
+	pinned := false
+	for _, op := range p {
+		if path, err := op.Path(); err == nil && path == "/metadata/resourceVersion" {
+			pinned = true
+		}
+	}
+	s.patchLoop(w, r, req, pinned, func(orig []byte) ([]byte, error) {
+		patched, err := p.Apply(orig)
+		if err != nil {
+			return nil, badRequest("the JSON patch does not apply: %v", err)
+		}
+		return patched, nil
+	})
 }
