@@ -86,6 +86,14 @@ func TestUpAdmission(t *testing.T) {
 		return nil
 	})
 	checkCLIForms(t, c)
+	// A new revision by a JSON patch, then kubectl rollout undo (a JSON
+	// patch of the template back to the previous ReplicaSet's).
+	expect(run(false, "patch", "deployment", "sleeper", "--type", "json", "-p",
+		`[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["sleep","3601"]}]`), "deployment.apps/sleeper patched")
+	expect(run(false, "rollout", "status", "deployment/sleeper", "--timeout", "3m"), "successfully rolled out")
+	expect(run(false, "rollout", "undo", "deployment/sleeper"), "deployment.apps/sleeper rolled back")
+	expect(run(false, "rollout", "status", "deployment/sleeper", "--timeout", "3m"), "successfully rolled out")
+	expect(run(false, "get", "deployment", "sleeper", "-o", "jsonpath={.spec.template.spec.containers[0].command}"), `["sleep","3600"]`)
 	checkRBAC(t, c, kubectl, run)
 	checkPodSecurity(t, c, run)
 	checkSOPSSecret(t, c, sopsKey, run)
