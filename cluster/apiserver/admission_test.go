@@ -270,19 +270,19 @@ func TestKubectlAdmission(t *testing.T) {
 	expect(t, k.run(true, "scale", "deployment", "gen", "--current-replicas", "2", "--replicas", "1"), "Expected replicas to be 2, was 4")
 	mustCreate(t, e.store, deployment("default", "fromgit", 1, "apps/web.yaml"))
 	expect(t, k.run(true, "scale", "deployment", "fromgit", "--replicas", "3"), "Forbidden", "managed by Git (apps/web.yaml); change it in the repository")
-	// A strategic merge patch of lists is not supported: the advice names
-	// the repository only for an object from Git.
-	out = k.run(true, "set", "env", "deployment/gen", "FOO=bar")
-	expect(t, out, "strategic merge patches of lists are not supported", "kubectl patch --type merge")
-	if strings.Contains(out, "repository") {
-		t.Errorf("kubectl set env on a kubectl-made deployment speaks of the repository:\n%s", out)
-	}
-	expect(t, k.run(true, "set", "env", "deployment/fromgit", "FOO=bar"), "managed by Git: change it in the repository")
+	// Strategic merge patches, lists merged by key: kubectl set env, set
+	// image, label; on a Git object the Git hint.
+	expect(t, k.run(false, "set", "env", "deployment/gen", "FOO=bar"), "deployment.apps/gen env updated")
+	expect(t, k.run(false, "set", "env", "deployment/gen", "BAZ=qux"), "deployment.apps/gen env updated")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"), "FOO BAZ")
+	expect(t, k.run(false, "set", "image", "deployment/gen", "busybox=localhost/busybox:1"), "deployment.apps/gen image updated")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.template.spec.containers[0].image}"), "localhost/busybox:1")
+	expect(t, k.run(true, "set", "env", "deployment/fromgit", "FOO=bar"), "managed by Git (apps/web.yaml); change it in the repository")
 	// JSON patches (RFC 6902), through the same pipeline.
 	expect(t, k.run(false, "patch", "deployment", "gen", "--type", "json", "-p",
-		`[{"op":"add","path":"/spec/template/spec/containers/0/env","value":[{"name":"FOO","value":"bar"}]},{"op":"replace","path":"/spec/replicas","value":2}]`),
+		`[{"op":"replace","path":"/spec/template/spec/containers/0/env/0/value","value":"json"},{"op":"replace","path":"/spec/replicas","value":2}]`),
 		"deployment.apps/gen patched")
-	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value}"), "2 bar")
+	expect(t, k.run(false, "get", "deployment", "gen", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value}"), "2 json")
 	expect(t, k.run(true, "patch", "deployment", "gen", "--type", "json", "-p", `[{"op":"test","path":"/spec/replicas","value":7}]`), "does not apply")
 	expect(t, k.run(true, "patch", "deployment", "gen", "--type", "json", "-p", `[{"op":"replace","path":"/spec/replicas","value":-3}]`), "is invalid: spec.replicas")
 	expect(t, k.run(true, "patch", "deployment", "fromgit", "--type", "json", "-p", `[{"op":"replace","path":"/spec/replicas","value":2}]`), "managed by Git")

@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // syncBuffer is a bytes.Buffer safe for the auditor's goroutine.
@@ -57,6 +58,11 @@ func TestAuditLog(t *testing.T) {
 	get(anon, "/api/v1/pods")
 	get(admin, "/healthz")
 	get(admin, "/api/v1/namespaces/shop/pods?watch=1&timeoutSeconds=1")
+	// The watch ends on its own a second later; its completion is
+	// recorded then, so wait for it before the delete (the order below).
+	testkit.EventuallyTrue(t, "the watch's completion is audited", 0, func() bool {
+		return strings.Count(buf.String(), `"verb":"watch"`) == 2
+	})
 	req, _ := http.NewRequest(http.MethodDelete, e.url+"/api/v1/namespaces/shop/pods/web-1", nil)
 	if resp, err := admin.Do(req); err == nil {
 		resp.Body.Close()

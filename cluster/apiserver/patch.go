@@ -6,24 +6,23 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strings"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 )
 
-// PATCH with a JSON merge patch (RFC 7386), as kubectl label, annotate and
-// simple edits send them. A strategic merge patch is accepted when it means
-// the same as a merge patch (no lists, no $directives); one that merges
-// lists by key answers 415, as do JSON patches and server-side apply (the
-// strategic merge code of apimachinery needs a module Flotilla does not
-// carry, and Git is where objects are changed). A patch that sets no
-// resourceVersion is retried on conflict, as Kubernetes does.
+// PATCH with a JSON merge patch (RFC 7386), a strategic merge patch
+// (apimachinery's strategicpatch with the API types' patch tags: lists
+// merged by key, $patch directives — what kubectl set env, set image,
+// taint, rollout restart and apply send) or a JSON patch (RFC 6902).
+// Server-side apply answers 415. A patch that sets no resourceVersion is
+// retried on conflict, as Kubernetes does.
 
 const patchRetries = 5
 
@@ -50,18 +49,17 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 		s.writeError(w, r, badRequest("the patch is not a JSON object: %v", err), req.target())
 		return
 	}
-	if mt == "application/strategic-merge-patch+json" && !plainMerge(probe) {
-		// Say "in the repository" only of an object that is Git's.
-		advice := "send a JSON merge patch (kubectl patch --type merge) or replace it (kubectl replace, kubectl edit)"
-		if cur, err := s.cfg.Store.Get(r.Context(), req.kind.Resource, req.namespace, req.name); err == nil &&
-			cur.GetAnnotations()[schema.AnnotationManagedBy] == schema.ManagedByGit {
-			advice = "it is managed by Git: change it in the repository and commit"
-		}
-		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
-			"strategic merge patches of lists are not supported for %s %q; %s", req.kind.Resource, req.name, advice), req.target())
+	_, pinned := nested(probe, "metadata", "resourceVersion")
+	if mt == "application/strategic-merge-patch+json" {
+		s.patchLoop(w, r, req, pinned, func(orig []byte) ([]byte, error) {
+			out, err := strategicpatch.StrategicMergePatch(orig, body, req.kind.New())
+			if err != nil {
+				return nil, badRequest("the strategic merge patch does not apply: %v", err)
+			}
+			return out, nil
+		})
 		return
 	}
-	_, pinned := nested(probe, "metadata", "resourceVersion")
 	s.patchLoop(w, r, req, pinned, func(orig []byte) ([]byte, error) {
 		var o, p any
 		if err := json.Unmarshal(orig, &o); err != nil {
@@ -136,22 +134,6 @@ func applyPatch(req request, cur schema.Object, apply func(orig []byte) ([]byte,
 		return nil, nil, badRequest("a patch may not change the name or namespace")
 	}
 	return obj, warnings, nil
-}
-
-// plainMerge says whether a strategic merge patch means the same as a JSON
-// merge patch: it holds no lists and no $directives.
-func plainMerge(v any) bool {
-	switch v := v.(type) {
-	case []any:
-		return false
-	case map[string]any:
-		for k, e := range v {
-			if strings.HasPrefix(k, "$") || !plainMerge(e) {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // mergePatch applies an RFC 7386 JSON merge patch.

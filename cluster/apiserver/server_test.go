@@ -54,7 +54,6 @@ func TestStatusErrors(t *testing.T) {
 		{"conflict", "PUT", "/api/v1/namespaces/default/pods/web-1", `{"metadata":{"name":"web-1","resourceVersion":"999"}}`, nil, 409, metav1.StatusReasonConflict, "modified"},
 		{"json patch not a list", "PATCH", "/api/v1/namespaces/default/pods/web-1", `{"op":"add"}`, []string{"Content-Type", "application/json-patch+json"}, 400, metav1.StatusReasonBadRequest, "the JSON patch is not valid"},
 		{"apply patch", "PATCH", "/api/v1/namespaces/default/pods/web-1", `{}`, []string{"Content-Type", "application/apply-patch+yaml"}, 415, metav1.StatusReasonUnsupportedMediaType, ""},
-		{"strategic list patch", "PATCH", "/api/v1/namespaces/default/pods/web-1", `{"spec":{"containers":[{"name":"app","image":"x"}]}}`, []string{"Content-Type", "application/strategic-merge-patch+json"}, 415, metav1.StatusReasonUnsupportedMediaType, ""},
 		{"patch renames", "PATCH", "/api/v1/namespaces/default/pods/web-1", `{"metadata":{"name":"other"}}`, []string{"Content-Type", "application/merge-patch+json"}, 400, metav1.StatusReasonBadRequest, ""},
 		{"post to item", "POST", "/api/v1/namespaces/default/pods/web-1", `{}`, nil, 405, metav1.StatusReasonMethodNotAllowed, ""},
 		{"yaml body", "POST", "/api/v1/namespaces/default/pods", podJSON, []string{"Content-Type", "application/yaml"}, 415, metav1.StatusReasonUnsupportedMediaType, ""},
