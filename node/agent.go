@@ -83,6 +83,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -205,15 +206,10 @@ func (a *Agent) clusterDNS() string {
 	return a.cfg.ClusterDNS.String()
 }
 
-// LogOptions selects what PodLogs returns.
-type LogOptions struct {
-	// Container defaults to the pod's only (or first) container.
-	Container string
-	// Follow streams until ctx ends or the container stops.
-	Follow bool
-	// TailLines returns only the last lines when set.
-	TailLines *int64
-}
+// LogOptions selects what PodLogs returns: Kubernetes' own
+// corev1.PodLogOptions, as the API takes them (LimitBytes is the
+// server's to apply). Container "" is the pod's first container.
+type LogOptions = corev1.PodLogOptions
 
 // New validates cfg and returns an agent.
 func New(cfg Config) (*Agent, error) {
@@ -670,7 +666,11 @@ func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOpti
 	if id == "" {
 		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, ErrNotFound)
 	}
-	err := a.rt.ContainerLogs(ctx, id, LogRequest{Follow: opts.Follow, TailLines: opts.TailLines}, w)
+	req, err := logRequest(found, name, opts, a.clock.Now())
+	if err != nil {
+		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, err)
+	}
+	err = a.rt.ContainerLogs(ctx, id, req, w)
 	if err != nil {
 		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, err)
 	}
@@ -699,4 +699,57 @@ func defaultNodeIP() net.IP {
 		}
 	}
 	return net.IPv4(127, 0, 0, 1)
+}
+
+// logRequest is what the runtime is asked for: the since time of
+// sinceSeconds or sinceTime, and for previous the run before the current
+// one: from the last termination's start to the current run's start (its
+// finish and a second after it when the container is not running: log
+// times are kept to the second in the pod status).
+func logRequest(pod *corev1.Pod, container string, opts LogOptions, now time.Time) (LogRequest, error) {
+	req := LogRequest{Follow: opts.Follow, TailLines: opts.TailLines, Timestamps: opts.Timestamps}
+	switch {
+	case opts.SinceSeconds != nil:
+		req.Since = now.Add(-time.Duration(*opts.SinceSeconds) * time.Second)
+	case opts.SinceTime != nil:
+		req.Since = opts.SinceTime.Time
+	}
+	if !opts.Previous {
+		// A restarted container keeps one log in Podman: its current run
+		// (or, while it waits to restart, its last one) starts there.
+		for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+			if st.Name != container || st.RestartCount == 0 {
+				continue
+			}
+			var start metav1.Time
+			switch {
+			case st.State.Running != nil:
+				start = st.State.Running.StartedAt
+			case st.State.Terminated != nil:
+				start = st.State.Terminated.StartedAt
+			case st.LastTerminationState.Terminated != nil:
+				start = st.LastTerminationState.Terminated.StartedAt
+			}
+			if req.Since.Before(start.Time) {
+				req.Since = start.Time
+			}
+		}
+		return req, nil
+	}
+	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		last := st.LastTerminationState.Terminated
+		if st.Name != container || last == nil {
+			continue
+		}
+		req.Follow = false
+		if req.Since.Before(last.StartedAt.Time) {
+			req.Since = last.StartedAt.Time
+		}
+		req.Until = last.FinishedAt.Add(time.Second)
+		if run := st.State.Running; run != nil && !run.StartedAt.IsZero() {
+			req.Until = run.StartedAt.Time
+		}
+		return req, nil
+	}
+	return req, fmt.Errorf("previous terminated container %q not found: %w", container, ErrNotFound)
 }

@@ -3,9 +3,9 @@ package node
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -30,18 +30,14 @@ func (a *Agent) LogHandler(user string) http.Handler {
 			http.Error(w, "GET /containerLogs/{namespace}/{pod}/{container}", http.StatusNotFound)
 			return
 		}
-		q := r.URL.Query()
-		opts := LogOptions{Container: parts[2], Follow: q.Get("follow") == "true"}
-		if s := q.Get("tailLines"); s != "" {
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 {
-				http.Error(w, "tailLines must be a number >= 0", http.StatusBadRequest)
-				return
-			}
-			opts.TailLines = &n
+		opts, err := apiserver.ParseLogQuery(r.URL.Query())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
 		}
+		opts.Container = parts[2]
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		err := a.PodLogs(r.Context(), parts[0], parts[1], opts, flushWriter{w})
+		err = a.PodLogs(r.Context(), parts[0], parts[1], opts, flushWriter{w})
 		switch {
 		case err == nil || r.Context().Err() != nil:
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, ErrNotFound):

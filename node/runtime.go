@@ -156,6 +156,12 @@ type LogRequest struct {
 	Follow bool
 	// TailLines, when not nil, returns only that many last lines.
 	TailLines *int64
+	// Since and Until, when not zero, bound the lines by the time they
+	// were written.
+	Since, Until time.Time
+	// Timestamps prefixes each line with the time it was written
+	// (RFC 3339 with nanoseconds), as kubectl logs --timestamps shows.
+	Timestamps bool
 }
 
 // Runtime runs pods for the agent (Podman implements it; FakeRuntime is the

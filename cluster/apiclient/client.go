@@ -350,17 +350,7 @@ func (c *Client) revision(ctx context.Context) (int64, error) {
 // until they end (or, with Follow, until ctx ends).
 func (c *Client) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
 	k, _ := schema.KindByResource("pods")
-	q := url.Values{}
-	if opts.Container != "" {
-		q.Set("container", opts.Container)
-	}
-	if opts.Follow {
-		q.Set("follow", "true")
-	}
-	if opts.TailLines != nil {
-		q.Set("tailLines", strconv.FormatInt(*opts.TailLines, 10))
-	}
-	resp, err := c.send(ctx, http.MethodGet, path(k, namespace, pod, "log"), q, nil)
+	resp, err := c.send(ctx, http.MethodGet, path(k, namespace, pod, "log"), apiserver.LogQuery(opts), nil)
 	if err != nil {
 		return err
 	}

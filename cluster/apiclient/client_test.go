@@ -64,6 +64,15 @@ func newPod(ns, name string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
+// runningPod is newPod with its container started, as its node reports
+// it: what has logs.
+func runningPod(ns, name string) *corev1.Pod {
+	p := newPod(ns, name, nil)
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "app",
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}}
+	return p
+}
+
 func TestCRUDAndStatus(t *testing.T) {
 	ctx := context.Background()
 	c := serve(t, store.MemoryFor(t), nil)
@@ -249,7 +258,7 @@ func TestWatchCompacted(t *testing.T) {
 func TestPodLogs(t *testing.T) {
 	ctx := context.Background()
 	st := store.MemoryFor(t)
-	if _, err := st.Create(ctx, newPod("default", "web-1", nil)); err != nil {
+	if _, err := st.Create(ctx, runningPod("default", "web-1")); err != nil {
 		t.Fatal(err)
 	}
 	c := serve(t, st, apiserver.StaticLogs{"default/web-1/app": "a\nb\nc\n"})
@@ -261,7 +270,8 @@ func TestPodLogs(t *testing.T) {
 	if b.String() != "c\n" {
 		t.Fatalf("logs %q", b.String())
 	}
-	if err := c.PodLogs(ctx, "default", "web-1", apiserver.LogOptions{Container: "other"}, &b); !errors.Is(err, store.ErrNotFound) {
+	// Kubernetes' 400 for a container the pod does not have.
+	if err := c.PodLogs(ctx, "default", "web-1", apiserver.LogOptions{Container: "other"}, &b); err == nil || !strings.Contains(err.Error(), "container other is not valid for pod web-1") {
 		t.Fatalf("logs of a missing container: %v", err)
 	}
 }
@@ -329,7 +339,7 @@ func (tickingLogs) PodLogs(ctx context.Context, ns, pod string, opts apiserver.L
 
 func TestPodLogsFollowStreams(t *testing.T) {
 	st := store.MemoryFor(t)
-	if _, err := st.Create(context.Background(), newPod("default", "web-1", nil)); err != nil {
+	if _, err := st.Create(context.Background(), runningPod("default", "web-1")); err != nil {
 		t.Fatal(err)
 	}
 	c := serve(t, st, tickingLogs{})

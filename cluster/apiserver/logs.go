@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -16,15 +15,11 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
-// LogOptions select what PodLogs returns.
-type LogOptions struct {
-	// Container is the container's name; "" means the pod's only (or first) one.
-	Container string
-	// Follow keeps streaming new lines until ctx ends.
-	Follow bool
-	// TailLines, when set, starts that many lines before the end.
-	TailLines *int64
-}
+// LogOptions select what PodLogs returns: Kubernetes' own
+// corev1.PodLogOptions (container, follow, previous, sinceSeconds,
+// sinceTime, timestamps, tailLines, limitBytes), the one type from kubectl
+// to the node. Container "" means the pod's first container.
+type LogOptions = corev1.PodLogOptions
 
 // LogSource reads pod logs; the server is given one (a node agent proxy in
 // a cluster, StaticLogs in tests).
@@ -97,15 +92,10 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 			"pod logs are not available on this server"), req.target())
 		return
 	}
-	q := r.URL.Query()
-	opts := LogOptions{Container: q.Get("container"), Follow: isTrue(q.Get("follow"))}
-	if v := q.Get("tailLines"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			s.writeError(w, r, badRequest("invalid tailLines %q", v), req.target())
-			return
-		}
-		opts.TailLines = &n
+	opts, err := ParseLogQuery(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
 	}
 	obj, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name)
 	if err != nil {
@@ -132,7 +122,14 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 	}
 	fw := &flushWriter{w: w}
 	fw.flusher, _ = w.(http.Flusher)
-	err = s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, fw)
+	var out io.Writer = fw
+	if opts.LimitBytes != nil {
+		out = &limitWriter{w: fw, left: *opts.LimitBytes, done: cancel}
+	}
+	err = s.cfg.Logs.PodLogs(ctx, req.namespace, req.name, opts, out)
+	if errors.Is(err, errLimitReached) {
+		err = nil
+	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	switch {
@@ -171,6 +168,14 @@ func logsAvailable(pod *corev1.Pod, opts *LogOptions) error {
 		return badRequest("container %s is not valid for pod %s", name, pod.Name)
 	}
 	opts.Container = name
+	if opts.Previous {
+		for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+			if st.Name == name && st.LastTerminationState.Terminated != nil {
+				return nil
+			}
+		}
+		return badRequest("previous terminated container %q in pod %q not found", name, pod.Name)
+	}
 	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		if st.Name != name {
 			continue
@@ -180,7 +185,7 @@ func logsAvailable(pod *corev1.Pod, opts *LogOptions) error {
 		}
 		return nil
 	}
-	return badRequest("container %q in pod %q is waiting to start: %s", name, pod.Name, waitingReason(""))
+	return badRequest("container %q in pod %q is not available", name, pod.Name)
 }
 
 // waitingReason is the kubelet's phrase for a waiting container's reason.
@@ -194,4 +199,32 @@ func waitingReason(reason string) string {
 		return "ContainerCreating"
 	}
 	return reason
+}
+
+// errLimitReached ends a log read at its limitBytes.
+var errLimitReached = errors.New("limitBytes reached")
+
+// limitWriter passes on at most left bytes, then cancels the read.
+type limitWriter struct {
+	w    io.Writer
+	left int64
+	done context.CancelFunc
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.left <= 0 {
+		l.done()
+		return 0, errLimitReached
+	}
+	cut := false
+	if int64(len(p)) > l.left {
+		p, cut = p[:l.left], true
+	}
+	n, err := l.w.Write(p)
+	l.left -= int64(n)
+	if err == nil && cut {
+		l.done()
+		err = errLimitReached
+	}
+	return n, err
 }

@@ -90,13 +90,9 @@ func (n *NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogO
 	if container == "" && len(p.Spec.Containers) > 0 {
 		container = p.Spec.Containers[0].Name
 	}
-	q := url.Values{}
-	if opts.Follow {
-		q.Set("follow", "true")
-	}
-	if opts.TailLines != nil {
-		q.Set("tailLines", strconv.FormatInt(*opts.TailLines, 10))
-	}
+	opts.Container = ""   // in the path
+	opts.LimitBytes = nil // the server cuts
+	q := LogQuery(opts)
 	u := url.URL{Scheme: "https", Host: net.JoinHostPort(p.Spec.NodeName, strconv.Itoa(n.port)),
 		Path: "/containerLogs/" + namespace + "/" + pod + "/" + container, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

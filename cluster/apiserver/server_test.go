@@ -202,6 +202,23 @@ func TestPodLogs(t *testing.T) {
 	if resp.StatusCode != 200 || body != "two\nthree\n" {
 		t.Fatalf("logs: %d %q", resp.StatusCode, body)
 	}
+	// limitBytes is cut by the server, whatever the source; bad
+	// parameters are 400s naming them.
+	if resp, body := e.do(t, "GET", "/api/v1/namespaces/default/pods/web-1/log?limitBytes=5", ""); resp.StatusCode != 200 || body != "one\nt" {
+		t.Fatalf("limitBytes=5: %d %q", resp.StatusCode, body)
+	}
+	for q, want := range map[string]string{
+		"sinceSeconds=0":      "invalid sinceSeconds",
+		"limitBytes=-1":       "invalid limitBytes",
+		"sinceTime=yesterday": "invalid sinceTime",
+		"sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z": "at most one of sinceTime or sinceSeconds",
+		"previous=true": `previous terminated container "app" in pod "web-1" not found`,
+	} {
+		resp, body := e.do(t, "GET", "/api/v1/namespaces/default/pods/web-1/log?"+q, "")
+		if st := decodeStatus(t, body); resp.StatusCode != 400 || !strings.Contains(st.Message, want) {
+			t.Errorf("%s: %d %s", q, resp.StatusCode, body)
+		}
+	}
 	resp, body = e.do(t, "GET", "/api/v1/namespaces/default/pods/nope/log", "")
 	if resp.StatusCode != 404 {
 		t.Fatalf("missing pod: %d %s", resp.StatusCode, body)

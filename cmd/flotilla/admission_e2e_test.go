@@ -86,6 +86,7 @@ func TestUpAdmission(t *testing.T) {
 		return nil
 	})
 	checkCLIForms(t, c)
+	checkLogs(t, c, run)
 	// A new revision by a JSON patch, then kubectl rollout undo (a JSON
 	// patch of the template back to the previous ReplicaSet's).
 	expect(run(false, "patch", "deployment", "sleeper", "--type", "json", "-p",

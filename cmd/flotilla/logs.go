@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -21,9 +22,14 @@ import (
 
 func newLogsCommand(g *globalFlags) *cobra.Command {
 	var (
-		container string
-		follow    bool
-		tail      int64
+		container  string
+		follow     bool
+		tail       int64
+		previous   bool
+		timestamps bool
+		since      time.Duration
+		sinceTime  string
+		limitBytes int64
 	)
 	cmd := &cobra.Command{
 		Use:   "logs POD | TYPE/NAME",
@@ -42,9 +48,26 @@ file; no older file is kept). -f goes on across the cut.`,
 			if err != nil {
 				return err
 			}
-			opts := apiserver.LogOptions{Container: container, Follow: follow}
+			opts := apiserver.LogOptions{Container: container, Follow: follow, Previous: previous, Timestamps: timestamps}
 			if tail >= 0 {
 				opts.TailLines = &tail
+			}
+			switch {
+			case since > 0 && sinceTime != "":
+				return fmt.Errorf("at most one of --since and --since-time")
+			case since > 0:
+				secs := int64(max(since.Round(time.Second), time.Second) / time.Second)
+				opts.SinceSeconds = &secs
+			case sinceTime != "":
+				t, err := time.Parse(time.RFC3339, sinceTime)
+				if err != nil {
+					return fmt.Errorf("--since-time %q: must be RFC 3339, e.g. 2026-12-06T07:00:00Z", sinceTime)
+				}
+				mt := metav1.NewTime(t)
+				opts.SinceTime = &mt
+			}
+			if limitBytes > 0 {
+				opts.LimitBytes = &limitBytes
 			}
 			pod, err := podFor(cmd.Context(), c, g.namespace, args[0], cmd.ErrOrStderr())
 			if err != nil {
@@ -56,6 +79,11 @@ file; no older file is kept). -f goes on across the cut.`,
 	cmd.Flags().StringVarP(&container, "container", "c", "", "the container (default: the pod's only or first container)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new output")
 	cmd.Flags().Int64Var(&tail, "tail", -1, "print only the last N lines (default: all)")
+	cmd.Flags().BoolVarP(&previous, "previous", "p", false, "print the logs of the container's previous run (it restarted)")
+	cmd.Flags().BoolVar(&timestamps, "timestamps", false, "put the time each line was written before it")
+	cmd.Flags().DurationVar(&since, "since", 0, "only lines newer than this, e.g. 5s, 2m, 3h")
+	cmd.Flags().StringVar(&sinceTime, "since-time", "", "only lines written after this time (RFC 3339)")
+	cmd.Flags().Int64Var(&limitBytes, "limit-bytes", 0, "print at most this many bytes")
 	return cmd
 }
 

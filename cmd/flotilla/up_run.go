@@ -139,7 +139,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 type agentLogs struct{ agent *node.Agent }
 
 func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
-	return a.agent.PodLogs(ctx, namespace, pod, node.LogOptions{Container: opts.Container, Follow: opts.Follow, TailLines: opts.TailLines}, w)
+	return a.agent.PodLogs(ctx, namespace, pod, opts, w)
 }
 
 // syncAnswerWait bounds how long POST SyncPath waits for the sync it asked

@@ -441,6 +441,15 @@ func (r *Runtime) ContainerLogs(ctx context.Context, containerID string, req nod
 	if req.TailLines != nil {
 		opts = opts.WithTail(strconv.FormatInt(*req.TailLines, 10))
 	}
+	if !req.Since.IsZero() {
+		opts = opts.WithSince(req.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !req.Until.IsZero() {
+		opts = opts.WithUntil(req.Until.UTC().Format(time.RFC3339Nano))
+	}
+	if req.Timestamps {
+		opts = opts.WithTimestamps(true)
+	}
 	lines := make(chan string, 64)
 	done := make(chan error, 1)
 	go func() {
