@@ -79,21 +79,9 @@ func NewValidator() (*Validator, error) {
 // NewValidatorWithLimits is NewValidator with other limits; a zero field
 // of l means its default (DefaultLimits).
 func NewValidatorWithLimits(l Limits) (*Validator, error) {
-	// The loader reads the embedded files through an overlay.
-	overlay := map[string]load.Source{}
-	err := fs.WalkDir(cueFiles, ".", func(name string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := cueFiles.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		overlay[path.Join(embeddedRoot, name)] = load.FromBytes(data)
-		return nil
-	})
+	overlay, err := embeddedOverlay()
 	if err != nil {
-		return nil, fmt.Errorf("schema: read embedded CUE: %w", err)
+		return nil, err
 	}
 	ctx := cuecontext.New()
 	pkg, err := buildModule(ctx, overlay)
@@ -119,6 +107,27 @@ func NewValidatorWithLimits(l Limits) (*Validator, error) {
 	}
 	v.put(e)
 	return v, nil
+}
+
+// embeddedOverlay is the embedded module as the loader's overlay, under
+// embeddedRoot.
+func embeddedOverlay() (map[string]load.Source, error) {
+	overlay := map[string]load.Source{}
+	err := fs.WalkDir(cueFiles, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := cueFiles.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		overlay[path.Join(embeddedRoot, name)] = load.FromBytes(data)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("schema: read embedded CUE: %w", err)
+	}
+	return overlay, nil
 }
 
 // buildModule loads the embedded CUE module's root package.
