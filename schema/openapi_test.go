@@ -75,3 +75,15 @@ func TestOpenAPISchemas(t *testing.T) {
 		t.Errorf("Lease holderIdentity: %v", l)
 	}
 }
+
+// BenchmarkOpenAPISchemas measures the first build of the schemas (the
+// CUE walk; OpenAPISchemas does it once per process).
+//
+//	go test -run '^$' -bench OpenAPISchemas -benchtime 5x ./schema/
+func BenchmarkOpenAPISchemas(b *testing.B) {
+	for b.Loop() {
+		if _, err := buildOpenAPISchemas(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

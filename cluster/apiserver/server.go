@@ -164,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/apis", s.discoveryGroups)
 	mux.HandleFunc("/api/", s.serveResource)
 	mux.HandleFunc("/apis/", s.serveResource)
+	mux.HandleFunc("/openapi/v2", s.openAPIV2)
 	mux.HandleFunc("/openapi/v3", s.openAPIV3)
 	mux.HandleFunc("/openapi/v3/", s.openAPIV3)
 	for path, h := range cfg.Extra {
