@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -75,8 +76,9 @@ type objectList struct {
 	Items           []json.RawMessage `json:"items"`
 }
 
-// writeObjects answers a get (one object) or a list, as JSON or as a Table
-// when the client asked for one.
+// writeObjects answers a get (one object) or a list, as JSON, protobuf
+// (when the client prefers it and the kind has it) or as a Table when the
+// client asked for one.
 func (s *Server) writeObjects(w http.ResponseWriter, r *http.Request, req request, code int, objs []schema.Object, rev int64, isList bool) {
 	if tv := tableVersion(r); tv != "" {
 		t := toTable(req.kind, objs, includeObject(r), true, time.Now())
@@ -85,6 +87,25 @@ func (s *Server) writeObjects(w http.ResponseWriter, r *http.Request, req reques
 			t.ResourceVersion = strconv.FormatInt(rev, 10)
 		}
 		writeTable(w, code, tv, t)
+		return
+	}
+	mt, err := answerType(r, req.kind)
+	if err != nil {
+		s.writeError(w, r, err, req.target())
+		return
+	}
+	if mt == protobufType {
+		var data []byte
+		if isList {
+			data, err = protobufList(req.kind, objs, rev)
+		} else {
+			data, err = encodeProtobuf(req.kind, objs[0])
+		}
+		if err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
+		writeProtobuf(w, code, data)
 		return
 	}
 	if !isList {
@@ -125,7 +146,8 @@ type watchEvent struct {
 	Object json.RawMessage `json:"object"`
 }
 
-// watch streams events as JSON lines. Without resourceVersion (or with "0")
+// watch streams events as JSON lines (or length-delimited protobuf
+// WatchEvents when the client prefers them). Without resourceVersion (or with "0")
 // it first sends ADDED for every current object; with one, it resumes after
 // it, or answers 410 Gone when that revision is compacted. The stream ends
 // with timeoutSeconds, when the client goes, when the server shuts down, or
@@ -170,15 +192,27 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 			return
 		}
 	}
+	tv := tableVersion(r)
+	isProtobuf := false
+	if tv == "" {
+		mt, err := answerType(r, req.kind)
+		if err != nil {
+			s.writeError(w, r, err, req.target())
+			return
+		}
+		isProtobuf = mt == protobufType
+	}
 	events, err := s.cfg.Store.Watch(ctx, req.kind.Resource, opts, since)
 	if err != nil {
 		s.writeError(w, r, err, req.target())
 		return
 	}
-	tv := tableVersion(r)
-	if tv != "" {
+	switch {
+	case tv != "":
 		w.Header().Set("Content-Type", tableContentType(tv))
-	} else {
+	case isProtobuf:
+		w.Header().Set("Content-Type", protobufWatchType)
+	default:
 		w.Header().Set("Content-Type", "application/json")
 	}
 	w.Header().Set("Cache-Control", "no-cache, private")
@@ -189,10 +223,24 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	frames := protobuf.LengthDelimitedFramer.NewFrameWriter(w)
 	first := true
 	send := func(typ string, obj schema.Object) bool {
 		var data []byte
 		var err error
+		if isProtobuf {
+			if data, err = protobufEvent(req.kind, typ, obj); err != nil {
+				s.log.Error("encode watch event", "err", err)
+				return false
+			}
+			if _, err := frames.Write(data); err != nil {
+				return false
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			return true
+		}
 		if tv != "" {
 			t := toTable(req.kind, []schema.Object{obj}, includeObject(r), first, time.Now())
 			t.APIVersion = "meta.k8s.io/" + tv
