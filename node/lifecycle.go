@@ -46,6 +46,8 @@ type podWorker struct {
 	cached   *PodStatus
 	cachedID string
 	cachedAt time.Time
+	// the pod's network namespace, as setNet recorded it
+	netnsPath string
 	// back-off after a sync that panicked
 	panicBackoff time.Duration
 
@@ -138,6 +140,22 @@ func (w *podWorker) containerID(name string) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ids[name]
+}
+
+// setNet records the pod's network (goroutine-owned) and its namespace
+// for other goroutines (port forwarding).
+func (w *podWorker) setNet(n *PodNetwork) {
+	w.net = n
+	w.mu.Lock()
+	w.netnsPath = n.NetNSPath
+	w.mu.Unlock()
+}
+
+// netNS is the pod's network namespace, "" before its network is set up.
+func (w *podWorker) netNS() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.netnsPath
 }
 
 func (w *podWorker) podID() string {
@@ -346,7 +364,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			if w.net == nil {
 				// adopted: Setup is idempotent and returns the same netns/IP
 				if n, err := w.a.cfg.Network.Setup(ctx, podRef(pod)); err == nil {
-					w.net = &n
+					w.setNet(&n)
 				} else {
 					w.log.Warn("read pod network", "err", err)
 				}
@@ -583,7 +601,7 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 		if err != nil {
 			return fail("ContainerCreating", fmt.Errorf("set up pod network: %w", err))
 		}
-		w.net = &n
+		w.setNet(&n)
 	}
 	vp, err := w.a.vols.Setup(ctx, pod)
 	if err != nil {

@@ -186,6 +186,11 @@ func requestAttributes(r *http.Request) auth.Attributes {
 	default:
 		at.Verb = strings.ToLower(r.Method)
 	}
+	if at.Resource == "pods" && isStream(at.Resource, at.Subresource) {
+		// exec, attach and port-forward need create whatever the method
+		// (a WebSocket upgrade is a GET), as Kubernetes now requires.
+		at.Verb = "create"
+	}
 	return at
 }
 

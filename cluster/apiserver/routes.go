@@ -100,7 +100,7 @@ func route(group, ver string, rest []string) (request, error) {
 		return req, errNoRoute
 	case !req.nsPath && k.Namespaced && req.name != "":
 		return req, errNoRoute
-	case req.sub != "" && req.sub != "status" && !(req.sub == "log" && k.Resource == "pods") && !(req.sub == "scale" && scalable(k)):
+	case req.sub != "" && req.sub != "status" && !(req.sub == "log" && k.Resource == "pods") && !(req.sub == "scale" && scalable(k)) && !(req.name != "" && isStream(k.Resource, req.sub)):
 		return req, errNoRoute
 	}
 	return req, nil
@@ -112,6 +112,8 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, req request) {
 	switch {
 	case req.sub == "scale":
 		s.scale(w, r, req)
+	case isStream(req.kind.Resource, req.sub):
+		s.podStream(w, r, req)
 	case req.name == "" && m == http.MethodGet:
 		if isTrue(r.URL.Query().Get("watch")) {
 			s.watch(w, r, req)

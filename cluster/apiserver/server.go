@@ -75,6 +75,8 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// Logs serves pod logs; nil answers 503 to log requests.
 	Logs LogSource
+	// Streams serves exec, attach and port-forward; nil answers 503.
+	Streams StreamSource
 	// Logger receives request errors; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxBodyBytes limits request bodies; 0 means DefaultMaxBodyBytes.

@@ -69,6 +69,9 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 			r(readVerbs, "flotilla.dev", "syncstatuses")),
 		role("system:aggregate-to-edit", toAll(AggregateToEdit), "",
 			r(slices.Concat(readVerbs, writeVerbs), "", "pods", "services", "configmaps", "secrets", "persistentvolumeclaims"),
+			// exec, attach and port-forward: running code in a pod is
+			// editing it (Kubernetes' edit role has them too).
+			r([]string{"create", "get"}, "", "pods/exec", "pods/attach", "pods/portforward"),
 			r(slices.Concat(readVerbs, writeVerbs), "apps", "deployments", "replicasets", "statefulsets",
 				"deployments/scale", "replicasets/scale", "statefulsets/scale"),
 			r(slices.Concat(readVerbs, writeVerbs), "networking.k8s.io", "ingresses"),

@@ -200,7 +200,10 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
-	logSrv := agentLogServer(advertise, certs, agent.LogHandler(auth.APIServerUser))
+	agentMux := http.NewServeMux()
+	agentMux.Handle("/containerLogs/", agent.LogHandler(auth.APIServerUser))
+	agentMux.Handle("/", agent.StreamHandler(auth.APIServerUser))
+	logSrv := agentLogServer(advertise, certs, agentMux)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {
@@ -315,8 +318,9 @@ func loadNodeCerts(ctx context.Context, cfg join.NodeCertsConfig, say func(strin
 	}
 }
 
-// agentLogServer is the HTTPS server of the agent's log endpoint (the server
-// proxies `flotilla logs` to it): it presents the node's serving
+// agentLogServer is the HTTPS server of the agent's log and stream
+// endpoints (the server proxies logs, exec, attach and port-forward to
+// it): it presents the node's serving
 // certificate and requires a client certificate of the cluster CA.
 func agentLogServer(ip net.IP, certs *join.NodeCerts, h http.Handler) *http.Server {
 	return &http.Server{

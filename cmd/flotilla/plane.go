@@ -226,9 +226,16 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	return cp, nil
 }
 
+// nodeAccess is what the API server reaches on the nodes.
+type nodeAccess interface {
+	apiserver.LogSource
+	apiserver.StreamSource
+}
+
 // apiServer builds the API server: the store's REST API, the sync trigger,
-// the Git webhook and the CA for joining agents, with logs from logs.
-func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, error) {
+// the Git webhook and the CA for joining agents, with logs and streams
+// (exec, attach, port-forward) from the nodes.
+func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		ClientCA: cp.caPEM,
@@ -237,7 +244,7 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 			Shared: map[string]bool{"secrets/" + auth.SystemNamespace + "/" + gossipSecretName: true,
 				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
-		Logs: logs, Logger: cp.log.With("component", "apiserver"),
+		Logs: nodes, Streams: nodes, Logger: cp.log.With("component", "apiserver"),
 		Extra: map[string]http.Handler{
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),

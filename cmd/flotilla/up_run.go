@@ -104,7 +104,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := cp.apiServer(agentLogs{agent})
+	api, err := cp.apiServer(agentLogs{agent: agent, streams: agent.StreamHandler("")})
 	if err != nil {
 		return err
 	}
@@ -135,8 +135,16 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	return ignoreCanceled(err)
 }
 
-// agentLogs serves the API's pod logs from the in-process agent.
-type agentLogs struct{ agent *node.Agent }
+// agentLogs serves the API's pod logs and streams from the in-process
+// agent.
+type agentLogs struct {
+	agent   *node.Agent
+	streams http.Handler
+}
+
+func (a agentLogs) ServeStream(w http.ResponseWriter, r *http.Request, _ string) {
+	a.streams.ServeHTTP(w, r)
+}
 
 func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
 	return a.agent.PodLogs(ctx, namespace, pod, opts, w)

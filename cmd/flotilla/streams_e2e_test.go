@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkStreams is issue 12's streams through the real kubectl on up:
+// exec (output, stdin, exit code, a terminal), port-forward to a pod's
+// HTTP port, and cp both ways of a 10 MB file, byte-exact.
+func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func(bool, ...string) string) {
+	pod := strings.TrimPrefix(strings.TrimSpace(run(false, "get", "pods", "-l", "app=hello", "-o", "name")), "pod/")
+	if i := strings.IndexByte(pod, '\n'); i >= 0 {
+		pod = pod[:i]
+	}
+	if got := strings.TrimSpace(run(false, "exec", pod, "--", "hostname")); got != pod {
+		t.Errorf("kubectl exec %s -- hostname printed %q", pod, got)
+	}
+	k := func(stdin io.Reader, args ...string) (string, error) {
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache")}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		cmd.Stdin = stdin
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := k(strings.NewReader("hi\n"), "exec", "-i", pod, "--", "cat"); err != nil || strings.TrimSpace(out) != "hi" {
+		t.Errorf("echo hi | kubectl exec -i -- cat: %v %q", err, out)
+	}
+	out, err := k(nil, "exec", pod, "--", "sh", "-c", "exit 3")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("kubectl exec -- sh -c 'exit 3': %v %q", err, out)
+	}
+	// A terminal: kubectl -t needs one of its own, which script gives it.
+	if script, err := exec.LookPath("script"); err == nil {
+		cmd := exec.Command(script, "-qec", fmt.Sprintf("%s --kubeconfig %s exec -it %s -- tty", kubectl, kc, pod), "/dev/null")
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "/dev/pts/") {
+			t.Errorf("kubectl exec -it -- tty: %v %q", err, out)
+		}
+	}
+	// port-forward to the pod's port 8080 (httpd), on a free local port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	pf := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", port))
+	pf.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+	var pfOut bytes.Buffer
+	pf.Stdout, pf.Stderr = &pfOut, &pfOut
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = pf.Wait() }()
+	c.eventually("HTTP through kubectl port-forward", time.Minute, func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), pod) {
+			return fmt.Errorf("answer %q (port-forward: %s)", b, pfOut.String())
+		}
+		return nil
+	})
+
+	// cp both ways, 10 MB of random bytes.
+	src := filepath.Join(home, "big")
+	data := make([]byte, 10<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(false, "cp", src, pod+":/tmp/big")
+	back := filepath.Join(home, "big.back")
+	run(false, "cp", pod+":/tmp/big", back)
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("kubectl cp round trip: %d bytes back, differ from the %d sent", len(got), len(data))
+	}
+}

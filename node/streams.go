@@ -1,0 +1,244 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// StreamIO is one exec or attach session's streams, as kubectl asked for
+// them: Stdin, Stdout and Stderr are nil when not asked for; with TTY,
+// Stderr is nil (a terminal has one output) and Resize carries the
+// terminal's size changes.
+type StreamIO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	TTY            bool
+	Resize         <-chan TerminalSize
+}
+
+// TerminalSize is a terminal's size in characters.
+type TerminalSize struct{ Width, Height uint16 }
+
+// Streamer is an optional ability of a Runtime: interactive sessions in a
+// running container (kubectl exec and attach).
+type Streamer interface {
+	// ExecStream runs cmd in the container with io's streams. It returns
+	// when the command has exited: nil for exit code 0, an ExitCodeError
+	// otherwise.
+	ExecStream(ctx context.Context, containerID string, cmd []string, io StreamIO) error
+	// AttachStream attaches io to the container's main process until it
+	// exits or ctx ends.
+	AttachStream(ctx context.Context, containerID string, io StreamIO) error
+}
+
+// PodDialer is an optional ability of a Network: a TCP connection to a
+// port of the pod's own network namespace, the way the kubelet's
+// port-forward connects to localhost inside the pod (so a port bound to
+// 127.0.0.1 in the pod is reachable too).
+type PodDialer interface {
+	DialPod(ctx context.Context, netnsPath string, port int32) (net.Conn, error)
+}
+
+// ExitCodeError is a command that exited with a non-zero code. It is
+// k8s.io/utils/exec's ExitError, so the stream server reports the code to
+// kubectl (which exits with it).
+type ExitCodeError struct{ Code int }
+
+func (e ExitCodeError) Error() string {
+	return fmt.Sprintf("command terminated with exit code %d", e.Code)
+}
+func (e ExitCodeError) String() string  { return e.Error() }
+func (e ExitCodeError) Exited() bool    { return true }
+func (e ExitCodeError) ExitStatus() int { return e.Code }
+
+// StreamHandler serves the kubelet's streaming endpoints to the server:
+// /exec/{namespace}/{pod}/{container}?command=…&input=1&output=1&tty=1,
+// /attach/{namespace}/{pod}/{container} and /portForward/{namespace}/{pod},
+// on the streaming protocols kubectl speaks (SPDY, and the channel
+// WebSocket protocols up to v4), with the kubelet's own stream server
+// (virtual-kubelet's packaging of it). The server has authorized the user;
+// here only the server may ask (user is its client certificate's name;
+// "" in process, where the server calls the handler directly).
+func (a *Agent) StreamHandler(user string) http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/exec/{namespace}/{pod}/{container}", vkapi.HandleContainerExec(a.execHandler)).Methods(http.MethodGet, http.MethodPost)
+	r.HandleFunc("/attach/{namespace}/{pod}/{container}", vkapi.HandleContainerAttach(a.attachHandler)).Methods(http.MethodGet, http.MethodPost)
+	r.HandleFunc("/portForward/{namespace}/{pod}", vkapi.HandlePortForward(a.portForwardHandler)).Methods(http.MethodGet, http.MethodPost)
+	if user == "" {
+		return r
+	}
+	return onlyUser(user, r, "only the API server opens streams here")
+}
+
+// onlyUser lets through requests over TLS whose verified client
+// certificate names user.
+func onlyUser(user string, h http.Handler, refusal string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 ||
+			r.TLS.VerifiedChains[0][0].Subject.CommonName != user {
+			http.Error(w, "forbidden: "+refusal, http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// streamTarget finds the running container of a pod of this node.
+func (a *Agent) streamTarget(namespace, pod, container string) (string, error) {
+	found, worker := a.podWorker(namespace, pod)
+	if found == nil {
+		return "", fmt.Errorf("pod %s/%s on node %s: %w", namespace, pod, a.cfg.NodeName, store.ErrNotFound)
+	}
+	for _, st := range found.Status.ContainerStatuses {
+		if st.Name == container && st.State.Running == nil {
+			return "", fmt.Errorf("container %q of pod %s/%s is not running", container, namespace, pod)
+		}
+	}
+	id := ""
+	if worker != nil {
+		id = worker.containerID(container)
+	}
+	if id == "" {
+		return "", fmt.Errorf("container %q of pod %s/%s: %w", container, namespace, pod, ErrNotFound)
+	}
+	return id, nil
+}
+
+// podWorker is the pod namespace/name of this node and its worker.
+func (a *Agent) podWorker(namespace, pod string) (*corev1.Pod, *podWorker) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for uid, p := range a.pods {
+		if p.Namespace == namespace && p.Name == pod {
+			return p, a.workers[uid]
+		}
+	}
+	return nil, nil
+}
+
+func (a *Agent) streamer() (Streamer, error) {
+	// The configured runtime itself: a session lasts as long as the user
+	// keeps it, past any call deadline.
+	s, ok := a.cfg.Runtime.(Streamer)
+	if !ok {
+		return nil, errors.New("this node's container runtime cannot exec or attach")
+	}
+	return s, nil
+}
+
+func (a *Agent) execHandler(ctx context.Context, namespace, pod, container string, cmd []string, attach vkapi.AttachIO) error {
+	s, err := a.streamer()
+	if err != nil {
+		return err
+	}
+	id, err := a.streamTarget(namespace, pod, container)
+	if err != nil {
+		return err
+	}
+	return s.ExecStream(ctx, id, cmd, streamIO(ctx, attach))
+}
+
+func (a *Agent) attachHandler(ctx context.Context, namespace, pod, container string, attach vkapi.AttachIO) error {
+	s, err := a.streamer()
+	if err != nil {
+		return err
+	}
+	id, err := a.streamTarget(namespace, pod, container)
+	if err != nil {
+		return err
+	}
+	return s.AttachStream(ctx, id, streamIO(ctx, attach))
+}
+
+// streamIO is the runtime's view of the stream server's streams.
+func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
+	sio := StreamIO{TTY: attach.TTY()}
+	if in := attach.Stdin(); in != nil {
+		sio.Stdin = in
+	}
+	if out := attach.Stdout(); out != nil {
+		sio.Stdout = out
+	}
+	if e := attach.Stderr(); e != nil && !sio.TTY {
+		sio.Stderr = e
+	}
+	if sizes := attach.Resize(); sizes != nil {
+		ch := make(chan TerminalSize, 1)
+		go func() {
+			defer close(ch)
+			for {
+				select {
+				case s, ok := <-sizes:
+					if !ok {
+						return
+					}
+					select {
+					case ch <- TerminalSize{Width: s.Width, Height: s.Height}:
+					case <-ctx.Done():
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		sio.Resize = ch
+	}
+	return sio
+}
+
+func (a *Agent) portForwardHandler(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	d, ok := a.cfg.Network.(PodDialer)
+	if !ok {
+		return errors.New("this node's network cannot forward ports")
+	}
+	found, worker := a.podWorker(namespace, pod)
+	if found == nil {
+		return fmt.Errorf("pod %s/%s on node %s: %w", namespace, pod, a.cfg.NodeName, store.ErrNotFound)
+	}
+	ns := ""
+	if worker != nil {
+		ns = worker.netNS()
+	}
+	if ns == "" {
+		return fmt.Errorf("pod %s/%s has no network yet", namespace, pod)
+	}
+	conn, err := d.DialPod(ctx, ns, port)
+	if err != nil {
+		return fmt.Errorf("forward to port %d of pod %s/%s: %w", port, namespace, pod, err)
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(conn, stream)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(stream, conn)
+		done <- struct{}{}
+	}()
+	// Both ways: the client's end of input half-closes the pod's side,
+	// and the pod's answer still flows back until it closes.
+	for range 2 {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
