@@ -221,6 +221,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		// sees the volume a claim is bound to kept.
 		Admit:  gitsync.ChainAdmit(volumebinding.AdmitGit, gitsync.PipelineAdmit(cp.admission)),
 		Logger: o.log.With("component", "gitsync"),
+		Events: cp.events.Recorder("gitsync"),
 	}
 	if err := o.git.config(&gitCfg); err != nil {
 		return nil, err
