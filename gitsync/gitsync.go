@@ -23,6 +23,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync/sops"
 )
@@ -118,6 +119,12 @@ type Config struct {
 	Admit AdmitFunc
 	// Logger; default slog.Default(), with subsystem=gitsync added.
 	Logger *slog.Logger
+	// Events records a Normal "Synced" Event for each applied commit and a
+	// Warning "SyncRefused" for each refused one, about the cluster's
+	// SyncStatus object (cluster-scoped, so in the default namespace, as
+	// Kubernetes does for Nodes): `kubectl get events` shows Git next to
+	// what it caused. Default nil: none.
+	Events events.Recorder
 	// Clock times polls, back-off and the status's timestamps; default the
 	// wall clock (tests give testkit.NewFakeClock). Network deadlines
 	// (FetchTimeout) are always wall-clock time.

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -288,4 +289,13 @@ func sameTime(a, b *metav1.Time) bool {
 		return a == b
 	}
 	return a.Time.Equal(b.Time)
+}
+
+// event records an Event about the SyncStatus object, if Config.Events is set.
+func (s *Syncer) event(typ, reason, format string, args ...any) {
+	if s.cfg.Events == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: statusKind.APIVersion(), Kind: statusKind.Kind, Name: schema.SyncStatusName}
+	s.cfg.Events.Eventf(ref, typ, reason, format, args...)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -344,10 +345,12 @@ func (s *Syncer) syncLocked(ctx context.Context, full bool) (schema.SyncStatusBo
 			}
 			log.Warn("commit refused", "reason", conditionReason(next, ConditionStalled), "problems", len(schema.Problems(next.Problems).Errors()), "first", first,
 				"limited", schema.Problems(next.Problems).Limited())
+			s.event(corev1.EventTypeWarning, "SyncRefused", "Refused commit %s (%s): %s", short(next.LastAttemptedCommit), conditionReason(next, ConditionStalled), first)
 		}
 	case classApplied:
 		if out.wrote {
 			log.Info("commit applied", "objects", next.Objects, "manifests", short(out.set))
+			s.event(corev1.EventTypeNormal, "Synced", "Applied commit %s: %d objects", short(next.LastAttemptedCommit), next.Objects)
 		}
 	}
 	if out.class != classTransient && !out.cached {

@@ -86,6 +86,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes"
@@ -95,6 +96,9 @@ import (
 type Config struct {
 	// NodeName is this node's name in the store (required).
 	NodeName string
+	// Events records the agent's Events (Pulling, Failed, BackOff, …).
+	// Default nil: Run records them to Store as component "kubelet".
+	Events events.Recorder
 	// Store is where the agent reads its pods, ConfigMaps and Secrets and
 	// writes pod status and its Node (required).
 	Store store.Interface
@@ -172,7 +176,10 @@ type Agent struct {
 	clock clock.WithTicker
 	log   *slog.Logger
 	vols  *volumes.Manager
-	disk  *diskMonitor // nil: DiskPressure.Disabled
+	// events records the kubelet's Events (component "kubelet"); set
+	// before Run starts the workers.
+	events events.Recorder
+	disk   *diskMonitor // nil: DiskPressure.Disabled
 
 	health    runtimeHealth
 	resyncNow chan struct{} // a runtime resync soon (pokes merge)
@@ -282,7 +289,15 @@ func New(cfg Config) (*Agent, error) {
 		pods:      map[string]*corev1.Pod{},
 		workers:   map[string]*podWorker{},
 		removing:  map[string]bool{},
+		events:    orNop(cfg.Events),
 	}, nil
+}
+
+func orNop(r events.Recorder) events.Recorder {
+	if r == nil {
+		return events.Nop
+	}
+	return r
 }
 
 // Run registers the node and keeps its pods converged until ctx ends. When
@@ -290,6 +305,13 @@ func New(cfg Config) (*Agent, error) {
 // running: a later agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("node agent starting")
+	if a.cfg.Events == nil {
+		// Events about this node's pods and itself, written as the node
+		// (through the API in an agent: NodeRestriction checks them).
+		b := events.New(ctx, events.Config{Store: a.cfg.Store, Host: a.cfg.NodeName, Clock: a.clock, Logger: a.log.With("component", "events")})
+		defer b.Shutdown()
+		a.events = b.Recorder("kubelet")
+	}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.nodeLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.leaseLoop(ctx) }()

@@ -114,12 +114,12 @@ func (w *podWorker) runInitContainers(ctx context.Context, pod *corev1.Pod, st *
 			case now.Before(c.backoffUntil):
 				return c.backoffUntil, false, false
 			}
-			if !w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+			if !w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				return c.backoffUntil, true, false
 			}
 			return poll, true, false
 		case ContainerCreated:
-			if !w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+			if !w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				return c.backoffUntil, true, false
 			}
 			return poll, true, false

@@ -272,6 +272,11 @@ func (w *podWorker) terminate(ctx context.Context) {
 	}
 	if id := w.podID(); id != "" {
 		w.log.Info("stopping pod", "grace", grace)
+		if pod != nil {
+			for i := range pod.Spec.Containers {
+				w.a.events.Eventf(containerRef(pod, &pod.Spec.Containers[i]), corev1.EventTypeNormal, "Killing", "Stopping container %s", pod.Spec.Containers[i].Name)
+			}
+		}
 		if err := w.a.rt.StopPod(ctx, id, grace); err != nil && !errors.Is(err, ErrNotFound) {
 			w.log.Warn("stop pod", "err", err)
 		}
@@ -680,7 +685,7 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 		w.createPaced = paced
 		return ContainerSpec{}, reason, fmt.Errorf("container %s: %w", c.Name, err)
 	}
-	if reason, err := w.ensureImage(ctx, c); err != nil {
+	if reason, err := w.ensureImage(ctx, pod, c); err != nil {
 		return ContainerSpec{}, reason, err
 	}
 	sec, reason, err := w.security(ctx, pod, c)
@@ -701,7 +706,14 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 // it is never pulled, whatever the policy. A missing image that is never
 // pulled fails at once (ErrImageNeverPull) and is looked for again at
 // resync pace, so a `podman load` is noticed soon.
-func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (string, error) {
+func (w *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (reason string, err error) {
+	ref := containerRef(pod, c)
+	rec := w.a.events
+	defer func() {
+		if err != nil {
+			rec.Eventf(ref, corev1.EventTypeWarning, "Failed", "Error: %s", reason)
+		}
+	}()
 	policy := c.ImagePullPolicy
 	if policy == "" {
 		policy = corev1.PullIfNotPresent
@@ -720,6 +732,7 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 			return "ErrImagePull", fmt.Errorf("check image %s: %w", c.Image, err)
 		}
 		if ok {
+			rec.Eventf(ref, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
 			return "", nil
 		}
 		if policy == corev1.PullNever {
@@ -731,7 +744,13 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage and imagePullPolicy is Never: %w", c.Name, c.Image, ErrImageNotPresent)
 		}
 	}
+	if w.createBackoff > 0 {
+		rec.Eventf(ref, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
+	}
+	rec.Eventf(ref, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	start := w.a.clock.Now()
 	if err := rt.PullImage(ctx, c.Image); err != nil {
+		rec.Eventf(ref, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", c.Image, err)
 		if policy == corev1.PullAlways {
 			// a local copy still lets the pod run, as with an offline registry
 			if ok, _ := rt.ImageExists(ctx, c.Image); ok {
@@ -745,7 +764,14 @@ func (w *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (strin
 		}
 		return reason, fmt.Errorf("pull image %s: %w", c.Image, err)
 	}
+	rec.Eventf(ref, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, w.a.clock.Since(start).Round(time.Millisecond))
 	return "", nil
+}
+
+// containerRef names a container of pod as the kubelet's Events do.
+func containerRef(pod *corev1.Pod, c *corev1.Container) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		ResourceVersion: pod.ResourceVersion, FieldPath: fmt.Sprintf("spec.containers{%s}", c.Name)}
 }
 
 // isLocalImage reports whether the image is under localhost/ (no port):
@@ -862,14 +888,14 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 			acted = true
 			if !w.remountSubPaths(ctx, pod, spec, c, now) {
 				next = minTime(next, c.backoffUntil)
-			} else if w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+			} else if w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				next = minTime(next, now) // re-check soon
 			} else {
 				next = minTime(next, c.backoffUntil)
 			}
 		case ContainerCreated:
 			acted = true
-			if !w.startContainer(ctx, c, rc.ID, spec.Name, now) {
+			if !w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				next = minTime(next, c.backoffUntil)
 			}
 		case ContainerRunning:
@@ -882,6 +908,9 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 			next = minTime(next, due)
 			if restart {
 				w.log.Info("liveness probe failed; restarting container", "container", spec.Name)
+				ref := containerRef(pod, spec)
+				w.a.events.Eventf(ref, corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed")
+				w.a.events.Eventf(ref, corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe, will be restarted", spec.Name)
 				grace := defaultGrace
 				if pod.Spec.TerminationGracePeriodSeconds != nil {
 					grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
@@ -904,8 +933,13 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 
 // startContainer (re)starts an exited or created container; false on error,
 // with a back-off set.
-func (w *podWorker) startContainer(ctx context.Context, c *ctrState, id, name string, now time.Time) bool {
+func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *ctrState, id, name string, now time.Time) bool {
+	ref := containerRef(pod, &corev1.Container{Name: name})
+	if !c.handledExit.IsZero() {
+		w.a.events.Eventf(ref, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s", name, pod.Name)
+	}
 	if err := w.a.rt.StartContainer(ctx, id); err != nil {
+		w.a.events.Eventf(ref, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		c.waiting, c.waitingMsg = "RunContainerError", err.Error()
 		c.backoff = nextBackoff(c.backoff)
 		c.backoffUntil = now.Add(c.backoff)
@@ -916,6 +950,7 @@ func (w *podWorker) startContainer(ctx context.Context, c *ctrState, id, name st
 	if !c.handledExit.IsZero() {
 		c.restartCount++
 	}
+	w.a.events.Eventf(ref, corev1.EventTypeNormal, "Started", "Started container %s", name)
 	return true
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -46,6 +47,7 @@ const (
 	LoadBalancer  = "loadbalancer"
 	StatefulSet   = "statefulset"
 	VolumeBinding = "volumebinding"
+	EventTTL      = "eventttl"
 )
 
 // registration is one row of the registry: a controller's name, how many
@@ -90,6 +92,10 @@ var registry = []registration{
 	{name: LoadBalancer, subject: controller.KeysOf("services"),
 		build: func(d controller.Deps, cfg Config) controller.Controller {
 			return loadbalancer.New(d, loadbalancer.Config{Pool: cfg.LoadBalancerPool})
+		}},
+	{name: EventTTL, workers: 1,
+		build: func(d controller.Deps, cfg Config) controller.Controller {
+			return eventTTL{&events.Collector{Store: d.Store, TTL: cfg.EventTTL, Clock: d.Clock, Log: d.Log}}
 		}},
 	{name: VolumeBinding, subject: volumebinding.Subject,
 		build: func(d controller.Deps, cfg Config) controller.Controller {
@@ -166,6 +172,13 @@ type Config struct {
 	// came up spread over them (server flag --scheduling-settle). Default
 	// scheduler.DefaultSettle (10s); negative: bind at once.
 	SchedulingSettle time.Duration
+	// Events makes each controller's Recorder (component NAME-controller,
+	// "default-scheduler" for the scheduler). Default nil: Events are
+	// dropped (tests that do not look at them).
+	Events func(component string) events.Recorder
+	// EventTTL is how long an Event is kept after it was last seen: the
+	// eventttl controller deletes older ones. Default events.DefaultTTL.
+	EventTTL time.Duration
 	// ExpectedNodes is how many Ready nodes end the settling early (server
 	// flag --expect-nodes). Default 0: the nodes the store knows, once
 	// there is at least one.
@@ -249,7 +262,11 @@ func New(cfg Config) (*Manager, error) {
 		}
 		q := controller.NewQueue(name, cfg.MaxBackoff)
 		clog := log.With("controller", name)
-		c := reg.build(controller.Deps{Name: name, Store: cfg.Store, Cache: m.cache, Queue: q, Clock: cfg.Clock, Log: clog, Status: status}, cfg)
+		rec := events.Nop
+		if cfg.Events != nil {
+			rec = cfg.Events(component(name))
+		}
+		c := reg.build(controller.Deps{Name: name, Store: cfg.Store, Cache: m.cache, Queue: q, Clock: cfg.Clock, Log: clog, Status: status, Events: rec}, cfg)
 		loop := controller.NewLoop(controller.LoopConfig{Name: name, Controller: c, Queue: q, Workers: workers,
 			Subject: reg.subject, Status: status, Log: clog})
 		m.loops[name] = loop
@@ -259,6 +276,15 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// component is the source.component of a controller's Events, as
+// kube-controller-manager and kube-scheduler name theirs.
+func component(name string) string {
+	if name == Scheduler {
+		return "default-scheduler"
+	}
+	return name + "-controller"
 }
 
 func lookup(name string) (registration, bool) {

@@ -19,7 +19,7 @@ type nodeRestriction struct{}
 
 func (nodeRestriction) name() string { return "NodeRestriction" }
 
-func (nodeRestriction) admit(_ Reader, ws []*Write) error {
+func (nodeRestriction) admit(r Reader, ws []*Write) error {
 	for _, w := range ws {
 		if w.User == nil || w.Refused() {
 			continue
@@ -57,6 +57,17 @@ func (nodeRestriction) admit(_ Reader, ws []*Write) error {
 			if w.Object != nil && (w.Object.GetNamespace() != auth.NodeLeaseNamespace || w.name() != node) {
 				deny("may only keep its own Lease, %s/%s", auth.NodeLeaseNamespace, node)
 			}
+		case "events":
+			// Events only about itself or the pods bound to it (Kubernetes
+			// lets a node write any Event; Flotilla does not).
+			ev, _ := w.Object.(*corev1.Event)
+			if ev == nil {
+				deny("may not delete events")
+				continue
+			}
+			if why := nodeEventRefused(r, node, ev); why != "" {
+				deny("may only report events about itself or pods bound to it: %s", why)
+			}
 		case "pods":
 			// The stored pod says where it is bound (a status write keeps
 			// the spec as stored).
@@ -67,4 +78,26 @@ func (nodeRestriction) admit(_ Reader, ws []*Write) error {
 		}
 	}
 	return nil
+}
+
+// nodeEventRefused says why node may not write ev ("": it may).
+func nodeEventRefused(r Reader, node string, ev *corev1.Event) string {
+	ref := ev.InvolvedObject
+	switch {
+	case ref.Kind == "Node" && (ref.APIVersion == "" || ref.APIVersion == "v1"):
+		if ref.Name != node {
+			return fmt.Sprintf("the event is about node %q", ref.Name)
+		}
+		return ""
+	case ref.Kind == "Pod" && (ref.APIVersion == "" || ref.APIVersion == "v1"):
+		o, err := r.Get("pods", ev.Namespace, ref.Name)
+		if err != nil {
+			return fmt.Sprintf("pod %s/%s: %v", ev.Namespace, ref.Name, err)
+		}
+		if p, _ := o.(*corev1.Pod); p == nil || p.Spec.NodeName != node || (ref.UID != "" && ref.UID != p.UID) {
+			return fmt.Sprintf("pod %s/%s is not bound to it", ev.Namespace, ref.Name)
+		}
+		return ""
+	}
+	return fmt.Sprintf("the event is about a %s", ref.Kind)
 }

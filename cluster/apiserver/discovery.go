@@ -64,7 +64,7 @@ func groupVersions() []metav1.GroupVersionForDiscovery {
 		seen[k.APIVersion()] = true
 		out = append(out, metav1.GroupVersionForDiscovery{GroupVersion: k.APIVersion(), Version: k.Version})
 	}
-	return out
+	return append(out, metav1.GroupVersionForDiscovery{GroupVersion: eventsGroup + "/v1", Version: "v1"})
 }
 
 func (s *Server) discoveryGroups(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +108,9 @@ var (
 // resourceList is the APIResourceList of one group version; ok is false if
 // no kind is served there.
 func resourceList(group, ver string) (metav1.APIResourceList, bool) {
+	if group == eventsGroup && ver == "v1" {
+		return eventsV1Resources(), true
+	}
 	gv := ver
 	if group != "" {
 		gv = group + "/" + ver

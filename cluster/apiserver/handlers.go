@@ -40,7 +40,13 @@ func listOptions(r *http.Request, req request) (store.ListOptions, fields.Select
 	}
 	var here fields.Selector
 	var err error
-	opts.FieldSelector, here, err = splitFields(req.kind, q.Get("fieldSelector"))
+	fieldSel := q.Get("fieldSelector")
+	if req.eventsV1 {
+		if fieldSel, err = v1FieldSelector(fieldSel); err != nil {
+			return opts, nil, err
+		}
+	}
+	opts.FieldSelector, here, err = splitFields(req.kind, fieldSel)
 	if req.name != "" { // a watch of one object
 		byName := fields.OneTermEqualSelector("metadata.name", req.name).String()
 		if opts.FieldSelector == "" {
@@ -109,7 +115,7 @@ func (s *Server) writeObjects(w http.ResponseWriter, r *http.Request, req reques
 		return
 	}
 	if !isList {
-		data, err := schema.Encode(objs[0])
+		data, err := req.encode(objs[0])
 		if err != nil {
 			s.writeError(w, r, err, req.target())
 			return
@@ -118,12 +124,12 @@ func (s *Server) writeObjects(w http.ResponseWriter, r *http.Request, req reques
 		return
 	}
 	list := objectList{
-		TypeMeta: metav1.TypeMeta{APIVersion: req.kind.APIVersion(), Kind: req.kind.Kind + "List"},
+		TypeMeta: metav1.TypeMeta{APIVersion: req.apiVersion(), Kind: req.kind.Kind + "List"},
 		Metadata: metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)},
 		Items:    make([]json.RawMessage, 0, len(objs)),
 	}
 	for _, o := range objs {
-		data, err := schema.Encode(o)
+		data, err := req.encode(o)
 		if err != nil {
 			s.writeError(w, r, err, req.target())
 			return
@@ -246,7 +252,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 			t.APIVersion = "meta.k8s.io/" + tv
 			data, err = json.Marshal(t)
 		} else {
-			data, err = schema.Encode(obj)
+			data, err = req.encode(obj)
 		}
 		first = false
 		if err != nil {

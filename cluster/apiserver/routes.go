@@ -16,6 +16,7 @@ type request struct {
 	nsPath    bool   // the path had /namespaces/<ns>/
 	name      string
 	sub       string // "", "status", "log" or "scale"
+	eventsV1  bool   // an Event served as events.k8s.io/v1 (eventsv1.go)
 }
 
 func (q request) target() target {
@@ -89,7 +90,9 @@ func route(group, ver string, rest []string) (request, error) {
 		req.sub = rest[2]
 	}
 	k, ok := schema.KindByResource(rest[0])
-	if !ok || k.Group != group || k.Version != ver {
+	if ek, isEv := eventsV1Route(group, ver, rest); isEv {
+		k, req.eventsV1 = ek, true
+	} else if !ok || k.Group != group || k.Version != ver {
 		// Still named in the Status details: what was asked for.
 		req.kind = schema.Kind{Group: group, Version: ver, Resource: rest[0]}
 		return req, errNoRoute
@@ -110,6 +113,8 @@ func route(group, ver string, rest []string) (request, error) {
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, req request) {
 	m := r.Method
 	switch {
+	case req.eventsV1 && (m != http.MethodGet || req.sub != ""):
+		s.writeError(w, r, methodNotAllowed(m, r.URL.Path), req.target())
 	case req.sub == "scale":
 		s.scale(w, r, req)
 	case isStream(req.kind.Resource, req.sub):

@@ -88,6 +88,7 @@ func TestUpAdmission(t *testing.T) {
 	checkCLIForms(t, c)
 	checkLogs(t, c, run)
 	checkStreams(t, c, kubectl, filepath.Join(c.dataDir, "kubeconfig.yaml"), home, run)
+	checkEvents(t, c, run)
 	// A new revision by a JSON patch, then kubectl rollout undo (a JSON
 	// patch of the template back to the previous ReplicaSet's).
 	expect(run(false, "patch", "deployment", "sleeper", "--type", "json", "-p",

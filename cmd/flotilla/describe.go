@@ -57,7 +57,14 @@ func newDescribeCommand(g *globalFlags) *cobra.Command {
 					related = append(related, l)
 				}
 			}
-			describe(cmd.OutOrStdout(), obj, related, time.Now())
+			now := time.Now()
+			describe(cmd.OutOrStdout(), obj, related, now)
+			// The Events about it, as kubectl describe lists them.
+			evs, _, err := c.List(cmd.Context(), "events", store.ListOptions{Namespace: obj.GetNamespace(), FieldSelector: eventSelector(obj)})
+			if err != nil {
+				return fmt.Errorf("list the events of %s %s: %w", k.Kind, obj.GetName(), err)
+			}
+			describeEvents(cmd.OutOrStdout(), evs, now)
 			return nil
 		},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/auth"
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
@@ -105,6 +106,7 @@ type controlPlane struct {
 	rbac        *auth.RBAC   // authorizes API requests; run it beside the API server
 	lbPool      ipalloc.Pool // --lb-pool: the only addresses nodes announce
 	manager     *reconciler.Manager
+	events      *events.Broadcaster // the server's Events, through the write pipeline
 	syncer      *gitsync.Syncer
 	log         *slog.Logger
 }
@@ -200,8 +202,11 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	}
 	cp.writes = cp.admission.Store(cp.store, admission.Cluster)
 	cp.lbPool = pool
+	serverHost, _ := os.Hostname()
+	cp.events = events.New(context.Background(), events.Config{Store: cp.writes, Host: serverHost, Logger: o.log.With("component", "events")})
 	if cp.manager, err = reconciler.New(reconciler.Config{
-		Store: cp.writes, Logger: o.log.With("component", "reconciler"),
+		Events: cp.events.Recorder,
+		Store:  cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 		LocalVolumeRoot: o.localVolumeRoot, ExpectedNodes: o.expectNodes, SchedulingSettle: o.schedulingSettle,
 	}); err != nil {
@@ -216,6 +221,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		// sees the volume a claim is bound to kept.
 		Admit:  gitsync.ChainAdmit(volumebinding.AdmitGit, gitsync.PipelineAdmit(cp.admission)),
 		Logger: o.log.With("component", "gitsync"),
+		Events: cp.events.Recorder("gitsync"),
 	}
 	if err := o.git.config(&gitCfg); err != nil {
 		return nil, err
@@ -279,6 +285,9 @@ const adminUser = "flotilla-admin"
 var defaultClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
 
 func (cp *controlPlane) close() {
+	if cp.events != nil {
+		cp.events.Shutdown()
+	}
 	if cp.listener != nil {
 		cp.listener.Close()
 	}

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
 )
@@ -73,6 +74,10 @@ type Deps struct {
 	Log *slog.Logger
 	// Status writes statuses and the Stalled condition.
 	Status *StatusWriter
+	// Events records Kubernetes Events about the controller's objects
+	// (reason ScalingReplicaSet, SuccessfulCreate, Scheduled, …); never
+	// blocks. The manager gives events.Nop when it has no recorder.
+	Events events.Recorder
 }
 
 // Ref names the object a key stands for: the object whose conditions
@@ -97,4 +102,12 @@ func KeysOf(resource string) SubjectFunc {
 		ns, name := cache.SplitKey(key)
 		return Ref{Resource: resource, Namespace: ns, Name: name}, name != ""
 	}
+}
+
+// OrNop is r, or events.Nop when r is nil (Deps made by hand in tests).
+func OrNop(r events.Recorder) events.Recorder {
+	if r == nil {
+		return events.Nop
+	}
+	return r
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/reconciler/cache"
@@ -33,6 +34,7 @@ const RetryWaiting = 2 * time.Second
 // own changes, on changes of the ReplicaSets it controls, and when a pod of
 // those goes away (Recreate waits for that).
 func New(d controller.Deps) *Controller {
+	d.Events = controller.OrNop(d.Events)
 	c := &Controller{d: d, deploys: d.Cache.Informer("deployments"), replicaSets: d.Cache.Informer("replicasets"), pods: d.Cache.Informer("pods")}
 	c.deploys.AddHandler(cache.SelfHandler(d.Queue.Add))
 	owner := cache.OwnerHandler("Deployment", d.Queue.Add)
@@ -86,12 +88,24 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 			return res, err
 		}
 		log.Info("created replicaset", "replicaset", acts.Create.Name, "replicas", *acts.Create.Spec.Replicas, "revision", acts.Revision)
+		c.d.Events.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled up replica set %s to %d", acts.Create.Name, *acts.Create.Spec.Replicas)
+	}
+	before := map[types.UID]int32{}
+	for _, rs := range rss {
+		before[rs.UID] = replicasOf(rs.Spec.Replicas)
 	}
 	for _, rs := range acts.Updates {
 		if _, uerr := c.d.Store.Update(ctx, rs); uerr != nil {
 			return res, fmt.Errorf("scale replicaset %s: %w", rs.Name, uerr)
 		}
 		log.Info("scaled replicaset", "replicaset", rs.Name, "replicas", *rs.Spec.Replicas)
+		if from, to := before[rs.UID], *rs.Spec.Replicas; from != to {
+			dir := "up"
+			if to < from {
+				dir = "down"
+			}
+			c.d.Events.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d", dir, rs.Name, from, to)
+		}
 	}
 	for _, rs := range acts.Deletes {
 		if _, derr := c.d.Store.Delete(ctx, "replicasets", rs.Namespace, rs.Name, store.DeleteOptions{UID: string(rs.UID)}); derr != nil && !errors.Is(derr, store.ErrNotFound) {

@@ -54,6 +54,7 @@ var (
 // mark not Ready, a straggler to evict) or that does not exist (an orphan
 // to collect; resync brings these back after a restart).
 func New(d controller.Deps, m Membership, cfg Config) *Controller {
+	d.Events = controller.OrNop(d.Events)
 	c := &Controller{
 		d: d, membership: m, cfg: cfg.WithDefaults(),
 		nodes: d.Cache.Informer("nodes"), pods: d.Cache.Informer("pods"), leases: d.Cache.Informer("leases"),
@@ -176,8 +177,10 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controller.Res
 		node = out.(*corev1.Node)
 		if acts.Ready.Status == corev1.ConditionTrue {
 			log.Info("node ready again", "reason", acts.Ready.Reason)
+			c.d.Events.Eventf(node, corev1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", name)
 		} else {
 			log.Warn("node not ready", "status", acts.Ready.Status, "reason", acts.Ready.Reason, "message", acts.Ready.Message)
+			c.d.Events.Eventf(node, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady (%s)", name, acts.Ready.Message)
 		}
 	}
 	if acts.SetTaints {

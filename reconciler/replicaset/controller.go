@@ -25,6 +25,7 @@ var _ controller.Controller = (*Controller)(nil)
 // New returns the ReplicaSet controller. It enqueues a ReplicaSet on its
 // own changes and on any change of a pod it controls.
 func New(d controller.Deps) *Controller {
+	d.Events = controller.OrNop(d.Events)
 	c := &Controller{d: d, replicaSets: d.Cache.Informer("replicasets"), pods: d.Cache.Informer("pods")}
 	c.replicaSets.AddHandler(cache.SelfHandler(d.Queue.Add))
 	c.pods.AddHandler(cache.OwnerHandler("ReplicaSet", d.Queue.Add))
@@ -75,7 +76,9 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 	}()
 	res = controller.Requeue(acts.RequeueAfter)
 	if acts.Create > 0 {
-		made, err := c.createPods(ctx, rs, acts.Create)
+		made, err := c.createPods(ctx, rs, acts.Create, func(p *corev1.Pod) {
+			c.d.Events.Eventf(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
+		})
 		if made > 0 {
 			log.Info("created pods", "count", made, "replicas", *rs.Spec.Replicas)
 		}
@@ -88,6 +91,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 			return res, fmt.Errorf("delete pod %s: %w", p.Name, err)
 		}
 		log.Info("deleted pod", "pod", p.Name)
+		c.d.Events.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 	}
 	return res, nil
 }
@@ -109,13 +113,20 @@ func (c *Controller) listPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*co
 // createPods creates n pods in slow-start batches, stopping at the first
 // batch with a failure; a random name that is taken is retried. It returns
 // how many were made.
-func (c *Controller) createPods(ctx context.Context, rs *appsv1.ReplicaSet, n int) (int, error) {
+func (c *Controller) createPods(ctx context.Context, rs *appsv1.ReplicaSet, n int, created func(*corev1.Pod)) (int, error) {
 	made, err := controller.SlowStart(n, func(int) error {
 		var err error
+		var out schema.Object
 		for range 3 {
-			if _, err = c.d.Store.Create(ctx, NewPod(rs)); !errors.Is(err, store.ErrExists) {
+			if out, err = c.d.Store.Create(ctx, NewPod(rs)); !errors.Is(err, store.ErrExists) {
 				break
 			}
+		}
+		if p, ok := out.(*corev1.Pod); ok && err == nil {
+			created(p)
+		}
+		if err != nil {
+			c.d.Events.Eventf(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
 		}
 		return err
 	})

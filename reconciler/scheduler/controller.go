@@ -109,6 +109,7 @@ var (
 // changes, and when a claim, volume or storage class changes (a claim
 // bound, a volume provisioned).
 func New(d controller.Deps, cfg Config) *Controller {
+	d.Events = controller.OrNop(d.Events)
 	c := &Controller{d: d, cfg: cfg.WithDefaults(), assumed: map[types.UID]assumption{},
 		pods: d.Cache.Informer("pods"), nodes: d.Cache.Informer("nodes"),
 		claims: d.Cache.Informer("persistentvolumeclaims"), volumes: d.Cache.Informer("persistentvolumes"),
@@ -388,6 +389,7 @@ func (c *Controller) bind(ctx context.Context, bs []Binding, now time.Time) []er
 			stalled = append(stalled, p) // an earlier pass panicked on it
 		}
 		n++
+		c.d.Events.Eventf(p, corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", p.Namespace, p.Name, p.Spec.NodeName)
 		if len(bs) <= logEach {
 			c.d.Log.Info("bound pod", "pod", p.Namespace+"/"+p.Name, "node", p.Spec.NodeName)
 		}
@@ -450,6 +452,7 @@ func (c *Controller) markUnschedulable(ctx context.Context, fs []Failure, now ti
 	errs := c.writeBatches(ctx, ws, func(w write, _ schema.Object) {
 		p := w.obj.(*corev1.Pod)
 		n++
+		c.d.Events.Event(p, corev1.EventTypeWarning, "FailedScheduling", podCondition(p, corev1.PodScheduled).Message)
 		if len(ws) <= logEach {
 			c.d.Log.Info("pod unschedulable", "pod", p.Namespace+"/"+p.Name, "reason", podCondition(p, corev1.PodScheduled).Message)
 		}

@@ -27,6 +27,7 @@ var _ controller.Controller = (*Controller)(nil)
 // StatefulSet of that name (its own, or a previous set's pod still holding
 // one of its names).
 func New(d controller.Deps) *Controller {
+	d.Events = controller.OrNop(d.Events)
 	c := &Controller{d: d, sets: d.Cache.Informer("statefulsets"), pods: d.Cache.Informer("pods"), claims: d.Cache.Informer("persistentvolumeclaims")}
 	c.sets.AddHandler(cache.SelfHandler(d.Queue.Add))
 	c.pods.AddHandler(cache.OwnerHandler("StatefulSet", d.Queue.Add))
@@ -80,9 +81,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 			// brings another pass.
 			log.Debug("pod name still taken", "pod", p.Name)
 		case err != nil:
+			c.d.Events.Eventf(set, corev1.EventTypeWarning, "FailedCreate", "create Pod %s in StatefulSet %s failed error: %v", p.Name, set.Name, err)
 			return res, fmt.Errorf("create pod %s: %w", p.Name, err)
 		default:
 			log.Info("created pod", "pod", p.Name, "revision", p.Labels[LabelRevision])
+			c.d.Events.Eventf(set, corev1.EventTypeNormal, "SuccessfulCreate", "create Pod %s in StatefulSet %s successful", p.Name, set.Name)
 		}
 	}
 	for _, d := range acts.Delete {
@@ -94,6 +97,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (res controller.
 			return res, fmt.Errorf("delete pod %s: %w", d.Pod.Name, err)
 		default:
 			log.Info("deleted pod", "pod", d.Pod.Name, "why", d.Why)
+			c.d.Events.Eventf(set, corev1.EventTypeNormal, "SuccessfulDelete", "delete Pod %s in StatefulSet %s successful", d.Pod.Name, set.Name)
 		}
 	}
 	for _, cl := range acts.UpdateClaims {
