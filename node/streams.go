@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
@@ -64,9 +65,10 @@ func (e ExitCodeError) ExitStatus() int { return e.Code }
 // StreamHandler serves the kubelet's streaming endpoints to the server:
 // /exec/{namespace}/{pod}/{container}?command=…&input=1&output=1&tty=1,
 // /attach/{namespace}/{pod}/{container} and /portForward/{namespace}/{pod},
-// on the streaming protocols kubectl speaks (SPDY, and the channel
-// WebSocket protocols up to v4), with the kubelet's own stream server
-// (virtual-kubelet's packaging of it). The server has authorized the user;
+// on the streaming protocols kubectl speaks: SPDY (and the channel
+// WebSocket protocols up to v4) with the kubelet's own stream server
+// (virtual-kubelet's packaging of it), and exec and attach on WebSocket v5
+// (serveWebSocketV5). The server has authorized the user;
 // here only the server may ask (user is its client certificate's name;
 // "" in process, where the server calls the handler directly).
 func (a *Agent) StreamHandler(user string) http.Handler {
@@ -74,10 +76,17 @@ func (a *Agent) StreamHandler(user string) http.Handler {
 	r.HandleFunc("/exec/{namespace}/{pod}/{container}", vkapi.HandleContainerExec(a.execHandler)).Methods(http.MethodGet, http.MethodPost)
 	r.HandleFunc("/attach/{namespace}/{pod}/{container}", vkapi.HandleContainerAttach(a.attachHandler)).Methods(http.MethodGet, http.MethodPost)
 	r.HandleFunc("/portForward/{namespace}/{pod}", vkapi.HandlePortForward(a.portForwardHandler)).Methods(http.MethodGet, http.MethodPost)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if wsstream.IsWebSocketRequestWithStreamCloseProtocol(req) {
+			a.serveWebSocketV5(w, req)
+			return
+		}
+		r.ServeHTTP(w, req)
+	})
 	if user == "" {
-		return r
+		return h
 	}
-	return onlyUser(user, r, "only the API server opens streams here")
+	return onlyUser(user, h, "only the API server opens streams here")
 }
 
 // onlyUser lets through requests over TLS whose verified client
@@ -137,27 +146,11 @@ func (a *Agent) streamer() (Streamer, error) {
 }
 
 func (a *Agent) execHandler(ctx context.Context, namespace, pod, container string, cmd []string, attach vkapi.AttachIO) error {
-	s, err := a.streamer()
-	if err != nil {
-		return err
-	}
-	id, err := a.streamTarget(namespace, pod, container)
-	if err != nil {
-		return err
-	}
-	return s.ExecStream(ctx, id, cmd, streamIO(ctx, attach))
+	return a.runStream(ctx, "exec", namespace, pod, container, cmd, streamIO(ctx, attach))
 }
 
 func (a *Agent) attachHandler(ctx context.Context, namespace, pod, container string, attach vkapi.AttachIO) error {
-	s, err := a.streamer()
-	if err != nil {
-		return err
-	}
-	id, err := a.streamTarget(namespace, pod, container)
-	if err != nil {
-		return err
-	}
-	return s.AttachStream(ctx, id, streamIO(ctx, attach))
+	return a.runStream(ctx, "attach", namespace, pod, container, nil, streamIO(ctx, attach))
 }
 
 // streamIO is the runtime's view of the stream server's streams.

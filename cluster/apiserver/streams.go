@@ -46,10 +46,11 @@ func (s *Server) podStream(w http.ResponseWriter, r *http.Request, req request) 
 		s.writeError(w, r, methodNotAllowed(r.Method, r.URL.Path), req.target())
 		return
 	}
-	if wsstream.IsWebSocketRequest(r) {
-		// kubectl asks for WebSocket (v5 channels) first and falls back to
-		// SPDY when the upgrade is refused.
-		s.writeError(w, r, badRequest("streams are served over SPDY (the WebSocket protocols are not translated yet); kubectl falls back to SPDY by itself"), req.target())
+	if wsstream.IsWebSocketRequest(r) && (req.sub == "portforward" || !wsstream.IsWebSocketRequestWithStreamCloseProtocol(r)) {
+		// exec and attach are served on WebSocket v5 (the protocol with
+		// stdin's close); port-forward's WebSocket tunnel is not: kubectl
+		// falls back to SPDY when the upgrade is refused.
+		s.writeError(w, r, badRequest("this stream is served over SPDY or WebSocket v5.channel.k8s.io; kubectl falls back to SPDY by itself"), req.target())
 		return
 	}
 	obj, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name)

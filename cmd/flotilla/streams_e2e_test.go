@@ -27,20 +27,27 @@ func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func
 	if got := strings.TrimSpace(run(false, "exec", pod, "--", "hostname")); got != pod {
 		t.Errorf("kubectl exec %s -- hostname printed %q", pod, got)
 	}
+	var extraEnv []string
 	k := func(stdin io.Reader, args ...string) (string, error) {
 		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "--cache-dir", filepath.Join(home, "cache")}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		cmd.Env = append(append(os.Environ(), "HOME="+home, "KUBECONFIG="), extraEnv...)
 		cmd.Stdin = stdin
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	if out, err := k(strings.NewReader("hi\n"), "exec", "-i", pod, "--", "cat"); err != nil || strings.TrimSpace(out) != "hi" {
-		t.Errorf("echo hi | kubectl exec -i -- cat: %v %q", err, out)
+	// kubectl 1.32 speaks WebSocket v5 first; older ones, and this one
+	// told so, SPDY.
+	for _, env := range [][]string{nil, {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
+		extraEnv = env
+		if out, err := k(strings.NewReader("hi\n"), "exec", "-i", pod, "--", "cat"); err != nil || strings.TrimSpace(out) != "hi" {
+			t.Errorf("echo hi | kubectl exec -i -- cat (%v): %v %q", env, err, out)
+		}
+		out, err := k(nil, "exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(out, "out") || !strings.Contains(out, "err") {
+			t.Errorf("kubectl exec -- sh -c 'echo out; echo err >&2; exit 3' (%v): %v %q", env, err, out)
+		}
 	}
-	out, err := k(nil, "exec", pod, "--", "sh", "-c", "exit 3")
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
-		t.Errorf("kubectl exec -- sh -c 'exit 3': %v %q", err, out)
-	}
+	extraEnv = nil
 	// A terminal: kubectl -t needs one of its own, which script gives it.
 	if script, err := exec.LookPath("script"); err == nil {
 		cmd := exec.Command(script, "-qec", fmt.Sprintf("%s --kubeconfig %s exec -it %s -- tty", kubectl, kc, pod), "/dev/null")
