@@ -28,7 +28,7 @@ var busyboxApplets = []string{
 	"du", "chmod", "chown", "ln", "find", "xargs", "wc", "sort", "uniq",
 	"tr", "cut", "tee", "yes", "seq", "uname", "mount", "dd", "vi", "less",
 	"more", "stat", "timeout", "pwd", "basename", "dirname", "readlink",
-	"tar", "stty", "cmp", "sha256sum", // kubectl cp runs tar
+	"tar", "tty", "stty", "cmp", "sha256sum", // kubectl cp runs tar
 }
 
 // EnsureBusyboxImage imports a busybox image under name (BusyboxImage if
