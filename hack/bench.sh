@@ -14,7 +14,7 @@ echo
 
 sched=(go test -run '^$' -bench 'BenchmarkSchedule10kPods1kNodes' -benchtime 20x -count 3 ./reconciler/scheduler/)
 schedstore=(go test -run '^$' -bench 'BenchmarkScheduleThroughStore/pods=10000' -benchtime 3x ./reconciler/scheduler/)
-e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover|BenchmarkIdle100Pods' -benchtime 1x -v -timeout 30m ./cmd/flotilla/)
+e2e=(go test -count=1 -run '^$' -bench 'BenchmarkCommitToRunning|BenchmarkPodStartVsPodmanRun|BenchmarkLabFailover|BenchmarkIdle100Pods|BenchmarkStreams' -benchtime 1x -v -timeout 30m ./cmd/flotilla/)
 net=(go test -run '^$' -bench 'BenchmarkPodToPodThroughput' -benchtime 20x ./netfabric/)
 svc=(go test -run '^$' -bench 'BenchmarkSync1000Services5000Endpoints|BenchmarkVIPvsPodIP$' -benchtime 20x ./netfabric/svcproxy/)
 echo "\$ ${sched[*]}"
@@ -57,6 +57,10 @@ replacep50=$(metric replace-p50-s "$out/e2e.txt" BenchmarkCommitToRunning)
 ratio=$(metric ratio "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 plain=$(metric podman-run-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
 flot=$(metric flotilla-s "$out/e2e.txt" BenchmarkPodStartVsPodmanRun)
+execratio=$(metric exec-ratio "$out/e2e.txt" BenchmarkStreams)
+kexec=$(metric kubectl-exec-ms "$out/e2e.txt" BenchmarkStreams)
+pexec=$(metric podman-exec-ms "$out/e2e.txt" BenchmarkStreams)
+fwdratio=$(metric forward/direct "$out/e2e.txt" BenchmarkStreams)
 notready=$(metric notready-s "$out/e2e.txt" BenchmarkLabFailover)
 moved=$(metric rescheduled-s "$out/e2e.txt" BenchmarkLabFailover)
 joined=$(metric join-s "$out/e2e.txt" BenchmarkLabFailover)
@@ -84,6 +88,8 @@ printf '%-52s %-22s %-12s %s\n' "git push's webhook -> commit applied: HTTP / SS
 printf '%-52s %-22s %-12s %s\n' "commit -> 10 pods Running, one idle node (p50 of 7)" "${p50:-?} s" "<= 2" "$(verdict "$p50" 2 '<=')"
 printf '%-52s %-22s %-12s %s\n' "  the same while 10 old pods are removed (p50 of 7)" "${replacep50:-?} s" "-" "for the record"
 printf '%-52s %-22s %-12s %s\n' "pod start: Flotilla / podman run -d (medians of 7)" "${ratio:-?} (${flot:-?} s / ${plain:-?} s)" "<= 1.3" "$(verdict "$ratio" 1.3 '<=')"
+printf '%-52s %-22s %-12s %s\n' "kubectl exec -- true / podman exec true (medians of 9)" "${execratio:-?} (${kexec:-?} / ${pexec:-?} ms)" "<= 1.5" "$(verdict "$execratio" 1.5 '<=')"
+printf '%-52s %-22s %-12s %s\n' "kubectl port-forward / direct to the pod IP, 64 MiB" "${fwdratio:-?}" ">= 0.5" "$(verdict "$fwdratio" 0.5 '>=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> NotReady (3-node lab)" "${notready:-?} s" "<= 5" "$(verdict "$notready" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "node killed -> its pods Running elsewhere" "${moved:-?} s" "<= 35" "$(verdict "$moved" 35 '<=')"
 printf '%-52s %-22s %-12s %s\n' "a node joins: token -> certificates -> Ready" "${joined:-?} s" "<= 5" "$(verdict "$joined" 5 '<=')"

@@ -311,6 +311,20 @@ func TestLabThreeNodes(t *testing.T) {
 		t.Errorf("flotilla logs %s (%v) does not show the client pod IP %s:\n%s", server.Name, err, client.Status.PodIP, logs)
 	}
 
+	// kubectl exec reaches a pod on another node through the server (the
+	// agent's stream endpoint, over mutual TLS), on WebSocket v5 and SPDY.
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		for _, env := range []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"} {
+			cmd := exec.Command(kubectl, "--kubeconfig", filepath.Join(l.dir, "server", "kubeconfig.yaml"), "exec", "-i", server.Name, "--", "sh", "-c", "hostname; cat")
+			cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), env)
+			cmd.Stdin = strings.NewReader("from-stdin\n")
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), server.Name) || !strings.Contains(string(out), "from-stdin") {
+				t.Errorf("kubectl exec into %s on node3 (%s): %v\n%s", server.Name, env, err, out)
+			}
+		}
+	}
+
 	// Containers of one pod talk over localhost.
 	l.eventually("duo's client container reached its web container", 2*time.Minute, func() error {
 		for _, p := range l.pods() {

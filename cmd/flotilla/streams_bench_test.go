@@ -82,7 +82,7 @@ func BenchmarkStreams(b *testing.B) {
 	// from the pod IP and through kubectl port-forward.
 	const size = 64 << 20
 	serve := func() {
-		cmd := kube("exec", pod.Name, "--", "sh", "-c", fmt.Sprintf("head -c %d /dev/zero | nc -l -p 9000 >/dev/null 2>&1 &", size))
+		cmd := kube("exec", pod.Name, "--", "sh", "-c", fmt.Sprintf("(head -c %d /dev/zero | nc -l -p 9000) </dev/null >/dev/null 2>&1 &", size))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("start nc: %v %s", err, out)
 		}
@@ -96,7 +96,9 @@ func BenchmarkStreams(b *testing.B) {
 		})
 		defer conn.Close()
 		start := time.Now()
-		n, err := io.Copy(io.Discard, conn)
+		// busybox nc keeps the connection open after its input ends: read
+		// the size it sends.
+		n, err := io.CopyN(io.Discard, conn, size)
 		d := time.Since(start)
 		if err != nil || n != size {
 			b.Fatalf("read %d of %d bytes from %s: %v", n, size, addr, err)
