@@ -200,7 +200,9 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
-	logSrv := agentLogServer(advertise, certs, agent.LogHandler(auth.APIServerUser))
+	// Only the API server reads logs, metrics and stats here: the agent
+	// cannot ask the cluster's RBAC (no SubjectAccessReview yet).
+	logSrv := agentLogServer(advertise, certs, agentHandler(agent, node.OnlyUser(auth.APIServerUser)))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {

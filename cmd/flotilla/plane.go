@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	psaapi "k8s.io/pod-security-admission/api"
 
@@ -106,13 +107,16 @@ type controlPlane struct {
 	lbPool      ipalloc.Pool // --lb-pool: the only addresses nodes announce
 	manager     *reconciler.Manager
 	syncer      *gitsync.Syncer
-	log         *slog.Logger
+	// metrics is the process's Prometheus registry: every part adds its
+	// families, the API server (and an in-process agent) serve it.
+	metrics *prometheus.Registry
+	log     *slog.Logger
 }
 
 // openControlPlane prepares every part; serve runs them. On error, what
 // was opened is closed.
 func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlane, err error) {
-	cp = &controlPlane{log: o.log}
+	cp = &controlPlane{log: o.log, metrics: apiserver.NewRegistry()}
 	defer func() {
 		if err != nil {
 			cp.close()
@@ -150,6 +154,9 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, err
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
+	if err := cp.store.RegisterMetrics(cp.metrics); err != nil {
+		return nil, err
+	}
 	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
 		return nil, err
 	}
@@ -204,6 +211,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		Store: cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 		LocalVolumeRoot: o.localVolumeRoot, ExpectedNodes: o.expectNodes, SchedulingSettle: o.schedulingSettle,
+		Metrics: cp.metrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -223,12 +231,16 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.syncer, err = gitsync.New(gitCfg); err != nil {
 		return nil, err
 	}
+	if err := cp.syncer.RegisterMetrics(cp.metrics); err != nil {
+		return nil, err
+	}
 	return cp, nil
 }
 
 // apiServer builds the API server: the store's REST API, the sync trigger,
-// the Git webhook and the CA for joining agents, with logs from logs.
-func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, error) {
+// the Git webhook and the CA for joining agents, with logs from logs and
+// the metrics API's numbers from res.
+func (cp *controlPlane) apiServer(logs apiserver.LogSource, res apiserver.ResourceMetrics) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		ClientCA: cp.caPEM,
@@ -237,7 +249,7 @@ func (cp *controlPlane) apiServer(logs apiserver.LogSource) (*apiserver.Server, 
 			Shared: map[string]bool{"secrets/" + auth.SystemNamespace + "/" + gossipSecretName: true,
 				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
-		Logs: logs, Logger: cp.log.With("component", "apiserver"),
+		Logs: logs, Logger: cp.log.With("component", "apiserver"), Metrics: cp.metrics, ResourceMetrics: res,
 		Extra: map[string]http.Handler{
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),

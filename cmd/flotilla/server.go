@@ -196,7 +196,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := cp.apiServer(logs)
+	api, err := cp.apiServer(logs, logs)
 	if err != nil {
 		return err
 	}
