@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -80,6 +81,20 @@ func (o OnlyUser) Authorize(u *auth.User, _ auth.Attributes) (bool, string) {
 		return true, ""
 	}
 	return false, "only " + string(o) + " may read this agent's metrics"
+}
+
+// OnlyGroup authorizes the members of one group, for everything: a
+// joined agent lets system:masters (cluster-admin, which RBAC allows
+// everything whatever the bindings) read its metrics and stats. The group
+// is in a certificate the cluster CA signed.
+type OnlyGroup string
+
+// Authorize implements auth.Authorizer.
+func (o OnlyGroup) Authorize(u *auth.User, _ auth.Attributes) (bool, string) {
+	if u != nil && o != "" && slices.Contains(u.Groups, string(o)) {
+		return true, ""
+	}
+	return false, "only members of " + string(o) + " may read this agent's metrics"
 }
 
 // Either allows what the first or the second authorizer allows.

@@ -61,6 +61,19 @@ func TestStatsAndMetricsHandler(t *testing.T) {
 	}
 
 	hdl := a.MetricsHandler(Either{OnlyUser(auth.APIServerUser), allowNodeMetrics("prometheus")})
+	masters := a.MetricsHandler(Either{OnlyUser(auth.APIServerUser), OnlyGroup(auth.GroupMasters)})
+	for _, tc := range []struct {
+		groups []string
+		code   int
+	}{{[]string{auth.GroupMasters}, 200}, {[]string{"viewers"}, 403}, {nil, 403}} {
+		req := httptest.NewRequest(http.MethodGet, SummaryPath, nil)
+		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: "ann", Organization: tc.groups}}}}}
+		rec := httptest.NewRecorder()
+		masters.ServeHTTP(rec, req)
+		if rec.Code != tc.code {
+			t.Errorf("a joined agent's summary for groups %v: %d, want %d", tc.groups, rec.Code, tc.code)
+		}
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u := r.Header.Get("X-User"); u != "" { // stands in for the verifying listener
 			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: u}}}}}

@@ -311,6 +311,8 @@ func TestLabThreeNodes(t *testing.T) {
 		t.Errorf("flotilla logs %s (%v) does not show the client pod IP %s:\n%s", server.Name, err, client.Status.PodIP, logs)
 	}
 
+	checkLabTop(t, l)
+
 	// Containers of one pod talk over localhost.
 	l.eventually("duo's client container reached its web container", 2*time.Minute, func() error {
 		for _, p := range l.pods() {

@@ -165,3 +165,48 @@ func checkMetrics(t *testing.T, c *upCluster, kubectl, agentAddr string, admin f
 		t.Errorf("top nodes:\n%s", out)
 	}
 }
+
+// checkLabTop: kubectl top reads every agent's stats summary through the
+// server (mutual TLS, as logs).
+func checkLabTop(t *testing.T, l *labCluster) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Log("kubectl not installed: kubectl top not checked")
+		return
+	}
+	home := t.TempDir()
+	top := func(args ...string) (string, error) {
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", filepath.Join(l.dir, "server", "kubeconfig.yaml"), "top"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	l.eventually("kubectl top nodes shows the 3 nodes", 2*time.Minute, func() error {
+		out, err := top("nodes", "--no-headers")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, n := range []string{"node1", "node2", "node3"} {
+			found := false
+			for line := range strings.Lines(out) {
+				if f := strings.Fields(line); len(f) >= 5 && f[0] == n && strings.HasSuffix(f[1], "m") && strings.HasSuffix(f[3], "Mi") {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("no numbers for %s:\n%s", n, out)
+			}
+		}
+		return nil
+	})
+	l.eventually("kubectl top pods shows the hello pods", time.Minute, func() error {
+		out, err := top("pods", "-l", "app=hello", "--no-headers")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if n := strings.Count(out, "hello-"); n != 6 {
+			return fmt.Errorf("%d hello pods:\n%s", n, out)
+		}
+		return nil
+	})
+}
