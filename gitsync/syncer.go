@@ -53,6 +53,7 @@ type Syncer struct {
 	trigger chan struct{}          // pokes for Run; capacity 1, so pokes merge
 	sem     chan struct{}          // capacity 1: held by the running sync
 	branch  atomic.Pointer[string] // resolved branch, for the webhook filter
+	metrics *syncMetrics           // nil until RegisterMetrics
 
 	mu       sync.Mutex // guards the fields below
 	wantFull bool       // a Request waits for a full sync that has not started
@@ -273,7 +274,9 @@ func (s *Syncer) sync(ctx context.Context, full bool) (schema.SyncStatusBody, er
 	if s.onStart != nil {
 		s.onStart()
 	}
+	start := time.Now()
 	body, err := s.syncLocked(ctx, full)
+	s.metrics.observe(string(body.Result), err, time.Since(start))
 	s.end(errors.Is(err, ErrTransient))
 	return body, err
 }

@@ -37,11 +37,15 @@ echo "\$ ${svc[*]}"
 echo
 api=(go test -run '^$' -bench 'BenchmarkAPIWrite|BenchmarkAuthorization|BenchmarkSecretRead' -benchtime 1000x ./cluster/apiserver/)
 bind=(go test -run '^$' -bench 'BenchmarkBindings' -benchtime 3x ./cluster/admission/)
+scrape=(go test -run '^$' -bench 'BenchmarkAgentMetricsScrape' -benchtime 200x ./node/)
 echo "\$ ${api[*]}"
 "${api[@]}" | tee "$out/api.txt" | grep -E '^Benchmark' || true
 echo
 echo "\$ ${bind[*]}"
 "${bind[@]}" | tee "$out/bind.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${scrape[*]}"
+"${scrape[@]}" | tee "$out/scrape.txt" | grep -E '^Benchmark' || true
 echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
@@ -77,6 +81,7 @@ bindrate=$(metric pods/s "$out/bind.txt" 'BenchmarkBindings/admitted')
 authget=$(metric overhead-% "$out/api.txt" 'BenchmarkAuthorization/get-pod')
 authcreate=$(metric overhead-% "$out/api.txt" 'BenchmarkAuthorization/create-configmap')
 secretget=$(metric overhead-% "$out/api.txt" 'BenchmarkSecretRead/get-secret')
+scrapep99=$(metric p99-ms "$out/scrape.txt" BenchmarkAgentMetricsScrape)
 secretlist=$(metric overhead-% "$out/api.txt" 'BenchmarkSecretRead/list-100-secrets')
 
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "") print "not measured"; else if ((op == ">=" && v >= t) || (op == "<=" && v <= t)) print "meets"; else print "MISSES" }'; }
@@ -103,3 +108,4 @@ printf '%-52s %-22s %-12s %s\n' "API write (kubectl create of a Deployment), p99
 printf '%-52s %-22s %-12s %s\n' "RBAC+audit cost at p99: GET pod / create ConfigMap" "${authget:-?} % / ${authcreate:-?} %" "<= 10" "$(verdict "$(printf '%s\n%s\n' "$authget" "$authcreate" | sort -g | tail -1)" 10 '<=')"
 printf '%-52s %-22s %-12s %s\n' "Secrets encrypted at rest, cost at p99: GET / LIST 100" "${secretget:-?} % / ${secretlist:-?} %" "<= 5" "$(verdict "$(printf '%s\n%s\n' "$secretget" "$secretlist" | sort -g | tail -1)" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "10,000 bindings through admission, fsync, Txns of 500" "${bindrate:-?} pods/s" ">= 5000" "$(verdict "$bindrate" 5000 '>=')"
+printf '%-52s %-22s %-12s %s\n' "agent /metrics scrape, 100 pods (stats cached), p99" "${scrapep99:-?} ms" "<= 50" "$(verdict "$scrapep99" 50 '<=')"

@@ -82,6 +82,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -167,6 +168,13 @@ type Config struct {
 	// pods to free disk (diskpressure.go). Default: the kubelet's
 	// thresholds on PodDir's file system.
 	DiskPressure DiskPressureConfig
+	// Metrics is the process's Prometheus registry: the agent adds its
+	// families (runtime latency, the node's and pods' usage) and
+	// MetricsHandler serves it. nil: a registry of the agent's own.
+	Metrics *prometheus.Registry
+	// StatsInterval is how often the node and its pods are measured
+	// (metrics, the stats summary); 0 means DefaultStatsInterval.
+	StatsInterval time.Duration
 }
 
 // Agent is the node agent. Create it with New, then call Run.
@@ -180,6 +188,10 @@ type Agent struct {
 	// before Run starts the workers.
 	events events.Recorder
 	disk   *diskMonitor // nil: DiskPressure.Disabled
+	// metrics is the registry MetricsHandler serves; stats the last
+	// measurements of the node and its pods (stats.go).
+	metrics *prometheus.Registry
+	stats   *statsCache
 
 	health    runtimeHealth
 	resyncNow chan struct{} // a runtime resync soon (pokes merge)
@@ -276,7 +288,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		disk = newDiskMonitor(cfg.DiskPressure, cfg.Clock)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:       cfg,
 		rt:        deadlineRuntime{rt: cfg.Runtime, call: cfg.RuntimeTimeout, pull: cfg.PullTimeout},
 		clock:     cfg.Clock,
@@ -290,7 +302,9 @@ func New(cfg Config) (*Agent, error) {
 		workers:   map[string]*podWorker{},
 		removing:  map[string]bool{},
 		events:    orNop(cfg.Events),
-	}, nil
+	}
+	a.initMetrics()
+	return a, nil
 }
 
 func orNop(r events.Recorder) events.Recorder {
@@ -320,6 +334,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.diskLoop(ctx) }()
 	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.stats.run(ctx, func(err error) { a.log.Debug("measure the pods' resource usage", "err", err) })
+	}()
 	retry := time.Second
 	for {
 		err := a.listAndWatch(ctx)

@@ -17,15 +17,20 @@ type deadlineRuntime struct {
 	rt   Runtime
 	call time.Duration // ordinary calls
 	pull time.Duration // PullImage
+	// obs times every call by its operation type; nil: not timed.
+	obs *runtimeMetrics
 }
 
 var _ Runtime = deadlineRuntime{}
 
-// do runs fn with a deadline of d from now.
-func (r deadlineRuntime) do(ctx context.Context, d time.Duration, op string, fn func(context.Context) error) error {
+// do runs fn with a deadline of d from now; kind is the operation's type
+// for the metrics ("run_pod"), op what it did for errors.
+func (r deadlineRuntime) do(ctx context.Context, d time.Duration, kind, op string, fn func(context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	start := time.Now()
 	err := fn(cctx)
+	r.obs.observe(kind, time.Since(start), err)
 	if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%s: no answer within %s: %w (%w)", op, d, ErrTimeout, err)
 	}
@@ -33,7 +38,7 @@ func (r deadlineRuntime) do(ctx context.Context, d time.Duration, op string, fn 
 }
 
 func (r deadlineRuntime) RunPod(ctx context.Context, spec PodSandbox) (id string, err error) {
-	err = r.do(ctx, r.call, "run pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "run_pod", "run pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
 		id, err = r.rt.RunPod(ctx, spec)
 		return err
 	})
@@ -41,7 +46,7 @@ func (r deadlineRuntime) RunPod(ctx context.Context, spec PodSandbox) (id string
 }
 
 func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, c ContainerSpec) (id string, err error) {
-	err = r.do(ctx, r.call, "create container "+c.Name+" of pod "+sb.Namespace+"/"+sb.Name, func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "create_container", "create container "+c.Name+" of pod "+sb.Namespace+"/"+sb.Name, func(ctx context.Context) error {
 		id, err = r.rt.CreateContainer(ctx, podID, sb, c)
 		return err
 	})
@@ -49,7 +54,7 @@ func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb P
 }
 
 func (r deadlineRuntime) ListPods(ctx context.Context) (pods []PodSummary, err error) {
-	err = r.do(ctx, r.call, "list runtime pods", func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "list_pods", "list runtime pods", func(ctx context.Context) error {
 		pods, err = r.rt.ListPods(ctx)
 		return err
 	})
@@ -57,7 +62,7 @@ func (r deadlineRuntime) ListPods(ctx context.Context) (pods []PodSummary, err e
 }
 
 func (r deadlineRuntime) PodStatus(ctx context.Context, podID string) (st PodStatus, err error) {
-	err = r.do(ctx, r.call, "read the status of runtime pod "+podID, func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "pod_status", "read the status of runtime pod "+podID, func(ctx context.Context) error {
 		st, err = r.rt.PodStatus(ctx, podID)
 		return err
 	})
@@ -65,25 +70,25 @@ func (r deadlineRuntime) PodStatus(ctx context.Context, podID string) (st PodSta
 }
 
 func (r deadlineRuntime) StartContainer(ctx context.Context, containerID string) error {
-	return r.do(ctx, r.call, "start container "+containerID, func(ctx context.Context) error {
+	return r.do(ctx, r.call, "start_container", "start container "+containerID, func(ctx context.Context) error {
 		return r.rt.StartContainer(ctx, containerID)
 	})
 }
 
 func (r deadlineRuntime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
-	return r.do(ctx, grace+r.call, "restart container "+containerID, func(ctx context.Context) error {
+	return r.do(ctx, grace+r.call, "restart_container", "restart container "+containerID, func(ctx context.Context) error {
 		return r.rt.RestartContainer(ctx, containerID, grace)
 	})
 }
 
 func (r deadlineRuntime) StopPod(ctx context.Context, podID string, grace time.Duration) error {
-	return r.do(ctx, grace+r.call, "stop runtime pod "+podID, func(ctx context.Context) error {
+	return r.do(ctx, grace+r.call, "stop_pod", "stop runtime pod "+podID, func(ctx context.Context) error {
 		return r.rt.StopPod(ctx, podID, grace)
 	})
 }
 
 func (r deadlineRuntime) RemovePod(ctx context.Context, podID string) error {
-	return r.do(ctx, r.call, "remove runtime pod "+podID, func(ctx context.Context) error {
+	return r.do(ctx, r.call, "remove_pod", "remove runtime pod "+podID, func(ctx context.Context) error {
 		return r.rt.RemovePod(ctx, podID)
 	})
 }
@@ -94,13 +99,13 @@ func (r deadlineRuntime) ContainerLogs(ctx context.Context, containerID string, 
 	if req.Follow {
 		return r.rt.ContainerLogs(ctx, containerID, req, w)
 	}
-	return r.do(ctx, r.call, "read the logs of container "+containerID, func(ctx context.Context) error {
+	return r.do(ctx, r.call, "container_logs", "read the logs of container "+containerID, func(ctx context.Context) error {
 		return r.rt.ContainerLogs(ctx, containerID, req, w)
 	})
 }
 
 func (r deadlineRuntime) ImageExists(ctx context.Context, image string) (ok bool, err error) {
-	err = r.do(ctx, r.call, "look for image "+image, func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "image_exists", "look for image "+image, func(ctx context.Context) error {
 		ok, err = r.rt.ImageExists(ctx, image)
 		return err
 	})
@@ -108,7 +113,7 @@ func (r deadlineRuntime) ImageExists(ctx context.Context, image string) (ok bool
 }
 
 func (r deadlineRuntime) PullImage(ctx context.Context, image string) error {
-	return r.do(ctx, r.pull, "pull image "+image, func(ctx context.Context) error {
+	return r.do(ctx, r.pull, "pull_image", "pull image "+image, func(ctx context.Context) error {
 		return r.rt.PullImage(ctx, image)
 	})
 }
@@ -120,7 +125,7 @@ func (r deadlineRuntime) ImageUser(ctx context.Context, image string) (user stri
 	if !ok {
 		return "", errImageUserUnsupported
 	}
-	err = r.do(ctx, r.call, "read the user of image "+image, func(ctx context.Context) error {
+	err = r.do(ctx, r.call, "image_user", "read the user of image "+image, func(ctx context.Context) error {
 		user, err = ur.ImageUser(ctx, image)
 		return err
 	})

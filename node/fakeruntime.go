@@ -48,6 +48,8 @@ type FakeRuntime struct {
 	downCh  chan struct{}       // closed when the runtime goes down: streams end
 	hang    bool                // every call blocks until its ctx ends (SetHang)
 	users   map[string]string   // images' users (SetImageUser); root if unset
+
+	usage map[[2]string]fakeUsage // pods' usage (SetUsage, fakeruntime_stats.go)
 }
 
 type fakePod struct {

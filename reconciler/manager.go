@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
 	"github.com/flotilla-dev/flotilla/cluster/events"
@@ -75,7 +76,7 @@ var registry = []registration{
 	// One pass at a time: a pass schedules every pending pod.
 	{name: Scheduler, workers: 1,
 		build: func(d controller.Deps, cfg Config) controller.Controller {
-			return scheduler.New(d, scheduler.Config{Settle: cfg.SchedulingSettle, ExpectedNodes: cfg.ExpectedNodes})
+			return scheduler.New(d, scheduler.Config{Settle: cfg.SchedulingSettle, ExpectedNodes: cfg.ExpectedNodes, Metrics: cfg.schedulerMetrics})
 		}},
 	{name: NodeLifecycle, subject: controller.KeysOf("nodes"),
 		build: func(d controller.Deps, cfg Config) controller.Controller {
@@ -183,6 +184,11 @@ type Config struct {
 	// flag --expect-nodes). Default 0: the nodes the store knows, once
 	// there is at least one.
 	ExpectedNodes int
+	// Metrics receives the controllers' families (workqueue_*, reconcile
+	// and scheduling latencies); nil: none are recorded.
+	Metrics prometheus.Registerer
+
+	schedulerMetrics *scheduler.Metrics // from Metrics, for the registry's build
 }
 
 // Manager runs the controllers over one shared cache.
@@ -248,6 +254,11 @@ func New(cfg Config) (*Manager, error) {
 	log := cfg.Logger.With("subsystem", "reconciler")
 	m := &Manager{cfg: cfg, log: log, cache: cache.New(cfg.Store, log, cfg.ResyncPeriod), loops: map[string]*controller.Loop{}}
 	status := controller.NewStatusWriter(cfg.Store, m.cache, cfg.Clock)
+	var metrics *controller.Metrics
+	if cfg.Metrics != nil {
+		metrics = controller.NewMetrics(cfg.Metrics)
+		cfg.schedulerMetrics = scheduler.NewMetrics(cfg.Metrics)
+	}
 	for _, name := range cfg.Controllers {
 		reg, ok := lookup(name)
 		if !ok {
@@ -260,7 +271,7 @@ func New(cfg Config) (*Manager, error) {
 		if workers == 0 {
 			workers = cfg.Workers
 		}
-		q := controller.NewQueue(name, cfg.MaxBackoff)
+		q := controller.NewMeteredQueue(name, cfg.MaxBackoff, metrics)
 		clog := log.With("controller", name)
 		rec := events.Nop
 		if cfg.Events != nil {
@@ -268,7 +279,7 @@ func New(cfg Config) (*Manager, error) {
 		}
 		c := reg.build(controller.Deps{Name: name, Store: cfg.Store, Cache: m.cache, Queue: q, Clock: cfg.Clock, Log: clog, Status: status, Events: rec}, cfg)
 		loop := controller.NewLoop(controller.LoopConfig{Name: name, Controller: c, Queue: q, Workers: workers,
-			Subject: reg.subject, Status: status, Log: clog})
+			Subject: reg.subject, Status: status, Log: clog, Metrics: metrics})
 		m.loops[name] = loop
 		m.order = append(m.order, loop)
 		if s, ok := c.(controller.Starter); ok {

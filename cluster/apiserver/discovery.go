@@ -64,7 +64,8 @@ func groupVersions() []metav1.GroupVersionForDiscovery {
 		seen[k.APIVersion()] = true
 		out = append(out, metav1.GroupVersionForDiscovery{GroupVersion: k.APIVersion(), Version: k.Version})
 	}
-	return append(out, metav1.GroupVersionForDiscovery{GroupVersion: eventsGroup + "/v1", Version: "v1"})
+	out = append(out, metav1.GroupVersionForDiscovery{GroupVersion: eventsGroup + "/v1", Version: "v1"})
+	return append(out, metricsGV) // not a kind of the store: resourcemetrics.go
 }
 
 func (s *Server) discoveryGroups(w http.ResponseWriter, r *http.Request) {

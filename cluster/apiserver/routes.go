@@ -49,6 +49,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errNoRoute, target{})
 		return
 	}
+	if group == MetricsGroup {
+		s.serveMetricsAPI(w, r, ver, rest)
+		return
+	}
 	if len(rest) == 0 {
 		list, ok := resourceList(group, ver)
 		if !ok {

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flotilla-dev/flotilla/cluster/admission"
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
@@ -77,6 +79,13 @@ type Config struct {
 	Logs LogSource
 	// Streams serves exec, attach and port-forward; nil answers 503.
 	Streams StreamSource
+	// Metrics is the process's Prometheus registry: the server adds its
+	// families (apiserver_request_total …) and serves it at MetricsPath.
+	// nil: a registry of the server's own (NewRegistry).
+	Metrics *prometheus.Registry
+	// ResourceMetrics feeds the metrics API (metrics.k8s.io: kubectl top)
+	// from the agents; nil answers 503 there.
+	ResourceMetrics ResourceMetrics
 	// Logger receives request errors; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxBodyBytes limits request bodies; 0 means DefaultMaxBodyBytes.
@@ -109,6 +118,7 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	writes  *admission.Store // Store, written through the pipeline
+	metrics *requestMetrics
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed on shutdown: ends watches and log follows
@@ -157,7 +167,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Authorizer == nil {
 		s.log.Warn("API authorization is disabled (no authorizer): every authenticated user may do anything")
 	}
+	if cfg.Metrics == nil {
+		s.cfg.Metrics = NewRegistry()
+	}
+	s.metrics = newRequestMetrics(s.cfg.Metrics)
 	mux := http.NewServeMux()
+	mux.Handle(MetricsPath, metricsHandler(s.cfg.Metrics))
 	mux.HandleFunc("/healthz", s.health)
 	mux.HandleFunc("/readyz", s.health)
 	mux.HandleFunc("/livez", s.health)
@@ -178,7 +193,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFound("the server could not find the requested resource"), target{})
 	})
-	s.handler = s.recoverPanics(s.audit(s.authenticate(s.authorize(mux))))
+	s.handler = s.recoverPanics(s.instrument(s.audit(s.authenticate(s.authorize(mux)))))
 	return s, nil
 }
 

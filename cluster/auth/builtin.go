@@ -20,6 +20,9 @@ var (
 	writeVerbs = []string{"create", "update", "patch", "delete", "deletecollection"}
 )
 
+// GroupMonitoring may scrape /metrics (Kubernetes' system:monitoring).
+const GroupMonitoring = "system:monitoring"
+
 // BuiltinClusterRoles are the roles every cluster has, as in Kubernetes:
 // cluster-admin (everything), admin, edit and view (aggregated from the
 // ClusterRoles labelled aggregate-to-…, these built-in parts included),
@@ -85,6 +88,15 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 		// A joining node's bootstrap token may only ask for its certificate.
 		role("system:node-bootstrapper", nil, "",
 			r([]string{"create"}, "certificates.k8s.io", "certificatesigningrequests")),
+		// Reads the metrics API (metrics-server's role, in view, edit and
+		// admin by aggregation): kubectl top.
+		role("system:aggregated-metrics-reader", toAll(AggregateToView, AggregateToEdit, AggregateToAdmin), "",
+			r(readVerbs, "metrics.k8s.io", "pods", "nodes")),
+		// Scrapes /metrics and the health checks (Kubernetes' system:monitoring,
+		// bound to the group of that name).
+		role("system:monitoring", nil, "",
+			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/metrics", "/metrics/slis",
+				"/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*"}}),
 		role("system:discovery", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*",
 				"/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"}}),
@@ -109,5 +121,6 @@ func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 		bind("system:basic-user", GroupAuthenticated),
 		bind("system:discovery", GroupAuthenticated),
 		bind("system:node-bootstrapper", GroupBootstrappers),
+		bind("system:monitoring", GroupMonitoring),
 	}
 }

@@ -129,6 +129,17 @@ func TestBuiltinRoles(t *testing.T) {
 		{Verb: "get", Path: "/apis/apps/v1"}:                                      true, // system:discovery
 		{Verb: "get", Path: "/metrics"}:                                           false,
 		res("create", "authorization.k8s.io", "selfsubjectaccessreviews", "", ""): true, // system:basic-user
+		res("list", "metrics.k8s.io", "pods", "shop", ""):                         true, // system:aggregated-metrics-reader
+		res("get", "metrics.k8s.io", "nodes", "", "n1"):                           true,
+		res("get", "", "nodes/metrics", "", "n1"):                                 false, // the agent's own /metrics
+	})
+	// Prometheus' identity: /metrics and health, nothing else.
+	e.check(auth.NewUser("prometheus", auth.GroupMonitoring), map[auth.Attributes]bool{
+		{Verb: "get", Path: "/metrics"}:   true,
+		{Verb: "get", Path: "/readyz"}:    true,
+		{Verb: "post", Path: "/metrics"}:  false,
+		res("list", "", "pods", "", ""):   false,
+		res("get", "", "secrets", "", ""): false,
 	})
 	e.check(auth.NewUser("ed"), map[auth.Attributes]bool{
 		res("delete", "", "pods", "shop", "web"):                               true,

@@ -26,6 +26,8 @@ func TestUpAdmission(t *testing.T) {
 	}
 	c := newUpCluster(t)
 	sopsKey := withSOPSKey(t, c)
+	agentAddr := freeAddr(t)
+	c.args = append(c.args, "--agent-addr", agentAddr)
 	c.start()
 	home := t.TempDir()
 	run := kubectlAs(t, kubectl, filepath.Join(c.dataDir, "kubeconfig.yaml"), home)
@@ -98,6 +100,7 @@ func TestUpAdmission(t *testing.T) {
 	expect(run(false, "rollout", "status", "deployment/sleeper", "--timeout", "3m"), "successfully rolled out")
 	expect(run(false, "get", "deployment", "sleeper", "-o", "jsonpath={.spec.template.spec.containers[0].command}"), `["sleep","3600"]`)
 	checkRBAC(t, c, kubectl, run)
+	checkMetrics(t, c, kubectl, agentAddr, run)
 	checkPodSecurity(t, c, run)
 	checkSOPSSecret(t, c, sopsKey, run)
 	if c.cmd.ProcessState != nil {

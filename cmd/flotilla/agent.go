@@ -200,10 +200,11 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
-	agentMux := http.NewServeMux()
-	agentMux.Handle("/containerLogs/", agent.LogHandler(auth.APIServerUser))
-	agentMux.Handle("/", agent.StreamHandler(auth.APIServerUser))
-	logSrv := agentLogServer(advertise, certs, agentMux)
+	// Only the API server and system:masters read metrics and stats here:
+	// the agent cannot ask the cluster's RBAC (no SubjectAccessReview
+	// yet); logs only the API server.
+	logSrv := agentLogServer(advertise, certs, agentHandler(agent,
+		node.Either{node.OnlyUser(auth.APIServerUser), node.OnlyGroup(auth.GroupMasters)}))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {

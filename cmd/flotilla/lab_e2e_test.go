@@ -325,6 +325,8 @@ func TestLabThreeNodes(t *testing.T) {
 		}
 	}
 
+	checkLabTop(t, l)
+
 	// Containers of one pod talk over localhost.
 	l.eventually("duo's client container reached its web container", 2*time.Minute, func() error {
 		for _, p := range l.pods() {

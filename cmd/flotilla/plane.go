@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	psaapi "k8s.io/pod-security-admission/api"
 
@@ -108,13 +109,16 @@ type controlPlane struct {
 	manager     *reconciler.Manager
 	events      *events.Broadcaster // the server's Events, through the write pipeline
 	syncer      *gitsync.Syncer
-	log         *slog.Logger
+	// metrics is the process's Prometheus registry: every part adds its
+	// families, the API server (and an in-process agent) serve it.
+	metrics *prometheus.Registry
+	log     *slog.Logger
 }
 
 // openControlPlane prepares every part; serve runs them. On error, what
 // was opened is closed.
 func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlane, err error) {
-	cp = &controlPlane{log: o.log}
+	cp = &controlPlane{log: o.log, metrics: apiserver.NewRegistry()}
 	defer func() {
 		if err != nil {
 			cp.close()
@@ -152,6 +156,9 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, err
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
+	if err := cp.store.RegisterMetrics(cp.metrics); err != nil {
+		return nil, err
+	}
 	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
 		return nil, err
 	}
@@ -209,6 +216,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		Store:  cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 		LocalVolumeRoot: o.localVolumeRoot, ExpectedNodes: o.expectNodes, SchedulingSettle: o.schedulingSettle,
+		Metrics: cp.metrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -229,6 +237,9 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.syncer, err = gitsync.New(gitCfg); err != nil {
 		return nil, err
 	}
+	if err := cp.syncer.RegisterMetrics(cp.metrics); err != nil {
+		return nil, err
+	}
 	return cp, nil
 }
 
@@ -236,11 +247,13 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 type nodeAccess interface {
 	apiserver.LogSource
 	apiserver.StreamSource
+	apiserver.ResourceMetrics
 }
 
 // apiServer builds the API server: the store's REST API, the sync trigger,
-// the Git webhook and the CA for joining agents, with logs and streams
-// (exec, attach, port-forward) from the nodes.
+// the Git webhook and the CA for joining agents, with logs, streams
+// (exec, attach, port-forward) and the metrics API's numbers from the
+// nodes.
 func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
@@ -250,7 +263,7 @@ func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 			Shared: map[string]bool{"secrets/" + auth.SystemNamespace + "/" + gossipSecretName: true,
 				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
-		Logs: nodes, Streams: nodes, Logger: cp.log.With("component", "apiserver"),
+		Logs: nodes, Streams: nodes, Logger: cp.log.With("component", "apiserver"), Metrics: cp.metrics, ResourceMetrics: nodes,
 		Extra: map[string]http.Handler{
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),

@@ -31,6 +31,7 @@ type upOptions struct {
 	branch       string
 	path         string
 	apiAddr      string
+	agentAddr    string // the in-process agent's endpoint: metrics, stats
 	podmanSocket string
 	podCIDR      string
 	nodeName     string
@@ -83,6 +84,7 @@ running; 'flotilla up' again resumes from the store.`,
 	f.StringVar(&o.branch, "branch", "", "branch to follow (default: the repository's HEAD)")
 	f.StringVar(&o.path, "path", "", "sub-path of the repository that holds the manifests (default: all of it)")
 	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the API server")
+	f.StringVar(&o.agentAddr, "agent-addr", "127.0.0.1:10250", "address of the agent's endpoint (metrics, stats), as the kubelet's port; \"\" for none")
 	f.StringVar(&o.podCIDR, "pod-cidr", "10.244.0.0/24", "this node's pod addresses")
 	f.DurationVar(&o.interval, "interval", 15*time.Second, "how often to poll the repository (commits to a local repository are picked up at once: its refs are watched)")
 	f.DurationVar(&o.gitTimeout, "git-timeout", gitsync.DefaultFetchTimeout, "how long one ref listing or fetch may take before it fails and is retried with back-off")

@@ -100,11 +100,15 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.writes, Runtime: runtime, Network: fabric,
 		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
-		DiskPressure: o.diskPressure()})
+		DiskPressure: o.diskPressure(), Metrics: cp.metrics})
 	if err != nil {
 		return err
 	}
 	api, err := cp.apiServer(agentLogs{agent: agent, streams: agent.StreamHandler("")})
+	if err != nil {
+		return err
+	}
+	serveAgent, err := upAgentEndpoint(ctx, o.agentAddr, cp, agent, say)
 	if err != nil {
 		return err
 	}
@@ -124,6 +128,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g.Go(func() error { return cp.manager.Run(ctx) })
 	g.Go(func() error { cp.rbac.Run(ctx); return nil })
 	g.Go(func() error { return agent.Run(ctx) })
+	g.Go(serveAgent)
 	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
 	services := &servicePlane{opts: o.serviceOptions, store: cp.writes, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
 		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, lbPool: &cp.lbPool, log: log.With("component", "services")}

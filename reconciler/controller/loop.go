@@ -32,11 +32,17 @@ var _ Queue = (*WorkQueue)(nil)
 // NewQueue returns the queue of the controller called name, with per-key
 // exponential back-off capped at maxBackoff (<= 0: DefaultMaxBackoff).
 func NewQueue(name string, maxBackoff time.Duration) *WorkQueue {
+	return NewMeteredQueue(name, maxBackoff, nil)
+}
+
+// NewMeteredQueue is NewQueue with its workqueue_* series in m (nil: none).
+func NewMeteredQueue(name string, maxBackoff time.Duration, m *Metrics) *WorkQueue {
 	if maxBackoff <= 0 {
 		maxBackoff = DefaultMaxBackoff
 	}
 	rl := workqueue.NewTypedItemExponentialFailureRateLimiter[string](baseBackoff, maxBackoff)
-	return &WorkQueue{q: workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[string]{Name: name})}
+	return &WorkQueue{q: workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[string]{Name: name,
+		MetricsProvider: m.provider()})}
 }
 
 // Add enqueues key.
@@ -68,6 +74,8 @@ type LoopConfig struct {
 	Status *StatusWriter
 	// Log receives the loop's logs. Default: discard.
 	Log *slog.Logger
+	// Metrics times each reconcile; nil: not timed.
+	Metrics *Metrics
 }
 
 // Loop runs one Controller: Workers goroutines take keys from its queue
@@ -151,10 +159,12 @@ func (l *Loop) next(ctx context.Context) bool {
 	defer l.active.Add(-1)
 	defer l.count.Add(1)
 	var res Result
+	start := time.Now()
 	err := Safely(func() (err error) {
 		res, err = l.cfg.Controller.Reconcile(ctx, key)
 		return err
 	})
+	l.cfg.Metrics.observe(l.cfg.Name, resultLabel(res, err), time.Since(start))
 	if ctx.Err() != nil {
 		return true // shutting down: whatever failed is retried by the next manager
 	}
@@ -238,4 +248,18 @@ func (l *Loop) subject(key string) (ref Ref, ok bool) {
 		return Ref{}, false
 	}
 	return ref, ok
+}
+
+// resultLabel is a reconcile's outcome as its metrics label it.
+func resultLabel(res Result, err error) string {
+	var pe *PanicError
+	switch {
+	case errors.As(err, &pe):
+		return "panic"
+	case err != nil:
+		return "error"
+	case res.Outcome == OutcomeStalled:
+		return "stalled"
+	}
+	return "success"
 }

@@ -63,6 +63,8 @@ type Config struct {
 	// DefaultBatchSize (500): with fsync on, one transaction per binding
 	// would cost a disk flush per pod.
 	BatchSize int
+	// Metrics receives the scheduling latencies; nil: none.
+	Metrics *Metrics
 }
 
 // WithDefaults returns cfg with zero fields set to their defaults.
@@ -269,6 +271,8 @@ func (c *Controller) snapshot(now time.Time) (pending, bound []*corev1.Pod, node
 func (c *Controller) Reconcile(ctx context.Context, _ string) (controller.Result, error) {
 	now := c.d.Clock.Now()
 	pending, bound, nodes := c.snapshot(now)
+	ps := passStats{start: time.Now(), pending: len(pending)}
+	defer func() { c.cfg.Metrics.pass(ps) }()
 	if len(pending) == 0 {
 		return controller.Done(), nil
 	}
@@ -281,6 +285,8 @@ func (c *Controller) Reconcile(ctx context.Context, _ string) (controller.Result
 		res = controller.Requeue(retryUnschedulable)
 	}
 	errs := c.bind(ctx, plan.Bindings, now)
+	ps.unsched, ps.failedWrites = len(plan.Failures), min(len(errs), len(plan.Bindings))
+	ps.bound = len(plan.Bindings) - ps.failedWrites
 	for _, sel := range plan.Selections {
 		if err := c.selectNode(ctx, sel); err != nil {
 			errs = append(errs, err)
@@ -390,6 +396,7 @@ func (c *Controller) bind(ctx context.Context, bs []Binding, now time.Time) []er
 		}
 		n++
 		c.d.Events.Eventf(p, corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", p.Namespace, p.Name, p.Spec.NodeName)
+		c.cfg.Metrics.boundPod(p, c.d.Clock.Now())
 		if len(bs) <= logEach {
 			c.d.Log.Info("bound pod", "pod", p.Namespace+"/"+p.Name, "node", p.Spec.NodeName)
 		}

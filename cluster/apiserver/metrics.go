@@ -1,0 +1,166 @@
+package apiserver
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MetricsPath is where the server answers Prometheus scrapes (authorized
+// as the non-resource request get /metrics: Kubernetes' system:monitoring
+// role, or cluster-admin).
+const MetricsPath = "/metrics"
+
+// requestMetrics are the API server's own families, named as
+// kube-apiserver's.
+type requestMetrics struct {
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	longRunning *prometheus.GaugeVec
+}
+
+// requestLabels are kube-apiserver's labels of apiserver_request_total
+// (less component, always "apiserver", and dry_run).
+var requestLabels = []string{"verb", "group", "version", "resource", "subresource", "scope"}
+
+func newRequestMetrics(reg prometheus.Registerer) *requestMetrics {
+	m := &requestMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiserver_request_total",
+			Help: "Counter of apiserver requests broken out for each verb, group, version, resource, subresource, scope and HTTP response code.",
+		}, append(append([]string{}, requestLabels...), "code")),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "apiserver_request_duration_seconds",
+			Help: "Response latency distribution in seconds for each verb, group, version, resource, subresource and scope (watches and log follows excluded).",
+			// kube-apiserver's buckets, shortened.
+			Buckets: []float64{0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.5, 2, 3, 5, 10, 20, 60},
+		}, requestLabels),
+		longRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "apiserver_longrunning_requests",
+			Help: "Gauge of all active long-running apiserver requests (watches, log follows) broken out by verb, group, version, resource, subresource and scope.",
+		}, requestLabels),
+	}
+	reg.MustRegister(m.requests, m.latency, m.longRunning)
+	return m
+}
+
+// NewRegistry is a Prometheus registry with the Go runtime's and the
+// process's collectors, for one process's /metrics (a fresh one per
+// process, so that tests can run several in one).
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// metricsHandler serves the registry in Prometheus' text format.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// instrument counts every request and times the short ones, labelled as
+// kube-apiserver labels them (the verb as its metrics spell it: LIST,
+// WATCH, GET, POST …); watches and log follows are counted while they run.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	m := s.metrics
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		at := requestAttributes(r)
+		verb := strings.ToUpper(at.Verb)
+		if !at.ResourceRequest {
+			verb = r.Method
+		}
+		version, scope := "", ""
+		if at.ResourceRequest {
+			segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+			if segs[0] == "api" {
+				version = segs[1]
+			} else {
+				version = segs[2]
+			}
+			switch {
+			case at.Namespace != "" && !(at.Resource == "namespaces" && at.Name == ""):
+				scope = "namespace"
+			case at.Name != "":
+				scope = "resource"
+			default:
+				scope = "cluster"
+			}
+		}
+		resource := at.Resource
+		if !at.ResourceRequest {
+			resource = "" // a path is no resource; kube-apiserver leaves it empty too
+		}
+		lv := []string{verb, at.APIGroup, version, resource, at.Subresource, scope}
+		stream := at.Subresource == "exec" || at.Subresource == "attach" || at.Subresource == "portforward"
+		if stream {
+			lv[0] = "CONNECT" // as kube-apiserver counts them
+		}
+		longRunning := verb == "WATCH" || stream || (at.Subresource == "log" && isTrue(r.URL.Query().Get("follow")))
+		if longRunning {
+			g := m.longRunning.WithLabelValues(lv...)
+			g.Inc()
+			defer g.Dec()
+		}
+		rec := &codeRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		code := rec.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		m.requests.WithLabelValues(append(lv, strconv.Itoa(code))...).Inc()
+		if !longRunning {
+			m.latency.WithLabelValues(lv...).Observe(time.Since(start).Seconds())
+		}
+	})
+}
+
+// codeRecorder remembers the status code of a response; it keeps streams
+// flushing and lets http.ResponseController reach the connection.
+type codeRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *codeRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *codeRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *codeRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *codeRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack hands the connection to a stream upgrade (exec, attach,
+// port-forward), counted as 101 Switching Protocols.
+func (r *codeRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("the response writer cannot hand over its connection")
+	}
+	if r.code == 0 {
+		r.code = http.StatusSwitchingProtocols
+	}
+	return h.Hijack()
+}
