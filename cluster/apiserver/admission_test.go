@@ -12,8 +12,10 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // diskEnv is the API server over a real Badger store on disk, with the
@@ -289,9 +291,27 @@ func TestKubectlAdmission(t *testing.T) {
 
 	k.file("pod.yaml", "")
 	expect(t, k.run(false, "run", "dbg", "--image", "localhost/busybox:latest"), "pod/dbg created")
-	if out := k.run(true, "debug", "dbg", "--image", "localhost/busybox:latest"); strings.Contains(out, "panic") {
-		t.Errorf("kubectl debug panicked:\n%s", out)
-	}
+	// kubectl debug: no ephemeral containers, said so (kubectl reads a 404
+	// without a name as a missing subresource); a debug copy of the pod
+	// is an ordinary create.
+	expect(t, k.run(true, "debug", "dbg", "--image", "localhost/busybox:latest"),
+		"ephemeral containers are disabled for this cluster", "--copy-to=POD-debug")
+	k.run(false, "debug", "dbg", "--copy-to", "dbg-debug", "--image", "localhost/busybox:latest", "--container", "dbgc", "--", "sleep", "1")
+	expect(t, k.run(false, "get", "pod", "dbg-debug", "-o", "jsonpath={.spec.containers[*].name}"), "dbg dbgc")
+
+	// kubectl taint: a strategic merge patch of a Node's taints (a list
+	// merged by key) on a Node registered by its agent; the Git hint on
+	// a Node from Git.
+	mustCreate(t, e.store, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge1"}})
+	expect(t, k.run(false, "taint", "nodes", "edge1", "dedicated=gpu:NoSchedule"), "node/edge1 tainted")
+	expect(t, k.run(false, "taint", "nodes", "edge1", "spot=yes:PreferNoSchedule"), "node/edge1 tainted")
+	expect(t, k.run(false, "get", "node", "edge1", "-o", "jsonpath={range .spec.taints[*]}{.key}={.value}:{.effect} {end}"),
+		"dedicated=gpu:NoSchedule", "spot=yes:PreferNoSchedule")
+	expect(t, k.run(false, "taint", "nodes", "edge1", "dedicated:NoSchedule-"), "node/edge1 untainted")
+	expect(t, k.run(false, "get", "node", "edge1", "-o", "jsonpath={.spec.taints[*].key}"), "spot")
+	mustCreate(t, e.store, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gitnode",
+		Annotations: map[string]string{schema.AnnotationManagedBy: schema.ManagedByGit, schema.AnnotationSource: "nodes.yaml"}}})
+	expect(t, k.run(true, "taint", "nodes", "gitnode", "dedicated=gpu:NoSchedule"), "managed by Git (nodes.yaml); change it in the repository")
 }
 
 // TestEveryErrorHasDetails: whatever the route, an error Status names

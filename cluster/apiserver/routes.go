@@ -25,6 +25,11 @@ func (q request) target() target {
 
 var errNoRoute = notFound("the server could not find the requested resource")
 
+// errNoEphemeral answers kubectl debug's ephemeral container: kubectl
+// reports it as "ephemeral containers are disabled for this cluster".
+var errNoEphemeral = notFound("the server could not find the requested resource: flotilla runs no ephemeral containers; " +
+	"debug a copy of the pod instead (kubectl debug POD -it --copy-to=POD-debug --image=IMAGE)")
+
 // serveResource is the entry for everything under /api/ and /apis/:
 // discovery of one group or version, or a resource request.
 func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +113,12 @@ func route(group, ver string, rest []string) (request, error) {
 	case !req.nsPath && k.Namespaced && req.name != "":
 		return req, errNoRoute
 	case req.sub != "" && req.sub != "status" && !(req.sub == "log" && k.Resource == "pods") && !(req.sub == "scale" && scalable(k)) && !(req.name != "" && isStream(k.Resource, req.sub)):
+		// As kube-apiserver: no name in the details, which is how
+		// kubectl debug tells a missing subresource from a missing pod.
+		req.name = ""
+		if k.Resource == "pods" && req.sub == "ephemeralcontainers" {
+			return req, errNoEphemeral
+		}
 		return req, errNoRoute
 	}
 	return req, nil
