@@ -56,6 +56,8 @@ func (w *podWorker) reconcileInit(ctx context.Context, pod *corev1.Pod, st *PodS
 		if err == nil {
 			if _, err = w.a.rt.CreateContainer(ctx, w.podID(), sb, cs); err != nil {
 				reason, w.createPaced = "CreateContainerError", false
+			} else {
+				w.a.events.Eventf(containerRef(pod, c), corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 			}
 		}
 		if err != nil {
@@ -153,9 +155,12 @@ func (w *podWorker) createInit(ctx context.Context, pod *corev1.Pod, spec *corev
 	if err != nil {
 		return retry("CreateContainerError", fmt.Errorf("create init container %s: %w", spec.Name, err))
 	}
+	ref := initContainerRef(pod, spec)
+	w.a.events.Eventf(ref, corev1.EventTypeNormal, "Created", "Created container %s", spec.Name)
 	if err := w.a.rt.StartContainer(ctx, id); err != nil {
 		return retry("RunContainerError", fmt.Errorf("start init container %s: %w", spec.Name, err))
 	}
+	w.a.events.Eventf(ref, corev1.EventTypeNormal, "Started", "Started container %s", spec.Name)
 	c.waiting, c.waitingMsg = "", ""
 	w.log.Info("init container started", "container", spec.Name)
 	return true

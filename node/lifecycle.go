@@ -634,6 +634,11 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 	if err != nil {
 		return fail("RunContainerError", fmt.Errorf("run pod: %w", err))
 	}
+	for _, cs := range sb.Containers { // RunPod created and started them
+		ref := containerRef(pod, &corev1.Container{Name: cs.Name})
+		w.a.events.Eventf(ref, corev1.EventTypeNormal, "Created", "Created container %s", cs.Name)
+		w.a.events.Eventf(ref, corev1.EventTypeNormal, "Started", "Started container %s", cs.Name)
+	}
 	if w.startTime.IsZero() {
 		w.startTime = w.a.clock.Now()
 	}
@@ -774,6 +779,13 @@ func containerRef(pod *corev1.Pod, c *corev1.Container) *corev1.ObjectReference 
 		ResourceVersion: pod.ResourceVersion, FieldPath: fmt.Sprintf("spec.containers{%s}", c.Name)}
 }
 
+// initContainerRef is containerRef for an init container.
+func initContainerRef(pod *corev1.Pod, c *corev1.Container) *corev1.ObjectReference {
+	ref := containerRef(pod, c)
+	ref.FieldPath = fmt.Sprintf("spec.initContainers{%s}", c.Name)
+	return ref
+}
+
 // isLocalImage reports whether the image is under localhost/ (no port):
 // Podman's name for images made or loaded on this machine.
 func isLocalImage(image string) bool {
@@ -904,13 +916,11 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 				c.startedAt = rc.StartedAt
 				c.probes = probeState{}
 			}
-			due, restart := w.probe(ctx, spec, c, now)
+			due, restart := w.probe(ctx, pod, spec, c, now)
 			next = minTime(next, due)
 			if restart {
 				w.log.Info("liveness probe failed; restarting container", "container", spec.Name)
-				ref := containerRef(pod, spec)
-				w.a.events.Eventf(ref, corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed")
-				w.a.events.Eventf(ref, corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe, will be restarted", spec.Name)
+				w.a.events.Eventf(containerRef(pod, spec), corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe, will be restarted", spec.Name)
 				grace := defaultGrace
 				if pod.Spec.TerminationGracePeriodSeconds != nil {
 					grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second

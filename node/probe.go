@@ -30,21 +30,24 @@ type probeState struct {
 
 // probe runs the readiness and liveness probes that are due. It returns
 // when the next one is due, and whether liveness failed enough to restart.
-func (w *podWorker) probe(ctx context.Context, spec *corev1.Container, c *ctrState, now time.Time) (time.Time, bool) {
+// Every failure is an Unhealthy Event, as the kubelet records them (the
+// recorder aggregates the repeats).
+func (w *podWorker) probe(ctx context.Context, pod *corev1.Pod, spec *corev1.Container, c *ctrState, now time.Time) (time.Time, bool) {
 	var next time.Time
 	restart := false
 	ps := &c.probes
 	if p := spec.ReadinessProbe; p != nil {
 		due := dueAt(p, c.startedAt, ps.nextReady)
 		if !now.Before(due) {
-			ok := w.runProbe(ctx, spec, p, c)
-			if ok {
+			err := w.runProbe(ctx, spec, p)
+			if err == nil {
 				ps.readyOK++
 				ps.readyFail = 0
 				if ps.readyOK >= threshold(p.SuccessThreshold) {
 					ps.ready = true
 				}
 			} else {
+				w.a.events.Eventf(containerRef(pod, spec), corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: %v", err)
 				ps.readyFail++
 				ps.readyOK = 0
 				if ps.readyFail >= threshold(p.FailureThreshold, 3) {
@@ -59,9 +62,10 @@ func (w *podWorker) probe(ctx context.Context, spec *corev1.Container, c *ctrSta
 	if p := spec.LivenessProbe; p != nil {
 		due := dueAt(p, c.startedAt, ps.nextLive)
 		if !now.Before(due) {
-			if w.runProbe(ctx, spec, p, c) {
+			if err := w.runProbe(ctx, spec, p); err == nil {
 				ps.liveFail = 0
 			} else {
+				w.a.events.Eventf(containerRef(pod, spec), corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed: %v", err)
 				ps.liveFail++
 				if ps.liveFail >= threshold(p.FailureThreshold, 3) {
 					restart = true
@@ -100,8 +104,8 @@ func threshold(v int32, def ...int32) int {
 	return 1
 }
 
-// runProbe runs one probe against the pod IP; false on any failure.
-func (w *podWorker) runProbe(ctx context.Context, spec *corev1.Container, p *corev1.Probe, c *ctrState) bool {
+// runProbe runs one probe against the pod IP; nil when it passed.
+func (w *podWorker) runProbe(ctx context.Context, spec *corev1.Container, p *corev1.Probe) error {
 	timeout := time.Duration(p.TimeoutSeconds) * time.Second
 	if timeout <= 0 {
 		timeout = time.Second
@@ -127,9 +131,8 @@ func (w *podWorker) runProbe(ctx context.Context, spec *corev1.Container, p *cor
 	}
 	if err != nil {
 		w.log.Debug("probe failed", "container", spec.Name, "err", err)
-		return false
 	}
-	return true
+	return err
 }
 
 func resolvePort(port intstr.IntOrString, spec *corev1.Container) (int, error) {
@@ -182,11 +185,11 @@ func probeHTTP(ctx context.Context, h *corev1.HTTPGetAction, host string, spec *
 	}
 	resp, err := probeClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("http probe: %w", err)
+		return err // Get "URL": …, as the kubelet reports it
 	}
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("http probe %s: status %d", u.String(), resp.StatusCode)
+		return fmt.Errorf("HTTP probe failed with statuscode: %d", resp.StatusCode)
 	}
 	return nil
 }
