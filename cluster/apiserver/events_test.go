@@ -3,6 +3,8 @@ package apiserver_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +46,31 @@ func TestEventsWithKubectl(t *testing.T) {
 		}
 		return n == 3
 	})
+	// kubectl get events -w: the list, then each new Event and each
+	// repeat (the aggregated Event's count going up) as it is written.
+	var watched syncBuffer
+	w := exec.Command(k.bin, "--kubeconfig", k.kc, "get", "events", "-w")
+	w.Env = append(os.Environ(), "HOME="+k.home, "KUBECONFIG=")
+	w.Stdout, w.Stderr = &watched, &watched
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Process.Kill(); _ = w.Wait() }()
+	testkit.EventuallyTrue(t, "kubectl get events -w lists the events", time.Minute, func() bool {
+		return strings.Contains(watched.String(), "Started container other")
+	})
+	rec.Eventf(other, corev1.EventTypeNormal, "Killing", "Stopping container other")
+	rec.Eventf(p, corev1.EventTypeWarning, "BackOff", "Back-off pulling image %q", "nope:1")
+	testkit.EventuallyWhy(t, "kubectl get events -w shows the new Event and the repeat", time.Minute, func() string {
+		out := watched.String()
+		if !strings.Contains(out, "Stopping container other") || strings.Count(out, `Back-off pulling image "nope:1"`) < 2 {
+			return out
+		}
+		return ""
+	})
+
 	out := k.run(false, "describe", "pod", "web")
-	expect(t, out, "Events:", "BackOff", "(x3 over", `Back-off pulling image "nope:1"`, "Failed", "Error: ErrImagePull", "kubelet")
+	expect(t, out, "Events:", "BackOff", "(x4 over", `Back-off pulling image "nope:1"`, "Failed", "Error: ErrImagePull", "kubelet")
 	if strings.Contains(out, "Started container other") {
 		t.Errorf("describe pod web shows another pod's event:\n%s", out)
 	}

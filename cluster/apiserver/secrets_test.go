@@ -1,40 +1,20 @@
 package apiserver_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
-// lockedBuffer is a log or audit sink that tests read after writing.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Neither the server's log (at debug level) nor the audit log carries a
 // Secret's values, whether the request succeeds or is refused.
 func TestSecretValuesNotLogged(t *testing.T) {
-	var logs, audit lockedBuffer
+	var logs, audit syncBuffer
 	st := store.MemoryFor(t)
 	aud := apiserver.NewAuditor(&audit, quietLogger())
 	t.Cleanup(aud.Close)
