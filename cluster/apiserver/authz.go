@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authenticationv1alpha1 "k8s.io/api/authentication/v1alpha1"
+	authenticationv1beta1 "k8s.io/api/authentication/v1beta1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -229,7 +231,13 @@ func (s *Server) selfSubjectReview(w http.ResponseWriter, r *http.Request) {
 	if !s.readReview(w, r, &review) {
 		return
 	}
-	review.TypeMeta = metav1.TypeMeta{APIVersion: "authentication.k8s.io/v1", Kind: "SelfSubjectReview"}
+	// Answered in the version asked (kubectl 1.27 asks v1alpha1, then
+	// v1beta1): the three have the same shape.
+	version := "v1"
+	if segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/"); len(segs) == 4 {
+		version = segs[2]
+	}
+	review.TypeMeta = metav1.TypeMeta{APIVersion: "authentication.k8s.io/" + version, Kind: "SelfSubjectReview"}
 	review.Status.UserInfo = *auth.UserFrom(r.Context())
 	writeJSON(w, http.StatusCreated, &review)
 }
@@ -259,6 +267,8 @@ var reviewCodecs = func() serializer.CodecFactory {
 	sc := runtime.NewScheme()
 	utilruntime.Must(authorizationv1.AddToScheme(sc))
 	utilruntime.Must(authenticationv1.AddToScheme(sc))
+	utilruntime.Must(authenticationv1beta1.AddToScheme(sc))
+	utilruntime.Must(authenticationv1alpha1.AddToScheme(sc))
 	utilruntime.Must(certificatesv1.AddToScheme(sc))
 	return serializer.NewCodecFactory(sc)
 }()
@@ -267,5 +277,7 @@ var reviewCodecs = func() serializer.CodecFactory {
 var reviewRoutes = map[[3]string]func(*Server, http.ResponseWriter, *http.Request){
 	{"authorization.k8s.io", "v1", "selfsubjectaccessreviews"}:  (*Server).selfSubjectAccessReview,
 	{"authentication.k8s.io", "v1", "selfsubjectreviews"}:       (*Server).selfSubjectReview,
+	{"authentication.k8s.io", "v1beta1", "selfsubjectreviews"}:  (*Server).selfSubjectReview,
+	{"authentication.k8s.io", "v1alpha1", "selfsubjectreviews"}: (*Server).selfSubjectReview,
 	{"certificates.k8s.io", "v1", "certificatesigningrequests"}: (*Server).certificateSigningRequest,
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -209,6 +212,25 @@ func newKubectlAs(t testing.TB, e *env, cred apiclient.Credential) *kubectl {
 	return &kubectl{t: t, bin: bin, kc: kc, home: home}
 }
 
+// minor is kubectl's minor version (27 for v1.27.16), for the few
+// assertions on what older kubectl releases do not print
+// (hack/kubectl-versions.sh runs these tests with them).
+func (k *kubectl) minor() int {
+	k.t.Helper()
+	out, err := exec.Command(k.bin, "version", "--client", "-o", "json").Output()
+	var v struct {
+		ClientVersion struct{ Minor string } `json:"clientVersion"`
+	}
+	if err != nil || json.Unmarshal(out, &v) != nil {
+		k.t.Fatalf("kubectl version: %v\n%s", err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimRight(v.ClientVersion.Minor, "+"))
+	if err != nil {
+		k.t.Fatalf("kubectl's minor version %q", v.ClientVersion.Minor)
+	}
+	return n
+}
+
 // run runs kubectl with args; wantFail says whether it should fail.
 func (k *kubectl) run(wantFail bool, args ...string) string {
 	k.t.Helper()
@@ -233,6 +255,22 @@ func (k *kubectl) file(name, content string) string {
 }
 
 // expect fails the test for each wanted string out lacks.
+// expectFields is expect for kubectl describe's "Field:  value" lines,
+// whatever the alignment (kubectl releases pad them differently).
+func expectFields(t testing.TB, out string, want ...string) {
+	t.Helper()
+	squeeze := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	var lines []string
+	for l := range strings.Lines(out) {
+		lines = append(lines, squeeze(l))
+	}
+	for _, w := range want {
+		if !slices.Contains(lines, squeeze(w)) {
+			t.Errorf("output lacks the line %q:\n%s", w, out)
+		}
+	}
+}
+
 func expect(t testing.TB, out string, want ...string) {
 	t.Helper()
 	for _, w := range want {
