@@ -2,11 +2,9 @@ package apiserver_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
@@ -16,29 +14,11 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
-// syncBuffer is a bytes.Buffer safe for the auditor's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAuditLog: every request is one audit event at the Metadata level —
 // who, the verb, the object, the answer's code — refused ones included; a
 // watch is recorded when it starts and when it ends; health probes are not.
 func TestAuditLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.Buffer
 	auditor := apiserver.NewAuditor(&buf, quietLogger())
 	e := newAuthEnvOn(t, store.MemoryFor(t), true, func(c *apiserver.Config) { c.Audit = auditor })
 	mustCreate(t, e.store, pod("shop", "web-1", "node-a", nil))

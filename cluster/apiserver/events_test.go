@@ -48,7 +48,7 @@ func TestEventsWithKubectl(t *testing.T) {
 	})
 	// kubectl get events -w: the list, then each new Event and each
 	// repeat (the aggregated Event's count going up) as it is written.
-	var watched syncBuffer
+	var watched testkit.Buffer
 	w := exec.Command(k.bin, "--kubeconfig", k.kc, "get", "events", "-w")
 	w.Env = append(os.Environ(), "HOME="+k.home, "KUBECONFIG=")
 	w.Stdout, w.Stderr = &watched, &watched

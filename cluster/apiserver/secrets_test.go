@@ -9,12 +9,13 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // Neither the server's log (at debug level) nor the audit log carries a
 // Secret's values, whether the request succeeds or is refused.
 func TestSecretValuesNotLogged(t *testing.T) {
-	var logs, audit syncBuffer
+	var logs, audit testkit.Buffer
 	st := store.MemoryFor(t)
 	aud := apiserver.NewAuditor(&audit, quietLogger())
 	t.Cleanup(aud.Close)

@@ -46,12 +46,18 @@ func (s *Server) podStream(w http.ResponseWriter, r *http.Request, req request) 
 		s.writeError(w, r, methodNotAllowed(r.Method, r.URL.Path), req.target())
 		return
 	}
-	if wsstream.IsWebSocketRequest(r) && (req.sub == "portforward" || !wsstream.IsWebSocketRequestWithStreamCloseProtocol(r)) {
-		// exec and attach are served on WebSocket v5 (the protocol with
-		// stdin's close); port-forward's WebSocket tunnel is not: kubectl
-		// falls back to SPDY when the upgrade is refused.
-		s.writeError(w, r, badRequest("this stream is served over SPDY or WebSocket v5.channel.k8s.io; kubectl falls back to SPDY by itself"), req.target())
-		return
+	// exec and attach are served on WebSocket v5 (the protocol with
+	// stdin's close), port-forward on WebSocket as a SPDY tunnel
+	// (streamtunnel.go); kubectl falls back to SPDY when refused.
+	var tunnel []string
+	if wsstream.IsWebSocketRequest(r) {
+		if req.sub == "portforward" {
+			tunnel = tunnelProtocols(r)
+		}
+		if (req.sub == "portforward" && len(tunnel) == 0) || (req.sub != "portforward" && !wsstream.IsWebSocketRequestWithStreamCloseProtocol(r)) {
+			s.writeError(w, r, badRequest("this stream is served over SPDY, or WebSocket with v5.channel.k8s.io (exec, attach) or SPDY/3.1+portforward.k8s.io (port-forward); kubectl falls back to SPDY by itself"), req.target())
+			return
+		}
 	}
 	obj, err := s.cfg.Store.Get(r.Context(), "pods", req.namespace, req.name)
 	if err != nil {
@@ -71,6 +77,9 @@ func (s *Server) podStream(w http.ResponseWriter, r *http.Request, req request) 
 	r2 := r.Clone(r.Context())
 	r2.URL = &url.URL{Path: path, RawQuery: kubeletQuery(r.URL.Query())}
 	r2.RequestURI = r2.URL.RequestURI()
+	if tunnel != nil {
+		r2, w = spdyUpgradeRequest(r2, tunnel), newTunnelWriter(w, r)
+	}
 	s.cfg.Streams.ServeStream(w, r2, pod.Spec.NodeName)
 }
 

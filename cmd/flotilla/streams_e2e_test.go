@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // checkStreams is issue 12's streams through the real kubectl on up:
@@ -57,34 +59,42 @@ func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func
 			t.Errorf("kubectl exec -it -- tty: %v %q", err, out)
 		}
 	}
-	// port-forward to the pod's port 8080 (httpd), on a free local port.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	ctx, cancel := context.WithCancel(t.Context())
-	pf := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", port))
-	pf.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=")
-	var pfOut bytes.Buffer
-	pf.Stdout, pf.Stderr = &pfOut, &pfOut
-	if err := pf.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = pf.Wait() }()
-	c.eventually("HTTP through kubectl port-forward", time.Minute, func() error {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	// port-forward to the pod's port 8080 (httpd), on a free local port:
+	// over the WebSocket tunnel (kubectl 1.31+'s first choice; its -v=4
+	// log names a fallback to SPDY, which must not happen) and over SPDY.
+	for _, websocket := range []string{"true", "false"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !strings.Contains(string(b), pod) {
-			return fmt.Errorf("answer %q (port-forward: %s)", b, pfOut.String())
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		pf := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "-v=4", "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", port))
+		pf.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=", "KUBECTL_PORT_FORWARD_WEBSOCKETS="+websocket)
+		var pfOut testkit.Buffer
+		pf.Stdout, pf.Stderr = &pfOut, &pfOut
+		if err := pf.Start(); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		c.eventually("HTTP through kubectl port-forward (KUBECTL_PORT_FORWARD_WEBSOCKETS="+websocket+")", time.Minute, func() error {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(b), pod) {
+				return fmt.Errorf("answer %q (port-forward: %s)", b, pfOut.String())
+			}
+			return nil
+		})
+		cancel()
+		_ = pf.Wait()
+		if websocket == "true" && strings.Contains(pfOut.String(), "fallback to secondary dialer") {
+			t.Errorf("kubectl port-forward fell back to SPDY:\n%s", pfOut.String())
+		}
+	}
 
 	// cp both ways, 10 MB of random bytes.
 	src := filepath.Join(home, "big")

@@ -6,6 +6,7 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -133,3 +134,22 @@ func (w *testWriter) close() {
 // project's tests: production code takes a clock.PassiveClock or
 // clock.Clock, tests give this and call Step.
 func NewFakeClock(t time.Time) *clocktesting.FakeClock { return clocktesting.NewFakeClock(t) }
+
+// Buffer is a bytes.Buffer that a test may read while another goroutine
+// writes it (a command's output, a log).
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
