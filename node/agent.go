@@ -225,11 +225,6 @@ func (a *Agent) clusterDNS() string {
 	return a.cfg.ClusterDNS.String()
 }
 
-// LogOptions selects what PodLogs returns: Kubernetes' own
-// corev1.PodLogOptions, as the API takes them (LimitBytes is the
-// server's to apply). Container "" is the pod's first container.
-type LogOptions = corev1.PodLogOptions
-
 // New validates cfg and returns an agent.
 func New(cfg Config) (*Agent, error) {
 	switch {
@@ -682,7 +677,7 @@ func (a *Agent) writeStatus(ctx context.Context, uid string, status corev1.PodSt
 // PodLogs writes the logs of one container of a pod on this node to w.
 // Returns store.ErrNotFound for an unknown pod and ErrNotFound when the
 // container has not been created (yet).
-func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	a.mu.Lock()
 	var found *corev1.Pod
 	var worker *podWorker
@@ -747,7 +742,7 @@ func defaultNodeIP() net.IP {
 // one: from the last termination's start to the current run's start (its
 // finish and a second after it when the container is not running: log
 // times are kept to the second in the pod status).
-func logRequest(pod *corev1.Pod, container string, opts LogOptions, now time.Time) (LogRequest, error) {
+func logRequest(pod *corev1.Pod, container string, opts corev1.PodLogOptions, now time.Time) (LogRequest, error) {
 	req := LogRequest{Follow: opts.Follow, TailLines: opts.TailLines, Timestamps: opts.Timestamps}
 	switch {
 	case opts.SinceSeconds != nil:

@@ -572,13 +572,13 @@ func TestPodLogs(t *testing.T) {
 	a, _ := h.run(t)
 	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
 	var buf bytes.Buffer
-	if err := a.PodLogs(context.Background(), "default", "talk", LogOptions{}, &buf); err != nil || buf.String() != "hello\n" {
+	if err := a.PodLogs(context.Background(), "default", "talk", corev1.PodLogOptions{}, &buf); err != nil || buf.String() != "hello\n" {
 		t.Fatalf("PodLogs = %q, %v", buf.String(), err)
 	}
-	if err := a.PodLogs(context.Background(), "default", "nope", LogOptions{}, &buf); !errors.Is(err, store.ErrNotFound) {
+	if err := a.PodLogs(context.Background(), "default", "nope", corev1.PodLogOptions{}, &buf); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("PodLogs of unknown pod: %v", err)
 	}
-	if err := a.PodLogs(context.Background(), "default", "talk", LogOptions{Container: "x"}, &buf); !errors.Is(err, ErrNotFound) {
+	if err := a.PodLogs(context.Background(), "default", "talk", corev1.PodLogOptions{Container: "x"}, &buf); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("PodLogs of unknown container: %v", err)
 	}
 }

@@ -451,7 +451,7 @@ func (w *podWorker) runtimeStatus(ctx context.Context, pod *corev1.Pod, id strin
 	initRunning := len(pod.Spec.InitContainers) > 0 && !w.initDone
 	if !stale && !initRunning && w.cached != nil && w.cachedID == id && w.a.eventsLive() &&
 		w.a.clock.Now().Before(w.cachedAt.Add(w.a.cfg.RuntimeResyncInterval)) {
-		return w.cached.clone(), nil
+		return w.cached.Clone(), nil
 	}
 	return w.readStatus(ctx, id)
 }
@@ -463,7 +463,7 @@ func (w *podWorker) readStatus(ctx context.Context, id string) (PodStatus, error
 		w.cached = nil
 		return st, err
 	}
-	c := st.clone()
+	c := st.Clone()
 	w.cached, w.cachedID, w.cachedAt = &c, id, w.a.clock.Now()
 	return st, nil
 }

@@ -10,13 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// RuntimeVersioner is an optional ability of a Runtime: its name and
-// version as the kubelet reports them in nodeInfo.containerRuntimeVersion
-// ("podman://4.9.5").
-type RuntimeVersioner interface {
-	RuntimeVersion(ctx context.Context) (string, error)
-}
-
 // hostInfo is what the node reports of its machine, read once: the
 // kernel, the OS image, the boot and machine IDs.
 var hostInfo = sync.OnceValue(func() corev1.NodeSystemInfo {

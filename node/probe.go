@@ -14,12 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Execer is an optional ability of a Runtime (found by type assertion): run
-// a command in a container and return its exit code, for exec probes.
-type Execer interface {
-	Exec(ctx context.Context, containerID string, cmd []string) (int, error)
-}
-
 // probeState is one container run's probe bookkeeping; it resets when the
 // container (re)starts.
 type probeState struct {

@@ -10,40 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Security is a container's security context as the runtime applies it:
-// the pod's securityContext and the container's merged, the container's
-// winning, as the kubelet merges them
-// (pkg/securitycontext.DetermineEffectiveSecurityContext).
-type Security struct {
-	// User and Group run the container's process; nil keeps the image's.
-	User, Group *int64
-	// SupplementalGroups are added to the process's groups: the pod's
-	// supplementalGroups and its fsGroup.
-	SupplementalGroups []int64
-	// ReadOnlyRootFilesystem mounts the image's filesystem read-only.
-	ReadOnlyRootFilesystem bool
-	// CapAdd and CapDrop change the runtime's default capabilities, in
-	// Kubernetes' names ("NET_ADMIN", "ALL").
-	CapAdd, CapDrop []string
-	// NoNewPrivileges sets no_new_privs (allowPrivilegeEscalation: false).
-	NoNewPrivileges bool
-	// Privileged gives every capability and device and no confinement:
-	// admission allows it only in privileged namespaces.
-	Privileged bool
-	// SeccompUnconfined runs without a seccomp filter; otherwise the
-	// runtime's default profile (RuntimeDefault) applies, also when the
-	// pod names none.
-	SeccompUnconfined bool
-}
-
-// ImageUserReader is an optional ability of a Runtime: the user an image
-// runs as (its config's User: "", "0", "1000", "1000:100", "nobody"),
-// which runAsNonRoot and runAsGroup need. A runtime without it cannot
-// verify runAsNonRoot: such containers are refused.
-type ImageUserReader interface {
-	ImageUser(ctx context.Context, image string) (string, error)
-}
-
 // securityFor is container c's effective security context. Settings the
 // node cannot apply are config errors, naming the field.
 func securityFor(pod *corev1.Pod, c *corev1.Container) (Security, error) {

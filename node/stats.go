@@ -28,31 +28,6 @@ import (
 // too; metrics-server's resolution is 15 s).
 const DefaultStatsInterval = 10 * time.Second
 
-// ContainerStats is the resource usage of one running container, as a
-// StatsReader measures it: cumulative counters and current gauges.
-type ContainerStats struct {
-	ContainerID string
-	// PodUID, Namespace, Pod and Container come from the container's
-	// labels (LabelPodUID …).
-	PodUID, Namespace, Pod, Container string
-	// CPUNanos is the CPU time the container used since it started.
-	CPUNanos uint64
-	// MemoryWorkingSetBytes is its memory in use, less inactive file
-	// cache where the runtime tells them apart.
-	MemoryWorkingSetBytes uint64
-	// RxBytes and TxBytes are the bytes its network namespace received
-	// and sent (the pod's, shared by its containers); 0 when unknown.
-	RxBytes, TxBytes uint64
-}
-
-// StatsReader is an optional ability of a Runtime: the usage of every
-// running container that carries LabelPodUID, in one call (the agent
-// calls it every Config.StatsInterval from one goroutine). Containers
-// without the labels are left out.
-type StatsReader interface {
-	ContainerStats(ctx context.Context) ([]ContainerStats, error)
-}
-
 // initMetrics registers the agent's families and makes its stats cache.
 func (a *Agent) initMetrics() {
 	a.metrics = a.cfg.Metrics

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -15,52 +14,6 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
-
-// StreamIO is one exec or attach session's streams, as kubectl asked for
-// them: Stdin, Stdout and Stderr are nil when not asked for; with TTY,
-// Stderr is nil (a terminal has one output) and Resize carries the
-// terminal's size changes.
-type StreamIO struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	TTY            bool
-	Resize         <-chan TerminalSize
-}
-
-// TerminalSize is a terminal's size in characters.
-type TerminalSize struct{ Width, Height uint16 }
-
-// Streamer is an optional ability of a Runtime: interactive sessions in a
-// running container (kubectl exec and attach).
-type Streamer interface {
-	// ExecStream runs cmd in the container with io's streams. It returns
-	// when the command has exited: nil for exit code 0, an ExitCodeError
-	// otherwise.
-	ExecStream(ctx context.Context, containerID string, cmd []string, io StreamIO) error
-	// AttachStream attaches io to the container's main process until it
-	// exits or ctx ends.
-	AttachStream(ctx context.Context, containerID string, io StreamIO) error
-}
-
-// PodDialer is an optional ability of a Network: a TCP connection to a
-// port of the pod's own network namespace, the way the kubelet's
-// port-forward connects to localhost inside the pod (so a port bound to
-// 127.0.0.1 in the pod is reachable too).
-type PodDialer interface {
-	DialPod(ctx context.Context, netnsPath string, port int32) (net.Conn, error)
-}
-
-// ExitCodeError is a command that exited with a non-zero code. It is
-// k8s.io/utils/exec's ExitError, so the stream server reports the code to
-// kubectl (which exits with it).
-type ExitCodeError struct{ Code int }
-
-func (e ExitCodeError) Error() string {
-	return fmt.Sprintf("command terminated with exit code %d", e.Code)
-}
-func (e ExitCodeError) String() string  { return e.Error() }
-func (e ExitCodeError) Exited() bool    { return true }
-func (e ExitCodeError) ExitStatus() int { return e.Code }
 
 // StreamHandler serves the kubelet's streaming endpoints to the server:
 // /exec/{namespace}/{pod}/{container}?command=…&input=1&output=1&tty=1,

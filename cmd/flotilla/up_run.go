@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	corev1 "k8s.io/api/core/v1"
 	"net"
 	"net/http"
 	"os"
@@ -14,7 +15,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/netfabric"
@@ -151,7 +151,7 @@ func (a agentLogs) ServeStream(w http.ResponseWriter, r *http.Request, _ string)
 	a.streams.ServeHTTP(w, r)
 }
 
-func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
+func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	return a.agent.PodLogs(ctx, namespace, pod, opts, w)
 }
 

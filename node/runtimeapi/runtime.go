@@ -1,4 +1,10 @@
-package node
+// Package runtimeapi is the contract between the node agent and a
+// container runtime (as the kubelet's CRI): the pods and containers the
+// agent asks for, what the runtime reports back, the core Runtime
+// interface and its optional abilities, found by type assertion. Package
+// node uses it; node/podman implements it (node.FakeRuntime is the test
+// double). Neither imports the other.
+package runtimeapi
 
 import (
 	"context"
@@ -135,8 +141,8 @@ type PodStatus struct {
 	Containers []ContainerStatus
 }
 
-// clone is a copy that shares nothing with p.
-func (p PodStatus) clone() PodStatus {
+// Clone is a copy that shares nothing with p.
+func (p PodStatus) Clone() PodStatus {
 	p.Containers = append([]ContainerStatus(nil), p.Containers...)
 	return p
 }
