@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // hostInfo is what the node reports of its machine, read once: the
@@ -52,7 +54,7 @@ func (a *Agent) runtimeVersion(ctx context.Context) string {
 	if v := a.rtVersionOr(""); v != "" {
 		return v
 	}
-	rv, ok := a.cfg.Runtime.(RuntimeVersioner)
+	rv, ok := a.cfg.Runtime.(runtimeapi.RuntimeVersioner)
 	if !ok {
 		return "podman"
 	}

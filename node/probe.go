@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // probeState is one container run's probe bookkeeping; it resets when the
@@ -202,7 +204,7 @@ func probeTCP(ctx context.Context, t *corev1.TCPSocketAction, host string, spec 
 }
 
 func (w *podWorker) probeExec(ctx context.Context, e *corev1.ExecAction, container string) error {
-	ex, ok := w.a.cfg.Runtime.(Execer)
+	ex, ok := w.a.cfg.Runtime.(runtimeapi.Execer)
 	if !ok {
 		return fmt.Errorf("exec probe: runtime cannot exec")
 	}

@@ -8,12 +8,14 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // securityFor is container c's effective security context. Settings the
 // node cannot apply are config errors, naming the field.
-func securityFor(pod *corev1.Pod, c *corev1.Container) (Security, error) {
-	var s Security
+func securityFor(pod *corev1.Pod, c *corev1.Container) (runtimeapi.Security, error) {
+	var s runtimeapi.Security
 	psc := pod.Spec.SecurityContext
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
@@ -78,7 +80,7 @@ func runAsNonRoot(pod *corev1.Pod, c *corev1.Container) bool {
 // verifyNonRoot is the kubelet's check of runAsNonRoot, with its
 // messages: the user the container will run as — runAsUser, else the
 // image's — must be a number other than 0.
-func verifyNonRoot(pod *corev1.Pod, c *corev1.Container, s Security, imageUser string) error {
+func verifyNonRoot(pod *corev1.Pod, c *corev1.Container, s runtimeapi.Security, imageUser string) error {
 	who := fmt.Sprintf("(pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.Name)
 	if s.User != nil {
 		if *s.User == 0 {
@@ -112,7 +114,7 @@ func imageUID(user string) (uid int64, numeric bool) {
 
 // security is container c's Security, verified against its image where
 // runAsNonRoot or a group without a user needs the image's user.
-func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (Security, string, error) {
+func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (runtimeapi.Security, string, error) {
 	s, err := securityFor(pod, c)
 	if err != nil {
 		return s, "CreateContainerConfigError", err
@@ -122,7 +124,7 @@ func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 		return s, "", nil
 	}
 	imageUser, err := "", errImageUserUnsupported
-	if ur, ok := w.a.rt.(ImageUserReader); ok {
+	if ur, ok := w.a.rt.(runtimeapi.ImageUserReader); ok {
 		imageUser, err = ur.ImageUser(ctx, c.Image)
 	}
 	if errors.Is(err, errImageUserUnsupported) {

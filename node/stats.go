@@ -14,6 +14,7 @@ import (
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // Resource usage of the node and its pods. A background loop asks the
@@ -43,7 +44,7 @@ func (a *Agent) initMetrics() {
 	if interval <= 0 {
 		interval = DefaultStatsInterval
 	}
-	reader, _ := a.cfg.Runtime.(StatsReader)
+	reader, _ := a.cfg.Runtime.(runtimeapi.StatsReader)
 	a.stats = &statsCache{reader: reader, interval: interval, timeout: min(a.cfg.RuntimeTimeout, interval), obs: obs, readNode: readProcNode}
 	a.metrics.MustRegister(statsCollector{a})
 }
@@ -54,12 +55,12 @@ type statsSample struct {
 	nodeCPU    uint64 // CPU nanoseconds the node has used since boot
 	nodeMemory uint64 // working set bytes of the node
 	nodeOK     bool
-	containers map[string]ContainerStats // by container ID
+	containers map[string]runtimeapi.ContainerStats // by container ID
 }
 
 // statsCache keeps the agent's last two samples.
 type statsCache struct {
-	reader   StatsReader // nil: the runtime cannot measure; only the node is
+	reader   runtimeapi.StatsReader // nil: the runtime cannot measure; only the node is
 	interval time.Duration
 	timeout  time.Duration
 	obs      *runtimeMetrics
@@ -71,12 +72,12 @@ type statsCache struct {
 
 // refresh takes one sample.
 func (c *statsCache) refresh(ctx context.Context) error {
-	s := &statsSample{at: time.Now(), containers: map[string]ContainerStats{}}
+	s := &statsSample{at: time.Now(), containers: map[string]runtimeapi.ContainerStats{}}
 	s.nodeCPU, s.nodeMemory, s.nodeOK = c.readNode()
 	var err error
 	if c.reader != nil {
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
-		var list []ContainerStats
+		var list []runtimeapi.ContainerStats
 		start := time.Now()
 		list, err = c.reader.ContainerStats(cctx)
 		c.obs.observe("container_stats", time.Since(start), err)

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node/podnet"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // StreamHandler serves the kubelet's streaming endpoints to the server:
@@ -71,7 +73,7 @@ func (a *Agent) streamTarget(namespace, pod, container string) (string, error) {
 		id = worker.containerID(container)
 	}
 	if id == "" {
-		return "", fmt.Errorf("container %q of pod %s/%s: %w", container, namespace, pod, ErrNotFound)
+		return "", fmt.Errorf("container %q of pod %s/%s: %w", container, namespace, pod, runtimeapi.ErrNotFound)
 	}
 	return id, nil
 }
@@ -88,10 +90,10 @@ func (a *Agent) podWorker(namespace, pod string) (*corev1.Pod, *podWorker) {
 	return nil, nil
 }
 
-func (a *Agent) streamer() (Streamer, error) {
+func (a *Agent) streamer() (runtimeapi.Streamer, error) {
 	// The configured runtime itself: a session lasts as long as the user
 	// keeps it, past any call deadline.
-	s, ok := a.cfg.Runtime.(Streamer)
+	s, ok := a.cfg.Runtime.(runtimeapi.Streamer)
 	if !ok {
 		return nil, errors.New("this node's container runtime cannot exec or attach")
 	}
@@ -107,8 +109,8 @@ func (a *Agent) attachHandler(ctx context.Context, namespace, pod, container str
 }
 
 // streamIO is the runtime's view of the stream server's streams.
-func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
-	sio := StreamIO{TTY: attach.TTY()}
+func streamIO(ctx context.Context, attach vkapi.AttachIO) runtimeapi.StreamIO {
+	sio := runtimeapi.StreamIO{TTY: attach.TTY()}
 	if in := attach.Stdin(); in != nil {
 		sio.Stdin = in
 	}
@@ -119,7 +121,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 		sio.Stderr = e
 	}
 	if sizes := attach.Resize(); sizes != nil {
-		ch := make(chan TerminalSize, 1)
+		ch := make(chan runtimeapi.TerminalSize, 1)
 		go func() {
 			defer close(ch)
 			for {
@@ -129,7 +131,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 						return
 					}
 					select {
-					case ch <- TerminalSize{Width: s.Width, Height: s.Height}:
+					case ch <- runtimeapi.TerminalSize{Width: s.Width, Height: s.Height}:
 					case <-ctx.Done():
 						return
 					}
@@ -145,7 +147,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 
 func (a *Agent) portForwardHandler(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	d, ok := a.cfg.Network.(PodDialer)
+	d, ok := a.cfg.Network.(podnet.PodDialer)
 	if !ok {
 		return errors.New("this node's network cannot forward ports")
 	}
