@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -88,7 +87,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	if o.join != "" {
-		if tok, err = retarget(tok, o.join); err != nil {
+		if tok, err = tok.WithServerHost(o.join); err != nil {
 			return err
 		}
 	}
@@ -117,7 +116,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	caPEM := tok.CAPEM()
 	// The node's own certificates: on the first start the join token buys
 	// them; afterwards they are on disk and renewed before they expire.
-	certs, err := loadNodeCerts(ctx, join.NodeCertsConfig{
+	certs, err := join.WaitNodeCerts(ctx, join.NodeCertsConfig{
 		Dir: filepath.Join(o.dataDir, "pki"), NodeName: o.nodeName, Server: tok.Server, CAPEM: caPEM,
 		IPs: []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
 	}, say)
@@ -248,50 +247,4 @@ func readToken(ctx context.Context, token, file string, say func(string, ...any)
 		return join.Token{}, fmt.Errorf("the join token: %w", err)
 	}
 	return tok, nil
-}
-
-// retarget points the token at another address of the same server.
-func retarget(tok join.Token, host string) (join.Token, error) {
-	u, err := url.Parse(tok.Server)
-	if err != nil {
-		return tok, fmt.Errorf("the join token's server %q: %w", tok.Server, err)
-	}
-	if _, port, err := net.SplitHostPort(u.Host); err == nil {
-		u.Host = net.JoinHostPort(host, port)
-	} else {
-		u.Host = host
-	}
-	tok.Server = u.String()
-	if _, port, err := net.SplitHostPort(tok.GossipAddr); err == nil {
-		tok.GossipAddr = net.JoinHostPort(host, port)
-	}
-	return tok, nil
-}
-
-// loadNodeCerts gets the node's certificates (join.LoadNodeCerts), waiting
-// for a server that does not answer yet; a server that answers with a
-// certificate the token's CA did not sign is refused at once.
-func loadNodeCerts(ctx context.Context, cfg join.NodeCertsConfig, say func(string, ...any)) (*join.NodeCerts, error) {
-	for told := false; ; {
-		certs, err := join.LoadNodeCerts(ctx, cfg)
-		var verr *tls.CertificateVerificationError
-		var opErr *net.OpError
-		switch {
-		case err == nil:
-			return certs, nil
-		case errors.As(err, &verr):
-			return nil, fmt.Errorf("the server at %s is not the one the join token names (its certificate is not of the token's CA): %w", cfg.Server, err)
-		case !errors.As(err, &opErr) || ctx.Err() != nil:
-			return nil, fmt.Errorf("node certificate: %w", err)
-		}
-		if !told {
-			say("waiting for the server at %s ...", cfg.Server)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
 }
