@@ -75,7 +75,7 @@ type ContainerStats struct {
 
 // StatsReader is an optional ability of a Runtime: the usage of every
 // running container that carries LabelPodUID, in one call (the agent
-// calls it every Config.StatsInterval from one goroutine). Containers
+// calls it every node.Config.StatsInterval from one goroutine). Containers
 // without the labels are left out.
 type StatsReader interface {
 	ContainerStats(ctx context.Context) ([]ContainerStats, error)
