@@ -6,12 +6,12 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
-var _ node.PodDialer = (*Fabric)(nil)
+var _ podnet.PodDialer = (*Fabric)(nil)
 
-// DialPod implements node.PodDialer: a TCP connection to localhost:port
+// DialPod implements podnet.PodDialer: a TCP connection to localhost:port
 // inside the pod's network namespace (the socket is made there, then used
 // from any thread), as the kubelet's port-forward does.
 func (f *Fabric) DialPod(ctx context.Context, netnsPath string, port int32) (net.Conn, error) {

@@ -37,11 +37,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // Interface guards.
-var _ node.Network = (*Fabric)(nil)
+var _ podnet.Network = (*Fabric)(nil)
 
 // ErrNotInitialized means the bridge is missing: Init has not run since
 // boot (or someone deleted the bridge).
@@ -198,15 +198,15 @@ func (f *Fabric) Init(ctx context.Context) error {
 	return nil
 }
 
-// Setup gives the pod its namespace and address (see node.Network). It
+// Setup gives the pod its namespace and address (see podnet.Network). It
 // repairs a partly present network (after a crash or a reboot) keeping the
 // recorded address; on failure it removes whatever this call created.
-func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, error) {
+func (f *Fabric) Setup(ctx context.Context, pod podnet.PodRef) (podnet.PodNetwork, error) {
 	if pod.UID == "" {
-		return node.PodNetwork{}, errors.New("netfabric setup: empty pod UID")
+		return podnet.PodNetwork{}, errors.New("netfabric setup: empty pod UID")
 	}
 	if err := ctx.Err(); err != nil {
-		return node.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err)
+		return podnet.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err)
 	}
 	unlock := f.locks.lock(pod.UID)
 	defer unlock()
@@ -214,7 +214,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 
 	bridge, err := netlink.LinkByName(f.cfg.Bridge)
 	if err != nil {
-		return node.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w (%v)", pod.UID, ErrNotInitialized, err)
+		return podnet.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w (%v)", pod.UID, ErrNotInitialized, err)
 	}
 
 	key := shortKey(f.cfg.NetNSPrefix, pod.UID)
@@ -226,7 +226,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 		if old.NetNS != rec.NetNS || old.HostVeth != rec.HostVeth {
 			// Recorded under another NetNSPrefix: retire the old names.
 			if err := errors.Join(deleteLink(old.HostVeth), DeleteNetNS(old.NetNS)); err != nil {
-				return node.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: removing its old network: %w", pod.UID, err)
+				return podnet.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: removing its old network: %w", pod.UID, err)
 			}
 		}
 	}
@@ -234,7 +234,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 		// Persist before touching the kernel, so nothing made below can be
 		// forgotten by a crash; allocate keeps a still-valid address.
 		if rec, err = f.state.allocate(rec); err != nil {
-			return node.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err)
+			return podnet.PodNetwork{}, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err)
 		}
 	}
 	if existed && old.IP != rec.IP {
@@ -243,7 +243,7 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 
 	ns, createdNS, err := EnsureNetNS(rec.NetNS)
 	if err != nil {
-		return node.PodNetwork{}, f.undoSetup(rec, existed, false, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err))
+		return podnet.PodNetwork{}, f.undoSetup(rec, existed, false, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err))
 	}
 	defer ns.Close()
 	_, hostErr := netlink.LinkByName(rec.HostVeth)
@@ -263,12 +263,12 @@ func (f *Fabric) Setup(ctx context.Context, pod node.PodRef) (node.PodNetwork, e
 				err = errors.Join(err, derr)
 			}
 		}
-		return node.PodNetwork{}, f.undoSetup(rec, existed, createdNS, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err))
+		return podnet.PodNetwork{}, f.undoSetup(rec, existed, createdNS, fmt.Errorf("netfabric setup of pod %s: %w", pod.UID, err))
 	}
 	if createdNS || createdVeth {
 		log.Info("pod network set up", "netns", rec.NetNS, "ip", rec.IP, "veth", rec.HostVeth)
 	}
-	return node.PodNetwork{NetNSPath: filepath.Join(NetNSDir, rec.NetNS), IP: addr.AsSlice()}, nil
+	return podnet.PodNetwork{NetNSPath: filepath.Join(NetNSDir, rec.NetNS), IP: addr.AsSlice()}, nil
 }
 
 // undoSetup removes what a failed Setup made: the netns if it created it,
@@ -289,7 +289,7 @@ func (f *Fabric) undoSetup(rec record, existed, createdNS bool, err error) error
 }
 
 // Teardown removes the pod's veth and namespace and frees its address (see
-// node.Network). Unknown UIDs are not an error. The record goes last, so a
+// podnet.Network). Unknown UIDs are not an error. The record goes last, so a
 // failed Teardown leaves the pod listed by Pods for the next attempt.
 func (f *Fabric) Teardown(ctx context.Context, podUID string) error {
 	if err := ctx.Err(); err != nil {
@@ -314,7 +314,7 @@ func (f *Fabric) Teardown(ctx context.Context, podUID string) error {
 	return nil
 }
 
-// Pods lists the UIDs that have a record (see node.Network), sorted. The
+// Pods lists the UIDs that have a record (see podnet.Network), sorted. The
 // slice is the caller's.
 func (f *Fabric) Pods(ctx context.Context) ([]string, error) {
 	return f.state.uids(), nil

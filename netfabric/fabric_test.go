@@ -16,7 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // echoServer listens on port 7777 inside the pod namespace at path and
@@ -65,9 +65,9 @@ func ping(ip net.IP, msg string) error {
 	return nil
 }
 
-func setup(t *testing.T, f *Fabric, uid string) node.PodNetwork {
+func setup(t *testing.T, f *Fabric, uid string) podnet.PodNetwork {
 	t.Helper()
-	pn, err := f.Setup(context.Background(), node.PodRef{UID: uid, Namespace: "default", Name: "p-" + uid[:4]})
+	pn, err := f.Setup(context.Background(), podnet.PodRef{UID: uid, Namespace: "default", Name: "p-" + uid[:4]})
 	if err != nil {
 		t.Fatalf("Setup(%s): %v", uid, err)
 	}
@@ -81,7 +81,7 @@ func TestTwoPodsTalk(t *testing.T) {
 	a := setup(t, f, "aaaa-"+randHex(t, 8))
 	b := setup(t, f, "bbbb-"+randHex(t, 8))
 
-	for _, pn := range []node.PodNetwork{a, b} {
+	for _, pn := range []podnet.PodNetwork{a, b} {
 		if !tn.cfg.PodCIDR.Contains(pn.IP) || pn.IP.Equal(f.Gateway()) || pn.IP.Equal(tn.cfg.PodCIDR.IP) {
 			t.Errorf("IP %s is not a pod address of %s", pn.IP, tn.cfg.PodCIDR)
 		}
@@ -158,7 +158,7 @@ func TestSetupIsIdempotentAndSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f3.Setup(context.Background(), node.PodRef{UID: uid}); !errors.Is(err, ErrNotInitialized) {
+	if _, err := f3.Setup(context.Background(), podnet.PodRef{UID: uid}); !errors.Is(err, ErrNotInitialized) {
 		t.Fatalf("Setup before Init after reboot: %v, want ErrNotInitialized", err)
 	}
 	if err := f3.Init(context.Background()); err != nil {
@@ -196,7 +196,7 @@ func TestTeardownFreesEverything(t *testing.T) {
 	pa := setup(t, f, a)
 
 	// The pool is full: B fails and leaves nothing behind.
-	if _, err := f.Setup(ctx, node.PodRef{UID: b}); !errors.Is(err, ErrPoolExhausted) {
+	if _, err := f.Setup(ctx, podnet.PodRef{UID: b}); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("Setup with a full pool: %v, want ErrPoolExhausted", err)
 	}
 	assertGone(t, f, b)
@@ -252,14 +252,14 @@ func TestConcurrentSetups(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pn, err := f.Setup(context.Background(), node.PodRef{UID: uids[i]})
+			pn, err := f.Setup(context.Background(), podnet.PodRef{UID: uids[i]})
 			ips[i], errs[i] = pn.IP, err
 		}()
 		if i%3 == 0 { // and the same UID twice at once
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := f.Setup(context.Background(), node.PodRef{UID: uids[i]}); err != nil {
+				if _, err := f.Setup(context.Background(), podnet.PodRef{UID: uids[i]}); err != nil {
 					t.Errorf("duplicate Setup(%s): %v", uids[i], err)
 				}
 			}()
@@ -418,7 +418,7 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { deleteLink(name) })
 
-	if _, err := f.Setup(context.Background(), node.PodRef{UID: uid}); err == nil {
+	if _, err := f.Setup(context.Background(), podnet.PodRef{UID: uid}); err == nil {
 		t.Fatal("Setup succeeded over a foreign link with the veth's name")
 	}
 	key := shortKey(f.cfg.NetNSPrefix, uid)

@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // netnsDirHelperEnv carries the fabric's names to the re-executed test
@@ -237,9 +237,9 @@ func (h nsDirHelper) oldNamed(uid string) uint64 {
 	return ino
 }
 
-func (h nsDirHelper) setup(uid string) node.PodNetwork {
+func (h nsDirHelper) setup(uid string) podnet.PodNetwork {
 	h.t.Helper()
-	pn, err := h.f.Setup(context.Background(), node.PodRef{UID: uid, Namespace: "default", Name: "p-" + uid})
+	pn, err := h.f.Setup(context.Background(), podnet.PodRef{UID: uid, Namespace: "default", Name: "p-" + uid})
 	if err != nil {
 		h.t.Fatalf("Setup(%s): %v", uid, err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // helperEnv makes the test binary, re-executed under nsenter, run
@@ -102,7 +102,7 @@ func TestHelperUnderNsenter(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := f.Setup(ctx, node.PodRef{UID: fmt.Sprintf("nsenter-%d", i)}); err != nil {
+			if _, err := f.Setup(ctx, podnet.PodRef{UID: fmt.Sprintf("nsenter-%d", i)}); err != nil {
 				t.Errorf("setup %d: %v", i, err)
 			}
 		}()

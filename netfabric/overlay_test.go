@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // peer is nd as the others see it in gossip.
@@ -51,11 +51,11 @@ func (nd *labNode) sync(tb testing.TB, peers []Peer) (changes int) {
 	return changes
 }
 
-func (nd *labNode) setupPod(tb testing.TB, uid string) node.PodNetwork {
+func (nd *labNode) setupPod(tb testing.TB, uid string) podnet.PodNetwork {
 	tb.Helper()
-	var pn node.PodNetwork
+	var pn podnet.PodNetwork
 	err := inNetNS(tb, nd.path, func() (err error) {
-		pn, err = nd.f.Setup(context.Background(), node.PodRef{UID: uid, Namespace: "default", Name: uid})
+		pn, err = nd.f.Setup(context.Background(), podnet.PodRef{UID: uid, Namespace: "default", Name: uid})
 		return err
 	})
 	if err != nil {
@@ -193,7 +193,7 @@ func TestOverlayPodToPodAcrossNodes(t *testing.T) {
 	// Pod → pod across nodes, both ways, source address kept.
 	for _, tc := range []struct {
 		name     string
-		from, to node.PodNetwork
+		from, to podnet.PodNetwork
 	}{{"a→b", pa, pb}, {"a→c", pa, pc}, {"c→a", pc, pa}, {"b→c", pb, pc}} {
 		got, err := whoami(t, tc.from.NetNSPath, net.JoinHostPort(tc.to.IP.String(), "7777"))
 		if err != nil {

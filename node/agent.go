@@ -89,6 +89,8 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node/podnet"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
@@ -104,9 +106,9 @@ type Config struct {
 	// writes pod status and its Node (required).
 	Store store.Interface
 	// Runtime runs the containers (required).
-	Runtime Runtime
+	Runtime runtimeapi.Runtime
 	// Network gives pods their network namespaces (required).
-	Network Network
+	Network podnet.Network
 	// Clock drives back-off, probes, resyncs and heartbeats. Default: the
 	// real clock; tests inject a fake one.
 	Clock clock.WithTicker
@@ -180,7 +182,7 @@ type Config struct {
 // Agent is the node agent. Create it with New, then call Run.
 type Agent struct {
 	cfg   Config
-	rt    Runtime // cfg.Runtime with a deadline on every call
+	rt    runtimeapi.Runtime // cfg.Runtime with a deadline on every call
 	clock clock.WithTicker
 	log   *slog.Logger
 	vols  *volumes.Manager
@@ -224,11 +226,6 @@ func (a *Agent) clusterDNS() string {
 	}
 	return a.cfg.ClusterDNS.String()
 }
-
-// LogOptions selects what PodLogs returns: Kubernetes' own
-// corev1.PodLogOptions, as the API takes them (LimitBytes is the
-// server's to apply). Container "" is the pod's first container.
-type LogOptions = corev1.PodLogOptions
 
 // New validates cfg and returns an agent.
 func New(cfg Config) (*Agent, error) {
@@ -428,7 +425,7 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list pods of node %s: %w", a.cfg.NodeName, err)
 	}
-	var running []PodSummary
+	var running []runtimeapi.PodSummary
 	if withRuntime {
 		if err := a.runtimeErr(); err != nil {
 			withRuntime = false // down: listed again when it is back
@@ -467,7 +464,7 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 			w.offer(a.runtimeByUID[uid])
 		}
 	}
-	var orphans []PodSummary
+	var orphans []runtimeapi.PodSummary
 	if withRuntime {
 		for _, p := range running {
 			if _, ok := a.workers[p.UID]; !ok && !a.removing[p.ID] {
@@ -500,12 +497,12 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 	return rev, nil
 }
 
-func (a *Agent) removeOrphan(ctx context.Context, p PodSummary) {
+func (a *Agent) removeOrphan(ctx context.Context, p runtimeapi.PodSummary) {
 	defer a.wg.Done()
 	defer func() { a.mu.Lock(); delete(a.removing, p.ID); a.mu.Unlock() }()
 	log := a.log.With("pod", p.Namespace+"/"+p.Name, "uid", p.UID)
 	log.Info("removing orphan runtime pod (not in the store)", "id", p.ID)
-	if err := a.rt.StopPod(ctx, p.ID, a.cfg.OrphanGracePeriod); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := a.rt.StopPod(ctx, p.ID, a.cfg.OrphanGracePeriod); err != nil && !errors.Is(err, runtimeapi.ErrNotFound) {
 		log.Warn("stop orphan pod", "err", err)
 	}
 	if err := a.rt.RemovePod(ctx, p.ID); err != nil {
@@ -682,7 +679,7 @@ func (a *Agent) writeStatus(ctx context.Context, uid string, status corev1.PodSt
 // PodLogs writes the logs of one container of a pod on this node to w.
 // Returns store.ErrNotFound for an unknown pod and ErrNotFound when the
 // container has not been created (yet).
-func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	a.mu.Lock()
 	var found *corev1.Pod
 	var worker *podWorker
@@ -705,7 +702,7 @@ func (a *Agent) PodLogs(ctx context.Context, namespace, pod string, opts LogOpti
 		id = worker.containerID(name)
 	}
 	if id == "" {
-		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, ErrNotFound)
+		return fmt.Errorf("logs of container %q of pod %s/%s: %w", name, namespace, pod, runtimeapi.ErrNotFound)
 	}
 	req, err := logRequest(found, name, opts, a.clock.Now())
 	if err != nil {
@@ -747,8 +744,8 @@ func defaultNodeIP() net.IP {
 // one: from the last termination's start to the current run's start (its
 // finish and a second after it when the container is not running: log
 // times are kept to the second in the pod status).
-func logRequest(pod *corev1.Pod, container string, opts LogOptions, now time.Time) (LogRequest, error) {
-	req := LogRequest{Follow: opts.Follow, TailLines: opts.TailLines, Timestamps: opts.Timestamps}
+func logRequest(pod *corev1.Pod, container string, opts corev1.PodLogOptions, now time.Time) (runtimeapi.LogRequest, error) {
+	req := runtimeapi.LogRequest{Follow: opts.Follow, TailLines: opts.TailLines, Timestamps: opts.Timestamps}
 	switch {
 	case opts.SinceSeconds != nil:
 		req.Since = now.Add(-time.Duration(*opts.SinceSeconds) * time.Second)
@@ -792,5 +789,5 @@ func logRequest(pod *corev1.Pod, container string, opts LogOptions, now time.Tim
 		}
 		return req, nil
 	}
-	return req, fmt.Errorf("previous terminated container %q not found: %w", container, ErrNotFound)
+	return req, fmt.Errorf("previous terminated container %q not found: %w", container, runtimeapi.ErrNotFound)
 }

@@ -22,6 +22,8 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
+	"github.com/flotilla-dev/flotilla/node/podnet"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	"github.com/flotilla-dev/flotilla/schema"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
@@ -207,8 +209,8 @@ func TestIncompleteRuntimePodIsRecreated(t *testing.T) {
 	pod := newPod("half")
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "side", Image: testImage})
 	p := createPod(t, h.st, pod)
-	half := h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "half",
-		Containers: []ContainerSpec{{Name: pod.Spec.Containers[0].Name, Image: testImage}}})
+	half := h.rt.InjectPod(runtimeapi.PodSandbox{UID: string(p.UID), Namespace: "default", Name: "half",
+		Containers: []runtimeapi.ContainerSpec{{Name: pod.Spec.Containers[0].Name, Image: testImage}}})
 	h.run(t)
 	testkit.EventuallyTrue(t, "the pod Running with both containers", 0, func() bool {
 		obj, err := h.st.Get(context.Background(), "pods", "default", "half")
@@ -223,7 +225,7 @@ func TestIncompleteRuntimePodIsRecreated(t *testing.T) {
 		}
 		return running == 2
 	})
-	if _, err := h.rt.PodStatus(context.Background(), half); !errors.Is(err, ErrNotFound) {
+	if _, err := h.rt.PodStatus(context.Background(), half); !errors.Is(err, runtimeapi.ErrNotFound) {
 		t.Errorf("the incomplete runtime pod is still there (err %v)", err)
 	}
 	if n := h.rt.CountCalls("RunPod"); n != 1 {
@@ -234,16 +236,16 @@ func TestIncompleteRuntimePodIsRecreated(t *testing.T) {
 func TestAdoptionAndOrphans(t *testing.T) {
 	h := newHarness(t)
 	p := createPod(t, h.st, newPod("kept"))
-	adopted := h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "kept",
-		Containers: []ContainerSpec{{Name: "main", Image: testImage}}})
-	orphan := h.rt.InjectPod(PodSandbox{UID: "no-such-uid", Namespace: "default", Name: "old",
-		Containers: []ContainerSpec{{Name: "main", Image: testImage}}})
-	_, _ = h.net.Setup(context.Background(), PodRef{UID: "stale-net"})
+	adopted := h.rt.InjectPod(runtimeapi.PodSandbox{UID: string(p.UID), Namespace: "default", Name: "kept",
+		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: testImage}}})
+	orphan := h.rt.InjectPod(runtimeapi.PodSandbox{UID: "no-such-uid", Namespace: "default", Name: "old",
+		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: testImage}}})
+	_, _ = h.net.Setup(context.Background(), podnet.PodRef{UID: "stale-net"})
 	_, stop := h.run(t)
 	testkit.EventuallyTrue(t, "adopted pod Running", 0, func() bool { return phase(t, h.st, "kept") == corev1.PodRunning })
 	testkit.EventuallyTrue(t, "orphan removed", 0, func() bool {
 		_, err := h.rt.PodStatus(context.Background(), orphan)
-		return errors.Is(err, ErrNotFound)
+		return errors.Is(err, runtimeapi.ErrNotFound)
 	})
 	if n := h.rt.CountCalls("RunPod"); n != 0 {
 		t.Fatalf("RunPod called %d times; the running pod must be adopted", n)
@@ -572,13 +574,13 @@ func TestPodLogs(t *testing.T) {
 	a, _ := h.run(t)
 	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
 	var buf bytes.Buffer
-	if err := a.PodLogs(context.Background(), "default", "talk", LogOptions{}, &buf); err != nil || buf.String() != "hello\n" {
+	if err := a.PodLogs(context.Background(), "default", "talk", corev1.PodLogOptions{}, &buf); err != nil || buf.String() != "hello\n" {
 		t.Fatalf("PodLogs = %q, %v", buf.String(), err)
 	}
-	if err := a.PodLogs(context.Background(), "default", "nope", LogOptions{}, &buf); !errors.Is(err, store.ErrNotFound) {
+	if err := a.PodLogs(context.Background(), "default", "nope", corev1.PodLogOptions{}, &buf); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("PodLogs of unknown pod: %v", err)
 	}
-	if err := a.PodLogs(context.Background(), "default", "talk", LogOptions{Container: "x"}, &buf); !errors.Is(err, ErrNotFound) {
+	if err := a.PodLogs(context.Background(), "default", "talk", corev1.PodLogOptions{Container: "x"}, &buf); !errors.Is(err, runtimeapi.ErrNotFound) {
 		t.Fatalf("PodLogs of unknown container: %v", err)
 	}
 }

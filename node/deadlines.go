@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // deadlineRuntime is the Runtime the agent calls: every call of the
@@ -14,14 +16,14 @@ import (
 // A call cut short by its deadline returns an error that names the
 // operation and wraps ErrTimeout.
 type deadlineRuntime struct {
-	rt   Runtime
+	rt   runtimeapi.Runtime
 	call time.Duration // ordinary calls
 	pull time.Duration // PullImage
 	// obs times every call by its operation type; nil: not timed.
 	obs *runtimeMetrics
 }
 
-var _ Runtime = deadlineRuntime{}
+var _ runtimeapi.Runtime = deadlineRuntime{}
 
 // do runs fn with a deadline of d from now; kind is the operation's type
 // for the metrics ("run_pod"), op what it did for errors.
@@ -32,12 +34,12 @@ func (r deadlineRuntime) do(ctx context.Context, d time.Duration, kind, op strin
 	err := fn(cctx)
 	r.obs.observe(kind, time.Since(start), err)
 	if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%s: no answer within %s: %w (%w)", op, d, ErrTimeout, err)
+		return fmt.Errorf("%s: no answer within %s: %w (%w)", op, d, runtimeapi.ErrTimeout, err)
 	}
 	return err
 }
 
-func (r deadlineRuntime) RunPod(ctx context.Context, spec PodSandbox) (id string, err error) {
+func (r deadlineRuntime) RunPod(ctx context.Context, spec runtimeapi.PodSandbox) (id string, err error) {
 	err = r.do(ctx, r.call, "run_pod", "run pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
 		id, err = r.rt.RunPod(ctx, spec)
 		return err
@@ -45,7 +47,7 @@ func (r deadlineRuntime) RunPod(ctx context.Context, spec PodSandbox) (id string
 	return id, err
 }
 
-func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, c ContainerSpec) (id string, err error) {
+func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb runtimeapi.PodSandbox, c runtimeapi.ContainerSpec) (id string, err error) {
 	err = r.do(ctx, r.call, "create_container", "create container "+c.Name+" of pod "+sb.Namespace+"/"+sb.Name, func(ctx context.Context) error {
 		id, err = r.rt.CreateContainer(ctx, podID, sb, c)
 		return err
@@ -53,7 +55,7 @@ func (r deadlineRuntime) CreateContainer(ctx context.Context, podID string, sb P
 	return id, err
 }
 
-func (r deadlineRuntime) ListPods(ctx context.Context) (pods []PodSummary, err error) {
+func (r deadlineRuntime) ListPods(ctx context.Context) (pods []runtimeapi.PodSummary, err error) {
 	err = r.do(ctx, r.call, "list_pods", "list runtime pods", func(ctx context.Context) error {
 		pods, err = r.rt.ListPods(ctx)
 		return err
@@ -61,7 +63,7 @@ func (r deadlineRuntime) ListPods(ctx context.Context) (pods []PodSummary, err e
 	return pods, err
 }
 
-func (r deadlineRuntime) PodStatus(ctx context.Context, podID string) (st PodStatus, err error) {
+func (r deadlineRuntime) PodStatus(ctx context.Context, podID string) (st runtimeapi.PodStatus, err error) {
 	err = r.do(ctx, r.call, "pod_status", "read the status of runtime pod "+podID, func(ctx context.Context) error {
 		st, err = r.rt.PodStatus(ctx, podID)
 		return err
@@ -95,7 +97,7 @@ func (r deadlineRuntime) RemovePod(ctx context.Context, podID string) error {
 
 // ContainerLogs bounds only a read of the logs as they are; a follow lasts
 // as long as its caller (the client of `flotilla logs -f`) wants.
-func (r deadlineRuntime) ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error {
+func (r deadlineRuntime) ContainerLogs(ctx context.Context, containerID string, req runtimeapi.LogRequest, w io.Writer) error {
 	if req.Follow {
 		return r.rt.ContainerLogs(ctx, containerID, req, w)
 	}
@@ -121,7 +123,7 @@ func (r deadlineRuntime) PullImage(ctx context.Context, image string) error {
 // ImageUser is the runtime's ImageUserReader with a deadline;
 // errImageUserUnsupported when the runtime has none.
 func (r deadlineRuntime) ImageUser(ctx context.Context, image string) (user string, err error) {
-	ur, ok := r.rt.(ImageUserReader)
+	ur, ok := r.rt.(runtimeapi.ImageUserReader)
 	if !ok {
 		return "", errImageUserUnsupported
 	}

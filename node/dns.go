@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // DefaultClusterDomain is the DNS domain of services when Config.ClusterDomain is unset.
@@ -21,11 +23,11 @@ const DefaultClusterDomain = "cluster.local"
 // spec.dnsConfig's nameservers, searches and options are appended to the
 // policy's. For Default they replace the node's entries of the same kind
 // (Podman takes resolver fields whole), a documented difference.
-func podDNS(pod *corev1.Pod, clusterDNS, domain string) *DNSConfig {
+func podDNS(pod *corev1.Pod, clusterDNS, domain string) *runtimeapi.DNSConfig {
 	if domain == "" {
 		domain = DefaultClusterDomain
 	}
-	var d DNSConfig
+	var d runtimeapi.DNSConfig
 	switch pod.Spec.DNSPolicy {
 	case "", corev1.DNSClusterFirst, corev1.DNSClusterFirstWithHostNet:
 		if clusterDNS != "" {
@@ -34,7 +36,7 @@ func podDNS(pod *corev1.Pod, clusterDNS, domain string) *DNSConfig {
 			d.Options = []string{"ndots:5"}
 		}
 	case corev1.DNSNone:
-		d = DNSConfig{Nameservers: []string{}, Searches: []string{}, Options: []string{}}
+		d = runtimeapi.DNSConfig{Nameservers: []string{}, Searches: []string{}, Options: []string{}}
 	}
 	if c := pod.Spec.DNSConfig; c != nil {
 		d.Nameservers = append(d.Nameservers, c.Nameservers...)

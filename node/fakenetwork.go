@@ -6,6 +6,8 @@ import (
 	"net"
 	"sort"
 	"sync"
+
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // FakeNetwork is an in-memory Network for tests: each pod gets the next
@@ -17,21 +19,21 @@ type FakeNetwork struct {
 	IP net.IP
 
 	mu   sync.Mutex
-	pods map[string]PodNetwork
+	pods map[string]podnet.PodNetwork
 	next int
 	// TornDown counts Teardown calls per UID.
 	torn map[string]int
 }
 
-var _ Network = (*FakeNetwork)(nil)
+var _ podnet.Network = (*FakeNetwork)(nil)
 
 // NewFakeNetwork returns an empty fake network.
 func NewFakeNetwork() *FakeNetwork {
-	return &FakeNetwork{pods: map[string]PodNetwork{}, torn: map[string]int{}}
+	return &FakeNetwork{pods: map[string]podnet.PodNetwork{}, torn: map[string]int{}}
 }
 
 // Setup implements Network.
-func (f *FakeNetwork) Setup(ctx context.Context, pod PodRef) (PodNetwork, error) {
+func (f *FakeNetwork) Setup(ctx context.Context, pod podnet.PodRef) (podnet.PodNetwork, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n, ok := f.pods[pod.UID]; ok {
@@ -42,7 +44,7 @@ func (f *FakeNetwork) Setup(ctx context.Context, pod PodRef) (PodNetwork, error)
 	if ip == nil {
 		ip = net.IPv4(10, 244, 0, byte(f.next+1))
 	}
-	n := PodNetwork{NetNSPath: fmt.Sprintf("/run/netns/fake-%s", pod.UID), IP: ip}
+	n := podnet.PodNetwork{NetNSPath: fmt.Sprintf("/run/netns/fake-%s", pod.UID), IP: ip}
 	f.pods[pod.UID] = n
 	return n, nil
 }

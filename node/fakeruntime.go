@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // FakeBehavior scripts what a fake container does once started.
@@ -42,29 +44,29 @@ type FakeRuntime struct {
 	nextID    int
 
 	// optional abilities (fakeruntime_events.go)
-	events  bool                // WatchEvents streams (EnableEvents)
-	subs    []chan RuntimeEvent // live WatchEvents streams
-	downErr error               // every call fails with it (SetDown)
-	downCh  chan struct{}       // closed when the runtime goes down: streams end
-	hang    bool                // every call blocks until its ctx ends (SetHang)
-	users   map[string]string   // images' users (SetImageUser); root if unset
+	events  bool                           // WatchEvents streams (EnableEvents)
+	subs    []chan runtimeapi.RuntimeEvent // live WatchEvents streams
+	downErr error                          // every call fails with it (SetDown)
+	downCh  chan struct{}                  // closed when the runtime goes down: streams end
+	hang    bool                           // every call blocks until its ctx ends (SetHang)
+	users   map[string]string              // images' users (SetImageUser); root if unset
 
 	usage map[[2]string]fakeUsage // pods' usage (SetUsage, fakeruntime_stats.go)
 }
 
 type fakePod struct {
-	sum        PodSummary
-	spec       PodSandbox
+	sum        runtimeapi.PodSummary
+	spec       runtimeapi.PodSandbox
 	containers []*fakeContainer
 }
 
 type fakeContainer struct {
 	uid    string // the pod's
-	spec   ContainerSpec
-	status ContainerStatus
+	spec   runtimeapi.ContainerSpec
+	status runtimeapi.ContainerStatus
 }
 
-var _ Runtime = (*FakeRuntime)(nil)
+var _ runtimeapi.Runtime = (*FakeRuntime)(nil)
 
 // NewFakeRuntime returns an empty fake runtime on the given clock (the real
 // one if nil).
@@ -126,11 +128,11 @@ func (f *FakeRuntime) ExitContainer(containerID string, code int32) error {
 	defer f.mu.Unlock()
 	c := f.findLocked(containerID)
 	if c == nil {
-		return fmt.Errorf("fake exit %s: %w", containerID, ErrNotFound)
+		return fmt.Errorf("fake exit %s: %w", containerID, runtimeapi.ErrNotFound)
 	}
 	f.refreshLocked(c)
-	if c.status.State == ContainerRunning {
-		c.status.State = ContainerExited
+	if c.status.State == runtimeapi.ContainerRunning {
+		c.status.State = runtimeapi.ContainerExited
 		c.status.ExitCode = code
 		c.status.FinishedAt = f.Clock.Now()
 		f.emitLocked("died", c)
@@ -156,12 +158,12 @@ func (f *FakeRuntime) findLocked(containerID string) *fakeContainer {
 // refreshLocked applies ExitAfter: a container past its run time has exited.
 func (f *FakeRuntime) refreshLocked(c *fakeContainer) {
 	b := f.behaviors[c.spec.Name]
-	if c.status.State != ContainerRunning || b.ExitAfter <= 0 {
+	if c.status.State != runtimeapi.ContainerRunning || b.ExitAfter <= 0 {
 		return
 	}
 	end := c.status.StartedAt.Add(b.ExitAfter)
 	if !f.Clock.Now().Before(end) {
-		c.status.State = ContainerExited
+		c.status.State = runtimeapi.ContainerExited
 		c.status.ExitCode = b.ExitCode
 		c.status.FinishedAt = end
 	}
@@ -172,7 +174,7 @@ func (f *FakeRuntime) startLocked(c *fakeContainer) error {
 		c.status.Error = err.Error()
 		return fmt.Errorf("fake start %s: %w", c.spec.Name, err)
 	}
-	c.status.State = ContainerRunning
+	c.status.State = runtimeapi.ContainerRunning
 	c.status.StartedAt = f.Clock.Now()
 	c.status.FinishedAt = time.Time{}
 	c.status.ExitCode = 0
@@ -182,24 +184,24 @@ func (f *FakeRuntime) startLocked(c *fakeContainer) error {
 }
 
 // RunPod implements Runtime.
-func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, error) {
+func (f *FakeRuntime) RunPod(ctx context.Context, spec runtimeapi.PodSandbox) (string, error) {
 	if err := f.available(ctx); err != nil {
 		return "", err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("RunPod %s/%s", spec.Namespace, spec.Name)
-	spec.Containers = append([]ContainerSpec(nil), spec.Containers...)
+	spec.Containers = append([]runtimeapi.ContainerSpec(nil), spec.Containers...)
 	f.nextID++
 	p := &fakePod{
-		sum:  PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name},
+		sum:  runtimeapi.PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name},
 		spec: spec,
 	}
 	for _, cs := range spec.Containers {
 		f.nextID++
-		c := &fakeContainer{uid: spec.UID, spec: cs, status: ContainerStatus{
+		c := &fakeContainer{uid: spec.UID, spec: cs, status: runtimeapi.ContainerStatus{
 			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
-			ImageID: "sha256:" + cs.Image, State: ContainerCreated,
+			ImageID: "sha256:" + cs.Image, State: runtimeapi.ContainerCreated,
 		}}
 		p.containers = append(p.containers, c)
 	}
@@ -214,17 +216,17 @@ func (f *FakeRuntime) RunPod(ctx context.Context, spec PodSandbox) (string, erro
 
 // InjectPod adds a pod as if an earlier agent had run it (for adoption and
 // orphan tests); its containers are running.
-func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
+func (f *FakeRuntime) InjectPod(spec runtimeapi.PodSandbox) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	spec.Containers = append([]ContainerSpec(nil), spec.Containers...)
+	spec.Containers = append([]runtimeapi.ContainerSpec(nil), spec.Containers...)
 	f.nextID++
-	p := &fakePod{sum: PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name}, spec: spec}
+	p := &fakePod{sum: runtimeapi.PodSummary{ID: fmt.Sprintf("pod%d", f.nextID), UID: spec.UID, Namespace: spec.Namespace, Name: spec.Name}, spec: spec}
 	for _, cs := range spec.Containers {
 		f.nextID++
-		p.containers = append(p.containers, &fakeContainer{uid: spec.UID, spec: cs, status: ContainerStatus{
+		p.containers = append(p.containers, &fakeContainer{uid: spec.UID, spec: cs, status: runtimeapi.ContainerStatus{
 			Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image, ImageID: "sha256:" + cs.Image,
-			State: ContainerRunning, StartedAt: f.Clock.Now(),
+			State: runtimeapi.ContainerRunning, StartedAt: f.Clock.Now(),
 		}})
 	}
 	f.pods[p.sum.ID] = p
@@ -232,7 +234,7 @@ func (f *FakeRuntime) InjectPod(spec PodSandbox) string {
 }
 
 // CreateContainer implements Runtime.
-func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodSandbox, cs ContainerSpec) (string, error) {
+func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb runtimeapi.PodSandbox, cs runtimeapi.ContainerSpec) (string, error) {
 	if err := f.available(ctx); err != nil {
 		return "", err
 	}
@@ -241,7 +243,7 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodS
 	f.record("CreateContainer %s", cs.Name)
 	p, ok := f.pods[podID]
 	if !ok {
-		return "", fmt.Errorf("fake create %s: pod %s: %w", cs.Name, podID, ErrNotFound)
+		return "", fmt.Errorf("fake create %s: pod %s: %w", cs.Name, podID, runtimeapi.ErrNotFound)
 	}
 	for _, c := range p.containers {
 		if c.spec.Name == cs.Name {
@@ -249,9 +251,9 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodS
 		}
 	}
 	f.nextID++
-	c := &fakeContainer{uid: p.sum.UID, spec: cs, status: ContainerStatus{
+	c := &fakeContainer{uid: p.sum.UID, spec: cs, status: runtimeapi.ContainerStatus{
 		Name: cs.Name, ID: fmt.Sprintf("ctr%d", f.nextID), Image: cs.Image,
-		ImageID: "sha256:" + cs.Image, State: ContainerCreated,
+		ImageID: "sha256:" + cs.Image, State: runtimeapi.ContainerCreated,
 	}}
 	p.containers = append(p.containers, c)
 	p.spec.Containers = append(p.spec.Containers, cs)
@@ -261,27 +263,27 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podID string, sb PodS
 // Spec returns the sandbox a pod was run with (to check env, limits,
 // mounts…); its Containers include those added by CreateContainer, in
 // creation order.
-func (f *FakeRuntime) Spec(podID string) (PodSandbox, bool) {
+func (f *FakeRuntime) Spec(podID string) (runtimeapi.PodSandbox, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p, ok := f.pods[podID]
 	if !ok {
-		return PodSandbox{}, false
+		return runtimeapi.PodSandbox{}, false
 	}
 	sb := p.spec
-	sb.Containers = append([]ContainerSpec(nil), p.spec.Containers...)
+	sb.Containers = append([]runtimeapi.ContainerSpec(nil), p.spec.Containers...)
 	return sb, true
 }
 
 // ListPods implements Runtime.
-func (f *FakeRuntime) ListPods(ctx context.Context) ([]PodSummary, error) {
+func (f *FakeRuntime) ListPods(ctx context.Context) ([]runtimeapi.PodSummary, error) {
 	if err := f.available(ctx); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("ListPods")
-	out := make([]PodSummary, 0, len(f.pods))
+	out := make([]runtimeapi.PodSummary, 0, len(f.pods))
 	for _, p := range f.pods {
 		out = append(out, p.sum)
 	}
@@ -290,18 +292,18 @@ func (f *FakeRuntime) ListPods(ctx context.Context) ([]PodSummary, error) {
 }
 
 // PodStatus implements Runtime.
-func (f *FakeRuntime) PodStatus(ctx context.Context, podID string) (PodStatus, error) {
+func (f *FakeRuntime) PodStatus(ctx context.Context, podID string) (runtimeapi.PodStatus, error) {
 	if err := f.available(ctx); err != nil {
-		return PodStatus{}, err
+		return runtimeapi.PodStatus{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("PodStatus %s", podID)
 	p, ok := f.pods[podID]
 	if !ok {
-		return PodStatus{}, fmt.Errorf("fake pod %s: %w", podID, ErrNotFound)
+		return runtimeapi.PodStatus{}, fmt.Errorf("fake pod %s: %w", podID, runtimeapi.ErrNotFound)
 	}
-	st := PodStatus{PodSummary: p.sum}
+	st := runtimeapi.PodStatus{PodSummary: p.sum}
 	for _, c := range p.containers {
 		f.refreshLocked(c)
 		st.Containers = append(st.Containers, c.status)
@@ -319,10 +321,10 @@ func (f *FakeRuntime) StartContainer(ctx context.Context, containerID string) er
 	f.record("StartContainer %s", containerID)
 	c := f.findLocked(containerID)
 	if c == nil {
-		return fmt.Errorf("fake start %s: %w", containerID, ErrNotFound)
+		return fmt.Errorf("fake start %s: %w", containerID, runtimeapi.ErrNotFound)
 	}
 	f.refreshLocked(c)
-	if c.status.State == ContainerRunning {
+	if c.status.State == runtimeapi.ContainerRunning {
 		return nil
 	}
 	return f.startLocked(c)
@@ -338,7 +340,7 @@ func (f *FakeRuntime) RestartContainer(ctx context.Context, containerID string, 
 	f.record("RestartContainer %s", containerID)
 	c := f.findLocked(containerID)
 	if c == nil {
-		return fmt.Errorf("fake restart %s: %w", containerID, ErrNotFound)
+		return fmt.Errorf("fake restart %s: %w", containerID, runtimeapi.ErrNotFound)
 	}
 	return f.startLocked(c)
 }
@@ -353,12 +355,12 @@ func (f *FakeRuntime) StopPod(ctx context.Context, podID string, grace time.Dura
 	f.record("StopPod %s %s", podID, grace)
 	p, ok := f.pods[podID]
 	if !ok {
-		return fmt.Errorf("fake stop %s: %w", podID, ErrNotFound)
+		return fmt.Errorf("fake stop %s: %w", podID, runtimeapi.ErrNotFound)
 	}
 	for _, c := range p.containers {
 		f.refreshLocked(c)
-		if c.status.State == ContainerRunning {
-			c.status.State = ContainerExited
+		if c.status.State == runtimeapi.ContainerRunning {
+			c.status.State = runtimeapi.ContainerExited
 			c.status.ExitCode = 143
 			c.status.FinishedAt = f.Clock.Now()
 			f.emitLocked("died", c)
@@ -385,7 +387,7 @@ func (f *FakeRuntime) RemovePod(ctx context.Context, podID string) error {
 }
 
 // ContainerLogs implements Runtime.
-func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req LogRequest, w io.Writer) error {
+func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req runtimeapi.LogRequest, w io.Writer) error {
 	if err := f.available(ctx); err != nil {
 		return err
 	}
@@ -397,7 +399,7 @@ func (f *FakeRuntime) ContainerLogs(ctx context.Context, containerID string, req
 	}
 	f.mu.Unlock()
 	if c == nil {
-		return fmt.Errorf("fake logs %s: %w", containerID, ErrNotFound)
+		return fmt.Errorf("fake logs %s: %w", containerID, runtimeapi.ErrNotFound)
 	}
 	_, err := io.WriteString(w, logs)
 	return err

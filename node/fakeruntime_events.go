@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // The FakeRuntime's optional abilities and failures: events (EventWatcher),
@@ -10,8 +12,8 @@ import (
 // the runtime was down (LosePod).
 
 var (
-	_ EventWatcher = (*FakeRuntime)(nil)
-	_ Pinger       = (*FakeRuntime)(nil)
+	_ runtimeapi.EventWatcher = (*FakeRuntime)(nil)
+	_ runtimeapi.Pinger       = (*FakeRuntime)(nil)
 )
 
 // EnableEvents makes WatchEvents stream: starts, exits (ExitContainer,
@@ -78,18 +80,18 @@ func (f *FakeRuntime) Ping(ctx context.Context) error {
 }
 
 // WatchEvents implements EventWatcher.
-func (f *FakeRuntime) WatchEvents(ctx context.Context, subscribed func(), onEvent func(RuntimeEvent)) error {
+func (f *FakeRuntime) WatchEvents(ctx context.Context, subscribed func(), onEvent func(runtimeapi.RuntimeEvent)) error {
 	f.mu.Lock()
 	if !f.events {
 		f.mu.Unlock()
-		return ErrEventsUnsupported
+		return runtimeapi.ErrEventsUnsupported
 	}
 	if f.downErr != nil {
 		err := f.downErr
 		f.mu.Unlock()
 		return fmt.Errorf("fake runtime events: %w", err)
 	}
-	ch := make(chan RuntimeEvent, 4096)
+	ch := make(chan runtimeapi.RuntimeEvent, 4096)
 	f.subs = append(f.subs, ch)
 	down := f.downCh
 	f.mu.Unlock()
@@ -122,7 +124,7 @@ func (f *FakeRuntime) WatchEvents(ctx context.Context, subscribed func(), onEven
 // emitLocked sends an event of c to every live stream. A consumer 4096
 // events behind is waited for (onEvent must not call the runtime).
 func (f *FakeRuntime) emitLocked(action string, c *fakeContainer) {
-	ev := RuntimeEvent{Action: action, PodUID: c.uid, ContainerID: c.status.ID}
+	ev := runtimeapi.RuntimeEvent{Action: action, PodUID: c.uid, ContainerID: c.status.ID}
 	for _, ch := range f.subs {
 		ch <- ev
 	}
@@ -146,7 +148,7 @@ func (f *FakeRuntime) ImageUser(ctx context.Context, image string) (string, erro
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.images[image] {
-		return "", fmt.Errorf("image %s: %w", image, ErrNotFound)
+		return "", fmt.Errorf("image %s: %w", image, runtimeapi.ErrNotFound)
 	}
 	return f.users[image], nil
 }

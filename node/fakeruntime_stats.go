@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
-var _ StatsReader = (*FakeRuntime)(nil)
+var _ runtimeapi.StatsReader = (*FakeRuntime)(nil)
 
 // fakeUsage is what SetUsage set for a pod.
 type fakeUsage struct {
@@ -27,7 +29,7 @@ func (f *FakeRuntime) SetUsage(namespace, name string, millicores int64, memory 
 
 // ContainerStats implements StatsReader: every running container, with
 // the usage SetUsage gave its pod (none: zero).
-func (f *FakeRuntime) ContainerStats(ctx context.Context) ([]ContainerStats, error) {
+func (f *FakeRuntime) ContainerStats(ctx context.Context) ([]runtimeapi.ContainerStats, error) {
 	if err := f.available(ctx); err != nil {
 		return nil, err
 	}
@@ -35,15 +37,15 @@ func (f *FakeRuntime) ContainerStats(ctx context.Context) ([]ContainerStats, err
 	defer f.mu.Unlock()
 	f.record("ContainerStats")
 	now := f.Clock.Now()
-	var out []ContainerStats
+	var out []runtimeapi.ContainerStats
 	for _, p := range f.pods {
 		u := f.usage[[2]string{p.sum.Namespace, p.sum.Name}]
 		for _, c := range p.containers {
-			if c.status.State != ContainerRunning {
+			if c.status.State != runtimeapi.ContainerRunning {
 				continue
 			}
 			up := max(now.Sub(c.status.StartedAt), 0)
-			out = append(out, ContainerStats{
+			out = append(out, runtimeapi.ContainerStats{
 				ContainerID: c.status.ID, PodUID: p.sum.UID, Namespace: p.sum.Namespace, Pod: p.sum.Name, Container: c.spec.Name,
 				CPUNanos:              uint64(u.millicores) * uint64(up/time.Millisecond) * 1000,
 				MemoryWorkingSetBytes: u.memory,

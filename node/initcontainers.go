@@ -6,6 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // initPoll is how often a running init container is checked for its exit.
@@ -19,7 +21,7 @@ const initPoll = time.Second
 // that has any app container has completed its init containers, and they
 // never run again in it. It returns when it wants to run again and whether
 // it created or started something.
-func (w *podWorker) reconcileInit(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) (next time.Time, acted bool) {
+func (w *podWorker) reconcileInit(ctx context.Context, pod *corev1.Pod, st *runtimeapi.PodStatus, now time.Time) (next time.Time, acted bool) {
 	if w.net == nil {
 		return time.Time{}, false // adopted, and the network could not be read: a container now would have none
 	}
@@ -74,7 +76,7 @@ func (w *podWorker) reconcileInit(ctx context.Context, pod *corev1.Pod, st *PodS
 
 // runInitContainers advances the init containers by one step. done reports
 // that all of them completed.
-func (w *podWorker) runInitContainers(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) (next time.Time, acted, done bool) {
+func (w *podWorker) runInitContainers(ctx context.Context, pod *corev1.Pod, st *runtimeapi.PodStatus, now time.Time) (next time.Time, acted, done bool) {
 	poll := now.Add(initPoll)
 	for i := range pod.Spec.InitContainers {
 		spec := &pod.Spec.InitContainers[i]
@@ -90,7 +92,7 @@ func (w *podWorker) runInitContainers(ctx context.Context, pod *corev1.Pod, st *
 			return poll, true, false
 		}
 		switch rc.State {
-		case ContainerExited:
+		case runtimeapi.ContainerExited:
 			if rc.FinishedAt.After(c.handledExit) {
 				c.handledExit = rc.FinishedAt
 				c.lastTerm = terminated(rc)
@@ -120,7 +122,7 @@ func (w *podWorker) runInitContainers(ctx context.Context, pod *corev1.Pod, st *
 				return c.backoffUntil, true, false
 			}
 			return poll, true, false
-		case ContainerCreated:
+		case runtimeapi.ContainerCreated:
 			if !w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				return c.backoffUntil, true, false
 			}
@@ -168,7 +170,7 @@ func (w *podWorker) createInit(ctx context.Context, pod *corev1.Pod, spec *corev
 
 // initStatus is the status of the init containers, and the names of
 // those not completed (for the Initialized condition).
-func (w *podWorker) initStatuses(pod *corev1.Pod, rs *PodStatus) ([]corev1.ContainerStatus, []string) {
+func (w *podWorker) initStatuses(pod *corev1.Pod, rs *runtimeapi.PodStatus) ([]corev1.ContainerStatus, []string) {
 	var out []corev1.ContainerStatus
 	var incomplete []string
 	for i := range pod.Spec.InitContainers {
@@ -185,18 +187,18 @@ func (w *podWorker) initStatuses(pod *corev1.Pod, rs *PodStatus) ([]corev1.Conta
 				reason, msg = w.createReason, w.createMessage // the pod could not be created
 			}
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
-		case rc.State == ContainerRunning:
+		case rc.State == runtimeapi.ContainerRunning:
 			cs.ContainerID, cs.ImageID = "podman://"+rc.ID, rc.ImageID
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: rfcTime(rc.StartedAt)}
 			started = true
-		case rc.State == ContainerExited && (c.done || rc.ExitCode == 0 || w.initDone):
+		case rc.State == runtimeapi.ContainerExited && (c.done || rc.ExitCode == 0 || w.initDone):
 			cs.ContainerID, cs.ImageID = "podman://"+rc.ID, rc.ImageID
 			cs.State.Terminated = terminated(rc)
 			cs.Ready = rc.ExitCode == 0
 			if c.lastTerm != nil && c.lastTerm.FinishedAt.Equal(&cs.State.Terminated.FinishedAt) {
 				cs.LastTerminationState = corev1.ContainerState{}
 			}
-		case rc.State == ContainerExited:
+		case rc.State == runtimeapi.ContainerExited:
 			cs.ContainerID, cs.ImageID = "podman://"+rc.ID, rc.ImageID
 			reason, msg := "CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", c.backoff, spec.Name, pod.Name, pod.Namespace, pod.UID)
 			if c.waiting != "" {

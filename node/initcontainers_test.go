@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-dev/flotilla/internal/testkit"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -194,8 +195,8 @@ func TestAdoptMidInit(t *testing.T) {
 	h := newHarness(t)
 	h.rt.SetBehavior("setup", FakeBehavior{ExitAfter: 200 * time.Millisecond})
 	p := createPod(t, h.st, initPod("mid", corev1.RestartPolicyAlways, "setup"))
-	h.rt.InjectPod(PodSandbox{UID: string(p.UID), Namespace: "default", Name: "mid",
-		Containers: []ContainerSpec{{Name: "setup", Image: testImage}}})
+	h.rt.InjectPod(runtimeapi.PodSandbox{UID: string(p.UID), Namespace: "default", Name: "mid",
+		Containers: []runtimeapi.ContainerSpec{{Name: "setup", Image: testImage}}})
 	h.run(t)
 	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "mid") == corev1.PodRunning })
 	if got := creations(h.rt); len(got) != 2 || got[0] != "CreateContainer main" {

@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/flotilla-dev/flotilla/node/podnet"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
 
@@ -43,7 +45,7 @@ type podWorker struct {
 	back     bool // the runtime answers again: retry at once what failed while it was down
 
 	// the runtime's view of the pod as last read (nil: read it), and when
-	cached   *PodStatus
+	cached   *runtimeapi.PodStatus
 	cachedID string
 	cachedAt time.Time
 	// the pod's network namespace, as setNet recorded it
@@ -52,7 +54,7 @@ type podWorker struct {
 	panicBackoff time.Duration
 
 	// goroutine-owned state
-	net        *PodNetwork
+	net        *podnet.PodNetwork
 	startTime  time.Time
 	containers map[string]*ctrState
 	// waiting reasons while the pod (or, after its init containers, its
@@ -144,7 +146,7 @@ func (w *podWorker) containerID(name string) string {
 
 // setNet records the pod's network (goroutine-owned) and its namespace
 // for other goroutines (port forwarding).
-func (w *podWorker) setNet(n *PodNetwork) {
+func (w *podWorker) setNet(n *podnet.PodNetwork) {
 	w.net = n
 	w.mu.Lock()
 	w.netnsPath = n.NetNSPath
@@ -277,7 +279,7 @@ func (w *podWorker) terminate(ctx context.Context) {
 				w.a.events.Eventf(containerRef(pod, &pod.Spec.Containers[i]), corev1.EventTypeNormal, "Killing", "Stopping container %s", pod.Spec.Containers[i].Name)
 			}
 		}
-		if err := w.a.rt.StopPod(ctx, id, grace); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := w.a.rt.StopPod(ctx, id, grace); err != nil && !errors.Is(err, runtimeapi.ErrNotFound) {
 			w.log.Warn("stop pod", "err", err)
 		}
 		if err := w.a.rt.RemovePod(ctx, id); err != nil {
@@ -322,7 +324,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 	w.takeRuntimeBack()
 	w.adoptOffered(ctx)
 
-	var rs *PodStatus
+	var rs *runtimeapi.PodStatus
 	if w.podID() == "" {
 		if !w.createRetryAt.IsZero() && now.Before(w.createRetryAt) {
 			next = minTime(next, w.createRetryAt)
@@ -340,7 +342,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 	if id := w.podID(); id != "" {
 		st, err := w.runtimeStatus(ctx, pod, id)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, runtimeapi.ErrNotFound):
 			w.log.Warn("runtime pod disappeared; recreating", "id", id)
 			w.runtimePodGone()
 			w.poke()
@@ -359,7 +361,7 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 			// idempotent).
 			w.log.Warn("runtime pod is incomplete (an agent stopped while creating it); recreating it",
 				"id", id, "missing", missingContainers(pod, st))
-			if err := w.a.rt.RemovePod(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+			if err := w.a.rt.RemovePod(ctx, id); err != nil && !errors.Is(err, runtimeapi.ErrNotFound) {
 				w.log.Warn("remove incomplete runtime pod", "id", id, "err", err)
 			} else {
 				w.runtimePodGone()
@@ -443,7 +445,7 @@ func (a *Agent) listedRuntime() bool {
 // runtimeStatus is the runtime's view of pod id: the last one read, unless
 // an event made it stale, events do not stream, init containers are running
 // (their exits are polled), or it is older than RuntimeResyncInterval.
-func (w *podWorker) runtimeStatus(ctx context.Context, pod *corev1.Pod, id string) (PodStatus, error) {
+func (w *podWorker) runtimeStatus(ctx context.Context, pod *corev1.Pod, id string) (runtimeapi.PodStatus, error) {
 	w.mu.Lock()
 	stale := w.stale
 	w.stale = false
@@ -451,19 +453,19 @@ func (w *podWorker) runtimeStatus(ctx context.Context, pod *corev1.Pod, id strin
 	initRunning := len(pod.Spec.InitContainers) > 0 && !w.initDone
 	if !stale && !initRunning && w.cached != nil && w.cachedID == id && w.a.eventsLive() &&
 		w.a.clock.Now().Before(w.cachedAt.Add(w.a.cfg.RuntimeResyncInterval)) {
-		return w.cached.clone(), nil
+		return w.cached.Clone(), nil
 	}
 	return w.readStatus(ctx, id)
 }
 
 // readStatus reads the runtime's view of pod id, and keeps it.
-func (w *podWorker) readStatus(ctx context.Context, id string) (PodStatus, error) {
+func (w *podWorker) readStatus(ctx context.Context, id string) (runtimeapi.PodStatus, error) {
 	st, err := w.a.rt.PodStatus(ctx, id)
 	if err != nil {
 		w.cached = nil
 		return st, err
 	}
-	c := st.clone()
+	c := st.Clone()
 	w.cached, w.cachedID, w.cachedAt = &c, id, w.a.clock.Now()
 	return st, nil
 }
@@ -579,7 +581,7 @@ func (w *podWorker) ctr(name string) *ctrState {
 	return c
 }
 
-func (w *podWorker) rememberIDs(st PodStatus) {
+func (w *podWorker) rememberIDs(st runtimeapi.PodStatus) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, c := range st.Containers {
@@ -587,8 +589,8 @@ func (w *podWorker) rememberIDs(st PodStatus) {
 	}
 }
 
-func podRef(p *corev1.Pod) PodRef {
-	return PodRef{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}
+func podRef(p *corev1.Pod) podnet.PodRef {
+	return podnet.PodRef{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}
 }
 
 // create sets up the network and the volumes, resolves env, gets images
@@ -648,8 +650,8 @@ func (w *podWorker) create(ctx context.Context, pod *corev1.Pod) (string, error)
 
 // sandbox is the pod-level part of what the runtime runs (no containers).
 // It needs the pod's network (w.net).
-func (w *podWorker) sandbox(pod *corev1.Pod) PodSandbox {
-	sb := PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: podHostname(pod),
+func (w *podWorker) sandbox(pod *corev1.Pod) runtimeapi.PodSandbox {
+	sb := runtimeapi.PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: podHostname(pod),
 		DNS: podDNS(pod, w.a.clusterDNS(), w.a.cfg.ClusterDomain)}
 	if w.net != nil {
 		sb.NetNSPath = w.net.NetNSPath
@@ -663,7 +665,7 @@ func (w *podWorker) sandbox(pod *corev1.Pod) PodSandbox {
 // buildContainer resolves a container's env and mounts and gets its image.
 // On failure the reason is the container's waiting reason, and w.createPaced
 // says whether to retry at resync pace.
-func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, res *envResolver) (ContainerSpec, string, error) {
+func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, res *envResolver) (runtimeapi.ContainerSpec, string, error) {
 	w.createPaced = false
 	podIP := ""
 	if w.net != nil && w.net.IP != nil {
@@ -673,13 +675,13 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 	var ce *configError
 	if errors.As(err, &ce) {
 		w.createPaced = true
-		return ContainerSpec{}, "CreateContainerConfigError", err
+		return runtimeapi.ContainerSpec{}, "CreateContainerConfigError", err
 	}
 	if err != nil {
-		return ContainerSpec{}, "ContainerCreating", err
+		return runtimeapi.ContainerSpec{}, "ContainerCreating", err
 	}
 	if w.vols == nil {
-		return ContainerSpec{}, "ContainerCreating", errors.New("volumes not set up yet")
+		return runtimeapi.ContainerSpec{}, "ContainerCreating", errors.New("volumes not set up yet")
 	}
 	mounts, err := w.vols.Mounts(c, func(s string) string { return expand(s, env) })
 	if err != nil {
@@ -688,20 +690,20 @@ func (w *podWorker) buildContainer(ctx context.Context, pod *corev1.Pod, c *core
 			reason = "CreateContainerError"
 		}
 		w.createPaced = paced
-		return ContainerSpec{}, reason, fmt.Errorf("container %s: %w", c.Name, err)
+		return runtimeapi.ContainerSpec{}, reason, fmt.Errorf("container %s: %w", c.Name, err)
 	}
 	if reason, err := w.ensureImage(ctx, pod, c); err != nil {
-		return ContainerSpec{}, reason, err
+		return runtimeapi.ContainerSpec{}, reason, err
 	}
 	sec, reason, err := w.security(ctx, pod, c)
 	if err != nil {
 		w.createPaced = errors.As(err, &ce)
-		return ContainerSpec{}, reason, err
+		return runtimeapi.ContainerSpec{}, reason, err
 	}
 	cs := containerSpec(c, env)
 	cs.Security = sec
 	for _, m := range mounts {
-		cs.Mounts = append(cs.Mounts, Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
+		cs.Mounts = append(cs.Mounts, runtimeapi.Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
 	}
 	return cs, "", nil
 }
@@ -744,9 +746,9 @@ func (w *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.
 			w.createPaced = true
 			if local {
 				return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage; load it with `podman load` or `flotilla lab load` (images under localhost/ are never pulled): %w",
-					c.Name, c.Image, ErrImageNotPresent)
+					c.Name, c.Image, runtimeapi.ErrImageNotPresent)
 			}
-			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage and imagePullPolicy is Never: %w", c.Name, c.Image, ErrImageNotPresent)
+			return "ErrImageNeverPull", fmt.Errorf("container %s: image %s is not in this node's storage and imagePullPolicy is Never: %w", c.Name, c.Image, runtimeapi.ErrImageNotPresent)
 		}
 	}
 	if w.createBackoff > 0 {
@@ -807,8 +809,8 @@ func isLatest(image string) bool {
 }
 
 // containerSpec maps a Kubernetes container to the runtime's.
-func containerSpec(c *corev1.Container, env map[string]string) ContainerSpec {
-	cs := ContainerSpec{Name: c.Name, Image: c.Image, Env: env, WorkingDir: c.WorkingDir}
+func containerSpec(c *corev1.Container, env map[string]string) runtimeapi.ContainerSpec {
+	cs := runtimeapi.ContainerSpec{Name: c.Name, Image: c.Image, Env: env, WorkingDir: c.WorkingDir}
 	for _, s := range c.Command {
 		cs.Command = append(cs.Command, expand(s, env))
 	}
@@ -851,7 +853,7 @@ func shouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
 }
 
 // missingContainers names the pod's containers that the runtime pod lacks.
-func missingContainers(pod *corev1.Pod, st PodStatus) []string {
+func missingContainers(pod *corev1.Pod, st runtimeapi.PodStatus) []string {
 	var missing []string
 	for _, c := range pod.Spec.Containers {
 		if st.Container(c.Name) == nil {
@@ -864,7 +866,7 @@ func missingContainers(pod *corev1.Pod, st PodStatus) []string {
 // reconcileContainers handles exits (restart with back-off or not), starts
 // and probes. It returns when something is next due (zero: nothing) and
 // whether it started or restarted a container.
-func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) (next time.Time, acted bool) {
+func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st *runtimeapi.PodStatus, now time.Time) (next time.Time, acted bool) {
 	for i := range pod.Spec.Containers {
 		spec := &pod.Spec.Containers[i]
 		rc := st.Container(spec.Name)
@@ -873,7 +875,7 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 			continue
 		}
 		switch rc.State {
-		case ContainerExited:
+		case runtimeapi.ContainerExited:
 			if rc.FinishedAt.After(c.handledExit) {
 				c.handledExit = rc.FinishedAt
 				c.lastTerm = terminated(rc)
@@ -905,12 +907,12 @@ func (w *podWorker) reconcileContainers(ctx context.Context, pod *corev1.Pod, st
 			} else {
 				next = minTime(next, c.backoffUntil)
 			}
-		case ContainerCreated:
+		case runtimeapi.ContainerCreated:
 			acted = true
 			if !w.startContainer(ctx, pod, c, rc.ID, spec.Name, now) {
 				next = minTime(next, c.backoffUntil)
 			}
-		case ContainerRunning:
+		case runtimeapi.ContainerRunning:
 			c.waiting, c.waitingMsg = "", ""
 			if !rc.StartedAt.Equal(c.startedAt) {
 				c.startedAt = rc.StartedAt
@@ -964,7 +966,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *ctrS
 	return true
 }
 
-func terminated(rc *ContainerStatus) *corev1.ContainerStateTerminated {
+func terminated(rc *runtimeapi.ContainerStatus) *corev1.ContainerStateTerminated {
 	reason := "Completed"
 	if rc.ExitCode != 0 {
 		reason = "Error"

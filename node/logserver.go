@@ -7,6 +7,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // LogsPort is where an agent serves its pods' logs to the server, as the
@@ -40,7 +41,7 @@ func (a *Agent) LogHandler(user string) http.Handler {
 		err = a.PodLogs(r.Context(), parts[0], parts[1], opts, flushWriter{w})
 		switch {
 		case err == nil || r.Context().Err() != nil:
-		case errors.Is(err, store.ErrNotFound), errors.Is(err, ErrNotFound):
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, runtimeapi.ErrNotFound):
 			http.Error(w, err.Error(), http.StatusNotFound)
 		default:
 			http.Error(w, err.Error(), http.StatusInternalServerError)

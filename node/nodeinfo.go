@@ -8,14 +8,9 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-)
 
-// RuntimeVersioner is an optional ability of a Runtime: its name and
-// version as the kubelet reports them in nodeInfo.containerRuntimeVersion
-// ("podman://4.9.5").
-type RuntimeVersioner interface {
-	RuntimeVersion(ctx context.Context) (string, error)
-}
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
+)
 
 // hostInfo is what the node reports of its machine, read once: the
 // kernel, the OS image, the boot and machine IDs.
@@ -59,7 +54,7 @@ func (a *Agent) runtimeVersion(ctx context.Context) string {
 	if v := a.rtVersionOr(""); v != "" {
 		return v
 	}
-	rv, ok := a.cfg.Runtime.(RuntimeVersioner)
+	rv, ok := a.cfg.Runtime.(runtimeapi.RuntimeVersioner)
 	if !ok {
 		return "podman"
 	}

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
 
@@ -37,7 +38,7 @@ func volumeFailure(err error) (reason string, paced bool) {
 // changed (in place: running containers see the new files) and measures
 // the emptyDirs that have a sizeLimit, evicting the pod when one is over.
 // It returns when it is next due (zero: never).
-func (w *podWorker) syncVolumes(ctx context.Context, pod *corev1.Pod, st *PodStatus, now time.Time) time.Time {
+func (w *podWorker) syncVolumes(ctx context.Context, pod *corev1.Pod, st *runtimeapi.PodStatus, now time.Time) time.Time {
 	if w.evictForDisk(ctx, pod) { // diskpressure.go
 		return time.Time{}
 	}
@@ -97,7 +98,7 @@ func (w *podWorker) stopEvicted(ctx context.Context, pod *corev1.Pod) {
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	if err := w.a.rt.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := w.a.rt.StopPod(ctx, w.podID(), grace); err != nil && !errors.Is(err, runtimeapi.ErrNotFound) {
 		w.log.Warn("stop evicted pod", "err", err)
 	}
 }
@@ -112,9 +113,9 @@ func (w *podWorker) markAllDone(pod *corev1.Pod) {
 	}
 }
 
-func anyRunning(st *PodStatus) bool {
+func anyRunning(st *runtimeapi.PodStatus) bool {
 	for _, c := range st.Containers {
-		if c.State == ContainerRunning {
+		if c.State == runtimeapi.ContainerRunning {
 			return true
 		}
 	}

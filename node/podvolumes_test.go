@@ -14,6 +14,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 func volume(name string, vs corev1.VolumeSource) corev1.Volume {
@@ -24,7 +25,7 @@ func cmVolume(name, configMap string) corev1.Volume {
 	return volume(name, corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: configMap}}})
 }
 
-func runtimeSpec(t *testing.T, rt *FakeRuntime) PodSandbox {
+func runtimeSpec(t *testing.T, rt *FakeRuntime) runtimeapi.PodSandbox {
 	t.Helper()
 	pods, _ := rt.ListPods(context.Background())
 	if len(pods) != 1 {
@@ -81,7 +82,7 @@ func TestVolumesMountedAndRemovedWithThePod(t *testing.T) {
 
 	podDir := filepath.Join(h.podDir, string(pod.UID))
 	got := runtimeSpec(t, h.rt).Containers[0].Mounts
-	want := []Mount{
+	want := []runtimeapi.Mount{
 		{Source: filepath.Join(podDir, "volumes/empty-dir/cache"), Destination: "/cache"},
 		{Source: filepath.Join(podDir, "volumes/empty-dir/shm"), Destination: "/dev/shm"},
 		{Source: host, Destination: "/data", ReadOnly: true},

@@ -12,13 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-)
 
-// Execer is an optional ability of a Runtime (found by type assertion): run
-// a command in a container and return its exit code, for exec probes.
-type Execer interface {
-	Exec(ctx context.Context, containerID string, cmd []string) (int, error)
-}
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
+)
 
 // probeState is one container run's probe bookkeeping; it resets when the
 // container (re)starts.
@@ -211,7 +207,7 @@ func probeTCP(ctx context.Context, t *corev1.TCPSocketAction, host string, spec 
 }
 
 func (w *podWorker) probeExec(ctx context.Context, e *corev1.ExecAction, container string) error {
-	ex, ok := w.a.cfg.Runtime.(Execer)
+	ex, ok := w.a.cfg.Runtime.(runtimeapi.Execer)
 	if !ok {
 		return fmt.Errorf("exec probe: runtime cannot exec")
 	}

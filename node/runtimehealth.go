@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // The runtime as the agent sees it: its events, and whether it answers.
@@ -101,11 +103,11 @@ func (a *Agent) runtimeRecovered() {
 
 // runtimeLoop follows the runtime's events and pings it, until ctx ends.
 func (a *Agent) runtimeLoop(ctx context.Context) {
-	if p, ok := a.cfg.Runtime.(Pinger); ok {
+	if p, ok := a.cfg.Runtime.(runtimeapi.Pinger); ok {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.pingLoop(ctx, p) }()
 	}
-	ew, ok := a.cfg.Runtime.(EventWatcher)
+	ew, ok := a.cfg.Runtime.(runtimeapi.EventWatcher)
 	if !ok {
 		return
 	}
@@ -121,7 +123,7 @@ func (a *Agent) runtimeLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, ErrEventsUnsupported) {
+		if errors.Is(err, runtimeapi.ErrEventsUnsupported) {
 			a.log.Info("the container runtime streams no events; polling it", "every", a.cfg.SyncInterval)
 			a.updateHealth(func(h *runtimeHealth) { h.streamErr, h.eventsLive = nil, false })
 			return
@@ -152,7 +154,7 @@ func (a *Agent) eventsSubscribed() {
 }
 
 // onRuntimeEvent pokes the worker of the event's pod, which re-reads it.
-func (a *Agent) onRuntimeEvent(ev RuntimeEvent) {
+func (a *Agent) onRuntimeEvent(ev runtimeapi.RuntimeEvent) {
 	a.mu.Lock()
 	w := a.workers[ev.PodUID]
 	a.mu.Unlock()
@@ -164,7 +166,7 @@ func (a *Agent) onRuntimeEvent(ev RuntimeEvent) {
 
 // pingLoop pings the runtime every RuntimeCheckInterval, and at once when
 // something suggests it is gone (checkNow).
-func (a *Agent) pingLoop(ctx context.Context, p Pinger) {
+func (a *Agent) pingLoop(ctx context.Context, p runtimeapi.Pinger) {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, min(a.cfg.RuntimeTimeout, 10*time.Second))
 		err := p.Ping(pctx)
@@ -173,7 +175,7 @@ func (a *Agent) pingLoop(ctx context.Context, p Pinger) {
 			return
 		}
 		if err != nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+			err = fmt.Errorf("%w: %w", runtimeapi.ErrTimeout, err)
 		}
 		a.updateHealth(func(h *runtimeHealth) { h.pingErr = err })
 		wait := a.cfg.RuntimeCheckInterval
@@ -192,7 +194,7 @@ func (a *Agent) pingLoop(ctx context.Context, p Pinger) {
 // runtimeCallFailed is told of a failed runtime call: unless the runtime
 // only said "not found", it is pinged now, so an outage shows at once.
 func (a *Agent) runtimeCallFailed(err error) {
-	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, runtimeapi.ErrNotFound) && !errors.Is(err, context.Canceled) {
 		poke(a.checkNow)
 	}
 }

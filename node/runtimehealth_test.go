@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // runWith starts an agent on h with cfg changed by set; stopped at cleanup.
@@ -123,7 +124,7 @@ func TestRuntimeDownNodeNotReadyThenEveryPodRunsAgain(t *testing.T) {
 func TestDuplicateRuntimePodsAreRemoved(t *testing.T) {
 	h := newHarness(t)
 	p := createPod(t, h.st, newPod("twice"))
-	sb := PodSandbox{UID: string(p.UID), Namespace: "default", Name: "twice", Containers: []ContainerSpec{{Name: "main", Image: testImage}}}
+	sb := runtimeapi.PodSandbox{UID: string(p.UID), Namespace: "default", Name: "twice", Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: testImage}}}
 	h.rt.InjectPod(sb)
 	h.rt.InjectPod(sb)
 	h.run(t)
@@ -203,11 +204,11 @@ func TestHungRuntimeCallsEndAtTheirDeadline(t *testing.T) {
 	ctx := context.Background()
 	check := func(op string, err error) {
 		t.Helper()
-		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), op) {
+		if !errors.Is(err, runtimeapi.ErrTimeout) || !strings.Contains(err.Error(), op) {
 			t.Errorf("%s: err = %v, want ErrTimeout naming the operation", op, err)
 		}
 	}
-	_, err := d.RunPod(ctx, PodSandbox{Namespace: "default", Name: "web"})
+	_, err := d.RunPod(ctx, runtimeapi.PodSandbox{Namespace: "default", Name: "web"})
 	check("run pod default/web", err)
 	_, err = d.PodStatus(ctx, "p1")
 	check("read the status of runtime pod p1", err)
@@ -222,7 +223,7 @@ func TestHungRuntimeCallsEndAtTheirDeadline(t *testing.T) {
 	// A caller's own cancellation is not a timeout.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := d.StartContainer(cctx, "c1"); errors.Is(err, ErrTimeout) {
+	if err := d.StartContainer(cctx, "c1"); errors.Is(err, runtimeapi.ErrTimeout) {
 		t.Errorf("a cancelled call reported as a timeout: %v", err)
 	}
 
@@ -232,7 +233,7 @@ func TestHungRuntimeCallsEndAtTheirDeadline(t *testing.T) {
 	h.runWith(t, func(c *Config) { c.RuntimeTimeout = 50 * time.Millisecond })
 	testkit.Eventually(t, "node NotReady: the runtime does not answer", 0, func() error {
 		c := nodeReady(t, h.st)
-		if c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, ErrTimeout.Error()) {
+		if c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, runtimeapi.ErrTimeout.Error()) {
 			return fmt.Errorf("Ready %s: %s", c.Status, c.Message)
 		}
 		return nil

@@ -8,46 +8,14 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
-
-// Security is a container's security context as the runtime applies it:
-// the pod's securityContext and the container's merged, the container's
-// winning, as the kubelet merges them
-// (pkg/securitycontext.DetermineEffectiveSecurityContext).
-type Security struct {
-	// User and Group run the container's process; nil keeps the image's.
-	User, Group *int64
-	// SupplementalGroups are added to the process's groups: the pod's
-	// supplementalGroups and its fsGroup.
-	SupplementalGroups []int64
-	// ReadOnlyRootFilesystem mounts the image's filesystem read-only.
-	ReadOnlyRootFilesystem bool
-	// CapAdd and CapDrop change the runtime's default capabilities, in
-	// Kubernetes' names ("NET_ADMIN", "ALL").
-	CapAdd, CapDrop []string
-	// NoNewPrivileges sets no_new_privs (allowPrivilegeEscalation: false).
-	NoNewPrivileges bool
-	// Privileged gives every capability and device and no confinement:
-	// admission allows it only in privileged namespaces.
-	Privileged bool
-	// SeccompUnconfined runs without a seccomp filter; otherwise the
-	// runtime's default profile (RuntimeDefault) applies, also when the
-	// pod names none.
-	SeccompUnconfined bool
-}
-
-// ImageUserReader is an optional ability of a Runtime: the user an image
-// runs as (its config's User: "", "0", "1000", "1000:100", "nobody"),
-// which runAsNonRoot and runAsGroup need. A runtime without it cannot
-// verify runAsNonRoot: such containers are refused.
-type ImageUserReader interface {
-	ImageUser(ctx context.Context, image string) (string, error)
-}
 
 // securityFor is container c's effective security context. Settings the
 // node cannot apply are config errors, naming the field.
-func securityFor(pod *corev1.Pod, c *corev1.Container) (Security, error) {
-	var s Security
+func securityFor(pod *corev1.Pod, c *corev1.Container) (runtimeapi.Security, error) {
+	var s runtimeapi.Security
 	psc := pod.Spec.SecurityContext
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
@@ -112,7 +80,7 @@ func runAsNonRoot(pod *corev1.Pod, c *corev1.Container) bool {
 // verifyNonRoot is the kubelet's check of runAsNonRoot, with its
 // messages: the user the container will run as — runAsUser, else the
 // image's — must be a number other than 0.
-func verifyNonRoot(pod *corev1.Pod, c *corev1.Container, s Security, imageUser string) error {
+func verifyNonRoot(pod *corev1.Pod, c *corev1.Container, s runtimeapi.Security, imageUser string) error {
 	who := fmt.Sprintf("(pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.Name)
 	if s.User != nil {
 		if *s.User == 0 {
@@ -146,7 +114,7 @@ func imageUID(user string) (uid int64, numeric bool) {
 
 // security is container c's Security, verified against its image where
 // runAsNonRoot or a group without a user needs the image's user.
-func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (Security, string, error) {
+func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (runtimeapi.Security, string, error) {
 	s, err := securityFor(pod, c)
 	if err != nil {
 		return s, "CreateContainerConfigError", err
@@ -156,7 +124,7 @@ func (w *podWorker) security(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 		return s, "", nil
 	}
 	imageUser, err := "", errImageUserUnsupported
-	if ur, ok := w.a.rt.(ImageUserReader); ok {
+	if ur, ok := w.a.rt.(runtimeapi.ImageUserReader); ok {
 		imageUser, err = ur.ImageUser(ctx, c.Image)
 	}
 	if errors.Is(err, errImageUserUnsupported) {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // The pod's and the container's security contexts merge as the kubelet
@@ -53,7 +55,7 @@ func TestVerifyNonRoot(t *testing.T) {
 		{ptr(int64(0)), "1000", "runAsUser breaks non-root policy"},
 		{ptr(int64(1000)), "", ""},
 	} {
-		err := verifyNonRoot(pod, c, Security{User: tc.user}, tc.imageUser)
+		err := verifyNonRoot(pod, c, runtimeapi.Security{User: tc.user}, tc.imageUser)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("user %v image %q: %v", tc.user, tc.imageUser, err)

@@ -14,6 +14,7 @@ import (
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // Resource usage of the node and its pods. A background loop asks the
@@ -27,31 +28,6 @@ import (
 // Config.StatsInterval is 0 (the kubelet's housekeeping interval is 10 s
 // too; metrics-server's resolution is 15 s).
 const DefaultStatsInterval = 10 * time.Second
-
-// ContainerStats is the resource usage of one running container, as a
-// StatsReader measures it: cumulative counters and current gauges.
-type ContainerStats struct {
-	ContainerID string
-	// PodUID, Namespace, Pod and Container come from the container's
-	// labels (LabelPodUID …).
-	PodUID, Namespace, Pod, Container string
-	// CPUNanos is the CPU time the container used since it started.
-	CPUNanos uint64
-	// MemoryWorkingSetBytes is its memory in use, less inactive file
-	// cache where the runtime tells them apart.
-	MemoryWorkingSetBytes uint64
-	// RxBytes and TxBytes are the bytes its network namespace received
-	// and sent (the pod's, shared by its containers); 0 when unknown.
-	RxBytes, TxBytes uint64
-}
-
-// StatsReader is an optional ability of a Runtime: the usage of every
-// running container that carries LabelPodUID, in one call (the agent
-// calls it every Config.StatsInterval from one goroutine). Containers
-// without the labels are left out.
-type StatsReader interface {
-	ContainerStats(ctx context.Context) ([]ContainerStats, error)
-}
 
 // initMetrics registers the agent's families and makes its stats cache.
 func (a *Agent) initMetrics() {
@@ -68,7 +44,7 @@ func (a *Agent) initMetrics() {
 	if interval <= 0 {
 		interval = DefaultStatsInterval
 	}
-	reader, _ := a.cfg.Runtime.(StatsReader)
+	reader, _ := a.cfg.Runtime.(runtimeapi.StatsReader)
 	a.stats = &statsCache{reader: reader, interval: interval, timeout: min(a.cfg.RuntimeTimeout, interval), obs: obs, readNode: readProcNode}
 	a.metrics.MustRegister(statsCollector{a})
 }
@@ -79,12 +55,12 @@ type statsSample struct {
 	nodeCPU    uint64 // CPU nanoseconds the node has used since boot
 	nodeMemory uint64 // working set bytes of the node
 	nodeOK     bool
-	containers map[string]ContainerStats // by container ID
+	containers map[string]runtimeapi.ContainerStats // by container ID
 }
 
 // statsCache keeps the agent's last two samples.
 type statsCache struct {
-	reader   StatsReader // nil: the runtime cannot measure; only the node is
+	reader   runtimeapi.StatsReader // nil: the runtime cannot measure; only the node is
 	interval time.Duration
 	timeout  time.Duration
 	obs      *runtimeMetrics
@@ -96,12 +72,12 @@ type statsCache struct {
 
 // refresh takes one sample.
 func (c *statsCache) refresh(ctx context.Context) error {
-	s := &statsSample{at: time.Now(), containers: map[string]ContainerStats{}}
+	s := &statsSample{at: time.Now(), containers: map[string]runtimeapi.ContainerStats{}}
 	s.nodeCPU, s.nodeMemory, s.nodeOK = c.readNode()
 	var err error
 	if c.reader != nil {
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
-		var list []ContainerStats
+		var list []runtimeapi.ContainerStats
 		start := time.Now()
 		list, err = c.reader.ContainerStats(cctx)
 		c.obs.observe("container_stats", time.Since(start), err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // BenchmarkAgentMetricsScrape is one /metrics scrape of an agent with 100
@@ -24,8 +25,8 @@ func BenchmarkAgentMetricsScrape(b *testing.B) {
 	rt := NewFakeRuntime(nil)
 	for i := range 100 {
 		name := fmt.Sprintf("web-%d", i)
-		rt.InjectPod(PodSandbox{UID: fmt.Sprintf("uid-%d", i), Namespace: "default", Name: name,
-			Containers: []ContainerSpec{{Name: "app", Image: testImage}, {Name: "side", Image: testImage}}})
+		rt.InjectPod(runtimeapi.PodSandbox{UID: fmt.Sprintf("uid-%d", i), Namespace: "default", Name: name,
+			Containers: []runtimeapi.ContainerSpec{{Name: "app", Image: testImage}, {Name: "side", Image: testImage}}})
 		rt.SetUsage("default", name, int64(10+i), uint64(i+1)<<20)
 	}
 	a, err := New(Config{NodeName: "n1", Store: store.MemoryFor(b), Runtime: rt, Network: NewFakeNetwork(), PodDir: b.TempDir()})

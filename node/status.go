@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // rfcTime is t at the precision the API keeps (seconds), so that a status
@@ -36,7 +38,7 @@ func statusEqual(a, b corev1.PodStatus) bool {
 // does no I/O. Condition transition times are kept from the stored status
 // when the condition did not change, so an unchanged pod gives an equal
 // status.
-func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) corev1.PodStatus {
+func (w *podWorker) buildStatus(pod *corev1.Pod, rs *runtimeapi.PodStatus, now time.Time) corev1.PodStatus {
 	old := pod.Status
 	st := corev1.PodStatus{HostIP: w.a.cfg.NodeIP.String(), QOSClass: old.QOSClass}
 	st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
@@ -70,14 +72,14 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
 			waiting++
 			neverStarted++
-		case rc.State == ContainerRunning:
+		case rc.State == runtimeapi.ContainerRunning:
 			cs.ContainerID = "podman://" + rc.ID
 			cs.ImageID = rc.ImageID
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: rfcTime(rc.StartedAt)}
 			started = true
 			cs.Ready = spec.ReadinessProbe == nil || c.probes.ready
 			running++
-		case rc.State == ContainerExited && c.done:
+		case rc.State == runtimeapi.ContainerExited && c.done:
 			cs.ContainerID = "podman://" + rc.ID
 			cs.ImageID = rc.ImageID
 			cs.State.Terminated = terminated(rc)
@@ -89,7 +91,7 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 			} else {
 				failed++
 			}
-		case rc.State == ContainerExited:
+		case rc.State == runtimeapi.ContainerExited:
 			cs.ContainerID = "podman://" + rc.ID
 			cs.ImageID = rc.ImageID
 			reason, msg := "CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", c.backoff, spec.Name, pod.Name, pod.Namespace, pod.UID)
@@ -170,13 +172,13 @@ func (w *podWorker) buildStatus(pod *corev1.Pod, rs *PodStatus, now time.Time) c
 // containerStatusBase is what an init or app container's status starts
 // from: its bookkeeping, the status with name, image, restarts and last
 // termination, and what the runtime reports of it (nil if nothing).
-func (w *podWorker) containerStatusBase(spec *corev1.Container, rs *PodStatus) (*ctrState, corev1.ContainerStatus, *ContainerStatus) {
+func (w *podWorker) containerStatusBase(spec *corev1.Container, rs *runtimeapi.PodStatus) (*ctrState, corev1.ContainerStatus, *runtimeapi.ContainerStatus) {
 	c := w.ctr(spec.Name)
 	cs := corev1.ContainerStatus{Name: spec.Name, Image: spec.Image, RestartCount: c.restartCount}
 	if c.lastTerm != nil {
 		cs.LastTerminationState.Terminated = c.lastTerm.DeepCopy()
 	}
-	var rc *ContainerStatus
+	var rc *runtimeapi.ContainerStatus
 	if rs != nil {
 		rc = rs.Container(spec.Name)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -14,53 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/node/podnet"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
-
-// StreamIO is one exec or attach session's streams, as kubectl asked for
-// them: Stdin, Stdout and Stderr are nil when not asked for; with TTY,
-// Stderr is nil (a terminal has one output) and Resize carries the
-// terminal's size changes.
-type StreamIO struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	TTY            bool
-	Resize         <-chan TerminalSize
-}
-
-// TerminalSize is a terminal's size in characters.
-type TerminalSize struct{ Width, Height uint16 }
-
-// Streamer is an optional ability of a Runtime: interactive sessions in a
-// running container (kubectl exec and attach).
-type Streamer interface {
-	// ExecStream runs cmd in the container with io's streams. It returns
-	// when the command has exited: nil for exit code 0, an ExitCodeError
-	// otherwise.
-	ExecStream(ctx context.Context, containerID string, cmd []string, io StreamIO) error
-	// AttachStream attaches io to the container's main process until it
-	// exits or ctx ends.
-	AttachStream(ctx context.Context, containerID string, io StreamIO) error
-}
-
-// PodDialer is an optional ability of a Network: a TCP connection to a
-// port of the pod's own network namespace, the way the kubelet's
-// port-forward connects to localhost inside the pod (so a port bound to
-// 127.0.0.1 in the pod is reachable too).
-type PodDialer interface {
-	DialPod(ctx context.Context, netnsPath string, port int32) (net.Conn, error)
-}
-
-// ExitCodeError is a command that exited with a non-zero code. It is
-// k8s.io/utils/exec's ExitError, so the stream server reports the code to
-// kubectl (which exits with it).
-type ExitCodeError struct{ Code int }
-
-func (e ExitCodeError) Error() string {
-	return fmt.Sprintf("command terminated with exit code %d", e.Code)
-}
-func (e ExitCodeError) String() string  { return e.Error() }
-func (e ExitCodeError) Exited() bool    { return true }
-func (e ExitCodeError) ExitStatus() int { return e.Code }
 
 // StreamHandler serves the kubelet's streaming endpoints to the server:
 // /exec/{namespace}/{pod}/{container}?command=…&input=1&output=1&tty=1,
@@ -118,7 +73,7 @@ func (a *Agent) streamTarget(namespace, pod, container string) (string, error) {
 		id = worker.containerID(container)
 	}
 	if id == "" {
-		return "", fmt.Errorf("container %q of pod %s/%s: %w", container, namespace, pod, ErrNotFound)
+		return "", fmt.Errorf("container %q of pod %s/%s: %w", container, namespace, pod, runtimeapi.ErrNotFound)
 	}
 	return id, nil
 }
@@ -135,10 +90,10 @@ func (a *Agent) podWorker(namespace, pod string) (*corev1.Pod, *podWorker) {
 	return nil, nil
 }
 
-func (a *Agent) streamer() (Streamer, error) {
+func (a *Agent) streamer() (runtimeapi.Streamer, error) {
 	// The configured runtime itself: a session lasts as long as the user
 	// keeps it, past any call deadline.
-	s, ok := a.cfg.Runtime.(Streamer)
+	s, ok := a.cfg.Runtime.(runtimeapi.Streamer)
 	if !ok {
 		return nil, errors.New("this node's container runtime cannot exec or attach")
 	}
@@ -154,8 +109,8 @@ func (a *Agent) attachHandler(ctx context.Context, namespace, pod, container str
 }
 
 // streamIO is the runtime's view of the stream server's streams.
-func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
-	sio := StreamIO{TTY: attach.TTY()}
+func streamIO(ctx context.Context, attach vkapi.AttachIO) runtimeapi.StreamIO {
+	sio := runtimeapi.StreamIO{TTY: attach.TTY()}
 	if in := attach.Stdin(); in != nil {
 		sio.Stdin = in
 	}
@@ -166,7 +121,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 		sio.Stderr = e
 	}
 	if sizes := attach.Resize(); sizes != nil {
-		ch := make(chan TerminalSize, 1)
+		ch := make(chan runtimeapi.TerminalSize, 1)
 		go func() {
 			defer close(ch)
 			for {
@@ -176,7 +131,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 						return
 					}
 					select {
-					case ch <- TerminalSize{Width: s.Width, Height: s.Height}:
+					case ch <- runtimeapi.TerminalSize{Width: s.Width, Height: s.Height}:
 					case <-ctx.Done():
 						return
 					}
@@ -192,7 +147,7 @@ func streamIO(ctx context.Context, attach vkapi.AttachIO) StreamIO {
 
 func (a *Agent) portForwardHandler(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	d, ok := a.cfg.Network.(PodDialer)
+	d, ok := a.cfg.Network.(podnet.PodDialer)
 	if !ok {
 		return errors.New("this node's network cannot forward ports")
 	}

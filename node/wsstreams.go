@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 	"k8s.io/apimachinery/pkg/util/remotecommand"
+
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // streamIdleTimeout ends a stream no side has used for this long, as the
@@ -54,7 +56,7 @@ func (a *Agent) serveWebSocketV5(w http.ResponseWriter, r *http.Request) {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	sio := StreamIO{TTY: tty}
+	sio := runtimeapi.StreamIO{TTY: tty}
 	if in {
 		sio.Stdin = streams[remotecommand.StreamStdIn]
 	}
@@ -65,12 +67,12 @@ func (a *Agent) serveWebSocketV5(w http.ResponseWriter, r *http.Request) {
 		sio.Stderr = streams[remotecommand.StreamStdErr]
 	}
 	if tty {
-		sizes := make(chan TerminalSize, 1)
+		sizes := make(chan runtimeapi.TerminalSize, 1)
 		go func() {
 			defer close(sizes)
 			dec := json.NewDecoder(streams[remotecommand.StreamResize])
 			for {
-				var s TerminalSize
+				var s runtimeapi.TerminalSize
 				if dec.Decode(&s) != nil {
 					return
 				}
@@ -88,7 +90,7 @@ func (a *Agent) serveWebSocketV5(w http.ResponseWriter, r *http.Request) {
 }
 
 // runStream runs an exec or attach session on the runtime.
-func (a *Agent) runStream(ctx context.Context, kind, namespace, pod, container string, cmd []string, sio StreamIO) error {
+func (a *Agent) runStream(ctx context.Context, kind, namespace, pod, container string, cmd []string, sio runtimeapi.StreamIO) error {
 	s, err := a.streamer()
 	if err != nil {
 		return err
@@ -108,7 +110,7 @@ func (a *Agent) runStream(ctx context.Context, kind, namespace, pod, container s
 // InternalError.
 func writeStreamStatus(w io.Writer, err error) {
 	st := metav1.Status{Status: metav1.StatusSuccess}
-	var code ExitCodeError
+	var code runtimeapi.ExitCodeError
 	switch {
 	case err == nil:
 	case errors.As(err, &code):

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	corev1 "k8s.io/api/core/v1"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -348,7 +349,7 @@ func (c *Client) revision(ctx context.Context) (int64, error) {
 
 // PodLogs implements apiserver.LogSource: it copies the pod's logs to w
 // until they end (or, with Follow, until ctx ends).
-func (c *Client) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
+func (c *Client) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	k, _ := schema.KindByResource("pods")
 	resp, err := c.send(ctx, http.MethodGet, path(k, namespace, pod, "log"), apiserver.LogQuery(opts), nil)
 	if err != nil {

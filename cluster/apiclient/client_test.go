@@ -264,14 +264,14 @@ func TestPodLogs(t *testing.T) {
 	c := serve(t, st, apiserver.StaticLogs{"default/web-1/app": "a\nb\nc\n"})
 	var b strings.Builder
 	one := int64(1)
-	if err := c.PodLogs(ctx, "default", "web-1", apiserver.LogOptions{Container: "app", TailLines: &one}, &b); err != nil {
+	if err := c.PodLogs(ctx, "default", "web-1", corev1.PodLogOptions{Container: "app", TailLines: &one}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if b.String() != "c\n" {
 		t.Fatalf("logs %q", b.String())
 	}
 	// Kubernetes' 400 for a container the pod does not have.
-	if err := c.PodLogs(ctx, "default", "web-1", apiserver.LogOptions{Container: "other"}, &b); err == nil || !strings.Contains(err.Error(), "container other is not valid for pod web-1") {
+	if err := c.PodLogs(ctx, "default", "web-1", corev1.PodLogOptions{Container: "other"}, &b); err == nil || !strings.Contains(err.Error(), "container other is not valid for pod web-1") {
 		t.Fatalf("logs of a missing container: %v", err)
 	}
 }
@@ -329,7 +329,7 @@ func testOut(w io.Writer) io.Writer {
 // tickingLogs writes a line, then waits for ctx: a follow that never ends.
 type tickingLogs struct{}
 
-func (tickingLogs) PodLogs(ctx context.Context, ns, pod string, opts apiserver.LogOptions, w io.Writer) error {
+func (tickingLogs) PodLogs(ctx context.Context, ns, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	if _, err := io.WriteString(w, "first line\n"); err != nil {
 		return err
 	}
@@ -347,7 +347,7 @@ func TestPodLogsFollowStreams(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- c.PodLogs(ctx, "default", "web-1", apiserver.LogOptions{Follow: true}, pw)
+		done <- c.PodLogs(ctx, "default", "web-1", corev1.PodLogOptions{Follow: true}, pw)
 		pw.Close()
 	}()
 	buf := make([]byte, 64)

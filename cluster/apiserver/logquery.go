@@ -12,7 +12,7 @@ import (
 // LogQuery is opts as the pod log API's query (…/pods/NAME/log?…), which
 // is also what the server asks an agent with: the one encoding of
 // corev1.PodLogOptions between kubectl, the server and the nodes.
-func LogQuery(opts LogOptions) url.Values {
+func LogQuery(opts corev1.PodLogOptions) url.Values {
 	q := url.Values{}
 	if opts.Container != "" {
 		q.Set("container", opts.Container)
@@ -44,8 +44,8 @@ func LogQuery(opts LogOptions) url.Values {
 // ParseLogQuery reads a pod log query, with kube-apiserver's checks
 // (a 400 naming the parameter): sinceSeconds and limitBytes positive,
 // tailLines not negative, sinceSeconds and sinceTime not both.
-func ParseLogQuery(q url.Values) (LogOptions, error) {
-	opts := LogOptions{Container: q.Get("container"), Follow: isTrue(q.Get("follow")),
+func ParseLogQuery(q url.Values) (corev1.PodLogOptions, error) {
+	opts := corev1.PodLogOptions{Container: q.Get("container"), Follow: isTrue(q.Get("follow")),
 		Previous: isTrue(q.Get("previous")), Timestamps: isTrue(q.Get("timestamps"))}
 	num := func(name string, min int64) (*int64, error) {
 		v := q.Get(name)
@@ -83,4 +83,3 @@ func ParseLogQuery(q url.Values) (LogOptions, error) {
 }
 
 // Interface guard: the options are Kubernetes' own.
-var _ = corev1.PodLogOptions(LogOptions{})

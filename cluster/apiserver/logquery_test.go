@@ -1,6 +1,7 @@
 package apiserver_test
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 func TestLogQueryRoundTrip(t *testing.T) {
 	tail, limit := int64(3), int64(100)
 	since := metav1.NewTime(time.Date(2026, 12, 6, 7, 0, 0, 0, time.UTC))
-	for _, opts := range []apiserver.LogOptions{
+	for _, opts := range []corev1.PodLogOptions{
 		{},
 		{Container: "web", Follow: true, Previous: true, Timestamps: true, TailLines: &tail, LimitBytes: &limit, SinceTime: &since},
 		{SinceSeconds: &tail},

@@ -15,12 +15,6 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
-// LogOptions select what PodLogs returns: Kubernetes' own
-// corev1.PodLogOptions (container, follow, previous, sinceSeconds,
-// sinceTime, timestamps, tailLines, limitBytes), the one type from kubectl
-// to the node. Container "" means the pod's first container.
-type LogOptions = corev1.PodLogOptions
-
 // LogSource reads pod logs; the server is given one (a node agent proxy in
 // a cluster, StaticLogs in tests).
 type LogSource interface {
@@ -28,7 +22,7 @@ type LogSource interface {
 	// blocks, writing as lines arrive, until ctx ends; else it returns after
 	// the current logs. store.ErrNotFound means no such pod or container.
 	// It is called on the request's goroutine; w is flushed after each Write.
-	PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error
+	PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error
 }
 
 // StaticLogs is a LogSource with fixed text per pod, keyed
@@ -39,7 +33,7 @@ type StaticLogs map[string]string
 var _ LogSource = StaticLogs(nil)
 
 // PodLogs implements LogSource.
-func (l StaticLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+func (l StaticLogs) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	text, ok := l[namespace+"/"+pod+"/"+opts.Container]
 	if !ok {
 		text, ok = l[namespace+"/"+pod]
@@ -150,7 +144,7 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 // is read, with their wording (400 Bad Request): the container must be
 // one of the pod's, and must have started. opts.Container is set to the
 // pod's first container when empty.
-func logsAvailable(pod *corev1.Pod, opts *LogOptions) error {
+func logsAvailable(pod *corev1.Pod, opts *corev1.PodLogOptions) error {
 	name := opts.Container
 	if name == "" {
 		if len(pod.Spec.Containers) == 0 {

@@ -77,7 +77,7 @@ func (n *NodeLogs) nodeIP(ctx context.Context, name string) (string, error) {
 var _ LogSource = (*NodeLogs)(nil)
 
 // PodLogs streams the logs of a container of a pod from its node.
-func (n *NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts LogOptions, w io.Writer) error {
+func (n *NodeLogs) PodLogs(ctx context.Context, namespace, pod string, opts corev1.PodLogOptions, w io.Writer) error {
 	obj, err := n.store.Get(ctx, "pods", namespace, pod)
 	if err != nil {
 		return err

@@ -129,7 +129,7 @@ func TestNodeLogsLeaveNothingBehind(t *testing.T) {
 	logs := NewNodeLogs(logsFixture(t), port, ca.client(t))
 	call := func() {
 		var buf bytes.Buffer
-		if err := logs.PodLogs(ctx, "default", "web", LogOptions{}, &buf); err != nil {
+		if err := logs.PodLogs(ctx, "default", "web", corev1.PodLogOptions{}, &buf); err != nil {
 			t.Fatal(err)
 		}
 		if buf.String() != "hello from the agent\n" {
@@ -177,7 +177,7 @@ func TestNodeLogsRefuseImpostors(t *testing.T) {
 			defer srv.Close()
 			_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 			p, _ := strconv.Atoi(port)
-			err := NewNodeLogs(st, p, ca.client(t)).PodLogs(context.Background(), "default", "web", LogOptions{}, io.Discard)
+			err := NewNodeLogs(st, p, ca.client(t)).PodLogs(context.Background(), "default", "web", corev1.PodLogOptions{}, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), "certificate") || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("logs through an impostor: %v, want a certificate error (%s)", err, tc.want)
 			}

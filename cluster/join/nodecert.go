@@ -354,3 +354,31 @@ func ensureKey(path string) (*ecdsa.PrivateKey, []byte, error) {
 	}
 	return key, data, nil
 }
+
+// WaitNodeCerts is LoadNodeCerts waiting for a server that does not
+// answer yet (telling the user once, through say); a server that answers
+// with a certificate the token's CA did not sign is refused at once.
+func WaitNodeCerts(ctx context.Context, cfg NodeCertsConfig, say func(string, ...any)) (*NodeCerts, error) {
+	for told := false; ; {
+		certs, err := LoadNodeCerts(ctx, cfg)
+		var verr *tls.CertificateVerificationError
+		var opErr *net.OpError
+		switch {
+		case err == nil:
+			return certs, nil
+		case errors.As(err, &verr):
+			return nil, fmt.Errorf("the server at %s is not the one the join token names (its certificate is not of the token's CA): %w", cfg.Server, err)
+		case !errors.As(err, &opErr) || ctx.Err() != nil:
+			return nil, fmt.Errorf("node certificate: %w", err)
+		}
+		if !told {
+			say("waiting for the server at %s ...", cfg.Server)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -157,7 +157,7 @@ func TestNodeCertsJoinAndRotate(t *testing.T) {
 
 	// Another machine claiming n1, and a node with an expired token.
 	_, err = join.LoadNodeCerts(ctx, join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n1", Server: api.url, CAPEM: api.caPEM,
-		BootstrapToken: api.token(t, time.Now(), time.Hour)})
+		BootstrapToken: api.token(t, time.Now(), time.Hour), Logger: slog.New(slog.DiscardHandler)})
 	if !errors.Is(err, join.ErrNodeRefused) || !strings.Contains(err.Error(), "already in the cluster") {
 		t.Errorf("a second n1: %v", err)
 	}
@@ -165,5 +165,51 @@ func TestNodeCertsJoinAndRotate(t *testing.T) {
 		BootstrapToken: api.token(t, time.Now().Add(-time.Hour), time.Minute)})
 	if !errors.Is(err, join.ErrNodeRefused) || !strings.Contains(err.Error(), "the join token is expired, revoked") {
 		t.Errorf("an expired token: %v", err)
+	}
+}
+
+// TestWaitNodeCerts: an agent started before its server waits for it,
+// saying so once; a server that answers with a certificate of another CA
+// than the token's is refused at once, never waited for.
+func TestWaitNodeCerts(t *testing.T) {
+	api := newAPI(t, time.Hour)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "https://" + ln.Addr().String()
+	ln.Close() // nothing answers there
+	said := 0
+	say := func(string, ...any) { said++ }
+	cfg := join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n1", Server: closed, CAPEM: api.caPEM,
+		BootstrapToken: api.token(t, time.Now(), time.Hour), Logger: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	if _, err := join.WaitNodeCerts(ctx, cfg, say); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("no server: %v, want to wait until the context ends", err)
+	}
+	if said != 1 {
+		t.Errorf("said %d times while waiting, want once", said)
+	}
+
+	other := newAPI(t, time.Hour)
+	cfg.Dir, cfg.Server, cfg.CAPEM = t.TempDir(), other.url, api.caPEM
+	said = 0
+	start := time.Now()
+	_, err = join.WaitNodeCerts(context.Background(), cfg, say)
+	if err == nil || !strings.Contains(err.Error(), "not the one the join token names") {
+		t.Errorf("a server of another CA: %v, want a refusal", err)
+	}
+	if said != 0 || time.Since(start) > 10*time.Second {
+		t.Errorf("a server of another CA was waited for (said %d times, %v)", said, time.Since(start))
+	}
+
+	cfg.Dir, cfg.Server = t.TempDir(), api.url
+	certs, err := join.WaitNodeCerts(context.Background(), cfg, say)
+	if err != nil {
+		t.Fatalf("the token's server: %v", err)
+	}
+	if said != 0 || certs.ClientNotAfter().Before(time.Now()) {
+		t.Errorf("the token's server: said %d times, certificate until %v", said, certs.ClientNotAfter())
 	}
 }

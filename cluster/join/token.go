@@ -216,3 +216,25 @@ func NewGossipKey() ([]byte, error) {
 	}
 	return k, nil
 }
+
+// WithServerHost is the token pointed at another address of the same
+// server (an agent's --join): host replaces the host of Server and of
+// GossipAddr, their ports staying.
+func (t Token) WithServerHost(host string) (Token, error) {
+	u, err := url.Parse(t.Server)
+	if err != nil {
+		return t, fmt.Errorf("the join token's server %q: %w", t.Server, err)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err == nil {
+		u.Host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		u.Host = "[" + host + "]" // an IPv6 address
+	} else {
+		u.Host = host
+	}
+	t.Server = u.String()
+	if _, port, err := net.SplitHostPort(t.GossipAddr); err == nil {
+		t.GossipAddr = net.JoinHostPort(host, port)
+	}
+	return t, nil
+}

@@ -235,3 +235,23 @@ func TestVerifyCA(t *testing.T) {
 		}
 	}
 }
+
+// TestWithServerHost: --join points the token at another address of the
+// same server; the ports stay, the rest of the token too.
+func TestWithServerHost(t *testing.T) {
+	tok := testToken(t)
+	got, err := tok.WithServerHost("198.51.100.7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Server != "https://198.51.100.7:6443" || got.GossipAddr != "198.51.100.7:7946" {
+		t.Errorf("retargeted to %s, gossip %s; want https://198.51.100.7:6443 and 198.51.100.7:7946", got.Server, got.GossipAddr)
+	}
+	if got.BootstrapToken != tok.BootstrapToken || got.CAFingerprint != tok.CAFingerprint {
+		t.Error("retargeting changed the token's secret or CA")
+	}
+	tok.Server = "https://server.example"
+	if got, err := tok.WithServerHost("2001:db8::7"); err != nil || got.Server != "https://[2001:db8::7]" {
+		t.Errorf("no port, IPv6: %q, %v; want https://[2001:db8::7]", got.Server, err)
+	}
+}

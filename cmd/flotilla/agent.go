@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +23,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/host"
 )
 
 // agentOptions are the flags of `flotilla agent`.
@@ -88,7 +87,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	if o.join != "" {
-		if tok, err = retarget(tok, o.join); err != nil {
+		if tok, err = tok.WithServerHost(o.join); err != nil {
 			return err
 		}
 	}
@@ -117,7 +116,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	caPEM := tok.CAPEM()
 	// The node's own certificates: on the first start the join token buys
 	// them; afterwards they are on disk and renewed before they expire.
-	certs, err := loadNodeCerts(ctx, join.NodeCertsConfig{
+	certs, err := join.WaitNodeCerts(ctx, join.NodeCertsConfig{
 		Dir: filepath.Join(o.dataDir, "pki"), NodeName: o.nodeName, Server: tok.Server, CAPEM: caPEM,
 		IPs: []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
 	}, say)
@@ -128,7 +127,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := registerNode(ctx, api, o.nodeName, ""); err != nil {
+	if err := host.Register(ctx, api, o.nodeName, ""); err != nil {
 		return err
 	}
 	gossipKeys, err := readGossipKeys(ctx, api)
@@ -136,7 +135,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	say("joined %s as node %s (certificate valid until %s)", tok.Server, o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
-	cidr, err := waitPodCIDR(ctx, api, o.nodeName, say)
+	cidr, err := host.WaitPodCIDR(ctx, api, o.nodeName, say)
 	if err != nil {
 		return err
 	}
@@ -145,9 +144,6 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("node %s has pod CIDR %q: %w", o.nodeName, cidr, err)
 	}
 	o.podCIDR = cidr
-	if err := saveHostSettings(o.dataDir, o.hostSettings()); err != nil {
-		return fmt.Errorf("record the host settings: %w", err)
-	}
 
 	// Gossip first: a second agent with this node's name is refused here,
 	// before it touches the network. The VTEP MAC follows from the pod CIDR.
@@ -168,59 +164,39 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("join the gossip: %w", err)
 	}
 
-	// The pod network: the node's bridge, then the overlay to the others.
-	overlay := netfabric.OverlayConfig{UnderlayIP: advertise}
-	mtu, err := netfabric.OverlayMTU(overlay)
+	// The agent's endpoint (logs, streams, metrics, stats): the node's
+	// serving certificate, clients of the cluster CA. Only the API server
+	// and system:masters read metrics and stats here: the agent cannot ask
+	// the cluster's RBAC (no SubjectAccessReview yet); logs only the API
+	// server.
+	addr := net.JoinHostPort(advertise.String(), strconv.Itoa(node.LogsPort))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("overlay MTU: %w", err)
+		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	fabric, err := netfabric.New(netfabric.Config{
-		PodCIDR: podCIDR, MTU: mtu, Bridge: o.bridge, NetNSPrefix: o.netnsPrefix, NFTable: o.nftTable,
-		StateDir: filepath.Join(o.dataDir, "net"), Logger: log.With("component", "netfabric"),
-	})
-	if err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-	if err := fabric.Init(ctx); err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-	if err := fabric.InitOverlay(ctx, overlay); err != nil {
-		return fmt.Errorf("pod overlay: %w", err)
-	}
-
-	runtime, stopPodman, err := podmanRuntime(ctx, o.dataDir, o.hostSettings(), log)
-	if err != nil {
-		return err
-	}
-	defer stopPodman()
-	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: api, Runtime: runtime, Network: fabric,
-		NodeIP: advertise, ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
-		DiskPressure: o.diskPressure()})
+	n, err := host.New(ctx, host.Config{NodeName: o.nodeName, DataDir: o.dataDir, Settings: o.hostSettings(), Store: api,
+		NodeIP: advertise, Overlay: true, Members: members, Services: o.serviceOptions.config(),
+		ReadLBPool: func(ctx context.Context) (string, error) {
+			info, err := readJoinInfo(ctx, api)
+			return info.lbPool, err
+		},
+		Endpoint: &host.Endpoint{Listener: ln, Authorizer: node.OnlyGroup(auth.GroupMasters), TLS: &tls.Config{
+			GetCertificate: certs.ServingCertificate, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: certs.Roots(),
+		}},
+		Logger: log})
 	if err != nil {
 		return err
 	}
+	defer n.Close()
 	say("node %s: pod CIDR %s, overlay on %s", o.nodeName, cidr, advertise)
-	// Only the API server and system:masters read metrics and stats here:
-	// the agent cannot ask the cluster's RBAC (no SubjectAccessReview
-	// yet); logs only the API server.
-	logSrv := agentLogServer(advertise, certs, agentHandler(agent,
-		node.Either{node.OnlyUser(auth.APIServerUser), node.OnlyGroup(auth.GroupMasters)}))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {
 		followGossipKeys(gctx, api, members, gossipKeyPollInterval, log.With("component", "gossip"), nil)
 		return nil
 	})
-	g.Go(func() error { return serveUntil(gctx, logSrv) })
-	g.Go(func() error { return agent.Run(gctx) })
-	// The overlay and the load balancer election take their facts about
-	// nodes from the API's Node objects, gossip only saying who is alive.
-	nodes := newNodeView(api, log.With("component", "nodes"))
-	g.Go(func() error { nodes.run(gctx); return nil })
-	g.Go(func() error { followPeers(gctx, nodes, fabric, log.With("component", "overlay")); return nil })
-	services := &servicePlane{opts: o.serviceOptions, store: api, nodeName: o.nodeName, nodeIP: advertise, podCIDR: podCIDR,
-		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, members: members, nodes: nodes, log: log.With("component", "services")}
-	g.Go(func() error { return services.run(gctx) })
+	g.Go(func() error { return n.Run(gctx) })
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)
 	say("stopped; pods keep running, and `flotilla agent` adopts them when it starts again")
@@ -271,84 +247,4 @@ func readToken(ctx context.Context, token, file string, say func(string, ...any)
 		return join.Token{}, fmt.Errorf("the join token: %w", err)
 	}
 	return tok, nil
-}
-
-// retarget points the token at another address of the same server.
-func retarget(tok join.Token, host string) (join.Token, error) {
-	u, err := url.Parse(tok.Server)
-	if err != nil {
-		return tok, fmt.Errorf("the join token's server %q: %w", tok.Server, err)
-	}
-	if _, port, err := net.SplitHostPort(u.Host); err == nil {
-		u.Host = net.JoinHostPort(host, port)
-	} else {
-		u.Host = host
-	}
-	tok.Server = u.String()
-	if _, port, err := net.SplitHostPort(tok.GossipAddr); err == nil {
-		tok.GossipAddr = net.JoinHostPort(host, port)
-	}
-	return tok, nil
-}
-
-// loadNodeCerts gets the node's certificates (join.LoadNodeCerts), waiting
-// for a server that does not answer yet; a server that answers with a
-// certificate the token's CA did not sign is refused at once.
-func loadNodeCerts(ctx context.Context, cfg join.NodeCertsConfig, say func(string, ...any)) (*join.NodeCerts, error) {
-	for told := false; ; {
-		certs, err := join.LoadNodeCerts(ctx, cfg)
-		var verr *tls.CertificateVerificationError
-		var opErr *net.OpError
-		switch {
-		case err == nil:
-			return certs, nil
-		case errors.As(err, &verr):
-			return nil, fmt.Errorf("the server at %s is not the one the join token names (its certificate is not of the token's CA): %w", cfg.Server, err)
-		case !errors.As(err, &opErr) || ctx.Err() != nil:
-			return nil, fmt.Errorf("node certificate: %w", err)
-		}
-		if !told {
-			say("waiting for the server at %s ...", cfg.Server)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// agentLogServer is the HTTPS server of the agent's log and stream
-// endpoints (the server proxies logs, exec, attach and port-forward to
-// it): it presents the node's serving
-// certificate and requires a client certificate of the cluster CA.
-func agentLogServer(ip net.IP, certs *join.NodeCerts, h http.Handler) *http.Server {
-	return &http.Server{
-		Addr: net.JoinHostPort(ip.String(), strconv.Itoa(node.LogsPort)), Handler: h,
-		TLSConfig: &tls.Config{
-			GetCertificate: certs.ServingCertificate, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: certs.Roots(),
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-}
-
-// serveUntil serves srv (TLS) until ctx ends, then shuts it down.
-func serveUntil(ctx context.Context, srv *http.Server) error {
-	ln, err := net.Listen("tcp", srv.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", srv.Addr, err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		return nil
-	}
 }

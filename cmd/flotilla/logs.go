@@ -16,8 +16,6 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/schema"
-
-	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 )
 
 func newLogsCommand(g *globalFlags) *cobra.Command {
@@ -48,7 +46,7 @@ file; no older file is kept). -f goes on across the cut.`,
 			if err != nil {
 				return err
 			}
-			opts := apiserver.LogOptions{Container: container, Follow: follow, Previous: previous, Timestamps: timestamps}
+			opts := corev1.PodLogOptions{Container: container, Follow: follow, Previous: previous, Timestamps: timestamps}
 			if tail >= 0 {
 				opts.TailLines = &tail
 			}

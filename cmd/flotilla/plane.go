@@ -346,20 +346,6 @@ func openLog(dataDir string, o logOptions) (io.WriteCloser, string, error) {
 	return w, path, nil
 }
 
-// defaultPodmanRoot is where a root Podman keeps images and containers
-// when no --podman-root is given.
-const defaultPodmanRoot = "/var/lib/containers/storage"
-
-// diskPressure is what the node agent watches for DiskPressure: the data
-// dir's file system (store, pods' emptyDirs) and Podman's storage.
-func (o *upOptions) diskPressure() node.DiskPressureConfig {
-	img := o.podmanRoot
-	if img == "" {
-		img = defaultPodmanRoot
-	}
-	return node.DiskPressureConfig{NodeFS: o.dataDir, ImageFS: img}
-}
-
 // ignoreCanceled turns the context.Canceled of a clean stop into nil.
 func ignoreCanceled(err error) error {
 	if errors.Is(err, context.Canceled) {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // TestUpPodmanKilled kills `flotilla up`'s Podman service with SIGKILL: the
@@ -136,7 +136,7 @@ func podmanPods(c *upCluster) (map[string][]string, error) {
 	}
 	m := map[string][]string{}
 	for _, p := range list {
-		if uid := p.Labels[node.LabelPodUID]; uid != "" {
+		if uid := p.Labels[runtimeapi.LabelPodUID]; uid != "" {
 			m[uid] = append(m[uid], p.ID)
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 	"github.com/flotilla-dev/flotilla/reconciler/scheduler"
 	"github.com/flotilla-dev/flotilla/volumes/pvbinding"
 )
@@ -141,7 +142,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		return fmt.Errorf("start gossip: %w", err)
 	}
 	defer members.Shutdown()
-	view := watchGossip(ctx, members)
+	view := nodelifecycle.WatchGossip(ctx, members)
 
 	repo := o.repo
 	if repo == "" {

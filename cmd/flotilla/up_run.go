@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,11 +16,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
-	"github.com/flotilla-dev/flotilla/netfabric"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/host"
 	"github.com/flotilla-dev/flotilla/node/podman"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -37,8 +37,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	defer logFile.Close()
 	log := roleLogger(logFile, os.Stderr, o.verbose)
 	say("logs in %s", logPath)
-	_, podCIDR, err := net.ParseCIDR(o.podCIDR)
-	if err != nil {
+	if _, _, err := net.ParseCIDR(o.podCIDR); err != nil {
 		return fmt.Errorf("--pod-cidr %q: %w", o.podCIDR, err)
 	}
 	if o.nodeName == "" {
@@ -46,7 +45,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 			return fmt.Errorf("node name: %w (pass --node-name)", err)
 		}
 	}
-	if err := saveHostSettings(o.dataDir, o.hostSettings()); err != nil {
+	if err := host.SaveSettings(o.dataDir, o.hostSettings()); err != nil {
 		return fmt.Errorf("record the host settings: %w", err)
 	}
 	repo := o.repo
@@ -66,49 +65,33 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	defer cp.close()
 
-	// The Podman service (or the one given), and the example's image.
-	if o.podmanSocket == "" {
-		say("starting the Podman service ...")
-	}
-	runtime, stopPodman, err := podmanRuntime(ctx, o.dataDir, o.hostSettings(), log)
+	// The node: its Podman service (or the one given), its pod network,
+	// its agent beside the control plane; then the example's image.
+	endpoint, err := upAgentEndpoint(o.agentAddr, cp, say)
 	if err != nil {
 		return err
 	}
-	defer stopPodman()
+	if o.podmanSocket == "" {
+		say("starting the Podman service ...")
+	}
+	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
+	n, err := host.New(ctx, host.Config{NodeName: o.nodeName, DataDir: o.dataDir, Settings: o.hostSettings(), Store: cp.writes,
+		Register: true, NodeIP: nodeIP, LBPool: &cp.lbPool, Services: o.serviceOptions.config(), Metrics: cp.metrics,
+		Endpoint: endpoint, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
 	if o.repo == "" {
 		if err := gitsync.RemoveSyncHooks(repo); err != nil { // the repository is watched now
 			return err
 		}
 		say("building image %s if missing ...", examples.HelloImage)
-		if err := podman.EnsureBusyboxImage(ctx, runtime, examples.HelloImage); err != nil {
+		if err := podman.EnsureBusyboxImage(ctx, n.Runtime(), examples.HelloImage); err != nil {
 			return fmt.Errorf("build the example image: %w", err)
 		}
 	}
-
-	fabric, err := netfabric.New(netfabric.Config{
-		PodCIDR: podCIDR, Bridge: o.bridge, NetNSPrefix: o.netnsPrefix, NFTable: o.nftTable,
-		StateDir: filepath.Join(o.dataDir, "net"), Logger: log.With("component", "netfabric"),
-	})
-	if err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-	if err := fabric.Init(ctx); err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-	if err := registerNode(ctx, cp.writes, o.nodeName, podCIDR.String()); err != nil {
-		return err
-	}
-	agent, err := node.New(node.Config{NodeName: o.nodeName, Store: cp.writes, Runtime: runtime, Network: fabric,
-		ClusterDNS: fabric.Gateway(), ClusterDomain: o.clusterDomain, PodDir: filepath.Join(o.dataDir, "pods"), Logger: log.With("component", "agent"),
-		DiskPressure: o.diskPressure(), Metrics: cp.metrics})
-	if err != nil {
-		return err
-	}
-	api, err := cp.apiServer(agentLogs{agent: agent, streams: agent.StreamHandler("")})
-	if err != nil {
-		return err
-	}
-	serveAgent, err := upAgentEndpoint(ctx, o.agentAddr, cp, agent, say)
+	api, err := cp.apiServer(n)
 	if err != nil {
 		return err
 	}
@@ -127,12 +110,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	g.Go(func() error { return api.Serve(ctx, cp.listener) })
 	g.Go(func() error { return cp.manager.Run(ctx) })
 	g.Go(func() error { cp.rbac.Run(ctx); return nil })
-	g.Go(func() error { return agent.Run(ctx) })
-	g.Go(serveAgent)
-	nodeIP, _ := firstGlobalIPv4() // for load balancer addresses; none: they are not announced
-	services := &servicePlane{opts: o.serviceOptions, store: cp.writes, nodeName: o.nodeName, nodeIP: nodeIP, podCIDR: podCIDR,
-		bridge: o.bridge, gateway: fabric.Gateway(), nftTable: o.nftTable, lbPool: &cp.lbPool, log: log.With("component", "services")}
-	g.Go(func() error { return services.run(ctx) })
+	g.Go(func() error { return n.Run(ctx) })
 	g.Go(func() error { return cp.syncer.Run(ctx) })
 	g.Go(func() error { watchProgress(ctx, cp.store, out); return nil })
 	err = g.Wait()
@@ -140,19 +118,30 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	return ignoreCanceled(err)
 }
 
-// agentLogs serves the API's pod logs and streams from the in-process
-// agent.
-type agentLogs struct {
-	agent   *node.Agent
-	streams http.Handler
-}
-
-func (a agentLogs) ServeStream(w http.ResponseWriter, r *http.Request, _ string) {
-	a.streams.ServeHTTP(w, r)
-}
-
-func (a agentLogs) PodLogs(ctx context.Context, namespace, pod string, opts apiserver.LogOptions, w io.Writer) error {
-	return a.agent.PodLogs(ctx, namespace, pod, opts, w)
+// upAgentEndpoint is the in-process agent's endpoint on addr for
+// scrapers (Prometheus, curl): it presents the API server's certificate
+// and requires a client certificate of the cluster CA, which the
+// cluster's RBAC authorizes as the kubelet's (get nodes/metrics, get
+// nodes/stats), besides the API server's own. A busy addr is only
+// warned about: up runs without the endpoint then (nil).
+func upAgentEndpoint(addr string, cp *controlPlane, say func(string, ...any)) (*host.Endpoint, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(cp.certFile, cp.keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("the agent endpoint's certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(cp.caPEM)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		say("warning: no agent endpoint (metrics, stats) on %s: %v", addr, err)
+		return nil, nil
+	}
+	say("agent endpoint (metrics, stats) at https://%s", ln.Addr())
+	return &host.Endpoint{Listener: ln, Authorizer: cp.rbac, TLS: &tls.Config{Certificates: []tls.Certificate{pair},
+		MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}}, nil
 }
 
 // syncAnswerWait bounds how long POST SyncPath waits for the sync it asked

@@ -24,7 +24,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 )
 
 // The integration tests build one node inside namespaces they own:
@@ -154,9 +154,9 @@ func newLab(tb testing.TB, n int) *lab {
 		tb.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		var pn node.PodNetwork
+		var pn podnet.PodNetwork
 		if err := inNetNS(tb, l.node, func() (err error) {
-			pn, err = f.Setup(ctx, node.PodRef{UID: fmt.Sprintf("%s-pod%d", l.id, i), Namespace: "default", Name: fmt.Sprintf("pod%d", i)})
+			pn, err = f.Setup(ctx, podnet.PodRef{UID: fmt.Sprintf("%s-pod%d", l.id, i), Namespace: "default", Name: fmt.Sprintf("pod%d", i)})
 			return err
 		}); err != nil {
 			tb.Fatal(err)

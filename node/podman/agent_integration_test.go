@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 func randHex(t *testing.T, n int) string {
@@ -149,15 +150,15 @@ func TestAgentOnPodman(t *testing.T) {
 	var logs bytes.Buffer
 	testkit.EventuallyTrue(t, "echo logs", 10*time.Second, func() bool {
 		logs.Reset()
-		return a.PodLogs(ctx, "default", "echo", node.LogOptions{}, &logs) == nil && strings.Contains(logs.String(), "hi-from-configmap")
+		return a.PodLogs(ctx, "default", "echo", corev1.PodLogOptions{}, &logs) == nil && strings.Contains(logs.String(), "hi-from-configmap")
 	})
 
 	// Restart the agent with an orphan waiting: adopt, do not recreate.
 	webID := webPod.Status.ContainerStatuses[0].ContainerID
 	stop()
 	orphanUID := "orphan-" + randHex(t, 8)
-	if _, err := rt.RunPod(ctx, node.PodSandbox{UID: orphanUID, Namespace: "default", Name: "orphan", Hostname: "orphan",
-		Containers: []node.ContainerSpec{{Name: "sleep", Image: BusyboxImage, Command: []string{"sleep", "3600"}}}}); err != nil {
+	if _, err := rt.RunPod(ctx, runtimeapi.PodSandbox{UID: orphanUID, Namespace: "default", Name: "orphan", Hostname: "orphan",
+		Containers: []runtimeapi.ContainerSpec{{Name: "sleep", Image: BusyboxImage, Command: []string{"sleep", "3600"}}}}); err != nil {
 		t.Fatalf("run orphan: %v", err)
 	}
 	start = time.Now()

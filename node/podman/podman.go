@@ -1,8 +1,8 @@
 //go:build linux
 
 // Package podman is the node agent's container runtime: it implements
-// node.Runtime on a Podman service through the Podman Go bindings (with
-// its events, node.EventWatcher, and health, node.Pinger), starts that
+// runtimeapi.Runtime on a Podman service through the Podman Go bindings (with
+// its events, runtimeapi.EventWatcher, and health, runtimeapi.Pinger), starts that
 // service for the agent and starts it again whenever it dies
 // (StartService), caps each container's log (RuntimeConfig.LogSizeMax), and
 // makes the local busybox image that examples and tests run
@@ -36,10 +36,10 @@ import (
 	"github.com/containers/podman/v4/pkg/specgen"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
-// Runtime is node.Runtime on one Podman service. Safe for concurrent use.
+// Runtime is runtimeapi.Runtime on one Podman service. Safe for concurrent use.
 //
 // The connection outlives the service: when the service restarts on the
 // same socket (Service supervises it), the next call dials it again.
@@ -54,10 +54,10 @@ type Runtime struct {
 
 // Interface guards.
 var (
-	_ node.Runtime      = (*Runtime)(nil)
-	_ node.Execer       = (*Runtime)(nil)
-	_ node.EventWatcher = (*Runtime)(nil)
-	_ node.Pinger       = (*Runtime)(nil)
+	_ runtimeapi.Runtime      = (*Runtime)(nil)
+	_ runtimeapi.Execer       = (*Runtime)(nil)
+	_ runtimeapi.EventWatcher = (*Runtime)(nil)
+	_ runtimeapi.Pinger       = (*Runtime)(nil)
 )
 
 // DefaultLogSizeMax is the default cap of a container's log file: 10 MiB,
@@ -153,17 +153,17 @@ func (r *Runtime) with(ctx context.Context) (context.Context, context.CancelFunc
 	return c, func() { stop(); cancel() }
 }
 
-// notFound maps Podman's 404 to node.ErrNotFound.
+// notFound maps Podman's 404 to runtimeapi.ErrNotFound.
 func notFound(err error) error {
 	var em *errorhandling.ErrorModel
 	if errors.As(err, &em) && em.ResponseCode == http.StatusNotFound {
-		return fmt.Errorf("%s: %w", em.Error(), node.ErrNotFound)
+		return fmt.Errorf("%s: %w", em.Error(), runtimeapi.ErrNotFound)
 	}
 	return err
 }
 
 // Names of Podman objects: unique per pod UID, readable in `podman ps`.
-func podName(s node.PodSandbox) string {
+func podName(s runtimeapi.PodSandbox) string {
 	uid := s.UID
 	if len(uid) > 8 {
 		uid = uid[:8]
@@ -171,15 +171,15 @@ func podName(s node.PodSandbox) string {
 	return fmt.Sprintf("flo_%s_%s_%s", s.Namespace, s.Name, uid)
 }
 
-func labels(s node.PodSandbox) map[string]string {
-	return map[string]string{node.LabelPodUID: s.UID, node.LabelPodNamespace: s.Namespace, node.LabelPodName: s.Name}
+func labels(s runtimeapi.PodSandbox) map[string]string {
+	return map[string]string{runtimeapi.LabelPodUID: s.UID, runtimeapi.LabelPodNamespace: s.Namespace, runtimeapi.LabelPodName: s.Name}
 }
 
-// RunPod implements node.Runtime. The Podman pod has no infra container:
+// RunPod implements runtimeapi.Runtime. The Podman pod has no infra container:
 // each container joins the pod's network namespace by path and gets the
 // pod's hostname. Volumes are bind mounts of host paths ("rbind", plus
 // "ro" for read-only ones).
-func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err error) {
+func (r *Runtime) RunPod(ctx context.Context, s runtimeapi.PodSandbox) (id string, err error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	name := podName(s)
@@ -208,7 +208,7 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 	}
 	for _, cs := range s.Containers {
 		for _, lc := range list {
-			if lc.Labels[node.LabelContainer] == cs.Name {
+			if lc.Labels[runtimeapi.LabelContainer] == cs.Name {
 				if err := containers.Start(c, lc.ID, nil); err != nil {
 					return "", fmt.Errorf("start container %s of pod %s: %w", cs.Name, name, err)
 				}
@@ -220,7 +220,7 @@ func (r *Runtime) RunPod(ctx context.Context, s node.PodSandbox) (id string, err
 
 // specFor is the spec of one container of pod podID. Its log is a k8s-file
 // (what ContainerLogs reads) capped at the runtime's LogSizeMax.
-func (r *Runtime) specFor(s node.PodSandbox, podID string, cs node.ContainerSpec) *specgen.SpecGenerator {
+func (r *Runtime) specFor(s runtimeapi.PodSandbox, podID string, cs runtimeapi.ContainerSpec) *specgen.SpecGenerator {
 	sg := specgen.NewSpecGenerator(cs.Image, false)
 	sg.LogConfiguration = &specgen.LogConfig{Driver: "k8s-file"}
 	if r.logSizeMax > 0 {
@@ -229,7 +229,7 @@ func (r *Runtime) specFor(s node.PodSandbox, podID string, cs node.ContainerSpec
 	sg.Name = podName(s) + "_" + cs.Name
 	sg.Pod = podID
 	sg.Labels = labels(s)
-	sg.Labels[node.LabelContainer] = cs.Name
+	sg.Labels[runtimeapi.LabelContainer] = cs.Name
 	sg.Hostname = s.Hostname
 	if d := s.DNS; d != nil {
 		for _, ns := range d.Nameservers {
@@ -271,8 +271,8 @@ func (r *Runtime) specFor(s node.PodSandbox, podID string, cs node.ContainerSpec
 	return sg
 }
 
-// CreateContainer implements node.Runtime.
-func (r *Runtime) CreateContainer(ctx context.Context, podID string, s node.PodSandbox, cs node.ContainerSpec) (string, error) {
+// CreateContainer implements runtimeapi.Runtime.
+func (r *Runtime) CreateContainer(ctx context.Context, podID string, s runtimeapi.PodSandbox, cs runtimeapi.ContainerSpec) (string, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	rep, err := containers.CreateWithSpec(c, r.specFor(s, podID, cs), nil)
@@ -291,58 +291,58 @@ func (r *Runtime) listContainers(c context.Context, podID string) ([]entities.Li
 	return list, nil
 }
 
-// ListPods implements node.Runtime.
-func (r *Runtime) ListPods(ctx context.Context) ([]node.PodSummary, error) {
+// ListPods implements runtimeapi.Runtime.
+func (r *Runtime) ListPods(ctx context.Context) ([]runtimeapi.PodSummary, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
-	list, err := pods.List(c, &pods.ListOptions{Filters: map[string][]string{"label": {node.LabelPodUID}}})
+	list, err := pods.List(c, &pods.ListOptions{Filters: map[string][]string{"label": {runtimeapi.LabelPodUID}}})
 	if err != nil {
 		return nil, fmt.Errorf("list podman pods: %w", err)
 	}
-	out := make([]node.PodSummary, 0, len(list))
+	out := make([]runtimeapi.PodSummary, 0, len(list))
 	for _, p := range list {
-		out = append(out, node.PodSummary{ID: p.Id, UID: p.Labels[node.LabelPodUID],
-			Namespace: p.Labels[node.LabelPodNamespace], Name: p.Labels[node.LabelPodName]})
+		out = append(out, runtimeapi.PodSummary{ID: p.Id, UID: p.Labels[runtimeapi.LabelPodUID],
+			Namespace: p.Labels[runtimeapi.LabelPodNamespace], Name: p.Labels[runtimeapi.LabelPodName]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 
-// PodStatus implements node.Runtime.
-func (r *Runtime) PodStatus(ctx context.Context, podID string) (node.PodStatus, error) {
+// PodStatus implements runtimeapi.Runtime.
+func (r *Runtime) PodStatus(ctx context.Context, podID string) (runtimeapi.PodStatus, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	rep, err := pods.Inspect(c, podID, nil)
 	if err != nil {
-		return node.PodStatus{}, fmt.Errorf("inspect podman pod %s: %w", podID, notFound(err))
+		return runtimeapi.PodStatus{}, fmt.Errorf("inspect podman pod %s: %w", podID, notFound(err))
 	}
-	st := node.PodStatus{PodSummary: node.PodSummary{ID: rep.ID, UID: rep.Labels[node.LabelPodUID],
-		Namespace: rep.Labels[node.LabelPodNamespace], Name: rep.Labels[node.LabelPodName]}}
+	st := runtimeapi.PodStatus{PodSummary: runtimeapi.PodSummary{ID: rep.ID, UID: rep.Labels[runtimeapi.LabelPodUID],
+		Namespace: rep.Labels[runtimeapi.LabelPodNamespace], Name: rep.Labels[runtimeapi.LabelPodName]}}
 	list, err := r.listContainers(c, rep.ID)
 	if err != nil {
-		return node.PodStatus{}, err
+		return runtimeapi.PodStatus{}, err
 	}
 	for _, lc := range list {
-		cs := node.ContainerStatus{
-			Name: lc.Labels[node.LabelContainer], ID: lc.ID, Image: lc.Image, ImageID: lc.ImageID,
+		cs := runtimeapi.ContainerStatus{
+			Name: lc.Labels[runtimeapi.LabelContainer], ID: lc.ID, Image: lc.Image, ImageID: lc.ImageID,
 			ExitCode: lc.ExitCode,
 		}
 		switch lc.State {
 		case "running", "paused", "stopping":
-			cs.State = node.ContainerRunning
+			cs.State = runtimeapi.ContainerRunning
 		case "created", "configured", "initialized":
-			cs.State = node.ContainerCreated
+			cs.State = runtimeapi.ContainerCreated
 		case "exited", "stopped":
-			cs.State = node.ContainerExited
+			cs.State = runtimeapi.ContainerExited
 		default:
-			cs.State = node.ContainerUnknown
+			cs.State = runtimeapi.ContainerUnknown
 		}
 		in, err := containers.Inspect(c, lc.ID, nil)
 		if err != nil {
-			if errors.Is(notFound(err), node.ErrNotFound) {
+			if errors.Is(notFound(err), runtimeapi.ErrNotFound) {
 				continue
 			}
-			return node.PodStatus{}, fmt.Errorf("inspect container %s: %w", lc.ID, err)
+			return runtimeapi.PodStatus{}, fmt.Errorf("inspect container %s: %w", lc.ID, err)
 		}
 		if in.State != nil {
 			cs.StartedAt, cs.FinishedAt = in.State.StartedAt, in.State.FinishedAt
@@ -350,7 +350,7 @@ func (r *Runtime) PodStatus(ctx context.Context, podID string) (node.PodStatus, 
 			cs.Error = in.State.Error
 			cs.ExitCode = in.State.ExitCode
 		}
-		if cs.State != node.ContainerExited {
+		if cs.State != runtimeapi.ContainerExited {
 			cs.FinishedAt = time.Time{}
 		}
 		if in.ImageName != "" {
@@ -362,7 +362,7 @@ func (r *Runtime) PodStatus(ctx context.Context, podID string) (node.PodStatus, 
 	return st, nil
 }
 
-// StartContainer implements node.Runtime.
+// StartContainer implements runtimeapi.Runtime.
 func (r *Runtime) StartContainer(ctx context.Context, containerID string) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -372,7 +372,7 @@ func (r *Runtime) StartContainer(ctx context.Context, containerID string) error 
 	return nil
 }
 
-// RestartContainer implements node.Runtime.
+// RestartContainer implements runtimeapi.Runtime.
 func (r *Runtime) RestartContainer(ctx context.Context, containerID string, grace time.Duration) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -386,7 +386,7 @@ func (r *Runtime) RestartContainer(ctx context.Context, containerID string, grac
 	return nil
 }
 
-// StopPod implements node.Runtime: every running container is stopped in
+// StopPod implements runtimeapi.Runtime: every running container is stopped in
 // parallel with the grace period (Podman sends the stop signal, then
 // SIGKILL). Containers are stopped one by one rather than through the pod
 // endpoint, whose timeout parameter Podman 4.3 ignores.
@@ -394,7 +394,7 @@ func (r *Runtime) StopPod(ctx context.Context, podID string, grace time.Duration
 	c, cancel := r.with(ctx)
 	defer cancel()
 	if ok, err := pods.Exists(c, podID, nil); err == nil && !ok {
-		return fmt.Errorf("stop podman pod %s: %w", podID, node.ErrNotFound)
+		return fmt.Errorf("stop podman pod %s: %w", podID, runtimeapi.ErrNotFound)
 	}
 	list, err := r.listContainers(c, podID)
 	if err != nil {
@@ -420,12 +420,12 @@ func (r *Runtime) StopPod(ctx context.Context, podID string, grace time.Duration
 	return errors.Join(all...)
 }
 
-// RemovePod implements node.Runtime.
+// RemovePod implements runtimeapi.Runtime.
 func (r *Runtime) RemovePod(ctx context.Context, podID string) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	if _, err := pods.Remove(c, podID, new(pods.RemoveOptions).WithForce(true).WithTimeout(0)); err != nil {
-		if err := notFound(err); errors.Is(err, node.ErrNotFound) {
+		if err := notFound(err); errors.Is(err, runtimeapi.ErrNotFound) {
 			return nil
 		}
 		return fmt.Errorf("remove podman pod %s: %w", podID, err)
@@ -433,8 +433,8 @@ func (r *Runtime) RemovePod(ctx context.Context, podID string) error {
 	return nil
 }
 
-// ContainerLogs implements node.Runtime; stdout and stderr are interleaved.
-func (r *Runtime) ContainerLogs(ctx context.Context, containerID string, req node.LogRequest, w io.Writer) error {
+// ContainerLogs implements runtimeapi.Runtime; stdout and stderr are interleaved.
+func (r *Runtime) ContainerLogs(ctx context.Context, containerID string, req runtimeapi.LogRequest, w io.Writer) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	opts := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(req.Follow)
@@ -472,7 +472,7 @@ func (r *Runtime) ContainerLogs(ctx context.Context, containerID string, req nod
 	return werr
 }
 
-// ImageExists implements node.Runtime.
+// ImageExists implements runtimeapi.Runtime.
 func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -483,7 +483,7 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) (bool, error) {
 	return ok, nil
 }
 
-// RuntimeVersion implements node.RuntimeVersioner: "podman://" and the
+// RuntimeVersion implements runtimeapi.RuntimeVersioner: "podman://" and the
 // service's version, as the kubelet reports a CRI runtime.
 func (r *Runtime) RuntimeVersion(ctx context.Context) (string, error) {
 	c, cancel := r.with(ctx)
@@ -498,7 +498,7 @@ func (r *Runtime) RuntimeVersion(ctx context.Context) (string, error) {
 	return "podman://" + rep.Server.Version, nil
 }
 
-// ImageUser implements node.ImageUserReader: the image config's User.
+// ImageUser implements runtimeapi.ImageUserReader: the image config's User.
 func (r *Runtime) ImageUser(ctx context.Context, image string) (string, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -512,7 +512,7 @@ func (r *Runtime) ImageUser(ctx context.Context, image string) (string, error) {
 	return data.Config.User, nil
 }
 
-// PullImage implements node.Runtime.
+// PullImage implements runtimeapi.Runtime.
 func (r *Runtime) PullImage(ctx context.Context, image string) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -522,7 +522,7 @@ func (r *Runtime) PullImage(ctx context.Context, image string) error {
 	return nil
 }
 
-// Exec implements node.Execer (exec probes): it runs cmd in the container
+// Exec implements runtimeapi.Execer (exec probes): it runs cmd in the container
 // and returns its exit code.
 //
 // Each Exec has a connection of its own: the bindings' ExecStartAndAttach
@@ -563,7 +563,7 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (i
 	return in.ExitCode, nil
 }
 
-// Ping implements node.Pinger: the service answers /_ping.
+// Ping implements runtimeapi.Pinger: the service answers /_ping.
 func (r *Runtime) Ping(ctx context.Context) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
@@ -589,13 +589,13 @@ var watchedActions = map[string]bool{
 	"pause": true, "unpause": true, "restart": true, "stop": true,
 }
 
-// WatchEvents implements node.EventWatcher on Podman's event stream. The
+// WatchEvents implements runtimeapi.EventWatcher on Podman's event stream. The
 // stream starts a second before the call, so nothing between the call and
 // the stream's start is lost; older events in Podman's event file are not
 // replayed. Podman 4.3 ignores every event when since is combined with
 // filters, so the stream is unfiltered and events are kept here: container
-// events of the watched actions on containers with node.LabelPodUID.
-func (r *Runtime) WatchEvents(ctx context.Context, subscribed func(), onEvent func(node.RuntimeEvent)) error {
+// events of the watched actions on containers with runtimeapi.LabelPodUID.
+func (r *Runtime) WatchEvents(ctx context.Context, subscribed func(), onEvent func(runtimeapi.RuntimeEvent)) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
 	conn, err := bindings.GetClient(c)
@@ -627,10 +627,10 @@ func (r *Runtime) WatchEvents(ctx context.Context, subscribed func(), onEvent fu
 			}
 			return r.noted(fmt.Errorf("the event stream of podman at %s broke: %w", r.uri, err))
 		}
-		uid := ev.Actor.Attributes[node.LabelPodUID]
+		uid := ev.Actor.Attributes[runtimeapi.LabelPodUID]
 		if ev.Type != "container" || uid == "" || !watchedActions[ev.Action] {
 			continue
 		}
-		onEvent(node.RuntimeEvent{Action: ev.Action, PodUID: uid, ContainerID: ev.Actor.ID})
+		onEvent(runtimeapi.RuntimeEvent{Action: ev.Action, PodUID: uid, ContainerID: ev.Actor.ID})
 	}
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 
 	"github.com/flotilla-dev/flotilla/internal/testkit"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // with0 is the connection context for direct bindings calls in tests.
@@ -94,8 +94,8 @@ func TestRuntimeLifecycle(t *testing.T) {
 	}
 
 	uid := fmt.Sprintf("uid-%d", time.Now().UnixNano())
-	sb := node.PodSandbox{UID: uid, Namespace: "default", Name: "smoke", Hostname: "smoke",
-		Containers: []node.ContainerSpec{
+	sb := runtimeapi.PodSandbox{UID: uid, Namespace: "default", Name: "smoke", Hostname: "smoke",
+		Containers: []runtimeapi.ContainerSpec{
 			{Name: "main", Image: BusyboxImage, Command: []string{"sh", "-c"}, Args: []string{"echo hello $GREETING; hostname; sleep 3600"},
 				Env: map[string]string{"GREETING": "world"}, MemoryBytes: 64 << 20, CPUMillis: 500},
 			{Name: "quick", Image: BusyboxImage, Command: []string{"sh", "-c", "exit 3"}},
@@ -111,22 +111,22 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].UID != uid || list[0].ID != id {
 		t.Fatalf("ListPods = %+v, %v", list, err)
 	}
-	var st node.PodStatus
+	var st runtimeapi.PodStatus
 	testkit.Eventually(t, "the quick container to exit", 20*time.Second, func() error {
 		st, err = rt.PodStatus(ctx, id)
 		if err != nil {
 			t.Fatalf("PodStatus: %v", err)
 		}
-		if q := st.Container("quick"); q == nil || q.State != node.ContainerExited {
+		if q := st.Container("quick"); q == nil || q.State != runtimeapi.ContainerExited {
 			return fmt.Errorf("quick = %+v", q)
 		}
 		return nil
 	})
 	m, q := st.Container("main"), st.Container("quick")
-	if m == nil || m.State != node.ContainerRunning || m.StartedAt.IsZero() {
+	if m == nil || m.State != runtimeapi.ContainerRunning || m.StartedAt.IsZero() {
 		t.Fatalf("main = %+v", m)
 	}
-	if q == nil || q.State != node.ContainerExited || q.ExitCode != 3 || q.FinishedAt.IsZero() {
+	if q == nil || q.State != runtimeapi.ContainerExited || q.ExitCode != 3 || q.FinishedAt.IsZero() {
 		t.Fatalf("quick = %+v", q)
 	}
 	in, err := containers.Inspect(rt.with0(ctx), m.ID, nil)
@@ -139,7 +139,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 	var logs bytes.Buffer
 	testkit.Eventually(t, "main's logs", 10*time.Second, func() error {
 		logs.Reset()
-		if err := rt.ContainerLogs(ctx, m.ID, node.LogRequest{}, &logs); err != nil {
+		if err := rt.ContainerLogs(ctx, m.ID, runtimeapi.LogRequest{}, &logs); err != nil {
 			t.Fatalf("ContainerLogs: %v", err)
 		}
 		if !strings.Contains(logs.String(), "hello world") || !strings.Contains(logs.String(), "smoke") {
@@ -161,7 +161,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if err := rt.RemovePod(ctx, id); err != nil {
 		t.Fatalf("RemovePod: %v", err)
 	}
-	if _, err := rt.PodStatus(ctx, id); !errors.Is(err, node.ErrNotFound) {
+	if _, err := rt.PodStatus(ctx, id); !errors.Is(err, runtimeapi.ErrNotFound) {
 		t.Fatalf("PodStatus after remove: %v, want ErrNotFound", err)
 	}
 	if err := rt.RemovePod(ctx, id); err != nil {

@@ -6,14 +6,14 @@ import (
 
 	"github.com/containers/podman/v4/pkg/specgen"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // applySecurity sets a container's security context on its spec. With no
 // seccomp setting the Podman service applies its default profile: every
 // container runs under RuntimeDefault unless the pod asks for Unconfined
 // (which Pod Security's baseline level refuses).
-func applySecurity(sg *specgen.SpecGenerator, s node.Security) {
+func applySecurity(sg *specgen.SpecGenerator, s runtimeapi.Security) {
 	switch {
 	case s.User != nil && s.Group != nil:
 		sg.User = strconv.FormatInt(*s.User, 10) + ":" + strconv.FormatInt(*s.Group, 10)

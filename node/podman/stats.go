@@ -6,35 +6,35 @@ import (
 
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
-var _ node.StatsReader = (*Runtime)(nil)
+var _ runtimeapi.StatsReader = (*Runtime)(nil)
 
-// ContainerStats implements node.StatsReader with two calls whatever the
+// ContainerStats implements runtimeapi.StatsReader with two calls whatever the
 // number of pods: one list of the running containers with Flotilla's
 // labels, and one non-streaming stats report of every running container
 // (libpod's /containers/stats with stream=false and no names: all of
 // them, so a container that stops in between is no error). Memory is Podman's usage (the cgroup's, page cache included on
 // cgroup v1); network bytes are the container's network namespace's.
-func (r *Runtime) ContainerStats(ctx context.Context) ([]node.ContainerStats, error) {
+func (r *Runtime) ContainerStats(ctx context.Context) ([]runtimeapi.ContainerStats, error) {
 	c, cancel := r.with(ctx)
 	defer cancel()
-	list, err := containers.List(c, &containers.ListOptions{Filters: map[string][]string{"label": {node.LabelPodUID}, "status": {"running"}}})
+	list, err := containers.List(c, &containers.ListOptions{Filters: map[string][]string{"label": {runtimeapi.LabelPodUID}, "status": {"running"}}})
 	if err != nil {
 		return nil, fmt.Errorf("list running containers: %w", err)
 	}
 	if len(list) == 0 {
 		return nil, nil
 	}
-	byID := make(map[string]node.ContainerStats, len(list))
+	byID := make(map[string]runtimeapi.ContainerStats, len(list))
 	for _, ct := range list {
 		l := ct.Labels
-		if l[node.LabelContainer] == "" { // the pod's infra container, if any
+		if l[runtimeapi.LabelContainer] == "" { // the pod's infra container, if any
 			continue
 		}
-		byID[ct.ID] = node.ContainerStats{ContainerID: ct.ID, PodUID: l[node.LabelPodUID], Namespace: l[node.LabelPodNamespace],
-			Pod: l[node.LabelPodName], Container: l[node.LabelContainer]}
+		byID[ct.ID] = runtimeapi.ContainerStats{ContainerID: ct.ID, PodUID: l[runtimeapi.LabelPodUID], Namespace: l[runtimeapi.LabelPodNamespace],
+			Pod: l[runtimeapi.LabelPodName], Container: l[runtimeapi.LabelContainer]}
 	}
 	if len(byID) == 0 {
 		return nil, nil
@@ -43,7 +43,7 @@ func (r *Runtime) ContainerStats(ctx context.Context) ([]node.ContainerStats, er
 	if err != nil {
 		return nil, fmt.Errorf("read container stats: %w", err)
 	}
-	var out []node.ContainerStats
+	var out []runtimeapi.ContainerStats
 	var first error
 	for rep := range reports {
 		if rep.Error != nil && first == nil {

@@ -10,10 +10,10 @@ import (
 	"github.com/containers/podman/v4/pkg/bindings"
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
-var _ node.Streamer = (*Runtime)(nil)
+var _ runtimeapi.Streamer = (*Runtime)(nil)
 
 // ownConn is a bindings connection of its own for one streaming call: the
 // bindings' ExecStartAndAttach and Attach replace the connection's HTTP
@@ -37,10 +37,10 @@ func (r *Runtime) ownConn(ctx context.Context) (context.Context, func(), error) 
 	return c, closeIdle, nil
 }
 
-// ExecStream implements node.Streamer with a Podman exec session: stdin,
+// ExecStream implements runtimeapi.Streamer with a Podman exec session: stdin,
 // stdout and stderr as asked, a terminal with its size changes, and the
-// command's exit code (node.ExitCodeError when not 0).
-func (r *Runtime) ExecStream(ctx context.Context, containerID string, cmd []string, sio node.StreamIO) error {
+// command's exit code (runtimeapi.ExitCodeError when not 0).
+func (r *Runtime) ExecStream(ctx context.Context, containerID string, cmd []string, sio runtimeapi.StreamIO) error {
 	c, done, err := r.ownConn(ctx)
 	if err != nil {
 		return err
@@ -86,13 +86,13 @@ func (r *Runtime) ExecStream(ctx context.Context, containerID string, cmd []stri
 		return fmt.Errorf("inspect exec in container %s: %w", containerID, err)
 	}
 	if in.ExitCode != 0 {
-		return node.ExitCodeError{Code: in.ExitCode}
+		return runtimeapi.ExitCodeError{Code: in.ExitCode}
 	}
 	return nil
 }
 
-// AttachStream implements node.Streamer with Podman's attach.
-func (r *Runtime) AttachStream(ctx context.Context, containerID string, sio node.StreamIO) error {
+// AttachStream implements runtimeapi.Streamer with Podman's attach.
+func (r *Runtime) AttachStream(ctx context.Context, containerID string, sio runtimeapi.StreamIO) error {
 	c, done, err := r.ownConn(ctx)
 	if err != nil {
 		return err

@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/cluster/store"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
 
@@ -103,21 +103,21 @@ done`
 	if err := os.MkdirAll(filepath.Join(vdir, "a/b"), 0o777); err != nil {
 		t.Fatal(err)
 	}
-	spec := func(c *corev1.Container) node.ContainerSpec {
+	spec := func(c *corev1.Container) runtimeapi.ContainerSpec {
 		t.Helper()
 		mounts, err := vp.Mounts(c, nil)
 		if err != nil {
 			t.Fatalf("mounts of %s: %v", c.Name, err)
 		}
-		cs := node.ContainerSpec{Name: c.Name, Image: c.Image, Command: c.Command}
+		cs := runtimeapi.ContainerSpec{Name: c.Name, Image: c.Image, Command: c.Command}
 		for _, m := range mounts {
-			cs.Mounts = append(cs.Mounts, node.Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
+			cs.Mounts = append(cs.Mounts, runtimeapi.Mount{Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly})
 		}
 		return cs
 	}
-	sb := node.PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: "race"}
+	sb := runtimeapi.PodSandbox{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, Hostname: "race"}
 	victimSpec := spec(&victim) // before the attack starts: created as the agent creates it
-	sb.Containers = []node.ContainerSpec{spec(&pod.Spec.Containers[0])}
+	sb.Containers = []runtimeapi.ContainerSpec{spec(&pod.Spec.Containers[0])}
 	podID, err := rt.RunPod(ctx, sb)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ done`
 	took := time.Since(began)
 	t.Logf("%d starts in %s (%s each); setups refused: %d (a symlink there), %d (the directory removed before the bind mount); starts refused by runc: %d (the directory removed since); the subPath's directory seen %d times (empty %d)",
 		starts, took.Round(time.Millisecond), (took / time.Duration(starts)).Round(time.Millisecond), refused, removed, gone, sawInside, sawNothing)
-	if st, err := rt.PodStatus(ctx, podID); err != nil || st.Container("attacker") == nil || st.Container("attacker").State != node.ContainerRunning {
+	if st, err := rt.PodStatus(ctx, podID); err != nil || st.Container("attacker") == nil || st.Container("attacker").State != runtimeapi.ContainerRunning {
 		t.Fatalf("the attacker is not running to the end: %+v %v", st, err)
 	}
 	if refused == 0 {

@@ -21,16 +21,16 @@ import (
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 
 	"github.com/flotilla-dev/flotilla/internal/testkit"
-	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/runtimeapi"
 )
 
 // eventLog collects what WatchEvents delivers.
 type eventLog struct {
 	mu     sync.Mutex
-	events []node.RuntimeEvent
+	events []runtimeapi.RuntimeEvent
 }
 
-func (l *eventLog) add(ev node.RuntimeEvent) {
+func (l *eventLog) add(ev runtimeapi.RuntimeEvent) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, ev)
@@ -67,8 +67,8 @@ func TestKill9(t *testing.T) {
 	<-subscribed
 
 	uid := fmt.Sprintf("uid-%d", time.Now().UnixNano())
-	id, err := rt.RunPod(ctx, node.PodSandbox{UID: uid, Namespace: "default", Name: "kept", Hostname: "kept",
-		Containers: []node.ContainerSpec{{Name: "main", Image: BusyboxImage, Command: []string{"sleep", "3600"}}}})
+	id, err := rt.RunPod(ctx, runtimeapi.PodSandbox{UID: uid, Namespace: "default", Name: "kept", Hostname: "kept",
+		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: BusyboxImage, Command: []string{"sleep", "3600"}}}})
 	if err != nil {
 		t.Fatalf("RunPod: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestKill9(t *testing.T) {
 	if err != nil {
 		t.Fatalf("PodStatus after the restart: %v", err)
 	}
-	if b, a := before.Container("main"), after.Container("main"); a == nil || a.ID != b.ID || a.State != node.ContainerRunning || !a.StartedAt.Equal(b.StartedAt) {
+	if b, a := before.Container("main"), after.Container("main"); a == nil || a.ID != b.ID || a.State != runtimeapi.ContainerRunning || !a.StartedAt.Equal(b.StartedAt) {
 		t.Fatalf("container before %+v, after %+v: want the same one, still running", b, a)
 	}
 
@@ -151,8 +151,8 @@ func TestChattyLog(t *testing.T) {
 	script := `i=0; while true; do j=0; while [ $j -lt 200 ]; do i=$((i+1)); j=$((j+1)); ` +
 		`echo "line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; done; sleep 0.1; done`
 	uid := fmt.Sprintf("uid-%d", time.Now().UnixNano())
-	id, err := rt.RunPod(ctx, node.PodSandbox{UID: uid, Namespace: "default", Name: "chatty", Hostname: "chatty",
-		Containers: []node.ContainerSpec{{Name: "main", Image: BusyboxImage, Command: []string{"sh", "-c", script}}}})
+	id, err := rt.RunPod(ctx, runtimeapi.PodSandbox{UID: uid, Namespace: "default", Name: "chatty", Hostname: "chatty",
+		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: BusyboxImage, Command: []string{"sh", "-c", script}}}})
 	if err != nil {
 		t.Fatalf("RunPod: %v", err)
 	}
@@ -174,7 +174,7 @@ func TestChattyLog(t *testing.T) {
 	// Follow from now on, across the cuts.
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(rt.ContainerLogs(ctx, ctr, node.LogRequest{Follow: true, TailLines: ptr(int64(1))}, pw))
+		pw.CloseWithError(rt.ContainerLogs(ctx, ctr, runtimeapi.LogRequest{Follow: true, TailLines: ptr(int64(1))}, pw))
 	}()
 	followed := make(chan int, 1024)
 	go func() {
@@ -214,7 +214,7 @@ func TestChattyLog(t *testing.T) {
 		t.Fatalf("log file is %d bytes after ~%d lines, over the cap of %d", fi.Size(), last, capBytes)
 	}
 	var out bytes.Buffer
-	if err := rt.ContainerLogs(ctx, ctr, node.LogRequest{}, &out); err != nil {
+	if err := rt.ContainerLogs(ctx, ctr, runtimeapi.LogRequest{}, &out); err != nil {
 		t.Fatalf("ContainerLogs: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

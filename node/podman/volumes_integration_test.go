@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/node"
+	"github.com/flotilla-dev/flotilla/node/podnet"
 	"github.com/flotilla-dev/flotilla/volumes"
 )
 
@@ -27,8 +28,8 @@ import (
 // tests are about files.
 type noNetwork struct{}
 
-func (noNetwork) Setup(context.Context, node.PodRef) (node.PodNetwork, error) {
-	return node.PodNetwork{}, nil
+func (noNetwork) Setup(context.Context, podnet.PodRef) (podnet.PodNetwork, error) {
+	return podnet.PodNetwork{}, nil
 }
 func (noNetwork) Teardown(context.Context, string) error { return nil }
 func (noNetwork) Pods(context.Context) ([]string, error) { return nil, nil }
@@ -154,7 +155,7 @@ func TestVolumesOnPodman(t *testing.T) {
 		var buf bytes.Buffer
 		testkit.EventuallyTrue(t, pod+"/"+container+" logs with "+strings.Join(want, ", "), 60*time.Second, func() bool {
 			buf.Reset()
-			if a.PodLogs(ctx, "default", pod, node.LogOptions{Container: container}, &buf) != nil {
+			if a.PodLogs(ctx, "default", pod, corev1.PodLogOptions{Container: container}, &buf) != nil {
 				return false
 			}
 			for _, w := range want {

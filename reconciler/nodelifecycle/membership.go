@@ -8,7 +8,7 @@ import (
 
 // Membership is the gossip view of the cluster that the controller reads:
 // who is alive, who failed, who left. It is owned by this package (the
-// consumer); the wiring adapts cluster/gossip to it. Nil means no gossip
+// consumer); GossipView adapts cluster/gossip to it. Nil means no gossip
 // (a single node): the controller then judges nodes by their agent
 // heartbeat alone.
 //

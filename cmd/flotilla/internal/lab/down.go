@@ -9,13 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
-
-	"golang.org/x/sys/unix"
+	"github.com/flotilla-dev/flotilla/internal/mounts"
 )
 
 // Down removes the lab: it stops every process (SIGTERM, up to 5 s, then
@@ -151,44 +148,13 @@ func removeLabFiles(dir string) error {
 }
 
 // mountsUnder lists the mount points at or below any of roots, deepest first.
-func mountsUnder(roots ...string) []string {
-	infos, err := mountinfo.GetMounts(func(in *mountinfo.Info) (skip, stop bool) {
-		for _, r := range roots {
-			if in.Mountpoint == r || strings.HasPrefix(in.Mountpoint, r+"/") {
-				return false, false
-			}
-		}
-		return true, false
-	})
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(infos))
-	for _, in := range infos {
-		out = append(out, in.Mountpoint)
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
+func mountsUnder(roots ...string) []string { return mounts.Under(roots...) }
 
 // unmountUnder lazily unmounts everything at or below roots (container
 // overlays and shm of the nodes' Podman storage), deepest first.
-// UnmountUnder unmounts everything mounted at or below roots, deepest
-// first (`flotilla down` uses it for the pods' tmpfs volumes).
-func UnmountUnder(roots ...string) error { return unmountUnder(roots...) }
-
 func unmountUnder(roots ...string) error {
-	for range 5 {
-		mps := mountsUnder(roots...)
-		if len(mps) == 0 {
-			return nil
-		}
-		for _, mp := range mps {
-			unix.Unmount(mp, unix.MNT_DETACH)
-		}
-	}
-	if mps := mountsUnder(roots...); len(mps) > 0 {
-		return fmt.Errorf("unmounting %d lab mounts, still mounted: %s", len(mps), strings.Join(mps, ", "))
+	if err := mounts.UnmountUnder(roots...); err != nil {
+		return fmt.Errorf("unmounting lab mounts: %w", err)
 	}
 	return nil
 }

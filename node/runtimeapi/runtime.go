@@ -1,4 +1,10 @@
-package node
+// Package runtimeapi is the contract between the node agent and a
+// container runtime (as the kubelet's CRI): the pods and containers the
+// agent asks for, what the runtime reports back, the core Runtime
+// interface and its optional abilities, found by type assertion. Package
+// node uses it; node/podman implements it (node.FakeRuntime is the test
+// double). Neither imports the other.
+package runtimeapi
 
 import (
 	"context"
@@ -25,11 +31,11 @@ var (
 	// pulled (pull policy Never, or an image under localhost/).
 	ErrImageNotPresent = errors.New("image not present and never pulled")
 	// ErrTimeout: the runtime did not answer within the call's deadline
-	// (Config.RuntimeTimeout, Config.PullTimeout); the error names the
+	// (node.Config.RuntimeTimeout, node.Config.PullTimeout); the error names the
 	// operation. The agent wraps it; a Runtime need not return it.
 	ErrTimeout = errors.New("the container runtime did not answer in time")
 	// ErrEventsUnsupported: EventWatcher.WatchEvents cannot watch this
-	// runtime; the agent then polls it every SyncInterval.
+	// runtime; the agent then polls it every node.Config.SyncInterval.
 	ErrEventsUnsupported = errors.New("the container runtime cannot stream its events")
 )
 
@@ -44,7 +50,7 @@ type PodSandbox struct {
 	// DNS is the pod's resolver configuration; nil keeps the runtime's
 	// default (the node's own resolv.conf).
 	DNS *DNSConfig
-	// NetNSPath is the network namespace (from Network.Setup) every
+	// NetNSPath is the network namespace (from podnet.Network.Setup) every
 	// container joins. "" runs the containers in a private namespace with no
 	// network (only for tests).
 	NetNSPath string
@@ -135,8 +141,8 @@ type PodStatus struct {
 	Containers []ContainerStatus
 }
 
-// clone is a copy that shares nothing with p.
-func (p PodStatus) clone() PodStatus {
+// Clone is a copy that shares nothing with p.
+func (p PodStatus) Clone() PodStatus {
 	p.Containers = append([]ContainerStatus(nil), p.Containers...)
 	return p
 }
@@ -171,8 +177,8 @@ type LogRequest struct {
 // worker goroutine per pod (so calls for one pod never overlap), and from its
 // main loop for ListPods and orphan removal. Every method may block on the
 // runtime, and must return soon after ctx ends: the agent gives every call a
-// deadline (Config.RuntimeTimeout, 2 min by default; PullImage
-// Config.PullTimeout, 10 min; StopPod and RestartContainer their grace period
+// deadline (node.Config.RuntimeTimeout, 2 min by default; PullImage
+// node.Config.PullTimeout, 10 min; StopPod and RestartContainer their grace period
 // on top; a ContainerLogs with Follow only the caller's ctx), so a hung
 // runtime never hangs a pod worker. None keeps running after it returns
 // except what it documents. Returned values belong to the caller. Restart
@@ -246,8 +252,8 @@ type RuntimeEvent struct {
 
 // EventWatcher is an optional ability of a Runtime: a stream of container
 // events, so that the agent reacts to exits at once and re-lists the
-// runtime only every Config.RuntimeResyncInterval instead of polling every
-// pod every SyncInterval (the kubelet's event-driven pod lifecycle).
+// runtime only every node.Config.RuntimeResyncInterval instead of polling every
+// pod every node.Config.SyncInterval (the kubelet's event-driven pod lifecycle).
 type EventWatcher interface {
 	// WatchEvents follows the events of containers that carry
 	// LabelPodUID. It calls subscribed once the stream is live (every event
@@ -261,7 +267,7 @@ type EventWatcher interface {
 }
 
 // Pinger is an optional ability of a Runtime: a cheap check that it
-// answers. The agent pings every Config.RuntimeCheckInterval and reports
+// answers. The agent pings every node.Config.RuntimeCheckInterval and reports
 // the node NotReady (reason ContainerRuntimeDown, the error as message)
 // while it fails, so the error names where the runtime was reached.
 type Pinger interface {

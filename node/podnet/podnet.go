@@ -1,4 +1,9 @@
-package node
+// Package podnet is the contract between the node agent and the pod
+// network: the Network that gives each pod a network namespace with an
+// address, and its optional abilities. Package node uses it; netfabric
+// implements it (node.FakeNetwork is the test double). Neither imports the
+// other.
+package podnet
 
 import (
 	"context"
@@ -35,4 +40,12 @@ type Network interface {
 	// Pods lists the UIDs that have a network now, so the agent can tear down
 	// the ones whose pods are gone.
 	Pods(ctx context.Context) ([]string, error)
+}
+
+// PodDialer is an optional ability of a Network: a TCP connection to a
+// port of the pod's own network namespace, the way the kubelet's
+// port-forward connects to localhost inside the pod (so a port bound to
+// 127.0.0.1 in the pod is reachable too).
+type PodDialer interface {
+	DialPod(ctx context.Context, netnsPath string, port int32) (net.Conn, error)
 }

@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"context"
@@ -137,10 +137,15 @@ func (v *nodeView) peers() (peers []netfabric.Peer, ok bool) {
 	return peers, v.listed
 }
 
+// peerSetter is the overlay's peer table (netfabric.Fabric's SetPeers).
+type peerSetter interface {
+	SetPeers(ctx context.Context, peers []netfabric.Peer) error
+}
+
 // followPeers programs the overlay from the Nodes the API holds, on every
 // change. While the API is away the last routes stay: the overlay keeps
 // working, only nodes that join meanwhile wait for it.
-func followPeers(ctx context.Context, view *nodeView, fabric *netfabric.Fabric, log *slog.Logger) {
+func followPeers(ctx context.Context, view *nodeView, fabric peerSetter, log *slog.Logger) {
 	for {
 		if peers, ok := view.peers(); ok {
 			if err := fabric.SetPeers(ctx, peers); err != nil {
@@ -158,12 +163,9 @@ func followPeers(ctx context.Context, view *nodeView, fabric *netfabric.Fabric, 
 // aliveNodes are the names of the agents gossip says are alive and that
 // are registered Nodes (a gossip member's word alone counts for nothing),
 // self included.
-func aliveNodes(self string, members *gossip.Membership, view *nodeView) []string {
+func aliveNodes(self string, members []gossip.Member, view *nodeView) []string {
 	names := []string{self}
-	if members == nil {
-		return names
-	}
-	for _, m := range members.Members() {
+	for _, m := range members {
 		if m.Meta.Role == gossip.RoleAgent && m.Name == m.Meta.NodeName && m.Name != self && view.registered(m.Name) {
 			names = append(names, m.Name)
 		}

@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"context"
@@ -13,10 +13,10 @@ import (
 	"github.com/flotilla-dev/flotilla/node"
 )
 
-// registerNode makes sure the Node object exists before the agent starts,
+// Register makes sure the Node object exists before the agent starts,
 // with podCIDR when the node has its own ("" leaves the choice to the
 // server's nodeipam controller). An existing Node keeps its pod CIDR.
-func registerNode(ctx context.Context, st store.Interface, name, podCIDR string) error {
+func Register(ctx context.Context, st store.Interface, name, podCIDR string) error {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: node.NodeLabels(name)}}
 	if podCIDR != "" {
 		n.Spec = corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}
@@ -27,9 +27,12 @@ func registerNode(ctx context.Context, st store.Interface, name, podCIDR string)
 	return nil
 }
 
-// waitPodCIDR waits until the server has given the Node a pod CIDR, and
-// returns it. It tells the user while it waits.
-func waitPodCIDR(ctx context.Context, st store.Interface, name string, say func(string, ...any)) (string, error) {
+// podCIDRPoll is how often WaitPodCIDR reads the Node again.
+const podCIDRPoll = 500 * time.Millisecond
+
+// WaitPodCIDR waits until the server has given the Node a pod CIDR, and
+// returns it. It tells the user once, through say, when it has to wait.
+func WaitPodCIDR(ctx context.Context, st store.Interface, name string, say func(string, ...any)) (string, error) {
 	told := false
 	for {
 		obj, err := st.Get(ctx, "nodes", "", name)
@@ -45,7 +48,7 @@ func waitPodCIDR(ctx context.Context, st store.Interface, name string, say func(
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(podCIDRPoll):
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package nodelifecycle
 
 import (
 	"context"
@@ -6,23 +6,22 @@ import (
 	"time"
 
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
-	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
 )
 
-// gossipView adapts cluster/gossip to the node lifecycle controller's
-// Membership: it remembers every agent it has heard of, alive, failed or
+// GossipView adapts cluster/gossip to the controller's Membership (the
+// server's wiring makes one with WatchGossip): it remembers every agent it has heard of, alive, failed or
 // left (gossip itself forgets the dead), and forwards each change.
-type gossipView struct {
+type GossipView struct {
 	mu      sync.Mutex
-	members map[string]nodelifecycle.Member
-	events  chan nodelifecycle.MemberEvent
+	members map[string]Member
+	events  chan MemberEvent
 }
 
-var _ nodelifecycle.Membership = (*gossipView)(nil)
+var _ Membership = (*GossipView)(nil)
 
-// watchGossip follows m until ctx ends.
-func watchGossip(ctx context.Context, m *gossip.Membership) *gossipView {
-	v := &gossipView{members: map[string]nodelifecycle.Member{}, events: make(chan nodelifecycle.MemberEvent, 256)}
+// WatchGossip follows m until ctx ends; Events is closed then.
+func WatchGossip(ctx context.Context, m *gossip.Membership) *GossipView {
+	v := &GossipView{members: map[string]Member{}, events: make(chan MemberEvent, 256)}
 	ch, stop := m.Subscribe()
 	go func() {
 		defer close(v.events)
@@ -42,7 +41,7 @@ func watchGossip(ctx context.Context, m *gossip.Membership) *gossipView {
 	return v
 }
 
-func (v *gossipView) apply(ev gossip.Event, now time.Time) {
+func (v *GossipView) apply(ev gossip.Event, now time.Time) {
 	if ev.Member.Meta.Role != gossip.RoleAgent {
 		return // servers are not Nodes
 	}
@@ -52,7 +51,7 @@ func (v *gossipView) apply(ev gossip.Event, now time.Time) {
 	if ev.Member.Meta.NodeName != "" && ev.Member.Meta.NodeName != name {
 		return
 	}
-	m := nodelifecycle.Member{Name: name, Since: now}
+	m := Member{Name: name, Since: now}
 	switch ev.Type {
 	case gossip.Joined, gossip.Updated:
 		m.Alive = true
@@ -67,19 +66,21 @@ func (v *gossipView) apply(ev gossip.Event, now time.Time) {
 	v.members[name] = m
 	v.mu.Unlock()
 	select {
-	case v.events <- nodelifecycle.MemberEvent{Member: m}:
+	case v.events <- MemberEvent{Member: m}:
 	default: // a hint only: Members is the truth the controller re-reads
 	}
 }
 
-func (v *gossipView) Members() []nodelifecycle.Member {
+// Members implements Membership.
+func (v *GossipView) Members() []Member {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	out := make([]nodelifecycle.Member, 0, len(v.members))
+	out := make([]Member, 0, len(v.members))
 	for _, m := range v.members {
 		out = append(out, m)
 	}
 	return out
 }
 
-func (v *gossipView) Events() <-chan nodelifecycle.MemberEvent { return v.events }
+// Events implements Membership.
+func (v *GossipView) Events() <-chan MemberEvent { return v.events }
