@@ -210,7 +210,7 @@ func TestKubectlAdmission(t *testing.T) {
 	out := k.run(false, "describe", "service", "web")
 	expectFields(t, out, "Type: ClusterIP", "IP: "+ip, "IP Family Policy: SingleStack",
 		"IP Families: IPv4", "Port: <unset> 8080/TCP", "TargetPort: 8080/TCP", "Session Affinity: None")
-	if k.minor() >= 28 { // kubectl 1.27 does not print it
+	if k.minor() >= 32 { // kubectl 1.30 and older do not print it
 		expectFields(t, out, "Internal Traffic Policy: Cluster")
 	}
 	expect(t, k.run(false, "get", "service", "web", "-o", "yaml"), "sessionAffinity: None", "internalTrafficPolicy: Cluster", "type: ClusterIP")
