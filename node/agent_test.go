@@ -512,17 +512,22 @@ func TestLocalhostImagesAreNeverPulled(t *testing.T) {
 	}
 }
 
-func TestProbes(t *testing.T) {
-	var healthy atomic.Bool
+// healthServer answers probes on 127.0.0.1:port: 200 while healthy is
+// true, 500 after.
+func healthServer(t *testing.T) (healthy *atomic.Bool, port int) {
+	healthy = new(atomic.Bool)
 	healthy.Store(true)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !healthy.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
 		}
 	}))
-	defer srv.Close()
-	_, portStr, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	port, _ := strconv.Atoi(portStr)
+	t.Cleanup(srv.Close)
+	return healthy, srv.Listener.Addr().(*net.TCPAddr).Port
+}
+
+func TestProbes(t *testing.T) {
+	healthy, port := healthServer(t)
 
 	c := corev1.Container{Name: "main", Image: testImage,
 		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},

@@ -5,12 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"sort"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,16 +79,7 @@ func TestImagePullFailureEvents(t *testing.T) {
 // liveness probe (the repeats aggregated into one Event with a count),
 // Killing when liveness restarts it.
 func TestContainerLifecycleEvents(t *testing.T) {
-	var healthy atomic.Bool
-	healthy.Store(true)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	}))
-	defer srv.Close()
-	_, portStr, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	port, _ := strconv.Atoi(portStr)
+	healthy, port := healthServer(t)
 	get := corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}}
 	s := newSyncHarness(t, newPod("probed", corev1.Container{Name: "main", Image: testImage,
 		ReadinessProbe: &corev1.Probe{ProbeHandler: get, PeriodSeconds: 2},

@@ -172,20 +172,27 @@ func (s *Server) nodeMetrics(w http.ResponseWriter, r *http.Request, name string
 			list.Items = append(list.Items, m)
 		}
 	}
-	if name != "" {
-		if len(list.Items) == 0 {
-			s.writeError(w, r, notFoundMetrics("nodemetrics", name), t)
-			return
-		}
-		item := list.Items[0]
-		item.TypeMeta = metav1.TypeMeta{Kind: "NodeMetrics", APIVersion: MetricsGroup + "/" + MetricsVersion}
-		writeJSON(w, http.StatusOK, item)
-		return
-	}
 	if list.Items == nil {
 		list.Items = []metricsv1beta1.NodeMetrics{}
 	}
-	writeJSON(w, http.StatusOK, list)
+	s.writeMetrics(w, r, t, "nodemetrics", name, len(list.Items), func() any {
+		item := list.Items[0]
+		item.TypeMeta = metav1.TypeMeta{Kind: "NodeMetrics", APIVersion: MetricsGroup + "/" + MetricsVersion}
+		return item
+	}, list)
+}
+
+// writeMetrics answers a metrics API request: the list, or for a name
+// the one item (found: n > 0), or metrics-server's 404.
+func (s *Server) writeMetrics(w http.ResponseWriter, r *http.Request, t target, resource, name string, n int, item func() any, list any) {
+	switch {
+	case name == "":
+		writeJSON(w, http.StatusOK, list)
+	case n == 0:
+		s.writeError(w, r, notFoundMetrics(resource, name), t)
+	default:
+		writeJSON(w, http.StatusOK, item())
+	}
 }
 
 func (s *Server) podMetrics(w http.ResponseWriter, r *http.Request, ns, name string, sel labels.Selector, t target) {
@@ -229,20 +236,14 @@ func (s *Server) podMetrics(w http.ResponseWriter, r *http.Request, ns, name str
 			list.Items = append(list.Items, m)
 		}
 	}
-	if name != "" {
-		if len(list.Items) == 0 {
-			s.writeError(w, r, notFoundMetrics("podmetrics", name), t)
-			return
-		}
-		item := list.Items[0]
-		item.TypeMeta = metav1.TypeMeta{Kind: "PodMetrics", APIVersion: MetricsGroup + "/" + MetricsVersion}
-		writeJSON(w, http.StatusOK, item)
-		return
-	}
 	if list.Items == nil {
 		list.Items = []metricsv1beta1.PodMetrics{}
 	}
-	writeJSON(w, http.StatusOK, list)
+	s.writeMetrics(w, r, t, "podmetrics", name, len(list.Items), func() any {
+		item := list.Items[0]
+		item.TypeMeta = metav1.TypeMeta{Kind: "PodMetrics", APIVersion: MetricsGroup + "/" + MetricsVersion}
+		return item
+	}, list)
 }
 
 // notFoundMetrics is metrics-server's 404 of an object it has no numbers
