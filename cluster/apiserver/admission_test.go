@@ -194,6 +194,8 @@ func TestKubectlAdmission(t *testing.T) {
 	expect(t, k.run(false, "describe", "deployment", "web"),
 		"StrategyType:           RollingUpdate", "RollingUpdateStrategy:  25% max unavailable, 25% max surge",
 		"8080/TCP", "http-get http://:8080/ delay=0s timeout=1s period=10s #success=1 #failure=3")
+	// Server-side apply is refused, saying what works instead.
+	expect(t, k.run(true, "apply", "--server-side", "-f", dep), "server-side apply is not supported", "apply without --server-side")
 	// Applying the same manifest again changes nothing: defaults are not a diff.
 	rev := e.store.Revision()
 	expect(t, k.run(false, "apply", "-f", dep), "deployment.apps/web unchanged")

@@ -30,6 +30,10 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch mt {
 	case "application/merge-patch+json", "application/strategic-merge-patch+json", jsonPatchType:
+	case "application/apply-patch+yaml", "application/apply-patch+cbor":
+		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
+			"server-side apply is not supported by this server; apply without --server-side (kubectl's client-side apply works)"), req.target())
+		return
 	default:
 		s.writeError(w, r, newError(http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType,
 			"the patch type %q is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json", mt), req.target())
