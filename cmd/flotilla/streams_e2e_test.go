@@ -20,7 +20,8 @@ import (
 
 // checkStreams is issue 12's streams through the real kubectl on up:
 // exec (output, stdin, exit code, a terminal), port-forward to a pod's
-// HTTP port, and cp both ways of a 10 MB file, byte-exact.
+// HTTP port and to a service's, and cp both ways of a 10 MB file,
+// byte-exact.
 func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func(bool, ...string) string) {
 	pod := strings.TrimPrefix(strings.TrimSpace(run(false, "get", "pods", "-l", "app=hello", "-o", "name")), "pod/")
 	if i := strings.IndexByte(pod, '\n'); i >= 0 {
@@ -62,7 +63,13 @@ func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func
 	// port-forward to the pod's port 8080 (httpd), on a free local port:
 	// over the WebSocket tunnel (kubectl 1.31+'s first choice; its -v=4
 	// log names a fallback to SPDY, which must not happen) and over SPDY.
+	// The SPDY run goes to the service (kubectl picks one of its pods and
+	// the target port behind port 80).
 	for _, websocket := range []string{"true", "false"} {
+		target, remote, want := "pod/"+pod, "8080", pod
+		if websocket == "false" {
+			target, remote, want = "svc/hello", "80", "hello-"
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -70,21 +77,21 @@ func checkStreams(t *testing.T, c *upCluster, kubectl, kc, home string, run func
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
 		ctx, cancel := context.WithCancel(t.Context())
-		pf := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "-v=4", "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", port))
+		pf := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "-v=4", "port-forward", target, fmt.Sprintf("%d:%s", port, remote))
 		pf.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG=", "KUBECTL_PORT_FORWARD_WEBSOCKETS="+websocket)
 		var pfOut testkit.Buffer
 		pf.Stdout, pf.Stderr = &pfOut, &pfOut
 		if err := pf.Start(); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually("HTTP through kubectl port-forward (KUBECTL_PORT_FORWARD_WEBSOCKETS="+websocket+")", time.Minute, func() error {
+		c.eventually("HTTP through kubectl port-forward "+target+" (KUBECTL_PORT_FORWARD_WEBSOCKETS="+websocket+")", time.Minute, func() error {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 			if err != nil {
 				return err
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			if !strings.Contains(string(b), pod) {
+			if !strings.Contains(string(b), want) {
 				return fmt.Errorf("answer %q (port-forward: %s)", b, pfOut.String())
 			}
 			return nil
