@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -24,7 +25,9 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/auth"
+	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 // csrBody is a CertificateSigningRequest of key for cn in orgs (naming
@@ -305,4 +308,30 @@ func TestNodeRights(t *testing.T) {
 	own.Annotations[auth.AnnotationNodeKey] = "another key"
 	_, err = n1.Update(ctx, own)
 	check("rebind its name to another key", err, 403)
+
+	// The node's recorder, through the API with the node's rights (which
+	// do not include reading Events): a repeated Event about its pod is
+	// one Event with a count.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b := events.New(rctx, events.Config{Store: n1, Host: "n1"})
+	defer b.Shutdown()
+	mine, err := e.store.Get(ctx, "pods", "shop", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := b.Recorder("kubelet")
+	for range 3 {
+		rec.Eventf(mine, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 500")
+	}
+	testkit.EventuallyWhy(t, "one Event counted 3 times", time.Minute, func() string {
+		objs, _, err := e.store.List(ctx, "events", store.ListOptions{Namespace: "shop"})
+		if err != nil {
+			return err.Error()
+		}
+		if len(objs) != 1 || objs[0].(*corev1.Event).Count != 3 {
+			return fmt.Sprintf("%d events: %+v", len(objs), objs)
+		}
+		return ""
+	})
 }

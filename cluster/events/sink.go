@@ -51,15 +51,15 @@ func (s *Sink) Update(ev *corev1.Event) (*corev1.Event, error) {
 }
 
 // Patch applies the correlator's strategic merge patch (count,
-// lastTimestamp, message) to the stored Event named by old.
+// lastTimestamp, message) to old, the Event as this recorder last wrote
+// it, and replaces the stored one. Only the recorder that made an Event
+// writes it, so there is no read first: an agent, like the kubelet, may
+// write Events but not read them. A deleted Event (expired) answers
+// NotFound, and the recorder creates it again.
 func (s *Sink) Patch(old *corev1.Event, data []byte) (*corev1.Event, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	cur, err := s.Store.Get(ctx, "events", old.Namespace, old.Name)
-	if err != nil {
-		return s.result(old, nil, err)
-	}
-	orig, err := json.Marshal(cur)
+	orig, err := json.Marshal(old)
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
@@ -71,6 +71,7 @@ func (s *Sink) Patch(old *corev1.Event, data []byte) (*corev1.Event, error) {
 	if err := json.Unmarshal(patched, ev); err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("patch event %s/%s: %v", old.Namespace, old.Name, err))
 	}
+	ev.ResourceVersion = "" // unconditional: see above
 	out, err := s.Store.Update(ctx, ev)
 	return s.result(ev, out, err)
 }
