@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flotilla-dev/flotilla/schema"
 )
 
 // MetricsPath is where the server answers Prometheus scrapes (authorized
@@ -99,7 +101,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if !at.ResourceRequest {
 			resource = "" // a path is no resource; kube-apiserver leaves it empty too
 		}
-		lv := []string{verb, at.APIGroup, version, resource, at.Subresource, scope}
+		lv := boundLabels([]string{verb, at.APIGroup, version, resource, at.Subresource, scope})
 		stream := at.Subresource == "exec" || at.Subresource == "attach" || at.Subresource == "portforward"
 		if stream {
 			lv[0] = "CONNECT" // as kube-apiserver counts them
@@ -163,4 +165,45 @@ func (r *codeRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		r.code = http.StatusSwitchingProtocols
 	}
 	return h.Hijack()
+}
+
+// knownVerbs are the verbs (and, for paths, the methods) the server
+// serves, as they are counted.
+var knownVerbs = map[string]bool{"GET": true, "LIST": true, "WATCH": true, "CREATE": true, "UPDATE": true, "PATCH": true,
+	"DELETE": true, "DELETECOLLECTION": true, "CONNECT": true, "POST": true, "PUT": true, "HEAD": true, "OPTIONS": true}
+
+// knownSubresources are the subresources the server serves.
+var knownSubresources = map[string]bool{"": true, "status": true, "scale": true, "log": true, "exec": true, "attach": true, "portforward": true}
+
+// boundLabels keeps the labels (verb, group, version, resource,
+// subresource, scope) of what the server serves and folds everything a
+// client can make up (methods, paths) into "other": no request adds
+// series without bound, nor a label that is not UTF-8, which Prometheus
+// refuses.
+func boundLabels(lv []string) []string {
+	verb, group, version, resource, sub := lv[0], lv[1], lv[2], lv[3], lv[4]
+	if !knownVerbs[verb] {
+		lv[0] = "other"
+	}
+	if resource == "" {
+		return lv
+	}
+	known := false
+	if k, ok := schema.KindByResource(resource); ok && k.Group == group && k.Version == version {
+		known = true
+	}
+	switch {
+	case group == eventsGroup && version == "v1" && resource == "events",
+		group == MetricsGroup && version == MetricsVersion && (resource == "nodes" || resource == "pods"):
+		known = true
+	}
+	if _, ok := reviewRoutes[[3]string{group, version, resource}]; ok {
+		known = true
+	}
+	if !known {
+		lv[1], lv[2], lv[3], lv[4] = "", "", "other", ""
+	} else if !knownSubresources[sub] {
+		lv[4] = "other"
+	}
+	return lv
 }

@@ -3,8 +3,10 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,6 +95,38 @@ func TestMetricsEndpoint(t *testing.T) {
 	_, body = get(t, admin, e.url+"/metrics")
 	if n, ok := promtest.Value(body, "apiserver_request_total", map[string]string{"verb": "GET", "code": "403"}); !ok || n < 1 {
 		t.Errorf("the 403 is not counted:\n%s", promtest.Lines(body, "apiserver_request_total"))
+	}
+
+	// What a client makes up — paths, versions, subresources, methods,
+	// bytes that are not UTF-8 — is counted as "other": no new series per
+	// request, and no 500.
+	_, body = get(t, admin, e.url+"/metrics")
+	series := strings.Count(promtest.Lines(body, "apiserver_request_total"), "\n")
+	for i := range 50 {
+		for _, c := range []struct{ method, path string }{
+			{"GET", fmt.Sprintf("/api/v1/made-up-%d", i)},
+			{"GET", fmt.Sprintf("/apis/apps/v%d/deployments", i+2)},
+			{"GET", fmt.Sprintf("/api/v1/namespaces/default/pods/web/sub%d", i)},
+			{fmt.Sprintf("VERB%d", i), "/api/v1/pods"},
+			{"GET", "/api//\x8f" + strconv.Itoa(i)},
+		} {
+			req, _ := http.NewRequest(c.method, e.url+c.path, nil)
+			resp, err := admin.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 500 {
+				t.Fatalf("%s %q: %d", c.method, c.path, resp.StatusCode)
+			}
+		}
+	}
+	_, body = get(t, admin, e.url+"/metrics")
+	if after := strings.Count(promtest.Lines(body, "apiserver_request_total"), "\n"); after > series+10 {
+		t.Errorf("250 made-up requests added %d series:\n%s", after-series, promtest.Lines(body, "apiserver_request_total"))
+	}
+	if n, ok := promtest.Value(body, "apiserver_request_total", map[string]string{"resource": "other"}); !ok || n < 150 {
+		t.Errorf("made-up resources counted as other: %v", n)
 	}
 }
 
