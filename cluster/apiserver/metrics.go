@@ -1,9 +1,6 @@
 package apiserver
 
 import (
-	"bufio"
-	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,7 +109,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			g.Inc()
 			defer g.Dec()
 		}
-		rec := &codeRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w} // audit.go
 		next.ServeHTTP(rec, r)
 		code := rec.code
 		if code == 0 {
@@ -123,48 +120,6 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			m.latency.WithLabelValues(lv...).Observe(time.Since(start).Seconds())
 		}
 	})
-}
-
-// codeRecorder remembers the status code of a response; it keeps streams
-// flushing and lets http.ResponseController reach the connection.
-type codeRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *codeRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *codeRecorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *codeRecorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (r *codeRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Hijack hands the connection to a stream upgrade (exec, attach,
-// port-forward), counted as 101 Switching Protocols.
-func (r *codeRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	h, ok := r.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, fmt.Errorf("the response writer cannot hand over its connection")
-	}
-	if r.code == 0 {
-		r.code = http.StatusSwitchingProtocols
-	}
-	return h.Hijack()
 }
 
 // knownVerbs are the verbs (and, for paths, the methods) the server
