@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -18,30 +19,7 @@ func TestLogHandler(t *testing.T) {
 	createPod(t, h.st, newPod("talk"))
 	a, _ := h.run(t)
 	testkit.EventuallyTrue(t, "running", 0, func() bool { return phase(t, h.st, "talk") == corev1.PodRunning })
-	// The listener verifies client certificates; this stands in for it:
-	// X-User is the common name of the verified certificate.
-	h2 := a.LogHandler("system:flotilla:apiserver")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u := r.Header.Get("X-User"); u != "" {
-			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: u}}}}}
-		}
-		h2.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	get := func(path, user string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		if user != "" {
-			req.Header.Set("X-User", user)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b [256]byte
-		n, _ := resp.Body.Read(b[:])
-		return resp.StatusCode, string(b[:n])
-	}
+	get := certServer(t, a.LogHandler("system:flotilla:apiserver"))
 	for _, tc := range []struct {
 		name, path, user string
 		code             int
@@ -61,5 +39,31 @@ func TestLogHandler(t *testing.T) {
 				t.Errorf("GET %s = %d %q, want %d %q", tc.path, code, body, tc.code, tc.body)
 			}
 		})
+	}
+}
+
+// certServer serves h as the agent's listener would after verifying a
+// client certificate, and returns a GET as user (the certificate's common
+// name; "" for none): the status code and the body.
+func certServer(t *testing.T, h http.Handler) func(path, user string) (int, string) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u := r.Header.Get("X-User"); u != "" { // stands in for the verifying listener
+			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: u}}}}}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return func(path, user string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if user != "" {
+			req.Header.Set("X-User", user)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
 }

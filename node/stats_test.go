@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -74,26 +73,7 @@ func TestStatsAndMetricsHandler(t *testing.T) {
 			t.Errorf("a joined agent's summary for groups %v: %d, want %d", tc.groups, rec.Code, tc.code)
 		}
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u := r.Header.Get("X-User"); u != "" { // stands in for the verifying listener
-			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: u}}}}}
-		}
-		hdl.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	get := func(path, user string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		if user != "" {
-			req.Header.Set("X-User", user)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := certServer(t, hdl)
 	for _, user := range []string{auth.APIServerUser, "prometheus"} {
 		code, body := get(MetricsPath, user)
 		if code != http.StatusOK {
