@@ -175,7 +175,7 @@ func (c *headConn) Write(b []byte) (int, error) {
 	end := bytes.Index(c.head, []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(c.head) > maxHeadBytes {
-			return 0, c.fail(errors.New("the node's response head is too long"))
+			return 0, c.fail(errors.New("the node's response head is too long"), true)
 		}
 		return len(b), nil
 	}
@@ -183,7 +183,7 @@ func (c *headConn) Write(b []byte) (int, error) {
 	c.head = nil
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil)
 	if err != nil {
-		return 0, c.fail(err)
+		return 0, c.fail(err, true)
 	}
 	_ = resp.Body.Close()
 	var conn net.Conn
@@ -197,7 +197,9 @@ func (c *headConn) Write(b []byte) (int, error) {
 		}
 	}
 	if err != nil {
-		return 0, c.fail(err)
+		// The upgrader answered the client itself, or the connection
+		// is already handed over: nothing more to write.
+		return 0, c.fail(err, false)
 	}
 	c.conn = conn
 	close(c.ready)
@@ -210,12 +212,12 @@ func (c *headConn) Write(b []byte) (int, error) {
 }
 
 // fail ends the connection before it is set up, answering the client
-// with a 502 when nothing was sent yet; c.mu is held.
-func (c *headConn) fail(err error) error {
+// with a 502 if answer; c.mu is held.
+func (c *headConn) fail(err error, answer bool) error {
 	if c.err == nil {
 		c.err = err
 		close(c.ready)
-		if !errors.Is(err, net.ErrClosed) {
+		if answer {
 			e := newError(http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, "port-forward through the pod's node: %v", err)
 			writeJSON(c.t.w, http.StatusBadGateway, e.status)
 		}
@@ -240,7 +242,7 @@ func (c *headConn) Close() error {
 	if c.conn != nil {
 		return c.conn.Close()
 	}
-	c.fail(net.ErrClosed)
+	c.fail(net.ErrClosed, false)
 	return nil
 }
 
