@@ -10,7 +10,6 @@
 package podman
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containers/podman/v4/pkg/api/handlers"
 	"github.com/containers/podman/v4/pkg/bindings"
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 	"github.com/containers/podman/v4/pkg/bindings/images"
@@ -523,44 +521,16 @@ func (r *Runtime) PullImage(ctx context.Context, image string) error {
 }
 
 // Exec implements runtimeapi.Execer (exec probes): it runs cmd in the container
-// and returns its exit code.
-//
-// Each Exec has a connection of its own: the bindings' ExecStartAndAttach
-// replaces the connection's HTTP transport to catch the socket it dials,
-// which on the shared connection races with every other call (and could
-// attach to another request's socket).
+// (an ExecStream with the output discarded) and returns its exit code.
 func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, error) {
-	c, err := bindings.NewConnection(ctx, r.uri)
+	err := r.ExecStream(ctx, containerID, cmd, runtimeapi.StreamIO{Stdout: io.Discard, Stderr: io.Discard})
+	if code, ok := errors.AsType[runtimeapi.ExitCodeError](err); ok {
+		return code.Code, nil
+	}
 	if err != nil {
-		return -1, fmt.Errorf("exec in container %s: connect to podman: %w", containerID, err)
+		return -1, err
 	}
-	if conn, err := bindings.GetClient(c); err == nil {
-		orig := conn.Client.Transport // replaced by ExecStartAndAttach
-		defer func() {
-			conn.Client.CloseIdleConnections()
-			if t, ok := orig.(interface{ CloseIdleConnections() }); ok {
-				t.CloseIdleConnections()
-			}
-		}()
-	}
-	cfg := new(handlers.ExecCreateConfig)
-	cfg.Cmd = cmd
-	cfg.AttachStdout, cfg.AttachStderr = true, true
-	sid, err := containers.ExecCreate(c, containerID, cfg)
-	if err != nil {
-		return -1, fmt.Errorf("exec in container %s: %w", containerID, notFound(err))
-	}
-	var out bytes.Buffer
-	if err := containers.ExecStartAndAttach(c, sid, new(containers.ExecStartAndAttachOptions).
-		WithOutputStream(io.Writer(&out)).WithErrorStream(io.Writer(&out)).WithAttachOutput(true).WithAttachError(true)); err != nil {
-		return -1, fmt.Errorf("exec in container %s: %w", containerID, err)
-	}
-	defer func() { _ = containers.ExecRemove(c, sid, nil) }()
-	in, err := containers.ExecInspect(c, sid, nil)
-	if err != nil {
-		return -1, fmt.Errorf("inspect exec in container %s: %w", containerID, err)
-	}
-	return in.ExitCode, nil
+	return 0, nil
 }
 
 // Ping implements runtimeapi.Pinger: the service answers /_ping.

@@ -98,6 +98,13 @@ type Service struct {
 // project's machines (see ENVIRONMENT.md): runc (crun fails on hybrid
 // cgroups), ulimits that an unprivileged setrlimit accepts, cgroupfs and
 // file events (no systemd), and k8s-file logs that `flotilla logs` reads.
+//
+// exit_command_delay is how long the conmon of an API exec session waits,
+// after the command exited, before it removes the session: Podman's default
+// of 300 s (Docker's, so that a client may inspect the exit code later)
+// keeps two conmon processes alive for five minutes per exec, probes and
+// `kubectl exec` alike. The agent inspects the exit code at once (see
+// ExecStream), so execExitDelay is enough.
 const containersConf = `[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 log_driver = "k8s-file"
@@ -106,7 +113,11 @@ log_driver = "k8s-file"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+exit_command_delay = ` + execExitDelay + `
 `
+
+// execExitDelay is exit_command_delay in containers.conf, in seconds.
+const execExitDelay = "10"
 
 // StartService writes <DataDir>/containers.conf, starts `podman system
 // service --time=0 unix://<DataDir>/podman.sock` with CONTAINERS_CONF
