@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -92,7 +94,7 @@ func newUpCluster(t testing.TB) *upCluster {
 	root := filepath.Join(dir, "podman-root")
 	c.podman = []string{"--root", root, "--runroot", runRoot, "--storage-driver", "vfs"}
 	c.env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(c.dataDir, "podman", "containers.conf"))
-	cidr := fmt.Sprintf("10.244.%d.0/24", 100+int(randomByte(t))%150) // inside the default cluster CIDR, away from make demo's 10.244.0.0/24
+	cidr := testkit.FreeSubnet(t, "10.244.%d.0/24").String() // inside the default cluster CIDR
 	bridge, prefix, table := "fte"+id, "fe"+id+"-", "fte"+id
 	c.args = []string{"up", "--data-dir", c.dataDir, "--api-addr", "127.0.0.1:0", "--interval", "1h",
 		"--pod-cidr", cidr, "--bridge", bridge, "--netns-prefix", prefix, "--nft-table", table,
@@ -186,6 +188,50 @@ func (c *upCluster) cleanup() {
 	}
 	// A podman service killed with its parent may still be exiting.
 	_ = exec.Command("pkill", "-f", "unix://"+filepath.Join(c.dataDir, "podman", "podman.sock")).Run()
+	noProcessesLeft(c.t, "flotilla down", c.podman[1])
+}
+
+// noProcessesLeft fails the test if, after what (the command that should
+// have ended them), processes still name dir (a Podman root: the conmon of
+// each container names it) once an exec session's exit delay has passed,
+// and kills them.
+func noProcessesLeft(t testing.TB, what, dir string) {
+	t.Helper()
+	var left map[int]string
+	_ = testkit.Wait(context.Background(), 30*time.Second, func() error {
+		if left = processesNaming(dir); len(left) > 0 {
+			return fmt.Errorf("%d left", len(left))
+		}
+		return nil
+	})
+	for pid, cmdline := range left {
+		t.Errorf("after %s, process %d is left: %.200s", what, pid, cmdline)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// processesNaming returns the command lines of the processes whose
+// arguments name dir or a path under it.
+func processesNaming(dir string) map[int]string {
+	found := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if arg == dir || strings.HasPrefix(arg, dir+"/") || strings.Contains(arg, ":"+dir+"/") {
+				found[pid] = strings.ReplaceAll(string(b), "\x00", " ")
+				break
+			}
+		}
+	}
+	return found
 }
 
 func (c *upCluster) podmanCLI(args ...string) (string, error) {
@@ -319,14 +365,6 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-func randomByte(t testing.TB) byte {
-	b := make([]byte, 1)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b[0]
 }
 
 func tail(s string, lines int) string {

@@ -35,6 +35,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 	"github.com/flotilla-dev/flotilla/netfabric"
 )
 
@@ -69,7 +70,7 @@ func newLabWithRepo(t testing.TB, nodes int, repo string, upArgs ...string) *lab
 		l.repo = filepath.Join(l.dir, "server", "repo")
 	}
 	name := "fe" + randomHex(t, 3)
-	subnet := fmt.Sprintf("10.93.%d.0/24", 1+int(randomByte(t))%250) // not 10.96/16: the service CIDR
+	subnet := testkit.FreeSubnet(t, "10.93.%d.0/24").String() // not 10.96/16: the service CIDR
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, f := range []string{"server.log", "node1.log", "node2.log", "node3.log"} {
@@ -84,6 +85,7 @@ func newLabWithRepo(t testing.TB, nodes int, repo string, upArgs ...string) *lab
 		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name+"-") {
 			t.Errorf("after lab down, namespaces of %s are left:\n%s", name, out)
 		}
+		noProcessesLeft(t, "flotilla lab down", l.dir)
 	})
 	args := []string{"lab", "up", "--dir", l.dir, "--nodes", fmt.Sprint(nodes), "--name", name, "--subnet", subnet, "--timeout", "3m"}
 	if repo != "" {

@@ -422,6 +422,20 @@ func (r *Runtime) StopPod(ctx context.Context, podID string, grace time.Duration
 func (r *Runtime) RemovePod(ctx context.Context, podID string) error {
 	c, cancel := r.with(ctx)
 	defer cancel()
+	// A forced `pod rm` skips the kill of a container whose state is
+	// "stopping" (Podman 4.3): one that a StopPod, perhaps abandoned by its
+	// caller, is still waiting on would keep running with no record left.
+	// So whatever still runs is killed first.
+	list, err := r.listContainers(c, podID)
+	if err != nil && !errors.Is(err, runtimeapi.ErrNotFound) {
+		return fmt.Errorf("remove podman pod %s: %w", podID, err)
+	}
+	for _, lc := range list {
+		if lc.State == "running" || lc.State == "stopping" {
+			// An error is a container that ended meanwhile.
+			_ = containers.Kill(c, lc.ID, new(containers.KillOptions).WithSignal("SIGKILL"))
+		}
+	}
 	if _, err := pods.Remove(c, podID, new(pods.RemoveOptions).WithForce(true).WithTimeout(0)); err != nil {
 		if err := notFound(err); errors.Is(err, runtimeapi.ErrNotFound) {
 			return nil

@@ -186,3 +186,65 @@ func killLeftovers(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestRemoveStopping: RemovePod while a StopPod is still
+// waiting out the grace period of a container that ignores SIGTERM (an agent
+// shutting down abandons its StopPod calls; Podman goes on with them) kills
+// the container: Podman 4.3's forced `pod rm` alone drops the record of a
+// "stopping" container and leaves its processes running.
+func TestRemoveStopping(t *testing.T) {
+	svc := startTestService(t)
+	rt := svc.Runtime
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sb := runtimeapi.PodSandbox{UID: fmt.Sprintf("uid-%d", time.Now().UnixNano()), Namespace: "default", Name: "stubborn",
+		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: BusyboxImage,
+			Command: []string{"sh", "-c", "while :; do sleep 1; done"}}}} // pid 1 ignores SIGTERM
+	id, err := rt.RunPod(ctx, sb)
+	if err != nil {
+		t.Fatalf("RunPod: %v", err)
+	}
+	var ctr string
+	testkit.Eventually(t, "the container to run", 20*time.Second, func() error {
+		st, err := rt.PodStatus(ctx, id)
+		if err != nil {
+			return err
+		}
+		if c := st.Container("main"); c != nil && c.State == runtimeapi.ContainerRunning {
+			ctr = c.ID
+			return nil
+		}
+		return fmt.Errorf("status %+v", st)
+	})
+	in, err := containers.Inspect(rt.with0(ctx), ctr, nil)
+	if err != nil || in.State.Pid <= 0 {
+		t.Fatalf("inspect: %v", err)
+	}
+	pid := in.State.Pid
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) }) // if the test fails
+
+	stopCtx, abandon := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- rt.StopPod(stopCtx, id, time.Minute) }()
+	testkit.Eventually(t, "the container to be stopping", 20*time.Second, func() error {
+		in, err := containers.Inspect(rt.with0(ctx), ctr, nil)
+		if err != nil {
+			return err
+		}
+		if in.State.Status != "stopping" {
+			return fmt.Errorf("state %s", in.State.Status)
+		}
+		return nil
+	})
+	abandon()
+	<-stopped
+	if err := rt.RemovePod(ctx, id); err != nil {
+		t.Fatalf("RemovePod: %v", err)
+	}
+	testkit.Eventually(t, "the container's process to end", 20*time.Second, func() error {
+		if err := syscall.Kill(pid, 0); err == nil {
+			return fmt.Errorf("process %d of the removed pod still runs", pid)
+		}
+		return nil
+	})
+}
