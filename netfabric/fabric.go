@@ -33,6 +33,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -173,8 +174,17 @@ func (f *Fabric) Gateway() net.IP { return f.gateway.Addr().AsSlice() }
 // the gateway address; IPv4 forwarding is on; the host firewall lets the
 // bridge's traffic through; pods are masqueraded to outside the cluster
 // CIDR. It is idempotent and is meant to run at every agent start (after a
-// reboot it recreates everything the kernel forgot).
+// reboot it recreates everything the kernel forgot). It refuses a pod CIDR
+// that a route through another link covers (see RoutesWithin).
 func (f *Fabric) Init(ctx context.Context) error {
+	foreign, err := RoutesWithin(f.pool, f.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("netfabric init: %w", err)
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("netfabric init: pod CIDR %s overlaps the host's route %s, so this node's pods would be unreachable: "+
+			"remove that route (ip route del %s) or give this node another pod CIDR", f.pool, strings.Join(foreign, ", "), foreign[0])
+	}
 	if _, err := ensureBridge(f.cfg.Bridge, f.cfg.MTU, f.gateway); err != nil {
 		return fmt.Errorf("netfabric init: %w", err)
 	}

@@ -437,3 +437,63 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 		t.Errorf("addresses still held: %v", f.state.used)
 	}
 }
+
+// TestInitRefusesARouteInsideThePodCIDR: a route of another link inside the
+// pod CIDR (a leftover bridge, a VPN) would take the pods' traffic, so Init
+// refuses and names it; a broader route (the host's 10/8 via a VPN, say)
+// loses to the bridge's own and is fine.
+func TestInitRefusesARouteInsideThePodCIDR(t *testing.T) {
+	requireRoot(t)
+	tn := newTestNet(t, 24)
+	ns := "flt" + randHex(t, 8)
+	makeNetNS(t, ns)
+	other := "fltd" + randHex(t, 8)
+	inside, _ := prefixOf(tn.cfg.PodCIDR)
+	inside = netip.PrefixFrom(inside.Addr(), 26)
+	err := inNetNS(t, filepath.Join(NetNSDir, ns), func() error {
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: other}}); err != nil {
+			return err
+		}
+		link, err := netlink.LinkByName(other)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return err
+		}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(inside)}
+		if err := netlink.RouteAdd(route); err != nil {
+			return err
+		}
+		f, err := New(tn.cfg)
+		if err != nil {
+			return err
+		}
+		err = f.Init(context.Background())
+		want := fmt.Sprintf("pod CIDR %s overlaps the host's route %s dev %s", tn.cfg.PodCIDR, inside, other)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "ip route del "+inside.String()+" dev "+other) {
+			t.Errorf("Init with a route inside the pod CIDR = %v, want an error with %q and how to remove it", err, want)
+		}
+		if _, err := netlink.LinkByName(tn.cfg.Bridge); err == nil {
+			t.Errorf("refused Init created bridge %s", tn.cfg.Bridge)
+		}
+
+		if err := netlink.RouteDel(route); err != nil {
+			return err
+		}
+		broad := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("10.0.0.0/8"))}
+		if err := netlink.RouteAdd(broad); err != nil {
+			return err
+		}
+		if err := f.Init(context.Background()); err != nil {
+			t.Errorf("Init with only a broader route: %v", err)
+		}
+		if err := f.Init(context.Background()); err != nil {
+			t.Errorf("Init again (the bridge's own route is not foreign): %v", err)
+		}
+		return f.Destroy(context.Background())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

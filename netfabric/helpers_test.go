@@ -6,12 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
 func requireRoot(t *testing.T) {
@@ -40,12 +41,8 @@ type testNet struct {
 // 10.250.X.0/<bits> pod CIDR.
 func newTestNet(t *testing.T, bits int) testNet {
 	t.Helper()
-	x, err := rand.Int(rand.Reader, big.NewInt(250))
-	if err != nil {
-		t.Fatal(err)
-	}
 	suffix := randHex(t, 8)
-	_, pod, _ := net.ParseCIDR(fmt.Sprintf("10.250.%d.0/%d", x.Int64()+1, bits))
+	pod := testkit.FreeSubnet(t, "10.250.%d.0/"+fmt.Sprint(bits))
 	_, cluster, _ := net.ParseCIDR("10.250.0.0/16")
 	return testNet{cfg: Config{
 		PodCIDR:     pod,

@@ -234,3 +234,37 @@ func InNetNSHandle(ns netns.NsHandle, fn func() error) error {
 	}()
 	return <-done
 }
+
+// RoutesWithin lists the IPv4 routes of the main table that lie inside
+// pool (as specific as pool or more) and do not go out through the link
+// named own, each as "PREFIX dev NAME" (the arguments of `ip route del`). Such a route takes traffic for
+// addresses of pool away from own: a pod CIDR that overlaps one would give
+// pods that the host cannot reach.
+func RoutesWithin(pool netip.Prefix, own string) ([]string, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	ownIndex := -1
+	if link, err := netlink.LinkByName(own); err == nil {
+		ownIndex = link.Attrs().Index
+	}
+	var found []string
+	for _, r := range routes {
+		if r.Dst == nil || r.LinkIndex == ownIndex {
+			continue
+		}
+		dst, err := prefixOf(r.Dst)
+		if err != nil || dst.Bits() < pool.Bits() || !pool.Contains(dst.Addr()) {
+			continue
+		}
+		desc := dst.String() // a multipath route names no link
+		if r.LinkIndex > 0 {
+			if link, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				desc += " dev " + link.Attrs().Name
+			}
+		}
+		found = append(found, desc)
+	}
+	return found, nil
+}

@@ -7,10 +7,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -38,8 +36,7 @@ func randHex(t *testing.T, n int) string {
 
 // testFabric is a real netfabric with unique names, destroyed at cleanup.
 func testFabric(t *testing.T) *netfabric.Fabric {
-	x, _ := rand.Int(rand.Reader, big.NewInt(250))
-	_, podCIDR, _ := net.ParseCIDR(fmt.Sprintf("10.251.%d.0/24", x.Int64()+1))
+	podCIDR := testkit.FreeSubnet(t, "10.251.%d.0/24")
 	_, cluster, _ := net.ParseCIDR("10.251.0.0/16")
 	suffix := randHex(t, 8)
 	f, err := netfabric.New(netfabric.Config{
