@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/flotilla-dev/flotilla/schema"
 )
@@ -167,4 +171,39 @@ func runCLI(t *testing.T, c *upCluster, args ...string) string {
 
 func writeRepoFile(c *upCluster, name, content string) error {
 	return os.WriteFile(filepath.Join(c.dataDir, "repo", name), []byte(content), 0o644)
+}
+
+// TestUpRefusesARoutedPodCIDR: `flotilla up` whose pod CIDR holds a route of
+// another link (a leftover bridge, a VPN) stops at once and says which route
+// and how to remove it, instead of starting pods the host cannot reach.
+func TestUpRefusesARoutedPodCIDR(t *testing.T) {
+	c := newUpCluster(t)
+	other := "ftr" + randomHex(t, 4)
+	if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: other}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if link, err := netlink.LinkByName(other); err == nil {
+			_ = netlink.LinkDel(link)
+		}
+	})
+	link, err := netlink.LinkByName(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	half := &net.IPNet{IP: c.fabric.PodCIDR.IP, Mask: net.CIDRMask(25, 32)}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: half}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, flotillaBin, c.args...).CombinedOutput()
+	want := fmt.Sprintf("overlaps the host's route %s dev %s", half, other)
+	if err == nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "ip route del "+half.String()+" dev "+other) ||
+		strings.Contains(string(out), "panic") {
+		t.Fatalf("flotilla up with a routed pod CIDR: %v\n%s\nwant a refusal with %q and how to remove the route", err, out, want)
+	}
 }

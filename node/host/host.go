@@ -111,7 +111,7 @@ type Node struct {
 // Config.Overlay, its overlay, registers the Node with Config.Register,
 // and makes the agent. Nothing runs until Run; Close stops Podman. On an
 // error it closes the endpoint's listener.
-func New(ctx context.Context, cfg Config) (n *Node, err error) {
+func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Endpoint != nil {
 		defer func() {
 			if err != nil {
@@ -128,7 +128,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Services.ClusterDomain == "" {
 		cfg.Services.ClusterDomain = node.DefaultClusterDomain
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger}
+	n := &Node{cfg: cfg, log: cfg.Logger}
 	_, n.podCIDR, _ = net.ParseCIDR(cfg.Settings.PodCIDR)
 	if err := SaveSettings(cfg.DataDir, cfg.Settings); err != nil {
 		return nil, fmt.Errorf("record the host settings: %w", err)
