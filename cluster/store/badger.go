@@ -69,6 +69,12 @@ type Badger struct {
 
 	rev atomic.Int64 // current revision, published after each commit
 
+	// Of a Replicated store (replica.go): its log, the one write being
+	// proposed at a time, and the index of the last entry applied.
+	repl    atomic.Pointer[Replicator]
+	propMu  sync.Mutex
+	applied atomic.Uint64
+
 	// keys seal and open Secrets (encryption.go); nil: stored in clear.
 	// Swapped by RotateKey, with mu held.
 	keys     atomic.Pointer[encrypt.KeySet]
@@ -127,6 +133,12 @@ func Open(cfg Config) (*Badger, error) {
 	}
 	s.rev.Store(rev)
 	s.compacted = compacted
+	applied, err := s.readApplied()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
+	}
+	s.applied.Store(applied)
 	if err := s.initEncryption(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open badger store in %q: %w", cfg.Dir, err)
@@ -212,6 +224,9 @@ func (s *Badger) Get(ctx context.Context, resource, namespace, name string) (sch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := s.readIndex(ctx); err != nil {
+		return nil, err
+	}
 	var obj schema.Object
 	err := s.view(func(btx *badger.Txn) error {
 		var err error
@@ -225,6 +240,9 @@ func (s *Badger) Get(ctx context.Context, resource, namespace, name string) (sch
 // revision of the snapshot they were read from.
 func (s *Badger) List(ctx context.Context, resource string, opts ListOptions) ([]schema.Object, int64, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if err := s.readIndex(ctx); err != nil {
 		return nil, 0, err
 	}
 	var (
@@ -310,6 +328,9 @@ func (s *Badger) Txn(ctx context.Context, fn func(tx Tx) error) (int64, error) {
 func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
+	}
+	if s.cfg.Replicated {
+		return s.writeReplicated(ctx, fn)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -89,7 +89,7 @@ func (s *Badger) commitOne(t *txn) error {
 		if data == nil {
 			return btx.Delete(key)
 		}
-		sealed, err := s.sealValue(key, data)
+		sealed, err := s.storedValue(t, key, data)
 		if err != nil {
 			return err
 		}
@@ -103,6 +103,9 @@ func (s *Badger) commitOne(t *txn) error {
 	}
 	if err == nil {
 		err = btx.Set(metaRevisionKey, encodeInt(t.rev))
+	}
+	if err == nil && t.applied != 0 {
+		err = btx.Set(metaAppliedKey, encodeInt(int64(t.applied)))
 	}
 	if err == nil {
 		err = btx.Commit()
@@ -153,7 +156,7 @@ func (s *Badger) commitJournal(t *txn, c *chunks) error {
 		var err error
 		if data == nil {
 			err = c.delete(key)
-		} else if data, err = s.sealValue(key, data); err == nil {
+		} else if data, err = s.storedValue(t, key, data); err == nil {
 			err = c.set(key, data)
 		}
 		if i++; err == nil && i == half && s.cfg.testHook != nil {
@@ -168,7 +171,7 @@ func (s *Badger) commitJournal(t *txn, c *chunks) error {
 	}
 	if err == nil {
 		s.hook(phaseApplied)
-		err = s.finishJournal(to)
+		err = s.finishJournal(to, t.applied)
 	}
 	if err != nil {
 		c.discard()
@@ -184,11 +187,17 @@ func (s *Badger) commitJournal(t *txn, c *chunks) error {
 }
 
 // finishJournal makes a sealed commit's last revision current and removes
-// the seal, in one transaction.
-func (s *Badger) finishJournal(to int64) error {
+// the seal, in one transaction; with the log index the commit applied (0:
+// none, a local write or a recovery).
+func (s *Badger) finishJournal(to int64, applied uint64) error {
 	return s.db.Update(func(btx *badger.Txn) error {
 		if err := btx.Set(metaRevisionKey, encodeInt(to)); err != nil {
 			return err
+		}
+		if applied != 0 {
+			if err := btx.Set(metaAppliedKey, encodeInt(int64(applied))); err != nil {
+				return err
+			}
 		}
 		return btx.Delete(metaPendingKey)
 	})
@@ -257,7 +266,7 @@ func (s *Badger) recover() (rev, compacted int64, err error) {
 		if err := s.replayJournal(rev+1, pending); err != nil {
 			return 0, 0, fmt.Errorf("finish the interrupted commit of revisions %d..%d: %w", rev+1, pending, err)
 		}
-		if err := s.finishJournal(pending); err != nil {
+		if err := s.finishJournal(pending, 0); err != nil {
 			return 0, 0, fmt.Errorf("finish the interrupted commit of revisions %d..%d: %w", rev+1, pending, err)
 		}
 		// Events past it, of an older journal never sealed, go too.

@@ -94,6 +94,12 @@ type Config struct {
 	// encrypts the Secrets stored in clear. nil (the default): Secrets are
 	// stored in clear, as every other object.
 	Keys *encrypt.KeySet
+	// Replicated makes the store the state machine of a replicated log
+	// (replica.go): writes are proposed to the Replicator that Replicate
+	// gives, and commit when the log applies them (Apply), on every server
+	// alike; reads wait for the log's read index. The log's own fsync
+	// makes writes durable, so such a store runs with NoSync.
+	Replicated bool
 	// Logger receives the store's and Badger's logs (Badger's info at debug
 	// level). nil: slog.Default().
 	Logger *slog.Logger
@@ -127,6 +133,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Replicated {
+		c.NoSync = true // the log is fsynced; after a power loss it replays what the store lost
 	}
 	return c
 }

@@ -75,11 +75,23 @@ func (s *Badger) sealValue(key, data []byte) ([]byte, error) {
 // eventRecord is the log record of a change, its object sealed as its key's
 // value is.
 func (s *Badger) eventRecord(ch *change) ([]byte, error) {
+	if ch.record != nil {
+		return ch.record, nil
+	}
 	data, err := s.sealValue([]byte(ch.key), ch.data)
 	if err != nil {
 		return nil, err
 	}
 	return encodeEvent(ch.typ, ch.key, data), nil
+}
+
+// storedValue is the value stored for a key of t: sealed as the write set
+// carries it when t came from the log, sealed here otherwise.
+func (s *Badger) storedValue(t *txn, key, data []byte) ([]byte, error) {
+	if t.sealedFinal != nil {
+		return t.sealedFinal[string(key)], nil
+	}
+	return s.sealValue(key, data)
 }
 
 // openValue is the clear value of a stored one: itself unless sealed. A

@@ -31,6 +31,11 @@ type txn struct {
 	tooLarge error // sticky: the txn went past a limit and cannot commit
 	finished bool
 	open     opener // decrypts what snap holds; staged values are in clear
+
+	// Of a write set applied from the log (replica.go): the stored (sealed)
+	// final value of each key, nil for a deletion, and the log index.
+	sealedFinal map[string][]byte
+	applied     uint64
 }
 
 // limits are the sizes a txn may stage (Config.MaxTxnBytes and friends).
@@ -67,6 +72,7 @@ type change struct {
 	key      string
 	data     []byte
 	obj      schema.Object
+	record   []byte // the stored event record, when it came from the log
 }
 
 var errTxnDone = errors.New("store: Tx used after its Txn function returned")

@@ -1,0 +1,307 @@
+package raftlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// ErrNotMember: RemoveMember or TransferLeadership named a server that is
+// not a member (a voter, for TransferLeadership) as this server has
+// applied the configuration.
+var ErrNotMember = errors.New("raftlog: not a member of the group")
+
+// do runs f on the loop goroutine. It returns once f is queued, not run.
+func (n *Node) do(ctx context.Context, f func()) error {
+	select {
+	case n.reqc <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return n.stoppedErr()
+	}
+}
+
+// call runs f on the loop goroutine and returns its error.
+func (n *Node) call(ctx context.Context, f func() error) error {
+	errc := make(chan error, 1)
+	if err := n.do(ctx, func() { errc <- f() }); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-n.done:
+		return n.stoppedErr()
+	}
+}
+
+// Propose replicates data and waits until this server has applied it, and
+// returns what StateMachine.Apply returned here and the entry's index. On
+// a follower Raft forwards the proposal to the leader; the call still
+// returns only once this server has applied the entry, so a read on this
+// server right after sees the write.
+//
+// Errors: ErrNoLeader or ErrProposalDropped (nothing was proposed; retry
+// later), ErrStopped, or ctx's error. A proposal can be lost after it was
+// accepted (the leader changed before it committed); the call then waits
+// until ctx is done, so give ctx a deadline. A ctx error does not say that
+// data was not applied: it may still commit.
+func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint64, err error) {
+	seq, ch := n.expect()
+	defer n.forget(seq)
+	entry := encodeEntry(n.id, seq, data)
+	if err := n.call(ctx, func() error { return n.proposeErr(n.rn.Propose(entry)) }); err != nil {
+		return nil, 0, err
+	}
+	return n.await(ctx, ch)
+}
+
+// expect registers a call waiting for the proposal it is about to make.
+func (n *Node) expect() (uint64, chan proposalResult) {
+	seq := n.seq.Add(1)
+	ch := make(chan proposalResult, 1)
+	n.mu.Lock()
+	n.proposals[seq] = ch
+	n.mu.Unlock()
+	return seq, ch
+}
+
+func (n *Node) forget(seq uint64) {
+	n.mu.Lock()
+	delete(n.proposals, seq)
+	n.mu.Unlock()
+}
+
+func (n *Node) await(ctx context.Context, ch chan proposalResult) (any, uint64, error) {
+	select {
+	case r := <-ch:
+		return r.result, r.index, nil
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	case <-n.done:
+		return nil, 0, n.stoppedErr()
+	}
+}
+
+// proposeErr turns Raft's refusal into this package's errors. Loop only.
+func (n *Node) proposeErr(err error) error {
+	if !errors.Is(err, raft.ErrProposalDropped) {
+		return err
+	}
+	if n.rn.BasicStatus().Lead == raft.None {
+		return ErrNoLeader
+	}
+	return ErrProposalDropped
+}
+
+// ReadIndex is a linearizable read barrier (Raft's ReadIndex, ReadOnlySafe):
+// it returns once this server has applied everything that was committed
+// when the call began, so that a read of the state machine after it sees
+// every write that completed before it. It works on followers (Raft asks
+// the leader). Without a leader it keeps asking, every election timeout,
+// until ctx is done.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	retry := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+	for {
+		id := n.seq.Add(1)
+		ch := make(chan struct{})
+		n.mu.Lock()
+		n.reads[id] = ch
+		n.mu.Unlock()
+		rctx := binary.BigEndian.AppendUint64(nil, id)
+		if err := n.do(ctx, func() { n.rn.ReadIndex(rctx) }); err != nil {
+			n.forgetRead(id)
+			return err
+		}
+		t := time.NewTimer(retry)
+		var timeout <-chan time.Time = t.C
+		for timeout != nil {
+			select {
+			case <-ch:
+				t.Stop()
+				return nil
+			case <-ctx.Done():
+				t.Stop()
+				n.forgetRead(id)
+				return ctx.Err()
+			case <-n.done:
+				t.Stop()
+				return n.stoppedErr()
+			case <-timeout:
+				if n.forgetRead(id) {
+					timeout = nil // unanswered: ask again
+					continue
+				}
+				// Answered; waiting for this server to apply up to it.
+				timeout = nil
+				select {
+				case <-ch:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-n.done:
+					return n.stoppedErr()
+				}
+			}
+		}
+	}
+}
+
+// forgetRead drops a read request not yet answered; it reports whether it
+// was still unanswered.
+func (n *Node) forgetRead(id uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.reads[id]
+	delete(n.reads, id)
+	return ok
+}
+
+// AddVoter adds p as a voter (or makes a learner a voter) and waits until
+// this server has applied the change. Start p's Node with Join (and
+// JoinPeers) before or after; it catches up from the leader. Adding a
+// server that already is a voter at the same address does nothing.
+// Raft allows one membership change at a time: a change proposed while
+// another is pending is dropped, and the call waits until ctx is done.
+func (n *Node) AddVoter(ctx context.Context, p Peer) error {
+	if p.ID == 0 || raft.IsLocalMsgTarget(p.ID) {
+		return fmt.Errorf("raftlog: AddVoter: invalid ID %d", p.ID)
+	}
+	return n.changeMembership(ctx, raftpb.ConfChangeAddNode, p, func() (bool, error) {
+		addr, member := n.members[p.ID]
+		if member && addr == p.Addr && slices.Contains(n.confState.GetVoters(), p.ID) {
+			return true, nil
+		}
+		return false, nil
+	})
+}
+
+// RemoveMember removes server id from the group and waits until this
+// server has applied the change. The removed server is no longer sent
+// anything; stop it. Removing the leader makes it step down once applied.
+func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
+	return n.changeMembership(ctx, raftpb.ConfChangeRemoveNode, Peer{ID: id}, func() (bool, error) {
+		if _, ok := n.members[id]; !ok {
+			return false, fmt.Errorf("raftlog: RemoveMember %d: %w", id, ErrNotMember)
+		}
+		if v := n.confState.GetVoters(); len(v) == 1 && v[0] == id {
+			return false, fmt.Errorf("raftlog: RemoveMember %d: it is the group's last voter", id)
+		}
+		return false, nil
+	})
+}
+
+// changeMembership proposes a ConfChange of typ for p, after check (run
+// on the loop: done=true means there is nothing to change), and waits for
+// it to be applied here.
+func (n *Node) changeMembership(ctx context.Context, typ raftpb.ConfChangeType, p Peer, check func() (done bool, err error)) error {
+	seq, ch := n.expect()
+	defer n.forget(seq)
+	cc := &raftpb.ConfChange{
+		Type:    typ.Enum(),
+		NodeId:  new(p.ID),
+		Context: confContext{Addr: p.Addr, From: n.id, Seq: seq}.encode(),
+	}
+	nothing := errors.New("nothing to change")
+	err := n.call(ctx, func() error {
+		done, err := check()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nothing
+		}
+		return n.proposeErr(n.rn.ProposeConfChange(cc))
+	})
+	if errors.Is(err, nothing) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, _, err = n.await(ctx, ch)
+	return err
+}
+
+// TransferLeadership asks the leader to hand leadership to voter to, and
+// waits until this server sees to as leader. Raft gives up a transfer
+// that does not complete within an election timeout; the call asks again
+// until ctx is done.
+func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	watch, cancel := n.WatchLeadership()
+	defer cancel()
+	ask := func() error {
+		return n.call(ctx, func() error {
+			if !slices.Contains(n.confState.GetVoters(), to) {
+				return fmt.Errorf("raftlog: TransferLeadership to %d: %w", to, ErrNotMember)
+			}
+			if n.rn.BasicStatus().Lead == raft.None {
+				return ErrNoLeader
+			}
+			n.rn.TransferLeader(to)
+			return nil
+		})
+	}
+	if err := ask(); err != nil {
+		return err
+	}
+	retry := time.NewTicker(2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
+	for {
+		select {
+		case l, ok := <-watch:
+			if !ok {
+				return n.stoppedErr()
+			}
+			if l.LeaderID == to {
+				return nil
+			}
+		case <-retry.C:
+			if err := ask(); err != nil && !errors.Is(err, ErrNoLeader) {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Step delivers a message a peer sent (the Transport calls it). It blocks
+// while the Node's inbox is full, until ctx is done.
+func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
+	if m == nil {
+		return errors.New("raftlog: Step: nil message")
+	}
+	select {
+	case n.recvc <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return n.stoppedErr()
+	}
+}
+
+// ReportUnreachable implements Reporter.
+func (n *Node) ReportUnreachable(id uint64) {
+	_ = n.do(context.Background(), func() { n.rn.ReportUnreachable(id) })
+}
+
+// ReportSnapshot implements Reporter.
+func (n *Node) ReportSnapshot(id uint64, failed bool) {
+	status := raft.SnapshotFinish
+	if failed {
+		status = raft.SnapshotFailure
+	}
+	_ = n.do(context.Background(), func() { n.rn.ReportSnapshot(id, status) })
+}
+
+var _ Reporter = (*Node)(nil)

@@ -1,0 +1,339 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The store as the state machine of a replicated log (cluster/raftlog).
+//
+// With Config.Replicated, a write is computed as before — fn runs over a
+// snapshot at revision R and its writes are staged (txn.go) — but instead
+// of committing them, write encodes them as a write set: R and each write's
+// event record, its object sealed as stored (so a Secret is in clear in no
+// log). The write set is proposed to the log, and every server applies the
+// committed write sets in log order (Apply): one whose R is not the
+// store's revision is refused with ErrStale (it was computed on a state
+// that has moved on, as a deposed leader's would be); any other is
+// committed exactly as a local write, together with its log index, and
+// published to the server's own watchers. So every server holds the same
+// objects, revisions and history, and a watch on any of them delivers the
+// same events in the same order.
+//
+// Writes are proposed one at a time (propMu), each waiting for its apply:
+// the next write's fn must read the one before. A write set records the
+// values as they were sealed once, on the proposer: applying it seals
+// nothing, so every server stores the same bytes.
+
+// Replicator is the replicated log a Replicated store proposes its writes
+// to (a *raftlog.Node).
+type Replicator interface {
+	// Propose replicates data and returns once this server applied it,
+	// with Apply's result.
+	Propose(ctx context.Context, data []byte) (result any, index uint64, err error)
+	// ReadIndex returns once this server applied every entry committed when
+	// it was called: a read after it is linearizable.
+	ReadIndex(ctx context.Context) error
+}
+
+// ErrStale is the error of a write computed on a revision the store has
+// moved past before the write set was applied: a write of a leader that
+// lost its leadership meanwhile. Retrying computes it again.
+var ErrStale = errors.New("the write was computed on an older revision of the store; retry it")
+
+// ErrNotReplicating is the error of a write on a Replicated store before
+// Replicate gave it its log.
+var ErrNotReplicating = errors.New("the store has no replicated log yet")
+
+// metaAppliedKey holds the index of the last log entry applied (8-byte
+// big-endian), committed with the entry's writes.
+var metaAppliedKey = []byte("/flotilla/meta/applied")
+
+// writeSetMagic starts an encoded write set (version 1).
+const writeSetMagic = "FWS1"
+
+// applyResult is what Apply returns to the proposer.
+type applyResult struct {
+	rev int64
+	err error
+}
+
+// Replicate gives a Replicated store its log. Writes before it fail with
+// ErrNotReplicating.
+func (s *Badger) Replicate(r Replicator) {
+	s.repl.Store(&r)
+}
+
+func (s *Badger) replicator() Replicator {
+	if p := s.repl.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// AppliedIndex is the index of the last log entry applied (0 for a store
+// that was never replicated).
+func (s *Badger) AppliedIndex() uint64 { return s.applied.Load() }
+
+// readIndex is the barrier before a linearizable read of a Replicated store.
+func (s *Badger) readIndex(ctx context.Context) error {
+	if !s.cfg.Replicated {
+		return nil
+	}
+	r := s.replicator()
+	if r == nil {
+		return ErrNotReplicating
+	}
+	return r.ReadIndex(ctx)
+}
+
+// writeReplicated is write for a Replicated store: fn runs over the current
+// revision, its writes are proposed as a write set and the call returns
+// once this server applied it.
+func (s *Badger) writeReplicated(ctx context.Context, fn func(t *txn) error) (int64, error) {
+	r := s.replicator()
+	if r == nil {
+		return 0, ErrNotReplicating
+	}
+	s.propMu.Lock()
+	defer s.propMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if s.broken != nil {
+		s.mu.Unlock()
+		return 0, s.broken
+	}
+	snap := s.db.NewTransaction(false)
+	start := s.rev.Load()
+	s.mu.Unlock()
+	defer snap.Discard()
+
+	t := newTxn(snap, start, s.lim, s.openValue)
+	err := fn(t)
+	t.finished = true
+	if err == nil {
+		err = t.tooLarge
+	}
+	if err != nil {
+		return start, err
+	}
+	if len(t.events) == 0 {
+		return start, nil
+	}
+	ws, err := s.encodeWriteSet(start, t.events)
+	if err != nil {
+		return start, err
+	}
+	res, _, err := r.Propose(ctx, ws)
+	if err != nil {
+		return start, err
+	}
+	ar, ok := res.(applyResult)
+	if !ok {
+		return start, fmt.Errorf("store: the log applied the write with result %T", res)
+	}
+	return ar.rev, ar.err
+}
+
+// encodeWriteSet encodes the events of a write computed at revision base:
+// the magic, base, then each event's record (the object sealed as stored)
+// with its length.
+func (s *Badger) encodeWriteSet(base int64, events []change) ([]byte, error) {
+	size := len(writeSetMagic) + 8
+	for i := range events {
+		size += len(events[i].key) + len(events[i].data) + 32
+	}
+	out := make([]byte, 0, size)
+	out = append(out, writeSetMagic...)
+	out = binary.BigEndian.AppendUint64(out, uint64(base))
+	for i := range events {
+		rec, err := s.eventRecord(&events[i])
+		if err != nil {
+			return nil, err
+		}
+		out = binary.AppendUvarint(out, uint64(len(rec)))
+		out = append(out, rec...)
+	}
+	return out, nil
+}
+
+// decodeWriteSet is the inverse of encodeWriteSet: the base revision and
+// the event records.
+func decodeWriteSet(data []byte) (base int64, records [][]byte, err error) {
+	if len(data) < len(writeSetMagic)+8 || string(data[:len(writeSetMagic)]) != writeSetMagic {
+		return 0, nil, fmt.Errorf("write set: no %s header: %w", writeSetMagic, errMalformed)
+	}
+	base = int64(binary.BigEndian.Uint64(data[len(writeSetMagic):]))
+	rest := data[len(writeSetMagic)+8:]
+	for len(rest) > 0 {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			return 0, nil, fmt.Errorf("write set: record %d: bad length: %w", len(records), errMalformed)
+		}
+		records = append(records, rest[k:k+int(n)])
+		rest = rest[k+int(n):]
+	}
+	return base, records, nil
+}
+
+// txnOfWriteSet rebuilds the committed form of a write set: its events with
+// their objects in clear (for the watchers), each key's final value (clear,
+// for the size accounting) and the sealed bytes to store.
+func (s *Badger) txnOfWriteSet(base int64, records [][]byte) (*txn, error) {
+	t := newTxn(nil, base, s.lim, s.openValue)
+	t.sealedFinal = map[string][]byte{}
+	for i, rec := range records {
+		typ, resource, key, stored, err := decodeEvent(rec)
+		if err != nil {
+			return nil, fmt.Errorf("write set: record %d: %w", i, err)
+		}
+		clear, err := s.openValue([]byte(key), stored)
+		if err != nil {
+			return nil, fmt.Errorf("write set: record %d: %w", i, err)
+		}
+		m := t.staged[resource]
+		if m == nil {
+			m = map[string][]byte{}
+			t.staged[resource] = m
+		}
+		if typ == Deleted {
+			m[key] = nil
+			t.sealedFinal[key] = nil
+		} else {
+			m[key] = clear
+			t.sealedFinal[key] = stored
+		}
+		t.rev++
+		t.events = append(t.events, change{typ: typ, rev: t.rev, resource: resource, key: key, data: clear, record: rec})
+		t.bytes += int64(len(clear))
+		t.keyBytes += int64(len(key))
+	}
+	return t, nil
+}
+
+// Apply applies one committed entry of the log: a write set (see above).
+// It returns an applyResult for the proposer: the revision after it, or
+// ErrStale, or why the entry could not be applied. An entry at or below
+// AppliedIndex (replayed after a restart) is skipped.
+func (s *Badger) Apply(index, term uint64, data []byte) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index <= s.applied.Load() {
+		return applyResult{rev: s.rev.Load()}
+	}
+	if s.closed {
+		return applyResult{err: ErrClosed}
+	}
+	if s.broken != nil {
+		return applyResult{err: s.broken}
+	}
+	data = bytes.Clone(data) // the log reuses its buffer; watchers keep the events
+	base, records, err := decodeWriteSet(data)
+	if err == nil && base != s.rev.Load() {
+		err = fmt.Errorf("%w (computed at revision %d, the store is at %d)", ErrStale, base, s.rev.Load())
+	}
+	var t *txn
+	if err == nil {
+		t, err = s.txnOfWriteSet(base, records)
+	}
+	if err != nil {
+		// Refused, by every server alike: only the index moves.
+		if perr := s.db.Update(func(btx *badger.Txn) error {
+			return btx.Set(metaAppliedKey, encodeInt(int64(index)))
+		}); perr != nil {
+			s.breakLocked(fmt.Errorf("record the applied log index %d: %w", index, perr))
+			return applyResult{err: s.broken}
+		}
+		s.applied.Store(index)
+		if !errors.Is(err, ErrStale) {
+			s.log.Error("log entry refused", "index", index, "term", term, "err", err)
+		}
+		return applyResult{rev: s.rev.Load(), err: err}
+	}
+	t.applied = index
+	if err := s.commitLocked(t); err != nil {
+		// The log holds the entry: this server cannot go on without it.
+		s.breakLocked(fmt.Errorf("apply log entry %d: %w", index, err))
+		return applyResult{err: s.broken}
+	}
+	s.applied.Store(index)
+	s.rev.Store(t.rev)
+	s.publishLocked(t.events)
+	s.trimLocked()
+	return applyResult{rev: t.rev}
+}
+
+// breakLocked stops the store's reads and writes until a restart; s.mu is
+// held.
+func (s *Badger) breakLocked(err error) {
+	if s.broken != nil {
+		return
+	}
+	s.viewMu.Lock()
+	s.broken = fmt.Errorf("%w; the store refuses reads and writes until it is restarted", err)
+	s.viewMu.Unlock()
+	s.log.Error("store broken", "err", s.broken)
+}
+
+// Snapshot writes the whole store (a Badger backup stream), as of its
+// applied index: the log calls it between applies.
+func (s *Badger) Snapshot(w io.Writer) error {
+	if _, err := s.db.Backup(w, 0); err != nil {
+		return fmt.Errorf("snapshot the store: %w", err)
+	}
+	return nil
+}
+
+// Restore replaces the store's content with a Snapshot's, taken at log
+// index index. Every watch ends (its receiver lists again).
+func (s *Badger) Restore(r io.Reader, index uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers {
+		s.dropWatcherLocked(w)
+	}
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if err := s.db.DropAll(); err != nil {
+		return fmt.Errorf("restore the store: drop the old content: %w", err)
+	}
+	if err := s.db.Load(r, 64); err != nil {
+		return fmt.Errorf("restore the store: load the snapshot: %w", err)
+	}
+	rev, compacted, err := s.recover()
+	if err != nil {
+		return fmt.Errorf("restore the store: %w", err)
+	}
+	applied, err := s.readApplied()
+	if err != nil {
+		return fmt.Errorf("restore the store: %w", err)
+	}
+	if applied != index {
+		s.log.Warn("restored a snapshot whose applied index is not the log's", "snapshot", applied, "log", index)
+	}
+	s.rev.Store(rev)
+	s.compacted = compacted
+	s.applied.Store(applied)
+	s.log.Info("store restored from a snapshot", "index", index, "revision", rev)
+	return nil
+}
+
+// readApplied reads the applied log index.
+func (s *Badger) readApplied() (uint64, error) {
+	var v int64
+	err := s.db.View(func(btx *badger.Txn) error {
+		var err error
+		v, err = readInt(btx, metaAppliedKey)
+		return err
+	})
+	return uint64(v), err
+}
