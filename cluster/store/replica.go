@@ -93,9 +93,16 @@ func (s *Badger) readIndex(ctx context.Context) error {
 	return r.ReadIndex(ctx)
 }
 
+// staleRetries is how many times a write is computed again after ErrStale
+// (another server's write was applied first) before the error is returned.
+const staleRetries = 20
+
 // writeReplicated is write for a Replicated store: fn runs over the current
 // revision, its writes are proposed as a write set and the call returns
-// once this server applied it.
+// once this server applied it. A write that another server's beat to the
+// log (both computed at the same revision) is computed again over the
+// revision that includes the other, so fn may run more than once; it only
+// stages writes, so that changes nothing but its result.
 func (s *Badger) writeReplicated(ctx context.Context, fn func(t *txn) error) (int64, error) {
 	r := s.replicator()
 	if r == nil {
@@ -103,6 +110,17 @@ func (s *Badger) writeReplicated(ctx context.Context, fn func(t *txn) error) (in
 	}
 	s.propMu.Lock()
 	defer s.propMu.Unlock()
+	for attempt := 1; ; attempt++ {
+		rev, err := s.proposeOnce(ctx, r, fn)
+		if !errors.Is(err, ErrStale) || attempt == staleRetries || ctx.Err() != nil {
+			return rev, err
+		}
+	}
+}
+
+// proposeOnce computes fn over the current revision and proposes its
+// writes; s.propMu is held.
+func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) error) (int64, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -1,0 +1,139 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cluster/store/storetest"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
+)
+
+// raftGroup starts n Replicated stores, each the state machine of a Node of
+// one Raft group on an in-process network, and waits for a leader. They
+// stop when the test ends.
+func raftGroup(t *testing.T, n int) ([]*store.Badger, []*raftlog.Node) {
+	t.Helper()
+	nw := raftlog.NewMemNetwork()
+	t.Cleanup(nw.Close)
+	var peers []raftlog.Peer
+	for i := 1; i <= n; i++ {
+		peers = append(peers, raftlog.Peer{ID: uint64(i), Addr: fmt.Sprint("s", i)})
+	}
+	stores := make([]*store.Badger, n)
+	nodes := make([]*raftlog.Node, n)
+	for i := range n {
+		dir := t.TempDir()
+		st, err := store.Open(store.Config{Dir: filepath.Join(dir, "db"), Replicated: true, Logger: testkit.LoggerAt(t, slog.LevelWarn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node, err := raftlog.Start(raftlog.Config{ID: uint64(i + 1), Dir: filepath.Join(dir, "raft"), Bootstrap: peers,
+			Transport: nw.Transport(uint64(i + 1)), StateMachine: st, TickInterval: 20 * time.Millisecond,
+			Logger: testkit.LoggerAt(t, slog.LevelWarn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nw.Register(uint64(i+1), node)
+		st.Replicate(node)
+		stores[i], nodes[i] = st, node
+		t.Cleanup(func() {
+			node.Stop()
+			if err := st.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	testkit.Eventually(t, "a leader", 20*time.Second, func() error {
+		if nodes[0].Status().Leader == 0 {
+			return fmt.Errorf("no leader yet")
+		}
+		return nil
+	})
+	return stores, nodes
+}
+
+// follower returns the index of a server that is not the leader.
+func follower(nodes []*raftlog.Node) int {
+	for i, n := range nodes {
+		if st := n.Status(); st.Leader != st.ID {
+			return i
+		}
+	}
+	return 0
+}
+
+// TestConformanceOverRaft runs the store's suite on a follower of a
+// three-server group: its writes reach the log through the leader, its
+// reads wait for the read index, its watches see the log's events.
+func TestConformanceOverRaft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three Raft groups per subtest")
+	}
+	storetest.Run(t, func(t *testing.T) store.Interface {
+		stores, nodes := raftGroup(t, 3)
+		return stores[follower(nodes)]
+	})
+}
+
+// TestConcurrentWritersOverRaft: every server writes at once; every write
+// succeeds (one computed on a revision another server's write moved past
+// is computed again), and the servers end with the same objects at the same
+// revisions, their watches with the same events in the same order.
+func TestConcurrentWritersOverRaft(t *testing.T) {
+	stores, _ := raftGroup(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	watches := make([]<-chan store.Event, len(stores))
+	for i, st := range stores {
+		w, err := st.Watch(ctx, "pods", store.ListOptions{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		watches[i] = w
+	}
+	const each = 15
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		wg.Go(func() {
+			for j := range each {
+				if _, err := st.Create(ctx, pod(fmt.Sprintf("p%d-%d", i, j))); err != nil {
+					t.Errorf("server %d, create %d: %v", i+1, j, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := each * len(stores)
+	var first string
+	for i, w := range watches {
+		var seen []string
+		for range total {
+			select {
+			case ev := <-w:
+				seen = append(seen, ev.Object.GetName()+"@"+ev.Object.GetResourceVersion())
+			case <-ctx.Done():
+				t.Fatalf("server %d's watch: %d events, then nothing", i+1, len(seen))
+			}
+		}
+		if i == 0 {
+			first = strings.Join(seen, " ")
+		} else if got := strings.Join(seen, " "); got != first {
+			t.Errorf("server %d's watch differs from server 1's:\n%s\n%s", i+1, got, first)
+		}
+	}
+	for i, st := range stores {
+		objs, rev, err := st.List(ctx, "pods", store.ListOptions{})
+		if err != nil || len(objs) != total || rev != int64(total) {
+			t.Errorf("server %d lists %d pods at revision %d (%v), want %d at %d", i+1, len(objs), rev, err, total, total)
+		}
+	}
+}
