@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
 )
 
 func BenchmarkCreate(b *testing.B) {
@@ -105,18 +108,44 @@ func BenchmarkCreateWatched(b *testing.B) {
 //
 //	go test -run '^$' -bench 'BenchmarkDisk' -benchtime 200x ./cluster/store/
 
+// syncModes are the ways a store on disk makes its writes durable: its own
+// fsync, none, or (raft) as the state machine of a one-voter Raft group, the
+// log fsynced and the store not: what `flotilla up` runs.
 var syncModes = []struct {
-	name   string
-	noSync bool
-}{{"fsync", false}, {"nosync", true}}
+	name string
+	open func(b *testing.B) *Badger
+}{
+	{"fsync", func(b *testing.B) *Badger { return openDisk(b, Config{}) }},
+	{"nosync", func(b *testing.B) *Badger { return openDisk(b, Config{NoSync: true}) }},
+	{"raft", openOneVoter},
+}
 
-func openDisk(b *testing.B, noSync bool) *Badger {
+func openDisk(b *testing.B, cfg Config) *Badger {
 	b.Helper()
-	s, err := Open(Config{Dir: b.TempDir(), NoSync: noSync, Logger: slog.New(slog.DiscardHandler)})
+	cfg.Dir, cfg.Logger = filepath.Join(b.TempDir(), "db"), slog.New(slog.DiscardHandler)
+	s, err := Open(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// openOneVoter is a Replicated store on disk, the state machine of a Raft
+// group of one.
+func openOneVoter(b *testing.B) *Badger {
+	b.Helper()
+	s := openDisk(b, Config{Replicated: true})
+	n, err := raftlog.Start(raftlog.Config{ID: 1, Dir: filepath.Join(b.TempDir(), "raft"), Bootstrap: []raftlog.Peer{{ID: 1}},
+		Transport: raftlog.Solo{}, StateMachine: s, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(n.Stop) // (before the store's Close: cleanups run last first)
+	s.Replicate(n)
+	for n.Status().Leader == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	return s
 }
 
@@ -137,7 +166,7 @@ func reportLatency(b *testing.B, lat []time.Duration, unit string) {
 func BenchmarkDiskCreate(b *testing.B) {
 	for _, mode := range syncModes {
 		b.Run(mode.name, func(b *testing.B) {
-			s := openDisk(b, mode.noSync)
+			s := mode.open(b)
 			ctx := context.Background()
 			var lat []time.Duration
 			i := 0
@@ -159,7 +188,7 @@ func BenchmarkDiskCreate(b *testing.B) {
 func BenchmarkDiskUpdate(b *testing.B) {
 	for _, mode := range syncModes {
 		b.Run(mode.name, func(b *testing.B) {
-			s := openDisk(b, mode.noSync)
+			s := mode.open(b)
 			ctx := context.Background()
 			p := pod("ns", "p", map[string]string{"app": "web"}, "n1")
 			if _, err := s.Create(ctx, p); err != nil {
@@ -194,7 +223,7 @@ func BenchmarkDiskBind10kPods(b *testing.B) {
 			var lat []time.Duration
 			for b.Loop() {
 				b.StopTimer()
-				s := openDisk(b, mode.noSync)
+				s := mode.open(b)
 				var pending []*corev1.Pod
 				if _, err := s.Txn(ctx, func(tx Tx) error {
 					for i := range pods {
@@ -250,7 +279,7 @@ func BenchmarkDiskTxn10kConfigMaps(b *testing.B) {
 	value := strings.Repeat("v", 200)
 	for _, mode := range syncModes {
 		b.Run(mode.name, func(b *testing.B) {
-			s := openDisk(b, mode.noSync)
+			s := mode.open(b)
 			ctx := context.Background()
 			var stage, total time.Duration
 			round := 0

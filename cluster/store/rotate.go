@@ -94,6 +94,15 @@ func (s *Badger) RotateKey(ctx context.Context, keyFile string, progress func(Ro
 	}
 
 	s.hook(phaseRotateResealed)
+	if s.cfg.Replicated {
+		// A Replicated store runs without fsync and replays the log after
+		// a power loss; the log's entries from before are sealed under
+		// the keys about to be retired, so the store's state goes to disk
+		// now, and no replay reaches back to them.
+		if err := s.db.Sync(); err != nil {
+			return "", fmt.Errorf("rotate the secrets key: sync the store: %w; both keys stay in %s: run the rotation again", err, keyFile)
+		}
+	}
 
 	// 4. Retire the old keys.
 	if err := encrypt.SaveFile(keyFile, final); err != nil {
@@ -110,6 +119,12 @@ func (s *Badger) RotateKey(ctx context.Context, keyFile string, progress func(Ro
 // stale value, holding the writer lock; recorded is the store's record of
 // key ids, which gets id first and becomes [id] at the end.
 func (s *Badger) resealUnder(ctx context.Context, keys *encrypt.KeySet, id string, recorded []string, progress func(done, total int)) error {
+	if s.cfg.Replicated {
+		// No write of this server between its sealing and its apply: it
+		// could seal under a key about to be retired.
+		s.propMu.Lock()
+		defer s.propMu.Unlock()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

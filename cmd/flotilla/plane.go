@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/flotilla-dev/flotilla/cluster/admission"
@@ -25,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/events"
 	"github.com/flotilla-dev/flotilla/cluster/ipalloc"
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/internal/logfile"
@@ -85,6 +87,7 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 // controllers and the Git sync: a cluster's server side.
 type controlPlane struct {
 	store          *store.Badger
+	raft           *raftlog.Node // the store's replicated log
 	secretsKeyFile string // the key file of the store's Secrets
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
@@ -153,6 +156,9 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, fmt.Errorf("listen on %s: %w (is another flotilla running? pass --api-addr)", o.apiAddr, err)
 	}
 	if cp.store, cp.secretsKeyFile, err = openStore(o, say); err != nil {
+		return nil, err
+	}
+	if cp.raft, err = startLog(context.Background(), o.dataDir, cp.store, o.log); err != nil {
 		return nil, err
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
@@ -243,6 +249,17 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	return cp, nil
 }
 
+// whileLeader runs the leader's work — the controllers and the Git sync —
+// for as long as this server leads the store's log.
+func (cp *controlPlane) whileLeader(ctx context.Context) error {
+	return cp.raft.WhileLeader(ctx, func(ctx context.Context) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return cp.manager.Run(ctx) })
+		g.Go(func() error { return cp.syncer.Run(ctx) })
+		return g.Wait()
+	})
+}
+
 // nodeAccess is what the API server reaches on the nodes.
 type nodeAccess interface {
 	apiserver.LogSource
@@ -309,6 +326,9 @@ func (cp *controlPlane) close() {
 	}
 	if cp.auditFile != nil {
 		cp.auditFile.Close()
+	}
+	if cp.raft != nil {
+		cp.raft.Stop()
 	}
 	if cp.store != nil {
 		cp.store.Close()

@@ -41,7 +41,7 @@ func openStore(o planeOptions, say func(string, ...any)) (*store.Badger, string,
 	if err != nil {
 		return nil, "", fmt.Errorf("%w (--secrets-key-file)", err)
 	}
-	st, err := store.Open(store.Config{Dir: filepath.Join(o.dataDir, "db"), Keys: keys, Logger: o.log.With("component", "store")})
+	st, err := store.Open(store.Config{Dir: filepath.Join(o.dataDir, "db"), Keys: keys, Replicated: true, Logger: o.log.With("component", "store")})
 	if err != nil {
 		if created && errors.Is(err, store.ErrEncryptionKeys) {
 			_ = os.Remove(keyFile)

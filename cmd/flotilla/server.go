@@ -212,9 +212,8 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(gctx, cp.listener) })
-	g.Go(func() error { return cp.manager.Run(gctx) })
+	g.Go(func() error { return cp.whileLeader(gctx) })
 	g.Go(func() error { cp.rbac.Run(gctx); return nil })
-	g.Go(func() error { return cp.syncer.Run(gctx) })
 	g.Go(func() error {
 		// The gossip Secret is the truth (`flotilla token rotate-gossip-key`
 		// changes it); the key file follows it, for the next start.

@@ -108,10 +108,9 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(ctx, cp.listener) })
-	g.Go(func() error { return cp.manager.Run(ctx) })
+	g.Go(func() error { return cp.whileLeader(ctx) })
 	g.Go(func() error { cp.rbac.Run(ctx); return nil })
 	g.Go(func() error { return n.Run(ctx) })
-	g.Go(func() error { return cp.syncer.Run(ctx) })
 	g.Go(func() error { watchProgress(ctx, cp.store, out); return nil })
 	err = g.Wait()
 	say("stopped; pods keep running, and `flotilla up` resumes from the store")
