@@ -88,7 +88,7 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 type controlPlane struct {
 	store          *store.Badger
 	raft           *raftlog.Node // the store's replicated log
-	secretsKeyFile string // the key file of the store's Secrets
+	secretsKeyFile string        // the key file of the store's Secrets
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
 	// gitsync run the same pipeline on their own writes).
