@@ -24,7 +24,7 @@ import (
 // Files EnsureCerts keeps in its directory.
 const (
 	CAFile         = "ca.crt"
-	caKeyFile      = "ca.key"
+	CAKeyFile      = "ca.key"
 	ServerCertFile = "server.crt"
 	ServerKeyFile  = "server.key"
 )
@@ -75,7 +75,7 @@ var ErrCA = errors.New("the cluster CA cannot be used")
 // exists (a new cluster). A CA that is unreadable, half there, damaged or
 // expired is an error that says what to do, never a new CA.
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile)
+	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
 	_, certErr := os.Stat(certPath)
 	_, keyErr := os.Stat(keyPath)
 	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
@@ -162,7 +162,7 @@ func newCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("certs: %w", err)
 	}
-	certPEM, err := writePair(dir, CAFile, caKeyFile, der, key)
+	certPEM, err := writePair(dir, CAFile, CAKeyFile, der, key)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -267,7 +267,7 @@ type Signer struct {
 
 // LoadSigner reads the cluster CA of dir (made by EnsureCerts).
 func LoadSigner(dir string) (*Signer, error) {
-	if _, err := os.Stat(filepath.Join(dir, caKeyFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, CAKeyFile)); err != nil {
 		return nil, fmt.Errorf("%w: %w (is this the server's data directory? the CA is made by `flotilla up` or `flotilla server`)", ErrCA, err)
 	}
 	ca, key, caPEM, err := loadCA(dir)

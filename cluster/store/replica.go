@@ -311,8 +311,11 @@ func (s *Badger) Snapshot(w io.Writer) error {
 	return nil
 }
 
-// Restore replaces the store's content with a Snapshot's, taken at log
-// index index. Every watch ends (its receiver lists again).
+// Restore replaces the store's content with a Snapshot's and makes index
+// its applied log index (the index the snapshot was taken at, or 0 for a
+// store that starts a new log). Every watch ends (its receiver lists
+// again). A store with Secrets encrypted needs Config.Keys that open the
+// snapshot's.
 func (s *Badger) Restore(r io.Reader, index uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -331,16 +334,19 @@ func (s *Badger) Restore(r io.Reader, index uint64) error {
 	if err != nil {
 		return fmt.Errorf("restore the store: %w", err)
 	}
-	applied, err := s.readApplied()
-	if err != nil {
+	// The log's index, which a new group (`flotilla snapshot restore`)
+	// starts again from 0.
+	if err := s.db.Update(func(btx *badger.Txn) error {
+		return btx.Set(metaAppliedKey, encodeInt(int64(index)))
+	}); err != nil {
 		return fmt.Errorf("restore the store: %w", err)
 	}
-	if applied != index {
-		s.log.Warn("restored a snapshot whose applied index is not the log's", "snapshot", applied, "log", index)
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("restore the store: %w", err)
 	}
 	s.rev.Store(rev)
 	s.compacted = compacted
-	s.applied.Store(applied)
+	s.applied.Store(index)
 	s.log.Info("store restored from a snapshot", "index", index, "revision", rev)
 	return nil
 }

@@ -145,8 +145,9 @@ func TestReplicasAgree(t *testing.T) {
 }
 
 // TestStaleWriteSetRefused: a write set computed on a revision that another
-// entry moved past before it was applied (a deposed leader's write) fails
-// with ErrStale on every replica, which still agree.
+// entry moved past before it was applied (two servers' writes at once, or
+// a deposed leader's) is refused by every replica alike, and the writer
+// computes it again over the new revision.
 func TestStaleWriteSetRefused(t *testing.T) {
 	ctx := t.Context()
 	rs, l, _ := replicas(t, 2, nil)
@@ -160,24 +161,29 @@ func TestStaleWriteSetRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs[1].Replicate(l)
-	// The other entry gets into the log first.
+	// Replica 0 computes one at revision 1 too, but the other gets into the
+	// log first: replica 0's is refused, then computed again at 2.
 	l.before = func() { l.append(other) }
-	if _, err := rs[0].Create(ctx, pod("c")); !errors.Is(err, store.ErrStale) {
-		t.Fatalf("a write computed at revision 1 applied at 2: %v, want ErrStale", err)
+	c, err := rs[0].Create(ctx, pod("c"))
+	if err != nil {
+		t.Fatalf("a write beaten to the log: %v", err)
+	}
+	if c.GetResourceVersion() != "3" {
+		t.Errorf("c's resourceVersion %s, want 3", c.GetResourceVersion())
 	}
 	for i, r := range rs {
-		if r.Revision() != 2 || r.AppliedIndex() != 3 {
-			t.Errorf("replica %d: revision %d, applied %d; want 2 and 3", i, r.Revision(), r.AppliedIndex())
+		// entries: a, b, c at revision 1 (refused), c at 2
+		if r.Revision() != 3 || r.AppliedIndex() != 4 {
+			t.Errorf("replica %d: revision %d, applied %d; want 3 and 4", i, r.Revision(), r.AppliedIndex())
 		}
-		if _, err := r.Get(ctx, "pods", "default", "c"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("replica %d has the refused write: %v", i, err)
-		}
-		if _, err := r.Get(ctx, "pods", "default", "b"); err != nil {
-			t.Errorf("replica %d lacks the other write: %v", i, err)
+		for _, name := range []string{"a", "b", "c"} {
+			if _, err := r.Get(ctx, "pods", "default", name); err != nil {
+				t.Errorf("replica %d lacks %s: %v", i, name, err)
+			}
 		}
 	}
-	if _, err := rs[0].Create(ctx, pod("c")); err != nil {
-		t.Fatalf("the retry: %v", err)
+	if base := l.entries[2]; len(base) < 12 || string(base[:4]) != "FWS1" || base[11] != 1 {
+		t.Errorf("the refused entry is not c's write set at revision 1")
 	}
 }
 

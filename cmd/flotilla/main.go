@@ -70,6 +70,7 @@ Then, from another shell:
 		newStatusCommand(g),
 		newSyncCommand(g),
 		newSecretsCommand(g),
+		newSnapshotCommand(g),
 		newDeleteCommand(g),
 		newKubeconfigCommand(),
 		newTokenCommand(g),

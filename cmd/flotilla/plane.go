@@ -98,6 +98,7 @@ type controlPlane struct {
 	caPEM       []byte
 	signer      *apiserver.Signer // the cluster CA: node certificates
 	tlsDir      string
+	dataDir     string
 	auditor     *apiserver.Auditor // DATA_DIR/audit.log
 	auditFile   io.WriteCloser
 	nodeCertTTL time.Duration
@@ -121,7 +122,7 @@ type controlPlane struct {
 // openControlPlane prepares every part; serve runs them. On error, what
 // was opened is closed.
 func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlane, err error) {
-	cp = &controlPlane{log: o.log, metrics: apiserver.NewRegistry()}
+	cp = &controlPlane{log: o.log, metrics: apiserver.NewRegistry(), dataDir: o.dataDir}
 	defer func() {
 		if err != nil {
 			cp.close()
@@ -284,6 +285,7 @@ func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 		Extra: map[string]http.Handler{
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),
+			apiserver.SnapshotSavePath:     snapshotHandler(cp, cp.dataDir),
 		},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
