@@ -214,6 +214,10 @@ type Agent struct {
 	lastRuntimeList time.Time
 	rtVersion       string // the runtime's version, once it answered (nodeinfo.go)
 
+	// lastKnownSum is the hash of the node's pods last written to the
+	// last-known file (lastknown.go).
+	lastKnownSum [32]byte
+
 	// syncHook, when set (tests), runs at the start of every pod sync.
 	syncHook func(*corev1.Pod)
 
@@ -337,10 +341,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.stats.run(ctx, func(err error) { a.log.Debug("measure the pods' resource usage", "err", err) })
 	}()
 	retry := time.Second
+	fromFile := false
 	for {
 		err := a.listAndWatch(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if err != nil && !fromFile {
+			// The store does not answer at start: run the pods the node
+			// last knew of until it does (lastknown.go).
+			fromFile = a.runFromLastKnown(ctx)
 		}
 		if err != nil {
 			a.log.Warn("pod list/watch failed, retrying", "err", err, "in", retry)
@@ -464,6 +474,7 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 			w.offer(a.runtimeByUID[uid])
 		}
 	}
+	a.rememberPodsLocked()
 	var orphans []runtimeapi.PodSummary
 	if withRuntime {
 		for _, p := range running {
@@ -580,6 +591,7 @@ func (a *Agent) handleEvent(ctx context.Context, ev store.Event) {
 	}
 	a.pods[uid] = p
 	a.ensureWorkerLocked(ctx, p).poke()
+	a.rememberPodsLocked()
 }
 
 // rvLess reports a < b for numeric resourceVersions.
@@ -614,6 +626,7 @@ func (a *Agent) ensureWorkerLocked(ctx context.Context, p *corev1.Pod) *podWorke
 func (a *Agent) podGoneLocked(uid string) {
 	last := a.pods[uid]
 	delete(a.pods, uid)
+	a.rememberPodsLocked()
 	if w, ok := a.workers[uid]; ok {
 		w.markDeleted(last)
 	}

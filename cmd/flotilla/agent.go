@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -127,16 +128,41 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := host.Register(ctx, api, o.nodeName, ""); err != nil {
-		return err
-	}
-	gossipKeys, err := readGossipKeys(ctx, api)
+	// What the server tells the agent at start, or, when no server
+	// answers, what it told the last time: the node then runs the pods it
+	// last knew of, and follows the server once one answers again.
+	saved, haveSaved, err := loadAgentState(o.dataDir, o.nodeName)
 	if err != nil {
 		return err
 	}
-	say("joined %s as node %s (certificate valid until %s)", tok.Server, o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
-	cidr, err := host.WaitPodCIDR(ctx, api, o.nodeName, say)
-	if err != nil {
+	var (
+		cidr       string
+		keys       gossipKeys
+		offline    bool
+	)
+	regCtx, cancel := context.WithTimeout(ctx, offlineAfter)
+	err = host.Register(regCtx, api, o.nodeName, "")
+	cancel()
+	switch {
+	case err == nil:
+		if keys, err = readGossipKeys(ctx, api); err != nil {
+			return err
+		}
+		say("joined %s as node %s (certificate valid until %s)", tok.Server, o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
+		if cidr, err = host.WaitPodCIDR(ctx, api, o.nodeName, say); err != nil {
+			return err
+		}
+		if err := saveAgentState(o.dataDir, o.nodeName, cidr, keys); err != nil {
+			log.Warn("saving the agent's state for a start without the server", "err", err)
+		}
+	case haveSaved && unreachable(err):
+		offline = true
+		cidr = saved.PodCIDR
+		if keys, err = saved.keys(); err != nil {
+			return err
+		}
+		say("the server at %s does not answer: starting node %s from its last known state (pod CIDR %s, its pods as they were); it follows the server once one answers", tok.Server, o.nodeName, cidr)
+	default:
 		return err
 	}
 	_, podCIDR, err := net.ParseCIDR(cidr)
@@ -148,7 +174,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	// Gossip first: a second agent with this node's name is refused here,
 	// before it touches the network. The VTEP MAC follows from the pod CIDR.
 	members, err := gossip.New(gossip.Config{
-		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: gossipKeys.primary,
+		NodeName: o.nodeName, BindPort: o.gossipPort, AdvertiseAddr: advertise.String(), Key: keys.primary,
 		Meta: gossip.Meta{Role: gossip.RoleAgent, NodeName: o.nodeName, TunnelIP: advertise.String(),
 			PodCIDR: cidr, VTEPMAC: netfabric.VTEPMACFor(podCIDR).String()},
 		Logger: log.With("component", "gossip"),
@@ -157,11 +183,13 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("start gossip: %w", err)
 	}
 	defer members.Shutdown()
-	if err := members.SetKeys(gossipKeys.primary, gossipKeys.others...); err != nil {
+	if err := members.SetKeys(keys.primary, keys.others...); err != nil {
 		return fmt.Errorf("start gossip: %w", err)
 	}
-	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil {
+	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil && !offline {
 		return fmt.Errorf("join the gossip: %w", err)
+	} else if err != nil {
+		go rejoinGossip(ctx, members, tok.GossipAddr, log)
 	}
 
 	// The agent's endpoint (logs, streams, metrics, stats): the node's
@@ -193,7 +221,11 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {
-		followGossipKeys(gctx, api, members, gossipKeyPollInterval, log.With("component", "gossip"), nil)
+		followGossipKeys(gctx, api, members, gossipKeyPollInterval, log.With("component", "gossip"), func(k gossipKeys) {
+			if err := saveAgentState(o.dataDir, o.nodeName, cidr, k); err != nil {
+				log.Warn("saving the agent's state for a start without the server", "err", err)
+			}
+		})
 		return nil
 	})
 	g.Go(func() error { return n.Run(gctx) })
@@ -201,6 +233,26 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	_ = members.Leave(2 * time.Second)
 	say("stopped; pods keep running, and `flotilla agent` adopts them when it starts again")
 	return ignoreCanceled(err)
+}
+
+// offlineAfter is how long an agent with a saved state waits for the
+// server at start before it starts from that state.
+const offlineAfter = 10 * time.Second
+
+// rejoinGossip joins the gossip through addr until it succeeds or ctx
+// ends: an agent that started while the server was down.
+func rejoinGossip(ctx context.Context, members *gossip.Membership, addr string, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+		if err := members.Join(ctx, []string{addr}); err == nil {
+			log.Info("joined the gossip", "through", addr)
+			return
+		}
+	}
 }
 
 // joinTokenEnv is the environment variable an agent reads its join token

@@ -741,6 +741,21 @@ func (l *labCluster) checkServerOutage(client, server *corev1.Pod, clientNS stri
 		}
 		time.Sleep(5 * time.Second)
 	}
+	// The server pod's node dies and starts again while the server is
+	// still down: its agent runs the pods it last knew of, from its own
+	// state (k3s #4113: agents stay NotReady after a reboot).
+	dead := server.Spec.NodeName
+	l.lab("kill", dead)
+	killed := time.Now()
+	l.lab("start", dead)
+	l.eventually(dead+"'s pod answers again with no server", 2*time.Minute, func() error {
+		body, err := httpFromPod(clientNS, server.Status.PodIP)
+		if err != nil || !strings.Contains(body, server.Name) {
+			return fmt.Errorf("%q, %v", body, err)
+		}
+		return nil
+	})
+	t.Logf("%s killed and started with every server down: its pod answered again %s after the kill", dead, time.Since(killed).Round(time.Second))
 	l.lab("start-server")
 	l.eventually("the commit made during the outage is applied", 3*time.Minute, func() error {
 		pods, err := l.tryPods() // the server takes a moment to answer again
@@ -759,6 +774,26 @@ func (l *labCluster) checkServerOutage(client, server *corev1.Pod, clientNS stri
 		for _, n := range []string{"node1", "node2", "node3"} {
 			if ready, err := l.nodeReady(n); err != nil || !ready {
 				return fmt.Errorf("%s ready=%v err=%v", n, ready, err)
+			}
+		}
+		return nil
+	})
+	// Nothing duplicated: every container of the restarted node is of a pod
+	// bound to it, one runtime pod per pod.
+	l.eventually(dead+" runs each of its pods once", time.Minute, func() error {
+		bound := map[string]bool{}
+		for _, p := range l.pods() {
+			if p.Spec.NodeName == dead {
+				bound[string(p.UID)] = true
+			}
+		}
+		seen := map[string]int{}
+		for _, uid := range strings.Fields(l.podman(dead, "pod", "ps", "--format", `{{index .Labels "flotilla.dev/pod-uid"}}`)) {
+			if !bound[uid] {
+				return fmt.Errorf("%s has a pod of %s, which is not bound to it", dead, uid)
+			}
+			if seen[uid]++; seen[uid] > 1 {
+				return fmt.Errorf("%s runs pod %s twice", dead, uid)
 			}
 		}
 		return nil
