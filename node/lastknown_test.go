@@ -154,4 +154,3 @@ func runningContainers(ctx context.Context, rt *FakeRuntime, n int) error {
 	}
 	return nil
 }
-

@@ -136,9 +136,9 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return err
 	}
 	var (
-		cidr       string
-		keys       gossipKeys
-		offline    bool
+		cidr    string
+		keys    gossipKeys
+		offline bool
 	)
 	regCtx, cancel := context.WithTimeout(ctx, offlineAfter)
 	err = host.Register(regCtx, api, o.nodeName, "")
