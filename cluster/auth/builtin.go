@@ -69,7 +69,7 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 				"replicasets/scale", "statefulsets", "statefulsets/status", "statefulsets/scale"),
 			r(readVerbs, "networking.k8s.io", "ingresses", "ingresses/status"),
 			r(readVerbs, "discovery.k8s.io", "endpointslices"),
-			r(readVerbs, "flotilla.dev", "syncstatuses")),
+			r(readVerbs, "flotilla.dev", "syncstatuses", "servers")),
 		role("system:aggregate-to-edit", toAll(AggregateToEdit), "",
 			r(slices.Concat(readVerbs, writeVerbs), "", "pods", "services", "configmaps", "secrets", "persistentvolumeclaims"),
 			// exec, attach and port-forward: running code in a pod is

@@ -29,6 +29,7 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 		Short: "List objects, or show one",
 		Long: `List objects of a type (pods, deployments, replicasets, statefulsets, nodes,
 services, endpointslices, configmaps, secrets, pv, pvc, ingresses, syncstatuses, or all), or
+the servers of the cluster's Raft group (get servers: role, term, applied index, health), or
 show one by name (TYPE NAME, or TYPE/NAME as kubectl takes them).
 
 -o is wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,...
@@ -39,7 +40,8 @@ show one by name (TYPE NAME, or TYPE/NAME as kubectl takes them).
   flotilla get deploy/hello svc/hello
   flotilla get pod hello-7d9c-x2x4q -o yaml
   flotilla get svc hello -o jsonpath='{.spec.clusterIP}'
-  flotilla get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName`,
+  flotilla get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName
+  flotilla get servers`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tmpl, isTemplate, err := parseTemplateOutput(output)
@@ -51,6 +53,17 @@ show one by name (TYPE NAME, or TYPE/NAME as kubectl takes them).
 			case output == "", output == "wide", output == "yaml", output == "json", output == "name":
 			default:
 				return fmt.Errorf("unknown output format %q: use wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=SPEC", output)
+			}
+			if args[0] == "servers" || args[0] == "server" {
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				servers, err := c.Servers(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return printServers(cmd.OutOrStdout(), c, servers, output)
 			}
 			if strings.Contains(args[0], "/") {
 				return getByTypeName(cmd, g, args, output, tmpl)

@@ -286,6 +286,7 @@ func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),
 			apiserver.SnapshotSavePath:     snapshotHandler(cp, cp.dataDir),
+			apiserver.ServersPath:          serversHandler(cp.raft),
 		},
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),

@@ -96,6 +96,9 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	c.start()
+	if out := runCLI(t, c, "get", "servers"); !strings.Contains(out, "server-1") || !strings.Contains(out, "leader (answered)") || !strings.Contains(out, " ok ") {
+		t.Errorf("get servers after the restore:\n%s", out)
+	}
 	got, err := c.client.Get(ctx, "configmaps", "default", "made-by-api")
 	if err != nil || got.(*corev1.ConfigMap).Data["k"] != "v" {
 		t.Errorf("the API's ConfigMap after the restore: %v, %v", got, err)
