@@ -343,17 +343,9 @@ func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error
 	snap := s.db.NewTransaction(false)
 	defer snap.Discard()
 	start := s.rev.Load()
-	t := newTxn(snap, start, s.lim, s.openValue)
-	err := fn(t)
-	t.finished = true
-	if err == nil {
-		err = t.tooLarge
-	}
-	if err != nil {
-		return start, err
-	}
-	if len(t.events) == 0 {
-		return start, nil // nothing changed: nothing written
+	t, err := s.stageTxn(snap, start, fn)
+	if err != nil || t == nil {
+		return start, err // failed, or nothing changed: nothing written
 	}
 	if err := s.commitLocked(t); err != nil {
 		return start, err
@@ -362,6 +354,22 @@ func (s *Badger) write(ctx context.Context, fn func(t *txn) error) (int64, error
 	s.publishLocked(t.events)
 	s.trimLocked()
 	return t.rev, nil
+}
+
+// stageTxn runs fn on a new txn over snap at revision start: the staged
+// txn, or nil when fn changed nothing, or fn's error (or the limit it went
+// past, even if fn ignored that error).
+func (s *Badger) stageTxn(snap *badger.Txn, start int64, fn func(t *txn) error) (*txn, error) {
+	t := newTxn(snap, start, s.lim, s.openValue)
+	err := fn(t)
+	t.finished = true
+	if err == nil {
+		err = t.tooLarge
+	}
+	if err != nil || len(t.events) == 0 {
+		return nil, err
+	}
+	return t, nil
 }
 
 func encodeInt(v int64) []byte {

@@ -135,17 +135,9 @@ func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) 
 	s.mu.Unlock()
 	defer snap.Discard()
 
-	t := newTxn(snap, start, s.lim, s.openValue)
-	err := fn(t)
-	t.finished = true
-	if err == nil {
-		err = t.tooLarge
-	}
-	if err != nil {
+	t, err := s.stageTxn(snap, start, fn)
+	if err != nil || t == nil {
 		return start, err
-	}
-	if len(t.events) == 0 {
-		return start, nil
 	}
 	ws, err := s.encodeWriteSet(start, t.events)
 	if err != nil {

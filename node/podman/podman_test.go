@@ -200,22 +200,7 @@ func TestRemoveStopping(t *testing.T) {
 	sb := runtimeapi.PodSandbox{UID: fmt.Sprintf("uid-%d", time.Now().UnixNano()), Namespace: "default", Name: "stubborn",
 		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: BusyboxImage,
 			Command: []string{"sh", "-c", "while :; do sleep 1; done"}}}} // pid 1 ignores SIGTERM
-	id, err := rt.RunPod(ctx, sb)
-	if err != nil {
-		t.Fatalf("RunPod: %v", err)
-	}
-	var ctr string
-	testkit.Eventually(t, "the container to run", 20*time.Second, func() error {
-		st, err := rt.PodStatus(ctx, id)
-		if err != nil {
-			return err
-		}
-		if c := st.Container("main"); c != nil && c.State == runtimeapi.ContainerRunning {
-			ctr = c.ID
-			return nil
-		}
-		return fmt.Errorf("status %+v", st)
-	})
+	id, ctr := runMain(ctx, t, rt, sb)
 	in, err := containers.Inspect(rt.with0(ctx), ctr, nil)
 	if err != nil || in.State.Pid <= 0 {
 		t.Fatalf("inspect: %v", err)

@@ -43,6 +43,28 @@ func execConmons(t *testing.T, id string) []int {
 	return pids
 }
 
+// runMain runs sb and waits until its container "main" runs; it returns
+// the pod's and the container's IDs.
+func runMain(ctx context.Context, t *testing.T, rt *Runtime, sb runtimeapi.PodSandbox) (podID, ctrID string) {
+	t.Helper()
+	podID, err := rt.RunPod(ctx, sb)
+	if err != nil {
+		t.Fatalf("RunPod: %v", err)
+	}
+	testkit.Eventually(t, "the container to run", 20*time.Second, func() error {
+		st, err := rt.PodStatus(ctx, podID)
+		if err != nil {
+			return err
+		}
+		if c := st.Container("main"); c != nil && c.State == runtimeapi.ContainerRunning {
+			ctrID = c.ID
+			return nil
+		}
+		return fmt.Errorf("status %+v", st)
+	})
+	return podID, ctrID
+}
+
 // TestExecStream runs commands in a container the way `kubectl exec` and exec
 // probes do, and checks that no exec session's conmon outlives the command by
 // more than Podman's exit delay (300 s unless containers.conf says otherwise).
@@ -53,29 +75,14 @@ func TestExecStream(t *testing.T) {
 	defer cancel()
 	sb := runtimeapi.PodSandbox{UID: fmt.Sprintf("uid-%d", time.Now().UnixNano()), Namespace: "default", Name: "execd", Hostname: "execd",
 		Containers: []runtimeapi.ContainerSpec{{Name: "main", Image: BusyboxImage, Command: []string{"sleep", "3600"}}}}
-	podID, err := rt.RunPod(ctx, sb)
-	if err != nil {
-		t.Fatalf("RunPod: %v", err)
-	}
-	var id string
-	testkit.Eventually(t, "the container to run", 20*time.Second, func() error {
-		st, err := rt.PodStatus(ctx, podID)
-		if err != nil {
-			return err
-		}
-		if c := st.Container("main"); c != nil && c.State == runtimeapi.ContainerRunning {
-			id = c.ID
-			return nil
-		}
-		return fmt.Errorf("status %+v", st)
-	})
+	_, id := runMain(ctx, t, rt, sb)
 
 	var out, errOut bytes.Buffer
 	if err := rt.ExecStream(ctx, id, []string{"hostname"}, runtimeapi.StreamIO{Stdout: &out}); err != nil || out.String() != "execd\n" {
 		t.Fatalf("exec hostname = %q, %v; want execd", out.String(), err)
 	}
 	out.Reset()
-	err = rt.ExecStream(ctx, id, []string{"sh", "-c", "cat; echo oops >&2; exit 3"},
+	err := rt.ExecStream(ctx, id, []string{"sh", "-c", "cat; echo oops >&2; exit 3"},
 		runtimeapi.StreamIO{Stdin: strings.NewReader("hi\n"), Stdout: &out, Stderr: &errOut})
 	if code, ok := errors.AsType[runtimeapi.ExitCodeError](err); !ok || code.Code != 3 || out.String() != "hi\n" || errOut.String() != "oops\n" {
 		t.Fatalf("exec cat = stdout %q, stderr %q, %v; want hi, oops and exit code 3", out.String(), errOut.String(), err)
