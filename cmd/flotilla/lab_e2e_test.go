@@ -748,13 +748,25 @@ func (l *labCluster) checkServerOutage(client, server *corev1.Pod, clientNS stri
 	l.lab("kill", dead)
 	killed := time.Now()
 	l.lab("start", dead)
-	l.eventually(dead+"'s pod answers again with no server", 2*time.Minute, func() error {
+	if err := testkit.Wait(t.Context(), 2*time.Minute, func() error {
 		body, err := httpFromPod(clientNS, server.Status.PodIP)
 		if err != nil || !strings.Contains(body, server.Name) {
 			return fmt.Errorf("%q, %v", body, err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Logf("podman on %s:\n%s", dead, l.podman(dead, "ps", "-a"))
+		if data, rerr := os.ReadFile(filepath.Join(l.dir, "logs", dead+".log")); rerr == nil {
+			var mine []string
+			for _, line := range strings.Split(string(data), "\n") {
+				if strings.Contains(line, server.Name) || strings.Contains(line, "last known") || strings.Contains(line, "level=ERROR") {
+					mine = append(mine, line)
+				}
+			}
+			t.Logf("%s's log on %s:\n%s", server.Name, dead, tail(strings.Join(mine, "\n"), 60))
+		}
+		t.Fatalf("%s's pod %s does not answer again with no server: %v", dead, server.Name, err)
+	}
 	t.Logf("%s killed and started with every server down: its pod answered again %s after the kill", dead, time.Since(killed).Round(time.Second))
 	l.lab("start-server")
 	l.eventually("the commit made during the outage is applied", 3*time.Minute, func() error {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flotilla-dev/flotilla/internal/mounts"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -262,8 +264,10 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // Kill makes a node fail at once, like a machine losing power: every
 // process of the node (agent, its Podman service, conmons, containers) is
-// SIGKILLed and its port on the switch goes down. Its namespace, storage
-// and pod namespaces stay; Start plugs it in again.
+// SIGKILLed, its port on the switch goes down, and its run root (the
+// node's /run, a tmpfs that a reboot empties) is wiped, so that its
+// Podman starts again as after a reboot, its containers stopped. Its
+// namespace, storage and pod namespaces stay; Start plugs it in again.
 func (l *Lab) Kill(ctx context.Context, node string) error {
 	n, err := l.Node(node)
 	if err != nil {
@@ -285,6 +289,12 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 	}
 	if err := newSelector(paths, procs).kill(ctx, 0, 10*time.Second); err != nil {
 		return fmt.Errorf("killing %s: %w", n.Name, err)
+	}
+	if err := mounts.UnmountUnder(n.RunRoot); err != nil {
+		return fmt.Errorf("killing %s: %w", n.Name, err)
+	}
+	if err := os.RemoveAll(n.RunRoot); err != nil {
+		return fmt.Errorf("killing %s: empty its run root: %w", n.Name, err)
 	}
 	// Unplug it too: a machine without power answers nothing, not even
 	// ARP for the addresses its kernel (the namespace) still holds.
