@@ -46,6 +46,10 @@ const (
 // maxSmall bounds the meta and keys members Read accepts.
 const maxSmall = 1 << 20
 
+// scryptWorkFactor is the log2 of scrypt's work that turns the passphrase
+// into the keys' key: age's default, about a second. Tests lower it.
+var scryptWorkFactor = 18
+
 // ErrPassphrase is the error of Read with a passphrase the snapshot's keys
 // were not encrypted under.
 var ErrPassphrase = errors.New("the passphrase does not open this snapshot's keys")
@@ -87,6 +91,7 @@ func WriteIn(tmpDir string, w io.Writer, meta Meta, keys Keys, passphrase string
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	rcp.SetWorkFactor(scryptWorkFactor)
 	var sealed bytes.Buffer
 	enc, err := age.Encrypt(&sealed, rcp)
 	if err != nil {

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
+
+func TestMain(m *testing.M) {
+	scryptWorkFactor = 10 // a second of scrypt per Read would make the tests slow, not better
+	os.Exit(m.Run())
+}
 
 func TestRoundTrip(t *testing.T) {
 	keys := Keys{CACert: []byte("CERT"), CAKey: []byte("-----BEGIN EC PRIVATE KEY----- the-ca-key"),
