@@ -85,18 +85,19 @@
 //
 // # Use by the store
 //
-// The store's Apply decodes a write set proposed by the API server (the
-// objects and the revisions they were read at), checks each base revision
-// against the current one — deterministically, so every server reaches the
-// same verdict — and commits the writes together with the applied index in
-// one Badger transaction; the verdict (new revision, or conflict) is the
-// result Propose returns to the API server that proposed it. Because the
-// index is in the same transaction as the data, AppliedIndex is exact after
-// a crash and replay resumes right after it. For the same reason Badger can
-// run with SyncWrites off: what a crash loses of Badger's tail is replayed
-// from the WAL, which is fsynced before anything is acknowledged. Reads
-// that must be linearizable call ReadIndex first; reads on the server that
-// just wrote can skip it, since Propose returns after the local apply.
+// The store (cluster/store, replica.go) proposes a write set: the revision
+// its write was computed at and the write's event records. Its Apply
+// refuses, on every server alike, a write set whose revision is not the
+// store's (ErrStale: another server's write got to the log first, or a
+// deposed leader's was late), and the writer computes it again; any other
+// is committed with the applied index in one Badger transaction, and the
+// new revision is the result Propose returns. Because the index is in the
+// same transaction as the data, AppliedIndex is exact after a crash and
+// replay resumes right after it; so Badger runs without its own fsync:
+// what a power loss takes of Badger's tail is replayed from the WAL (or,
+// past a compaction, restored from the snapshot), which is fsynced before
+// anything is acknowledged. Reads that must be linearizable call ReadIndex
+// first.
 //
 // # Transports
 //
