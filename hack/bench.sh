@@ -38,6 +38,7 @@ echo
 api=(go test -run '^$' -bench 'BenchmarkAPIWrite|BenchmarkAuthorization|BenchmarkSecretRead' -benchtime 1000x ./cluster/apiserver/)
 bind=(go test -run '^$' -bench 'BenchmarkBindings' -benchtime 3x ./cluster/admission/)
 scrape=(go test -run '^$' -bench 'BenchmarkAgentMetricsScrape' -benchtime 200x ./node/)
+storeb=(go test -run '^$' -bench 'BenchmarkDiskCreate' -benchtime 2000x ./cluster/store/)
 echo "\$ ${api[*]}"
 "${api[@]}" | tee "$out/api.txt" | grep -E '^Benchmark' || true
 echo
@@ -46,6 +47,9 @@ echo "\$ ${bind[*]}"
 echo
 echo "\$ ${scrape[*]}"
 "${scrape[@]}" | tee "$out/scrape.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${storeb[*]}"
+"${storeb[@]}" | tee "$out/store.txt" | grep -E '^Benchmark' || true
 echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
@@ -108,4 +112,8 @@ printf '%-52s %-22s %-12s %s\n' "API write (kubectl create of a Deployment), p99
 printf '%-52s %-22s %-12s %s\n' "RBAC+audit cost at p99: GET pod / create ConfigMap" "${authget:-?} % / ${authcreate:-?} %" "<= 10" "$(verdict "$(printf '%s\n%s\n' "$authget" "$authcreate" | sort -g | tail -1)" 10 '<=')"
 printf '%-52s %-22s %-12s %s\n' "Secrets encrypted at rest, cost at p99: GET / LIST 100" "${secretget:-?} % / ${secretlist:-?} %" "<= 5" "$(verdict "$(printf '%s\n%s\n' "$secretget" "$secretlist" | sort -g | tail -1)" 5 '<=')"
 printf '%-52s %-22s %-12s %s\n' "10,000 bindings through admission, fsync, Txns of 500" "${bindrate:-?} pods/s" ">= 5000" "$(verdict "$bindrate" 5000 '>=')"
+storefsync=$(metric p50-ms "$out/store.txt" 'BenchmarkDiskCreate/fsync')
+storeraft=$(metric p50-ms "$out/store.txt" 'BenchmarkDiskCreate/raft')
+storeratio=$(awk -v a="$storeraft" -v b="$storefsync" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b }')
+printf '%-52s %-22s %-12s %s\n' "store write p50: one-voter Raft log / own fsync" "${storeratio:-?} (${storeraft:-?} / ${storefsync:-?} ms)" "<= 1.1" "$(verdict "$storeratio" 1.1 '<=')"
 printf '%-52s %-22s %-12s %s\n' "agent /metrics scrape, 100 pods (stats cached), p99" "${scrapep99:-?} ms" "<= 50" "$(verdict "$scrapep99" 50 '<=')"
