@@ -29,15 +29,7 @@ func TestConformance(t *testing.T) {
 	// The same with Secrets encrypted at rest.
 	t.Run("disk-encrypted", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Interface {
-			k, err := encrypt.NewKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ks, err := encrypt.NewKeySet(k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := store.Open(store.Config{Dir: t.TempDir(), Keys: ks})
+			s, err := store.Open(store.Config{Dir: t.TempDir(), Keys: newKeySet(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,4 +41,19 @@ func TestConformance(t *testing.T) {
 			return s
 		})
 	})
+}
+
+// newKeySet is a key set of one new key, for a store with Secrets
+// encrypted at rest.
+func newKeySet(t *testing.T) *encrypt.KeySet {
+	t.Helper()
+	k, err := encrypt.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := encrypt.NewKeySet(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
 }

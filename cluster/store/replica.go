@@ -208,7 +208,7 @@ func (s *Badger) txnOfWriteSet(base int64, records [][]byte) (*txn, error) {
 		}
 		clear, err := s.openValue([]byte(key), stored)
 		if err != nil {
-			return nil, fmt.Errorf("write set: record %d: %w", i, err)
+			return nil, &unopenedError{fmt.Errorf("write set: record %d: %w", i, err)}
 		}
 		m := t.staged[resource]
 		if m == nil {
@@ -230,10 +230,20 @@ func (s *Badger) txnOfWriteSet(base int64, records [][]byte) (*txn, error) {
 	return t, nil
 }
 
+// unopenedError is a write set's Secret that this server cannot open: a
+// fault of this server, not of the entry, which the others apply.
+type unopenedError struct{ err error }
+
+func (e *unopenedError) Error() string { return e.err.Error() }
+func (e *unopenedError) Unwrap() error { return e.err }
+
 // Apply applies one committed entry of the log: a write set (see above).
 // It returns an applyResult for the proposer: the revision after it, or
 // ErrStale, or why the entry could not be applied. An entry at or below
-// AppliedIndex (replayed after a restart) is skipped.
+// AppliedIndex (replayed after a restart) is skipped. What every server
+// refuses alike (stale, malformed) only moves the applied index; what
+// only this server cannot apply (a Secret under a key it lacks, a disk
+// error) breaks its store, which a restart replays from the index.
 func (s *Badger) Apply(index, term uint64, data []byte) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -254,6 +264,12 @@ func (s *Badger) Apply(index, term uint64, data []byte) any {
 	var t *txn
 	if err == nil {
 		t, err = s.txnOfWriteSet(base, records)
+	}
+	if _, ok := errors.AsType[*unopenedError](err); ok {
+		// Another server sealed it under a key this one lacks: going on
+		// would make this server's store differ from the others'.
+		s.breakLocked(fmt.Errorf("apply log entry %d: %w (give this server the Secrets key file the others use)", index, err))
+		return applyResult{err: s.broken}
 	}
 	if err != nil {
 		// Refused, by every server alike: only the index moves.

@@ -289,15 +289,7 @@ func TestReplicaSnapshotRestore(t *testing.T) {
 // and every replica reads it.
 func TestWriteSetSealsSecrets(t *testing.T) {
 	ctx := t.Context()
-	k, err := encrypt.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := encrypt.NewKeySet(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, l, _ := replicas(t, 2, ks)
+	rs, l, _ := replicas(t, 2, newKeySet(t))
 	const value = "sup3r-s3cret-value-in-the-log"
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "s"}, StringData: map[string]string{"v": value}}
 	sec.Data = map[string][]byte{"v": []byte(value)}
@@ -315,5 +307,37 @@ func TestWriteSetSealsSecrets(t *testing.T) {
 		if err != nil || string(got.(*corev1.Secret).Data["v"]) != value {
 			t.Errorf("replica %d reads the Secret as %v, %v", i, got, err)
 		}
+	}
+}
+
+// TestReplicaWithoutTheKeyStops: a server that lacks the Secrets key the
+// others seal with cannot apply their Secret; it stops (reads and writes
+// fail, saying which key to give it) instead of going on without the
+// write, and its applied index stays before the entry, for the replay.
+func TestReplicaWithoutTheKeyStops(t *testing.T) {
+	ctx := t.Context()
+	l := &fakeLog{}
+	for _, ks := range []*encrypt.KeySet{newKeySet(t), newKeySet(t)} {
+		s, err := store.Open(store.Config{Dir: t.TempDir(), Replicated: true, Keys: ks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		s.Replicate(l)
+		l.replicas = append(l.replicas, s)
+	}
+	rs := l.replicas
+	if _, err := rs[0].Create(ctx, pod("a")); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "s"}, Data: map[string][]byte{"v": []byte("x")}}
+	if _, err := rs[0].Create(ctx, sec); err != nil {
+		t.Fatalf("the server with the key: %v", err)
+	}
+	if _, err := rs[1].Get(ctx, "pods", "default", "a"); err == nil || !strings.Contains(err.Error(), "Secrets key") {
+		t.Errorf("the server without the key still reads: %v", err)
+	}
+	if rs[1].AppliedIndex() != 1 || rs[0].AppliedIndex() != 2 {
+		t.Errorf("applied %d and %d, want 2 on the server with the key and 1 without", rs[0].AppliedIndex(), rs[1].AppliedIndex())
 	}
 }
