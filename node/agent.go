@@ -467,14 +467,18 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 			a.podGoneLocked(uid)
 		}
 	}
+	changed := false
 	for uid, p := range fresh {
+		changed = changed || !sameRun(a.pods[uid], p)
 		a.pods[uid] = p
 		w := a.ensureWorkerLocked(ctx, p)
 		if withRuntime {
 			w.offer(a.runtimeByUID[uid])
 		}
 	}
-	a.rememberPodsLocked()
+	if changed {
+		a.rememberPodsLocked()
+	}
 	var orphans []runtimeapi.PodSummary
 	if withRuntime {
 		for _, p := range running {
@@ -589,9 +593,12 @@ func (a *Agent) handleEvent(ctx context.Context, ev store.Event) {
 	if old, ok := a.pods[uid]; ok && rvLess(p.ResourceVersion, old.ResourceVersion) {
 		return
 	}
+	old := a.pods[uid]
 	a.pods[uid] = p
 	a.ensureWorkerLocked(ctx, p).poke()
-	a.rememberPodsLocked()
+	if !sameRun(old, p) { // not a status write (the agent's own, mostly)
+		a.rememberPodsLocked()
+	}
 }
 
 // rvLess reports a < b for numeric resourceVersions.

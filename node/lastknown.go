@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 )
@@ -40,8 +42,17 @@ type lastKnown struct {
 	Pods []*corev1.Pod `json:"pods"`
 }
 
+// sameRun reports whether pod b is run from what a was: the same metadata
+// the record keeps and the same spec (status and resourceVersion aside).
+func sameRun(a, b *corev1.Pod) bool {
+	return a != nil && b != nil && a.UID == b.UID && maps.Equal(a.Labels, b.Labels) &&
+		maps.Equal(a.Annotations, b.Annotations) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
+		apiequality.Semantic.DeepEqual(a.Spec, b.Spec)
+}
+
 // rememberPodsLocked writes the node's pods to the file if what they are
-// run from changed; a.mu is held.
+// run from changed (callers skip it for a pod that changed only in status,
+// see sameRun); a.mu is held.
 func (a *Agent) rememberPodsLocked() {
 	rec := lastKnown{Node: a.cfg.NodeName}
 	for _, p := range a.pods {

@@ -285,7 +285,7 @@ func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 		Extra: map[string]http.Handler{
 			apiserver.SyncPath:             syncHandler(cp.syncer),
 			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),
-			apiserver.SnapshotSavePath:     snapshotHandler(cp, cp.dataDir),
+			apiserver.SnapshotSavePath:     snapshotHandler(cp),
 			apiserver.ServersPath:          serversHandler(cp.raft),
 		},
 		Open: map[string]http.Handler{

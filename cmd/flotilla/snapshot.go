@@ -27,7 +27,7 @@ const snapshotPassphraseEnv = "FLOTILLA_SNAPSHOT_PASSPHRASE"
 
 // snapshotHandler serves apiserver.SnapshotSavePath: the cluster's
 // snapshot, its keys encrypted under the request's passphrase, streamed.
-func snapshotHandler(cp *controlPlane, dataDir string) http.Handler {
+func snapshotHandler(cp *controlPlane) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			writeStatus(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "POST to save a snapshot")
@@ -52,7 +52,7 @@ func snapshotHandler(cp *controlPlane, dataDir string) http.Handler {
 		w.Header().Set("Content-Type", "application/x-tar")
 		// Once streaming, an error can only cut the answer short, which
 		// the client's check of the file tells.
-		if err := snapshot.WriteIn(dataDir, w, meta, keys, req.Passphrase, cp.store.Snapshot); err != nil {
+		if err := snapshot.WriteIn(cp.dataDir, w, meta, keys, req.Passphrase, cp.store.Snapshot); err != nil {
 			cp.log.Error("snapshot save failed", "err", err)
 		}
 	})
