@@ -132,6 +132,8 @@ func TestBuiltinRoles(t *testing.T) {
 		res("list", "metrics.k8s.io", "pods", "shop", ""):                         true, // system:aggregated-metrics-reader
 		res("get", "metrics.k8s.io", "nodes", "", "n1"):                           true,
 		res("get", "", "nodes/metrics", "", "n1"):                                 false, // the agent's own /metrics
+		res("list", "flotilla.dev", "servers", "", ""):                            true,  // get servers
+		res("create", "flotilla.dev", "snapshots/save", "", "cluster"):            false, // a snapshot holds the CA's key
 	})
 	// Prometheus' identity: /metrics and health, nothing else.
 	e.check(auth.NewUser("prometheus", auth.GroupMonitoring), map[auth.Attributes]bool{
@@ -152,6 +154,10 @@ func TestBuiltinRoles(t *testing.T) {
 		res("create", "rbac.authorization.k8s.io", "rolebindings", "shop", ""): true,
 		res("delete", "", "pods", "shop", "web"):                               true,
 		res("create", "rbac.authorization.k8s.io", "clusterroles", "", ""):     false,
+		res("create", "flotilla.dev", "snapshots/save", "", "cluster"):         false,
+	})
+	e.check(auth.NewUser("root", auth.GroupMasters), map[auth.Attributes]bool{
+		res("create", "flotilla.dev", "snapshots/save", "", "cluster"): true,
 	})
 }
 

@@ -39,6 +39,8 @@ func FreeSubnet(tb testing.TB, format string) *net.IPNet {
 	return nil
 }
 
+// routeInside is netfabric.RoutesWithin's test for any link: testkit cannot
+// import netfabric, whose own tests import testkit.
 func routeInside(routes []netlink.Route, p netip.Prefix) bool {
 	for _, r := range routes {
 		if r.Dst == nil {
