@@ -49,8 +49,10 @@ func (n *Node) call(ctx context.Context, f func() error) error {
 // returns only once this server has applied the entry, so a read on this
 // server right after sees the write.
 //
-// Errors: ErrNoLeader or ErrProposalDropped (nothing was proposed; retry
-// later), ErrStopped, or ctx's error. A proposal can be lost after it was
+// Errors: ErrNoLeader (no leader known for two election timeouts: this
+// server is cut off from the majority; nothing was proposed) or
+// ErrProposalDropped (nothing was proposed; retry later), ErrStopped, or
+// ctx's error. A proposal can be lost after it was
 // accepted (the leader changed before it committed); the call then waits
 // until ctx is done, so give ctx a deadline. A ctx error does not say that
 // data was not applied: it may still commit.
@@ -58,10 +60,41 @@ func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint
 	seq, ch := n.expect()
 	defer n.forget(seq)
 	entry := encodeEntry(n.id, seq, data)
-	if err := n.call(ctx, func() error { return n.proposeErr(n.rn.Propose(entry)) }); err != nil {
+	propose := func() error { return n.call(ctx, func() error { return n.proposeErr(n.rn.Propose(entry)) }) }
+	err = propose()
+	if errors.Is(err, ErrNoLeader) && n.awaitLeader(ctx) {
+		err = propose() // an election was going on: it ended
+	}
+	if err != nil {
 		return nil, 0, err
 	}
 	return n.await(ctx, ch)
+}
+
+// awaitLeader waits, for at most two election timeouts (or until ctx is
+// done), for a leader to be known; it reports whether one is. A write made
+// during an election goes through once it ends; one on a server cut off
+// from the majority still fails soon.
+func (n *Node) awaitLeader(ctx context.Context) bool {
+	watch, cancel := n.WatchLeadership()
+	defer cancel()
+	t := time.NewTimer(2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case l, ok := <-watch:
+			if !ok {
+				return false
+			}
+			if l.LeaderID != 0 {
+				return true
+			}
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // expect registers a call waiting for the proposal it is about to make.
