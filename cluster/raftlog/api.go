@@ -217,6 +217,38 @@ func (n *Node) AddVoter(ctx context.Context, p Peer) error {
 	})
 }
 
+// AddLearner adds p as a learner: it receives the log but does not vote
+// nor count towards the majority, so a new server catches up without
+// making the group wait for it. Make it a voter with AddVoter once it has
+// caught up. Adding a member that already is one (learner or voter) does
+// nothing.
+func (n *Node) AddLearner(ctx context.Context, p Peer) error {
+	if p.ID == 0 || raft.IsLocalMsgTarget(p.ID) {
+		return fmt.Errorf("raftlog: AddLearner: invalid ID %d", p.ID)
+	}
+	return n.changeMembership(ctx, raftpb.ConfChangeAddLearnerNode, p, func() (bool, error) {
+		_, member := n.members[p.ID]
+		return member, nil
+	})
+}
+
+// SetAddress records a member's new address (a server that moved) and
+// waits until this server has applied the change; every member's
+// Transport then sends to it there. Setting the address it has does
+// nothing.
+func (n *Node) SetAddress(ctx context.Context, p Peer) error {
+	if p.Addr == "" {
+		return fmt.Errorf("raftlog: SetAddress %d: empty address", p.ID)
+	}
+	return n.changeMembership(ctx, raftpb.ConfChangeUpdateNode, p, func() (bool, error) {
+		addr, member := n.members[p.ID]
+		if !member {
+			return false, fmt.Errorf("raftlog: SetAddress %d: %w", p.ID, ErrNotMember)
+		}
+		return addr == p.Addr, nil
+	})
+}
+
 // RemoveMember removes server id from the group and waits until this
 // server has applied the change. The removed server is no longer sent
 // anything; stop it. Removing the leader makes it step down once applied.

@@ -202,3 +202,61 @@ func TestMembership(t *testing.T) {
 		t.Fatal("removed the group's last voter")
 	}
 }
+
+// A new server joins as a learner, catches up without counting towards
+// the majority, and is then promoted; a member's address can change.
+func TestLearnerThenVoter(t *testing.T) {
+	c := newCluster(t, nil, 1, 2, 3)
+	lead := c.leader()
+	propose(t, c.node(lead), "one")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// Added from a follower, before it runs: the group still commits
+	// with 4 unreachable, since a learner is not in the majority.
+	from := uint64(1)
+	if from == lead {
+		from = 2
+	}
+	if err := c.node(from).AddLearner(ctx, Peer{ID: 4, Addr: "n4:7000"}); err != nil {
+		t.Fatalf("AddLearner(4): %v", err)
+	}
+	if err := c.node(from).AddLearner(ctx, Peer{ID: 4, Addr: "n4:7000"}); err != nil {
+		t.Fatalf("AddLearner(4) again: %v", err)
+	}
+	propose(t, c.node(lead), "two")
+	wantLearner := Member{ID: 4, Addr: "n4:7000", Voter: false}
+	if got := c.node(lead).Status().Members; !slices.Contains(got, wantLearner) {
+		t.Fatalf("members after AddLearner: %+v", got)
+	}
+
+	c.start(4, func(cfg *Config) { cfg.Join = true })
+	testkit.EventuallyWhy(t, "the learner catches up", 10*time.Second, func() string {
+		if st := c.node(4).Status(); st.Role != "learner" || st.Applied < c.node(lead).Status().Commit {
+			return fmt.Sprintf("node 4: %+v", st)
+		}
+		return ""
+	})
+	if err := c.node(4).AddVoter(ctx, Peer{ID: 4}); err != nil {
+		t.Fatalf("promote 4: %v", err)
+	}
+	c.converged(2)
+	if got := c.node(lead).Status().Members; !slices.Contains(got, Member{ID: 4, Addr: "n4:7000", Voter: true}) {
+		t.Fatalf("members after the promotion keep 4's address: %+v", got)
+	}
+
+	if err := c.node(4).SetAddress(ctx, Peer{ID: 4, Addr: "n4:7001"}); err != nil {
+		t.Fatalf("SetAddress: %v", err)
+	}
+	testkit.EventuallyWhy(t, "every server sees 4's new address", 10*time.Second, func() string {
+		for _, id := range c.ids() {
+			if got := c.node(id).Status().Members; !slices.Contains(got, Member{ID: 4, Addr: "n4:7001", Voter: true}) {
+				return fmt.Sprintf("node %d: %+v", id, got)
+			}
+		}
+		return ""
+	})
+	if err := c.node(1).SetAddress(ctx, Peer{ID: 9, Addr: "x:1"}); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("SetAddress of a stranger: %v, want ErrNotMember", err)
+	}
+}
