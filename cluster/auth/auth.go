@@ -29,7 +29,24 @@ const (
 	// APIServerUser is the server's own identity towards the agents' log
 	// endpoints (Kubernetes' kube-apiserver-kubelet-client).
 	APIServerUser = "system:flotilla:apiserver"
+	// GroupServers is the group of the servers' own certificates: the
+	// only clients the Raft peer endpoint answers, and who may promote
+	// themselves (servers/promote) once joined.
+	GroupServers = "system:flotilla:servers"
+	// ServerUserPrefix starts a server certificate's user name:
+	// system:flotilla:server:NAME.
+	ServerUserPrefix = "system:flotilla:server:"
+	// GroupServerJoiners is the extra group of a server join token
+	// (`flotilla token create --server`): it may create servers/join, and
+	// so obtain the cluster's keys. Agents' tokens are not in it.
+	GroupServerJoiners = "system:bootstrappers:flotilla:servers"
 )
+
+// IsServer reports whether u is one of the cluster's servers (a
+// certificate of the cluster CA in GroupServers).
+func IsServer(u *User) bool {
+	return u != nil && strings.HasPrefix(u.Username, ServerUserPrefix) && slices.Contains(u.Groups, GroupServers)
+}
 
 // NodeUser is the identity of node name's certificate.
 func NodeUser(name string) *User { return NewUser(NodeUserPrefix+name, GroupNodes) }

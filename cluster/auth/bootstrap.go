@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,18 @@ const (
 // NewBootstrapToken makes a new random token and the Secret that holds it,
 // expiring ttl after now (ttl 0: never).
 func NewBootstrapToken(now time.Time, ttl time.Duration, description string) (token string, secret *corev1.Secret, err error) {
+	return NewBootstrapTokenFor(now, ttl, description)
+}
+
+// NewBootstrapTokenFor is NewBootstrapToken for a token that also
+// authenticates in extraGroups (Kubernetes' auth-extra-groups; each must
+// start with "system:bootstrappers:"), e.g. GroupServerJoiners.
+func NewBootstrapTokenFor(now time.Time, ttl time.Duration, description string, extraGroups ...string) (token string, secret *corev1.Secret, err error) {
+	for _, g := range extraGroups {
+		if err := bootstraputil.ValidateBootstrapGroupName(g); err != nil {
+			return "", nil, fmt.Errorf("auth: bootstrap token group: %w", err)
+		}
+	}
 	token, err = bootstraputil.GenerateBootstrapToken()
 	if err != nil {
 		return "", nil, fmt.Errorf("auth: making a bootstrap token: %w", err)
@@ -54,6 +67,9 @@ func NewBootstrapToken(now time.Time, ttl time.Duration, description string) (to
 	}
 	if description != "" {
 		data[bootstrapapi.BootstrapTokenDescriptionKey] = []byte(description)
+	}
+	if len(extraGroups) > 0 {
+		data[bootstrapapi.BootstrapTokenExtraGroupsKey] = []byte(strings.Join(extraGroups, ","))
 	}
 	return token, &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{Kind: "Secret", APIVersion: "v1"},
@@ -126,5 +142,9 @@ func (b BootstrapTokens) Authenticate(ctx context.Context, token string) (*User,
 	if bootstrapsecrets.HasExpired(secret, now()) || bootstrapsecrets.GetData(secret, bootstrapapi.BootstrapTokenUsageAuthentication) != "true" {
 		return nil, ErrBadToken
 	}
-	return NewUser(bootstrapapi.BootstrapUserPrefix+id, GroupBootstrappers), nil
+	groups, err := bootstrapsecrets.GetGroups(secret)
+	if err != nil {
+		return nil, ErrBadToken
+	}
+	return NewUser(bootstrapapi.BootstrapUserPrefix+id, groups...), nil
 }

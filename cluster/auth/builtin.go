@@ -97,6 +97,12 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 		role("system:monitoring", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/metrics", "/metrics/slis",
 				"/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*"}}),
+		// A server join token may ask to join the store's group; a server
+		// may ask to be promoted to a voter.
+		role("system:flotilla:server-joiner", nil, "",
+			r([]string{"create"}, "flotilla.dev", "servers/join")),
+		role("system:flotilla:server", nil, "",
+			r([]string{"create"}, "flotilla.dev", "servers/promote")),
 		role("system:discovery", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*",
 				"/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"}}),
@@ -122,5 +128,7 @@ func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 		bind("system:discovery", GroupAuthenticated),
 		bind("system:node-bootstrapper", GroupBootstrappers),
 		bind("system:monitoring", GroupMonitoring),
+		bind("system:flotilla:server-joiner", GroupServerJoiners),
+		bind("system:flotilla:server", GroupServers),
 	}
 }
