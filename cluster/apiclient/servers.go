@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 )
@@ -20,4 +21,11 @@ func (c *Client) Servers(ctx context.Context) ([]apiserver.ServerInfo, error) {
 		return nil, fmt.Errorf("apiclient: servers: %w", err)
 	}
 	return l.Items, nil
+}
+
+// RemoveServer removes a server ("server-ID", as Servers names it) from
+// the store's Raft group.
+func (c *Client) RemoveServer(ctx context.Context, name string) error {
+	_, err := c.call(ctx, http.MethodDelete, apiserver.ServersPath+"/"+url.PathEscape(name), nil, nil)
+	return err
 }

@@ -30,8 +30,7 @@ const (
 	// endpoints (Kubernetes' kube-apiserver-kubelet-client).
 	APIServerUser = "system:flotilla:apiserver"
 	// GroupServers is the group of the servers' own certificates: the
-	// only clients the Raft peer endpoint answers, and who may promote
-	// themselves (servers/promote) once joined.
+	// only clients the Raft peer endpoint answers.
 	GroupServers = "system:flotilla:servers"
 	// ServerUserPrefix starts a server certificate's user name:
 	// system:flotilla:server:NAME.

@@ -97,12 +97,10 @@ func BuiltinClusterRoles() []*rbacv1.ClusterRole {
 		role("system:monitoring", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/metrics", "/metrics/slis",
 				"/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*"}}),
-		// A server join token may ask to join the store's group; a server
-		// may ask to be promoted to a voter.
+		// A server join token may ask to join the store's group (a server,
+		// once a learner, promotes itself through the log).
 		role("system:flotilla:server-joiner", nil, "",
 			r([]string{"create"}, "flotilla.dev", "servers/join")),
-		role("system:flotilla:server", nil, "",
-			r([]string{"create"}, "flotilla.dev", "servers/promote")),
 		role("system:discovery", nil, "",
 			rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/api", "/api/*", "/apis", "/apis/*",
 				"/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"}}),
@@ -129,6 +127,5 @@ func BuiltinClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 		bind("system:node-bootstrapper", GroupBootstrappers),
 		bind("system:monitoring", GroupMonitoring),
 		bind("system:flotilla:server-joiner", GroupServerJoiners),
-		bind("system:flotilla:server", GroupServers),
 	}
 }

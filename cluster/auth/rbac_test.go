@@ -159,8 +159,8 @@ func TestBuiltinRoles(t *testing.T) {
 	e.check(auth.NewUser("root", auth.GroupMasters), map[auth.Attributes]bool{
 		res("create", "flotilla.dev", "snapshots/save", "", "cluster"): true,
 	})
-	// A node's join token may not join a server; a server's may, and a
-	// server may ask to be promoted, nothing more.
+	// A node's join token may not join a server; a server's may, nothing
+	// more; a server's certificate has no API rights of its own.
 	e.check(auth.NewUser("system:bootstrap:abcdef", auth.GroupBootstrappers), map[auth.Attributes]bool{
 		res("create", "flotilla.dev", "servers/join", "", "s4"):    false,
 		res("create", "flotilla.dev", "servers/promote", "", "s4"): false,
@@ -171,7 +171,7 @@ func TestBuiltinRoles(t *testing.T) {
 		res("list", "", "secrets", "", ""):                         false,
 	})
 	e.check(auth.NewUser(auth.ServerUserPrefix+"s2", auth.GroupServers), map[auth.Attributes]bool{
-		res("create", "flotilla.dev", "servers/promote", "", "s4"): true,
+		res("create", "flotilla.dev", "servers/promote", "", "s4"): false,
 		res("create", "flotilla.dev", "servers/join", "", "s4"):    false,
 		res("list", "", "secrets", "", ""):                         false,
 	})

@@ -16,7 +16,7 @@ func TestGitFlags(t *testing.T) {
 	for _, cmd := range []string{"up", "server"} {
 		c := newUpCommand()
 		if cmd == "server" {
-			c = newServerCommand()
+			c = newServerCommand(&globalFlags{})
 		}
 		for _, name := range []string{"git-username", "git-password-file", "git-ssh-key-file", "git-known-hosts-file",
 			"allow-history-rewrite", "verify-signatures", "trusted-keys-file", "sops-age-key-file"} {

@@ -61,7 +61,7 @@ Then, from another shell:
 	root.AddCommand(
 		newUpCommand(),
 		newDownCommand(),
-		newServerCommand(),
+		newServerCommand(g),
 		newAgentCommand(),
 		newLabCommand(),
 		newGetCommand(g),

@@ -62,7 +62,10 @@ type planeOptions struct {
 	schedulingSettle   time.Duration // 0: the scheduler's default
 	nodeCertTTL        time.Duration // 0: apiserver.DefaultNodeCertTTL
 	secretsKeyFile     string        // "": DATA_DIR/secrets-key.json
-	log                *slog.Logger
+	// peers: this server's log has peers (`server`); nil: a group of
+	// this server alone (`up`).
+	peers *peerConfig
+	log   *slog.Logger
 }
 
 // serviceAddrOptions are the server-side admission flags, shared by up and
@@ -86,9 +89,15 @@ func (o *serviceAddrOptions) addFlags(f *pflag.FlagSet) {
 // controlPlane is the store, the API listener and credentials, the
 // controllers and the Git sync: a cluster's server side.
 type controlPlane struct {
-	store          *store.Badger
-	raft           *raftlog.Node // the store's replicated log
-	secretsKeyFile string        // the key file of the store's Secrets
+	store         *store.Badger
+	raft          *raftlog.Node // the store's replicated log
+	peerListener  net.Listener  // the log's peers (nil for a group of one)
+	peerTransport *raftlog.HTTPTransport
+	stopPeers     context.CancelFunc
+	// onLead runs as this server becomes the leader, before the
+	// controllers start (nil: nothing).
+	onLead         func(context.Context)
+	secretsKeyFile string // the key file of the store's Secrets
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
 	// gitsync run the same pipeline on their own writes).
@@ -156,18 +165,10 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.listener, err = net.Listen("tcp", o.apiAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another flotilla running? pass --api-addr)", o.apiAddr, err)
 	}
-	if cp.store, cp.secretsKeyFile, err = openStore(o, say); err != nil {
-		return nil, err
-	}
-	if cp.raft, err = startLog(context.Background(), o.dataDir, cp.store, o.log); err != nil {
-		return nil, err
-	}
-	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
-	if err := cp.store.RegisterMetrics(cp.metrics); err != nil {
-		return nil, err
-	}
-	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
-		return nil, err
+	if o.peers != nil {
+		if cp.peerListener, err = net.Listen("tcp", o.peers.listenAddr); err != nil {
+			return nil, fmt.Errorf("listen on %s for the other servers: %w (pass --peer-addr)", o.peers.listenAddr, err)
+		}
 	}
 	_, port, _ := net.SplitHostPort(cp.listener.Addr().String())
 	host := o.publicHost
@@ -178,6 +179,36 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 		return nil, fmt.Errorf("TLS certificates: %w", err)
 	}
 	cp.tlsDir = filepath.Join(o.dataDir, "tls")
+	if cp.store, cp.secretsKeyFile, err = openStore(o, say); err != nil {
+		return nil, err
+	}
+	var peers *logPeers
+	if o.peers != nil {
+		serveTLS, sendTLS, err := peerTLS(cp.tlsDir, o.peers.name, cp.caPEM, cp.certFile, cp.keyFile)
+		if err != nil {
+			return nil, err
+		}
+		id, err := serverID(o.dataDir)
+		if err != nil {
+			return nil, err
+		}
+		cp.peerTransport = raftlog.NewHTTPTransport(id, sendTLS, o.log.With("component", "raft"))
+		var peerCtx context.Context
+		peerCtx, cp.stopPeers = context.WithCancel(context.Background())
+		peers = &logPeers{transport: cp.peerTransport, self: o.peers.advertise, serve: func(n *raftlog.Node) {
+			go servePeers(peerCtx, cp.peerListener, serveTLS, n, o.log.With("component", "raft"))
+		}}
+	}
+	if cp.raft, err = startLog(context.Background(), o.dataDir, cp.store, peers, o.log, say); err != nil {
+		return nil, err
+	}
+	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())
+	if err := cp.store.RegisterMetrics(cp.metrics); err != nil {
+		return nil, err
+	}
+	if cp.webhook, err = ensureSecret(o.dataDir, "webhook-secret"); err != nil {
+		return nil, err
+	}
 	if cp.signer, err = apiserver.LoadSigner(cp.tlsDir); err != nil {
 		return nil, err
 	}
@@ -254,6 +285,9 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 // for as long as this server leads the store's log.
 func (cp *controlPlane) whileLeader(ctx context.Context) error {
 	return cp.raft.WhileLeader(ctx, func(ctx context.Context) error {
+		if cp.onLead != nil {
+			cp.onLead(ctx)
+		}
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return cp.manager.Run(ctx) })
 		g.Go(func() error { return cp.syncer.Run(ctx) })
@@ -272,7 +306,16 @@ type nodeAccess interface {
 // the Git webhook and the CA for joining agents, with logs, streams
 // (exec, attach, port-forward) and the metrics API's numbers from the
 // nodes.
-func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
+func (cp *controlPlane) apiServer(nodes nodeAccess, extra map[string]http.Handler) (*apiserver.Server, error) {
+	handlers := map[string]http.Handler{
+		apiserver.SyncPath:             syncHandler(cp.syncer),
+		apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.raft, cp.secretsKeyFile),
+		apiserver.SnapshotSavePath:     snapshotHandler(cp),
+		apiserver.ServersPath:          serversHandler(cp.raft),
+	}
+	for path, h := range extra {
+		handlers[path] = h
+	}
 	return apiserver.New(apiserver.Config{
 		Store: cp.store, Admission: cp.admission, TLSCertFile: cp.certFile, TLSKeyFile: cp.keyFile,
 		ClientCA: cp.caPEM,
@@ -282,12 +325,7 @@ func (cp *controlPlane) apiServer(nodes nodeAccess) (*apiserver.Server, error) {
 				"configmaps/" + auth.SystemNamespace + "/" + joinInfoName: true}},
 		Tokens: auth.BootstrapTokens{Store: cp.store}, Signer: cp.signer, NodeCertTTL: cp.nodeCertTTL, Audit: cp.auditor,
 		Logs: nodes, Streams: nodes, Logger: cp.log.With("component", "apiserver"), Metrics: cp.metrics, ResourceMetrics: nodes,
-		Extra: map[string]http.Handler{
-			apiserver.SyncPath:             syncHandler(cp.syncer),
-			apiserver.SecretsKeyRotatePath: rotateKeyHandler(cp.store, cp.secretsKeyFile),
-			apiserver.SnapshotSavePath:     snapshotHandler(cp),
-			apiserver.ServersPath:          serversHandler(cp.raft),
-		},
+		Extra: handlers,
 		Open: map[string]http.Handler{
 			"/hooks/git": cp.syncer.WebhookHandler(),
 		},
@@ -332,6 +370,15 @@ func (cp *controlPlane) close() {
 	}
 	if cp.raft != nil {
 		cp.raft.Stop()
+	}
+	if cp.stopPeers != nil {
+		cp.stopPeers()
+	}
+	if cp.peerTransport != nil {
+		cp.peerTransport.Close()
+	}
+	if cp.peerListener != nil {
+		cp.peerListener.Close()
 	}
 	if cp.store != nil {
 		cp.store.Close()

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiserver"
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/cluster/store/encrypt"
 )
@@ -57,10 +58,19 @@ func openStore(o planeOptions, say func(string, ...any)) (*store.Badger, string,
 
 // rotateKeyHandler serves apiserver.SecretsKeyRotatePath: it rotates the
 // key and streams the progress, one JSON line per step.
-func rotateKeyHandler(st *store.Badger, keyFile string) http.Handler {
+//
+// Only a group of one server rotates: the key file is each server's, and
+// a key that one server made and the others lack would leave them unable
+// to read the Secrets sealed under it.
+func rotateKeyHandler(st *store.Badger, n *raftlog.Node, keyFile string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			writeStatus(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "POST to rotate the secrets key")
+			return
+		}
+		if members := n.Status().Members; len(members) > 1 {
+			writeStatus(w, http.StatusConflict, "Conflict", fmt.Sprintf("the store has %d servers, and each keeps its own copy of the key file: "+
+				"rotating on one would leave the others unable to read new Secrets; remove the other servers first (flotilla server remove), rotate, then join them again", len(members)))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

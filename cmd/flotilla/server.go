@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -54,9 +55,11 @@ type serverOptions struct {
 	schedulingSettle   time.Duration
 	tokenTTL           time.Duration
 	nodeCertTTL        time.Duration
+	peerAddr           string // --peer-addr
+	joinTokenFile      string // --join-token-file
 }
 
-func newServerCommand() *cobra.Command {
+func newServerCommand(g *globalFlags) *cobra.Command {
 	o := &serverOptions{}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -101,8 +104,11 @@ the cluster's CA. 'flotilla token create' makes more.`,
 	f.DurationVar(&o.schedulingSettle, "scheduling-settle", scheduler.DefaultSettle, "at start, how long binding waits at most for the nodes to be Ready (negative: not at all)")
 	f.DurationVar(&o.tokenTTL, "token-ttl", auth.DefaultBootstrapTokenTTL, "how long the join token written at start may be used to join")
 	f.DurationVar(&o.nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long node certificates are valid (agents renew them at 70-90% of that)")
+	f.StringVar(&o.peerAddr, "peer-addr", ":"+strconv.Itoa(DefaultPeerPort), "address the other servers reach this one's store log at (mutual TLS; servers only)")
+	f.StringVar(&o.joinTokenFile, "join-token-file", "", "join the servers of an existing cluster with this server join token (`flotilla token create --server`); only on the first start")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	o.log.addFlags(f)
+	cmd.AddCommand(newServerRemoveCommand(g))
 	return cmd
 }
 
@@ -128,6 +134,20 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if o.name == "" {
 		host, _ := os.Hostname()
 		o.name = "server-" + host
+	}
+	_, peerPort, err := net.SplitHostPort(o.peerAddr)
+	if err != nil {
+		return fmt.Errorf("--peer-addr %q: %w", o.peerAddr, err)
+	}
+	peerAdvertise := net.JoinHostPort(o.advertise, peerPort)
+	if o.joinTokenFile != "" {
+		data, err := os.ReadFile(o.joinTokenFile)
+		if err != nil {
+			return fmt.Errorf("--join-token-file: %w", err)
+		}
+		if _, err := joinServers(ctx, o.dataDir, strings.TrimSpace(string(data)), o.name, peerAdvertise, o.secretsKey, say); err != nil {
+			return err
+		}
 	}
 	key, err := ensureGossipKey(o.dataDir)
 	if err != nil {
@@ -157,6 +177,7 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle, nodeCertTTL: o.nodeCertTTL,
 		secretsKeyFile: o.secretsKey,
+		peers:          &peerConfig{name: o.name, listenAddr: o.peerAddr, advertise: peerAdvertise},
 	}, say)
 	if err != nil {
 		return err
@@ -175,8 +196,15 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	// carry the API address, a gossip address and the CA's fingerprint.
 	info := joinInfo{server: cp.serverURL, gossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), caFingerprint: fp, caPEM: cp.caPEM,
 		lbPool: cp.lbPool.String()}
-	if err := publishJoinInfo(ctx, cp.writes, key, info); err != nil {
+	// The join info names the leader of a bigger group (it republishes it
+	// when elected), so that new tokens name a server that is alive.
+	if err := publishJoinInfo(ctx, cp.writes, key, info, len(cp.raft.Status().Members) > 1); err != nil {
 		return err
+	}
+	cp.onLead = func(ctx context.Context) {
+		if err := publishJoinInfo(ctx, cp.writes, key, info, false); err != nil && ctx.Err() == nil {
+			log.Warn("publishing the join info as the new leader", "err", err)
+		}
 	}
 	// A fresh join token at every start, valid for a day: the file is what
 	// a node needs to join.
@@ -197,7 +225,10 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := cp.apiServer(logs)
+	api, err := cp.apiServer(logs, map[string]http.Handler{
+		serverJoinPattern: serverJoinHandler(cp, net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort))),
+		serverPattern:     removeServerHandler(cp.raft),
+	})
 	if err != nil {
 		return err
 	}
@@ -214,6 +245,14 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	g.Go(func() error { return api.Serve(gctx, cp.listener) })
 	g.Go(func() error { return cp.whileLeader(gctx) })
 	g.Go(func() error { cp.rbac.Run(gctx); return nil })
+	g.Go(func() error {
+		followMembership(gctx, cp.raft, peerAdvertise, log.With("component", "raft"))
+		return nil
+	})
+	g.Go(func() error {
+		joinServerGossip(gctx, members, cp.raft, o.advertise, o.gossipPort, log.With("component", "gossip"))
+		return nil
+	})
 	g.Go(func() error {
 		// The gossip Secret is the truth (`flotilla token rotate-gossip-key`
 		// changes it); the key file follows it, for the next start.

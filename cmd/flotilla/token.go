@@ -47,8 +47,10 @@ type joinInfo struct {
 }
 
 // publishJoinInfo writes the gossip key Secret (if there is none yet) and
-// the join info ConfigMap, as the server starts.
-func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info joinInfo) error {
+// the join info ConfigMap: as the server starts, and as a server of a
+// bigger group becomes the leader (so that new tokens name a live server).
+// keep leaves a join info that is there as it is.
+func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info joinInfo, keep bool) error {
 	secret := &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{Kind: "Secret", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: gossipSecretName, Namespace: auth.SystemNamespace},
@@ -66,7 +68,16 @@ func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info j
 	if _, err := st.Create(ctx, secret); err != nil && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("publish %s/%s: %w", auth.SystemNamespace, secret.Name, err)
 	}
-	if err := putObject(ctx, st, cm); err != nil {
+	put := putObject
+	if keep {
+		put = func(ctx context.Context, st store.Interface, obj schema.Object) error {
+			if _, err := st.Create(ctx, obj); err != nil && !errors.Is(err, store.ErrExists) {
+				return err
+			}
+			return nil
+		}
+	}
+	if err := put(ctx, st, cm); err != nil {
 		return fmt.Errorf("publish %s/%s: %w", auth.SystemNamespace, cm.Name, err)
 	}
 	return nil
@@ -103,8 +114,8 @@ func readJoinInfo(ctx context.Context, st store.Interface) (joinInfo, error) {
 
 // createJoinToken stores a new bootstrap token valid for ttl and returns
 // the join token around it.
-func createJoinToken(ctx context.Context, st store.Interface, info joinInfo, ttl time.Duration, description string) (join.Token, time.Time, error) {
-	secretText, secret, err := auth.NewBootstrapToken(time.Now(), ttl, description)
+func createJoinToken(ctx context.Context, st store.Interface, info joinInfo, ttl time.Duration, description string, groups ...string) (join.Token, time.Time, error) {
+	secretText, secret, err := auth.NewBootstrapTokenFor(time.Now(), ttl, description, groups...)
 	if err != nil {
 		return join.Token{}, time.Time{}, err
 	}
@@ -125,6 +136,7 @@ func createJoinToken(ctx context.Context, st store.Interface, info joinInfo, ttl
 type tokenOptions struct {
 	ttl         time.Duration
 	description string
+	server      bool
 }
 
 func newTokenCommand(g *globalFlags) *cobra.Command {
@@ -148,11 +160,15 @@ bootstrap.kubernetes.io/token in kube-system.`,
   flotilla token create --ttl 1h --description "rack 3"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.server && !cmd.Flags().Changed("ttl") {
+				o.ttl = time.Hour // a server's token buys the cluster's keys
+			}
 			return runTokenCreate(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	create.Flags().DurationVar(&o.ttl, "ttl", auth.DefaultBootstrapTokenTTL, "how long the token may be used to join (0: forever, not recommended)")
 	create.Flags().StringVar(&o.description, "description", "", "what the token is for, shown by list")
+	create.Flags().BoolVar(&o.server, "server", false, "a token for a new server, not a node: it obtains the cluster's CA and keys, so its TTL is 1h unless --ttl says otherwise (flotilla server --join-token-file FILE)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the join tokens (their IDs, not their secrets)",
@@ -184,7 +200,11 @@ func runTokenCreate(ctx context.Context, g *globalFlags, o *tokenOptions, out, e
 	if err != nil {
 		return err
 	}
-	tok, expires, err := createJoinToken(ctx, c, info, o.ttl, o.description)
+	var groups []string
+	if o.server {
+		groups = append(groups, auth.GroupServerJoiners)
+	}
+	tok, expires, err := createJoinToken(ctx, c, info, o.ttl, o.description, groups...)
 	if err != nil {
 		return err
 	}
@@ -192,6 +212,10 @@ func runTokenCreate(ctx context.Context, g *globalFlags, o *tokenOptions, out, e
 	when := "never expires"
 	if !expires.IsZero() {
 		when = "expires " + expires.Local().Format(time.RFC3339)
+	}
+	if o.server {
+		fmt.Fprintf(errOut, "flotilla: server join token %s %s; on the new server, save it (mode 0600) and run:\n  flotilla server --join-token-file FILE --repo URL-OF-THE-SAME-REPOSITORY\n", tok.TokenID(), when)
+		return nil
 	}
 	fmt.Fprintf(errOut, "flotilla: join token %s %s; on the new node, save it (mode 0600) and run:\n  flotilla agent --token-file FILE\n", tok.TokenID(), when)
 	return nil

@@ -37,7 +37,7 @@ func TestTokenCommands(t *testing.T) {
 	if out, err := run("token", "create"); err == nil || !strings.Contains(out+err.Error(), "flotilla server") {
 		t.Errorf("token create before the server published its join info: %v\n%s", err, out)
 	}
-	if err := publishJoinInfo(ctx, st, make([]byte, 32), joinInfo{server: server, gossipAddr: "127.0.0.1:7946", caFingerprint: fp, caPEM: caPEM}); err != nil {
+	if err := publishJoinInfo(ctx, st, make([]byte, 32), joinInfo{server: server, gossipAddr: "127.0.0.1:7946", caFingerprint: fp, caPEM: caPEM}, false); err != nil {
 		t.Fatal(err)
 	}
 	out, err := run("token", "create", "--ttl", "2h", "--description", "rack 3")
@@ -136,7 +136,7 @@ func TestRotateGossipKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := publishJoinInfo(ctx, api.store, oldKey, joinInfo{server: api.server, gossipAddr: "127.0.0.1:7946", caFingerprint: "x"}); err != nil {
+	if err := publishJoinInfo(ctx, api.store, oldKey, joinInfo{server: api.server, gossipAddr: "127.0.0.1:7946", caFingerprint: "x"}, false); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

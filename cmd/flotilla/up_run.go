@@ -91,7 +91,7 @@ func runUp(ctx context.Context, o *upOptions, out io.Writer) error {
 			return fmt.Errorf("build the example image: %w", err)
 		}
 	}
-	api, err := cp.apiServer(n)
+	api, err := cp.apiServer(n, nil)
 	if err != nil {
 		return err
 	}
