@@ -1,8 +1,8 @@
-// Package apiclient talks to a Flotilla API server: it implements
-// store.Interface over the Kubernetes-shaped REST API (so that the CLI and
-// remote node agents use the cluster state as if the store were local),
-// streams watches and pod logs, and reads and writes the kubeconfig files
-// that it and kubectl share.
+// Package apiclient talks to a Flotilla API server, or to whichever of a
+// cluster's servers answers: it implements store.Interface over the
+// Kubernetes-shaped REST API (so that the CLI and remote node agents use the
+// cluster state as if the store were local), streams watches and pod logs,
+// and reads and writes the kubeconfig files that it and kubectl share.
 package apiclient
 
 import (
@@ -14,13 +14,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	corev1 "k8s.io/api/core/v1"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -33,6 +35,11 @@ import (
 type Config struct {
 	// Server is the base URL, "https://host:6443".
 	Server string
+	// Servers are more base URLs of the same cluster (its other servers,
+	// with certificates of the same CA), tried in order when a request
+	// cannot reach Server; see Client. Empty: Server alone. SetServers
+	// replaces them later.
+	Servers []string
 	// CAData is the PEM of the CA that signed the server's certificate;
 	// empty means the system roots.
 	CAData []byte
@@ -53,10 +60,23 @@ type Config struct {
 }
 
 // Client is a remote store.Interface and more. It is safe for concurrent use.
+//
+// A client may know several servers of one cluster (Config.Servers,
+// SetServers). Each request goes to the current server (at first
+// Config.Server); when it cannot reach it, the same request is sent to the
+// others in turn, and the first that answers becomes the current one, so
+// that later requests, and watches opened again, go straight to it. Any
+// request moves on when the connection could not be made (nothing was
+// sent); when it was lost later (the server may have received the
+// request), only a GET or HEAD does. An answer with an error status is an
+// answer: it is returned, never retried elsewhere.
 type Client struct {
-	base  *url.URL
 	token string
 	hc    *http.Client
+
+	mu      sync.Mutex
+	servers []*url.URL // Config.Server first, then the fallbacks; no duplicates
+	current *url.URL   // one of servers: where requests go first
 }
 
 // Interface guards.
@@ -72,11 +92,19 @@ var ErrTxnUnsupported = fmt.Errorf("apiclient: transactions are not supported ov
 // log streams excepted).
 const requestTimeout = 30 * time.Second
 
+// dialTimeout bounds the connection to one server, so that a server whose
+// host is down leaves time to try the next within requestTimeout.
+const dialTimeout = 5 * time.Second
+
 // New builds a client from cfg.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(cfg.Server, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("apiclient: server %q is not an http(s) URL", cfg.Server)
+	u, err := parseServer(cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{token: cfg.Token, servers: []*url.URL{u}, current: u}
+	if err := c.SetServers(cfg.Servers); err != nil {
+		return nil, err
 	}
 	rt := cfg.Transport
 	if rt == nil {
@@ -97,14 +125,13 @@ func New(cfg Config) (*Client, error) {
 		}
 		tlsCfg.GetClientCertificate = cfg.GetClientCertificate
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 		t.TLSClientConfig = tlsCfg
 		rt = t
 	}
-	return &Client{base: u, token: cfg.Token, hc: &http.Client{Transport: rt}}, nil
+	c.hc = &http.Client{Transport: rt}
+	return c, nil
 }
-
-// Server returns the base URL the client talks to.
-func (c *Client) Server() string { return c.base.String() }
 
 // path builds a resource path; ns is used for namespaced kinds only.
 func path(k schema.Kind, ns, name, sub string) string {
@@ -136,11 +163,38 @@ func kindOf(resource string) (schema.Kind, error) {
 }
 
 // send performs one request and returns the response if its status is 2xx;
-// otherwise it decodes the Status into an error.
+// otherwise it decodes the Status into an error. It tries the servers as
+// Client says.
 func (c *Client) send(ctx context.Context, method, p string, q url.Values, body []byte) (*http.Response, error) {
-	u := *c.base
-	u.Path = c.base.Path + p
-	u.RawPath = c.base.EscapedPath() + p
+	var errs []error
+	for i, base := range c.order() {
+		resp, err := c.sendTo(ctx, base, method, p, q, body)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil || !retryable(method, err) {
+				break
+			}
+			continue
+		}
+		if i > 0 {
+			c.answered(base)
+		}
+		if resp.StatusCode/100 != 2 {
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			return nil, decodeError(resp.StatusCode, data)
+		}
+		return resp, nil
+	}
+	return nil, fmt.Errorf("apiclient: %s %s: %w", method, p, joinErrors(errs))
+}
+
+// sendTo sends one request to the server at base; the error is the
+// transport's (no answer), an answer of any status is a response.
+func (c *Client) sendTo(ctx context.Context, base *url.URL, method, p string, q url.Values, body []byte) (*http.Response, error) {
+	u := *base
+	u.Path = base.Path + p
+	u.RawPath = base.EscapedPath() + p
 	u.RawQuery = q.Encode()
 	var rd io.Reader
 	if body != nil {
@@ -148,7 +202,7 @@ func (c *Client) send(ctx context.Context, method, p string, q url.Values, body 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, fmt.Errorf("apiclient: %w", err)
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
@@ -157,16 +211,7 @@ func (c *Client) send(ctx context.Context, method, p string, q url.Values, body 
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("apiclient: %s %s: %w", method, p, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return nil, decodeError(resp.StatusCode, data)
-	}
-	return resp, nil
+	return c.hc.Do(req)
 }
 
 // call is send for short requests: it reads the whole answer.

@@ -27,6 +27,22 @@ const token = "t0ken"
 // built through a kubeconfig as the CLI builds it.
 func serve(t *testing.T, st store.Interface, logs apiserver.LogSource) *apiclient.Client {
 	t.Helper()
+	url, caPEM := serveAPI(t, st, logs)
+	kc := filepath.Join(t.TempDir(), "kubeconfig.yaml")
+	if err := apiclient.WriteKubeconfig(kc, url, caPEM, apiclient.Credential{Token: token}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.FromKubeconfig(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// serveAPI runs a real HTTPS API server on st, with a CA of its own and
+// the bearer token token, until the test ends; it returns its URL and CA.
+func serveAPI(t *testing.T, st store.Interface, logs apiserver.LogSource) (url string, caPEM []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
 	if err != nil {
@@ -45,15 +61,7 @@ func serve(t *testing.T, st store.Interface, logs apiserver.LogSource) *apiclien
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	kc := filepath.Join(dir, "kubeconfig.yaml")
-	if err := apiclient.WriteKubeconfig(kc, "https://"+ln.Addr().String(), caPEM, apiclient.Credential{Token: token}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := apiclient.FromKubeconfig(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return "https://" + ln.Addr().String(), caPEM
 }
 
 func newPod(ns, name string, labels map[string]string) *corev1.Pod {

@@ -18,7 +18,8 @@ import (
 // for the store: the client first reads the server's current revision.
 // ErrCompacted (410) is returned here when the revision is too old; an
 // ERROR event in the stream (or any read error) closes the channel, after
-// which the caller lists and watches again.
+// which the caller lists and watches again: through the current server,
+// which is another one if the watch's server went away (see Client).
 func (c *Client) Watch(ctx context.Context, resource string, opts store.ListOptions, sinceRevision int64) (<-chan store.Event, error) {
 	k, err := kindOf(resource)
 	if err != nil {

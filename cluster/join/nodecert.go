@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,10 +49,16 @@ type NodeCertsConfig struct {
 	Dir string
 	// NodeName is the node the certificates are for: system:node:NAME.
 	NodeName string
-	// Server is the API's URL; CAPEM the cluster CA that signed its
-	// certificate and signs the node's.
+	// Server is the API's URL (the join token's); CAPEM the cluster CA that
+	// signed its certificate, every other server's, and signs the node's.
 	Server string
 	CAPEM  []byte
+	// Servers, if set, returns the URLs of more servers of the cluster. A
+	// request that cannot connect to one server (a dial error: nothing was
+	// sent) tries the next, and the one that answered is asked first the
+	// next time. It is called at each request, so the list may follow the
+	// cluster's membership. nil: Server alone.
+	Servers func() []string
 	// IPs are the addresses the serving certificate names, besides the
 	// node's name.
 	IPs []net.IP
@@ -76,6 +83,8 @@ type NodeCerts struct {
 	serving atomic.Pointer[tls.Certificate]
 	hc      *http.Client // to the API, as the node (once it has a certificate)
 	log     *slog.Logger
+	// current is the server that answered last ("" at first): asked first.
+	current atomic.Pointer[string]
 }
 
 // ErrNodeRefused: the server refused to sign (a bad or expired token, or
@@ -102,7 +111,8 @@ func LoadNodeCerts(ctx context.Context, cfg NodeCertsConfig) (*NodeCerts, error)
 	}
 	n := &NodeCerts{cfg: cfg, roots: roots, log: cfg.Logger}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, GetClientCertificate: n.ClientCertificate}
-	n.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, IdleConnTimeout: time.Minute}}
+	n.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, IdleConnTimeout: time.Minute,
+		DialContext: dial}}
 
 	client, err := n.load(clientKeyFile, clientCertFile, x509.ExtKeyUsageClientAuth)
 	if err != nil {
@@ -270,21 +280,15 @@ func (n *NodeCerts) request(ctx context.Context, keyFile, certFile, signer, toke
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(n.cfg.Server, "/")+csrPath, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
 	hc := n.hc
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: n.roots}, DisableKeepAlives: true}}
+			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: n.roots}, DisableKeepAlives: true,
+			DialContext: dial}}
 	}
-	resp, err := hc.Do(req)
+	resp, err := n.post(ctx, hc, body, token)
 	if err != nil {
-		return nil, fmt.Errorf("join: ask %s for a certificate: %w", n.cfg.Server, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -325,6 +329,73 @@ func (n *NodeCerts) request(ctx context.Context, keyFile, certFile, signer, toke
 	return &pair, nil
 }
 
+// post sends the certificate request body to the servers in turn, until
+// one can be connected to (see NodeCertsConfig.Servers), with the bearer
+// token if set. The error names each server tried.
+func (n *NodeCerts) post(ctx context.Context, hc *http.Client, body []byte, token string) (*http.Response, error) {
+	cur := ""
+	if p := n.current.Load(); p != nil {
+		cur = *p
+	}
+	var errs []string
+	var last error
+	for _, srv := range serverOrder(cur, n.cfg) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv+csrPath, bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("join: %w", err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			n.current.Store(&srv)
+			return resp, nil
+		}
+		errs, last = append(errs, err.Error()), err
+		var op *net.OpError
+		if !errors.As(err, &op) || op.Op != "dial" || ctx.Err() != nil {
+			break
+		}
+	}
+	switch len(errs) {
+	case 0:
+		return nil, errors.New("join: no server to ask for a certificate")
+	case 1:
+		return nil, fmt.Errorf("join: ask for a certificate: %w", last)
+	}
+	// The text of every try; the last error (a dial error, or the one that
+	// stopped the tries) for errors.As.
+	return nil, fmt.Errorf("join: ask for a certificate: %s; %w", strings.Join(errs[:len(errs)-1], "; "), last)
+}
+
+// serverOrder lists the servers to ask, without repeats: cur (the one that
+// answered last) if set, then cfg.Server, then cfg.Servers().
+func serverOrder(cur string, cfg NodeCertsConfig) []string {
+	list := []string{cur, cfg.Server}
+	if cfg.Servers != nil {
+		list = append(list, cfg.Servers()...)
+	}
+	var out []string
+	for _, s := range list {
+		if s = strings.TrimRight(s, "/"); s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// dialTimeout bounds the connection to one server: a server whose host is
+// down is given up in time to try the next.
+const dialTimeout = 5 * time.Second
+
+// dial connects to a server.
+func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+}
+
 // ensureKey reads the ECDSA P-256 key at path, or makes one (0600).
 func ensureKey(path string) (*ecdsa.PrivateKey, []byte, error) {
 	if data, err := os.ReadFile(path); err == nil {
@@ -355,9 +426,10 @@ func ensureKey(path string) (*ecdsa.PrivateKey, []byte, error) {
 	return key, data, nil
 }
 
-// WaitNodeCerts is LoadNodeCerts waiting for a server that does not
-// answer yet (telling the user once, through say); a server that answers
-// with a certificate the token's CA did not sign is refused at once.
+// WaitNodeCerts is LoadNodeCerts waiting for a server (cfg.Server or any
+// of cfg.Servers) while none answers yet (telling the user once, through
+// say); a server that answers with a certificate the token's CA did not
+// sign is refused at once.
 func WaitNodeCerts(ctx context.Context, cfg NodeCertsConfig, say func(string, ...any)) (*NodeCerts, error) {
 	for told := false; ; {
 		certs, err := LoadNodeCerts(ctx, cfg)
@@ -367,12 +439,12 @@ func WaitNodeCerts(ctx context.Context, cfg NodeCertsConfig, say func(string, ..
 		case err == nil:
 			return certs, nil
 		case errors.As(err, &verr):
-			return nil, fmt.Errorf("the server at %s is not the one the join token names (its certificate is not of the token's CA): %w", cfg.Server, err)
+			return nil, fmt.Errorf("the server is not the one the join token names (its certificate is not of the token's CA): %w", err)
 		case !errors.As(err, &opErr) || ctx.Err() != nil:
 			return nil, fmt.Errorf("node certificate: %w", err)
 		}
 		if !told {
-			say("waiting for the server at %s ...", cfg.Server)
+			say("waiting for the server at %s ...", strings.Join(serverOrder("", cfg), " or "))
 			told = true
 		}
 		select {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,9 +29,17 @@ type apiFixture struct {
 	url   string
 	caPEM []byte
 	store *store.Badger
+	stop  func() // ends the server (then its port refuses connections)
 }
 
 func newAPI(t *testing.T, ttl time.Duration) apiFixture {
+	t.Helper()
+	return newAPIs(t, ttl, 1)[0]
+}
+
+// newAPIs is n API servers of one cluster: one store, one CA, each server
+// on its own port.
+func newAPIs(t *testing.T, ttl time.Duration, n int) []apiFixture {
 	t.Helper()
 	dir := t.TempDir()
 	caPEM, certFile, keyFile, err := apiserver.EnsureCerts(dir, []string{"127.0.0.1"})
@@ -48,20 +57,28 @@ func newAPI(t *testing.T, ttl time.Duration) apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: st, TLSCertFile: certFile, TLSKeyFile: keyFile, ClientCA: caPEM,
-		Tokens: auth.BootstrapTokens{Store: st}, Signer: signer, NodeCertTTL: ttl, Authorizer: auth.NodeAuthorizer{Store: st, Next: rbac}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
+	rbacDone := make(chan struct{})
+	go func() { rbac.Run(ctx); close(rbacDone) }()
+	t.Cleanup(func() { cancel(); <-rbacDone })
+	var out []apiFixture
+	for range n {
+		srv, err := apiserver.New(apiserver.Config{Store: st, TLSCertFile: certFile, TLSKeyFile: keyFile, ClientCA: caPEM,
+			Tokens: auth.BootstrapTokens{Store: st}, Signer: signer, NodeCertTTL: ttl, Authorizer: auth.NodeAuthorizer{Store: st, Next: rbac}, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = srv.Serve(sctx, ln); close(done) }()
+		stopped := func() { stop(); <-done }
+		t.Cleanup(stopped)
+		out = append(out, apiFixture{url: "https://" + ln.Addr().String(), caPEM: caPEM, store: st, stop: stopped})
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{}, 2)
-	go func() { rbac.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Serve(ctx, ln); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
-	return apiFixture{url: "https://" + ln.Addr().String(), caPEM: caPEM, store: st}
+	return out
 }
 
 // token stores a bootstrap token made at issued, valid for ttl.
@@ -211,5 +228,56 @@ func TestWaitNodeCerts(t *testing.T) {
 	}
 	if said != 0 || certs.ClientNotAfter().Before(time.Now()) {
 		t.Errorf("the token's server: said %d times, certificate until %v", said, certs.ClientNotAfter())
+	}
+}
+
+// TestNodeCertsFailover: the first certificates come from a server of the
+// list when the token's refuses connections; renewals go to the server
+// that answered last, and to the next one when it is gone; the list is
+// read again at each request.
+func TestNodeCertsFailover(t *testing.T) {
+	apis := newAPIs(t, 3*time.Second, 2)
+	a, b := apis[0], apis[1]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "https://" + ln.Addr().String()
+	ln.Close()
+	var more atomic.Pointer[[]string]
+	more.Store(&[]string{a.url})
+	cfg := join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n1", Server: dead, Servers: func() []string { return *more.Load() },
+		CAPEM: a.caPEM, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, BootstrapToken: a.token(t, time.Now(), time.Hour),
+		Logger: slog.New(slog.DiscardHandler)}
+	said := 0
+	certs, err := join.WaitNodeCerts(context.Background(), cfg, func(string, ...any) { said++ })
+	if err != nil {
+		t.Fatalf("with the token's server down: %v", err)
+	}
+	if said != 0 {
+		t.Errorf("said %d times, want no wait: a server of the list answered", said)
+	}
+
+	more.Store(&[]string{a.url, b.url})
+	a.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { certs.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	first := serial(t, certs.ClientCertificate)
+	testkit.EventuallyTrue(t, "a renewal through the second server", 30*time.Second, func() bool {
+		return serial(t, certs.ClientCertificate) != first
+	})
+	if code := b.get(t, certs, "/api/v1/pods"); code != http.StatusOK {
+		t.Errorf("after the renewal: GET pods = %d", code)
+	}
+
+	// None answers: the error names each server and is a dial error.
+	cfg.Dir, cfg.Server, cfg.Servers = t.TempDir(), dead, func() []string { return []string{a.url} }
+	_, err = join.LoadNodeCerts(context.Background(), cfg)
+	var op *net.OpError
+	if !errors.As(err, &op) || !strings.Contains(err.Error(), strings.TrimPrefix(dead, "https://")) ||
+		!strings.Contains(err.Error(), strings.TrimPrefix(a.url, "https://")) {
+		t.Errorf("no server answers: %v, want a dial error naming both", err)
 	}
 }

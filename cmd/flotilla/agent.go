@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,8 +54,12 @@ the token (DATA_DIR/pki): a client certificate for system:node:NAME and a
 serving certificate for its log endpoint. They are renewed before they
 expire; the token is needed again only if they expire unrenewed.
 
-Pods keep running while the server is unreachable; the agent reconciles when
-it is back. An agent restart adopts its running pods.`,
+The agent learns the cluster's other servers from gossip, and keeps them in
+DATA_DIR/agent-state.json: when the server it talks to stops answering, or
+the token's server is gone when it starts, it turns to another one.
+
+Pods keep running while no server is reachable; the agent reconciles when
+one is back. An agent restart adopts its running pods.`,
 		Example: `  flotilla agent --token-file /etc/flotilla/join-token --advertise-addr 192.0.2.21
   FLOTILLA_JOIN_TOKEN="$(cat join-token)" flotilla agent --join 192.0.2.10`,
 		Args: cobra.NoArgs,
@@ -113,25 +119,32 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("--advertise-addr %q is not an IP address", o.advertise)
 	}
 
-	// Trust the server only through the cluster CA the token carries.
+	// What the servers told the agent at an earlier start (agentstate.go):
+	// its pod CIDR and gossip keys, for a start while no server answers,
+	// and the cluster's servers, tried after the token's.
+	state, haveSaved, err := openAgentState(o.dataDir, o.nodeName)
+	if err != nil {
+		return err
+	}
+	saved := state.get()
+
+	// Trust the servers only through the cluster CA the token carries.
 	caPEM := tok.CAPEM()
 	// The node's own certificates: on the first start the join token buys
-	// them; afterwards they are on disk and renewed before they expire.
+	// them; afterwards they are on disk and renewed before they expire, by
+	// whichever server answers.
 	certs, err := join.WaitNodeCerts(ctx, join.NodeCertsConfig{
 		Dir: filepath.Join(o.dataDir, "pki"), NodeName: o.nodeName, Server: tok.Server, CAPEM: caPEM,
-		IPs: []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
+		Servers: func() []string { return state.get().serverURLs() },
+		IPs:     []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
 	}, say)
 	if err != nil {
 		return err
 	}
-	api, err := apiclient.New(apiclient.Config{Server: tok.Server, CAData: caPEM, GetClientCertificate: certs.ClientCertificate})
-	if err != nil {
-		return err
-	}
-	// What the server tells the agent at start, or, when no server
-	// answers, what it told the last time: the node then runs the pods it
-	// last knew of, and follows the server once one answers again.
-	saved, haveSaved, err := loadAgentState(o.dataDir, o.nodeName)
+	// The API through the token's server, or another one when it does not
+	// answer; followServers keeps the others up to date from gossip.
+	api, err := apiclient.New(apiclient.Config{Server: tok.Server, Servers: saved.serverURLs(), CAData: caPEM,
+		GetClientCertificate: certs.ClientCertificate})
 	if err != nil {
 		return err
 	}
@@ -148,11 +161,11 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		if keys, err = readGossipKeys(ctx, api); err != nil {
 			return err
 		}
-		say("joined %s as node %s (certificate valid until %s)", tok.Server, o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
+		say("joined %s as node %s (certificate valid until %s)", api.Server(), o.nodeName, certs.ClientNotAfter().Local().Format(time.RFC3339))
 		if cidr, err = host.WaitPodCIDR(ctx, api, o.nodeName, say); err != nil {
 			return err
 		}
-		if err := saveAgentState(o.dataDir, o.nodeName, cidr, keys); err != nil {
+		if err := state.update(func(s *agentState) { s.PodCIDR = cidr; s.setKeys(keys) }); err != nil {
 			log.Warn("saving the agent's state for a start without the server", "err", err)
 		}
 	case haveSaved && unreachable(err):
@@ -161,7 +174,8 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		if keys, err = saved.keys(); err != nil {
 			return err
 		}
-		say("the server at %s does not answer: starting node %s from its last known state (pod CIDR %s, its pods as they were); it follows the server once one answers", tok.Server, o.nodeName, cidr)
+		say("no server answers (%s): starting node %s from its last known state (pod CIDR %s, its pods as they were); it follows the servers once one answers",
+			strings.Join(firstThen(tok.Server, saved.serverURLs()), ", "), o.nodeName, cidr)
 	default:
 		return err
 	}
@@ -186,10 +200,12 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	if err := members.SetKeys(keys.primary, keys.others...); err != nil {
 		return fmt.Errorf("start gossip: %w", err)
 	}
-	if err := members.Join(ctx, []string{tok.GossipAddr}); err != nil && !offline {
+	// Through the token's server and every server known since.
+	gossipAddrs := func() []string { return firstThen(tok.GossipAddr, state.get().gossipAddrs()) }
+	if err := members.Join(ctx, gossipAddrs()); err != nil && !offline {
 		return fmt.Errorf("join the gossip: %w", err)
 	} else if err != nil {
-		go rejoinGossip(ctx, members, tok.GossipAddr, log)
+		go rejoinGossip(ctx, members, gossipAddrs, log)
 	}
 
 	// The agent's endpoint (logs, streams, metrics, stats): the node's
@@ -222,8 +238,21 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 	g.Go(func() error { certs.Run(gctx); return nil })
 	g.Go(func() error {
 		followGossipKeys(gctx, api, members, gossipKeyPollInterval, log.With("component", "gossip"), func(k gossipKeys) {
-			if err := saveAgentState(o.dataDir, o.nodeName, cidr, k); err != nil {
+			if err := state.update(func(s *agentState) { s.setKeys(k) }); err != nil {
 				log.Warn("saving the agent's state for a start without the server", "err", err)
+			}
+		})
+		return nil
+	})
+	g.Go(func() error {
+		followServers(gctx, members, func(servers []knownServer) {
+			urls := apiURLs(servers)
+			log.Info("the cluster's servers, as gossip announces them", "servers", urls)
+			if err := api.SetServers(urls); err != nil {
+				log.Warn("using the servers gossip announces", "err", err)
+			}
+			if err := state.update(func(s *agentState) { s.Servers = servers }); err != nil {
+				log.Warn("saving the cluster's servers for a start without the token's", "err", err)
 			}
 		})
 		return nil
@@ -239,18 +268,43 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 // server at start before it starts from that state.
 const offlineAfter = 10 * time.Second
 
-// rejoinGossip joins the gossip through addr until it succeeds or ctx
-// ends: an agent that started while the server was down.
-func rejoinGossip(ctx context.Context, members *gossip.Membership, addr string, log *slog.Logger) {
+// rejoinGossip joins the gossip through the addresses addrs returns until
+// it succeeds or ctx ends: an agent that started while no server answered.
+func rejoinGossip(ctx context.Context, members *gossip.Membership, addrs func() []string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(5 * time.Second):
 		}
-		if err := members.Join(ctx, []string{addr}); err == nil {
-			log.Info("joined the gossip", "through", addr)
+		through := addrs()
+		if err := members.Join(ctx, through); err == nil {
+			log.Info("joined the gossip", "through", through)
 			return
+		}
+	}
+}
+
+// followServers tells found the cluster's servers as gossip announces them
+// (serversOf), at once and whenever they change, until ctx ends or members
+// shuts down. A view with no server in it (this agent alone, not joined
+// yet) is not told: the servers known before stay the best guess.
+func followServers(ctx context.Context, members *gossip.Membership, found func([]knownServer)) {
+	ch, stop := members.Subscribe()
+	defer stop()
+	var last []knownServer
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		}
+		if servers := serversOf(members.Members()); len(servers) > 0 && !slices.Equal(servers, last) {
+			last = servers
+			found(servers)
 		}
 	}
 }
