@@ -56,6 +56,7 @@ type serverOptions struct {
 	tokenTTL           time.Duration
 	nodeCertTTL        time.Duration
 	peerAddr           string // --peer-addr
+	apiVIP             string // --api-vip
 	joinTokenFile      string // --join-token-file
 }
 
@@ -105,6 +106,7 @@ the cluster's CA. 'flotilla token create' makes more.`,
 	f.DurationVar(&o.tokenTTL, "token-ttl", auth.DefaultBootstrapTokenTTL, "how long the join token written at start may be used to join")
 	f.DurationVar(&o.nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long node certificates are valid (agents renew them at 70-90% of that)")
 	f.StringVar(&o.peerAddr, "peer-addr", ":"+strconv.Itoa(DefaultPeerPort), "address the other servers reach this one's store log at (mutual TLS; servers only)")
+	f.StringVar(&o.apiVIP, "api-vip", "", "an address on the servers' network that the leader holds (moved with gratuitous ARPs): kubeconfigs and join tokens name it; give every server the same")
 	f.StringVar(&o.joinTokenFile, "join-token-file", "", "join the servers of an existing cluster with this server join token (`flotilla token create --server`); only on the first start")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	o.log.addFlags(f)
@@ -171,9 +173,17 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 			return fmt.Errorf("create the example repository: %w", err)
 		}
 	}
+	publicHost, hosts := o.advertise, []string{"127.0.0.1"}
+	var vip *apiVIP
+	if o.apiVIP != "" {
+		if vip, err = newAPIVIP(ctx, o.apiVIP, o.advertise, o.name, log.With("component", "vip")); err != nil {
+			return err
+		}
+		publicHost, hosts = o.apiVIP, append(hosts, o.advertise)
+	}
 	cp, err := openControlPlane(planeOptions{
 		dataDir: o.dataDir, repo: repo, branch: o.branch, path: o.path, interval: o.interval, fetchTimeout: o.gitTimeout, git: o.git,
-		apiAddr: o.apiAddr, publicHost: o.advertise, hosts: []string{"127.0.0.1"},
+		apiAddr: o.apiAddr, publicHost: publicHost, hosts: hosts,
 		membership: view, podEvictionTimeout: o.podEvictionTimeout, services: o.services, localVolumeRoot: o.localVolumeRoot, log: log,
 		expectNodes: o.expectNodes, schedulingSettle: o.schedulingSettle, nodeCertTTL: o.nodeCertTTL,
 		secretsKeyFile: o.secretsKey,
@@ -202,6 +212,9 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		return err
 	}
 	cp.onLead = func(ctx context.Context) {
+		if vip != nil {
+			go vip.hold(ctx)
+		}
 		if err := publishJoinInfo(ctx, cp.writes, key, info, false); err != nil && ctx.Err() == nil {
 			log.Warn("publishing the join info as the new leader", "err", err)
 		}
@@ -216,7 +229,11 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err := atomicfile.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write the join token: %w", err)
 	}
-	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: cp.serverURL, TunnelIP: o.advertise}); err != nil {
+	// Agents find every server's own address in gossip (the VIP is one
+	// address among them, not a server's).
+	_, apiPort, _ := net.SplitHostPort(cp.listener.Addr().String())
+	ownURL := "https://" + net.JoinHostPort(o.advertise, apiPort)
+	if err := members.UpdateMeta(ctx, gossip.Meta{Role: gossip.RoleServer, NodeName: o.name, APIAddr: ownURL, TunnelIP: o.advertise}); err != nil {
 		return fmt.Errorf("announce the API address: %w", err)
 	}
 	// The server reads agents' logs as system:flotilla:apiserver, over

@@ -63,6 +63,12 @@ type Config struct {
 	// in a Service's status (admission refuses such writes; this is the
 	// node's own check) is never held nor announced. Required.
 	InPool func(netip.Addr) bool
+	// Label marks the addresses this Announcer holds on Link (IFA_LABEL:
+	// Link's name, a colon and a suffix; at most 15 bytes). Default
+	// Link+":lb". Announcers with different labels on one link (a node's
+	// load balancer addresses and a server's API VIP) leave each other's
+	// addresses alone.
+	Label string
 	// GratuitousARPs is how many gratuitous ARPs announce a newly held
 	// address (200 ms apart). Default 3.
 	GratuitousARPs int
@@ -132,6 +138,19 @@ func (a *Announcer) Sync(ctx context.Context, snap *svcview.Snapshot, alive []st
 	return a.set(ctx, want)
 }
 
+// Hold makes the link carry exactly ips (those in the pool) and announces
+// the ones it just took: for an address one member holds at a time, as
+// the API server's VIP that the leader holds.
+func (a *Announcer) Hold(ctx context.Context, ips []netip.Addr) error {
+	var want []netip.Addr
+	for _, ip := range ips {
+		if a.cfg.InPool(ip) {
+			want = append(want, ip)
+		}
+	}
+	return a.set(ctx, want)
+}
+
 // Release removes every address this node holds (a polite shutdown: the
 // other nodes take them over as soon as gossip says this one left).
 func (a *Announcer) Release(ctx context.Context) error { return a.set(ctx, nil) }
@@ -182,6 +201,9 @@ func (a *Announcer) set(ctx context.Context, want []netip.Addr) error {
 
 func (a *Announcer) label() string {
 	l := a.cfg.Link + labelSuffix
+	if a.cfg.Label != "" {
+		l = a.cfg.Label
+	}
 	if len(l) > unix.IFNAMSIZ-1 {
 		return "" // too long for a label: tracked in memory only
 	}

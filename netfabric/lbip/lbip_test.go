@@ -144,6 +144,33 @@ func TestTakeoverOnARP(t *testing.T) {
 	if holds(t, other, lb) {
 		t.Fatal("Release left the address")
 	}
+
+	// A server's API VIP on the same link, under its own label: the
+	// node's announcer leaves it alone, and the other way round.
+	vip := netip.MustParseAddr("198.51.100.100")
+	server, err := New(Config{NodeName: other, Link: "eth0", Label: "eth0:vip", InPool: func(a netip.Addr) bool { return a == vip }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, other, func() error { return server.Hold(context.Background(), []netip.Addr{vip, outside}) })
+	inNS(t, other, func() error { return ann[other].Sync(context.Background(), snap, []string{other}) })
+	if !holds(t, other, vip) || !holds(t, other, lb) || holds(t, other, outside) {
+		t.Fatalf("want %s to hold the VIP %s and %s (not %s)", other, vip, lb, outside)
+	}
+	inNS(t, c, func() error {
+		conn, err := net.Dial("udp4", netip.AddrPortFrom(vip, 9).String())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.Write([]byte("x"))
+		return err
+	})
+	eventuallyNeigh(t, c, vip, mac(t, other))
+	inNS(t, other, func() error { return server.Release(context.Background()) })
+	if holds(t, other, vip) || !holds(t, other, lb) {
+		t.Fatal("the VIP's Release took the wrong addresses")
+	}
 }
 
 func randHex(t *testing.T) string {
