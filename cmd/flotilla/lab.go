@@ -19,9 +19,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 	"github.com/flotilla-dev/flotilla/cmd/flotilla/internal/lab"
 	"github.com/flotilla-dev/flotilla/examples"
+	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/node/podman"
 )
 
@@ -52,6 +54,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 	}
 
 	var (
+		servers int
 		nodes   int
 		repo    string
 		name    string
@@ -73,10 +76,14 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 			if certTTL > 0 {
 				extra = append(extra, "--node-cert-ttl", certTTL.String())
 			}
-			return labUp(cmd.Context(), lab.Config{Dir: dir, Name: name, Nodes: nodes, Subnet: sub}, repo, evict, timeout, extra, cmd.OutOrStdout())
+			if servers < 1 || servers > nodes {
+				return fmt.Errorf("--servers %d: want 1 to --nodes (%d): each server shares a node's machine", servers, nodes)
+			}
+			return labUp(cmd.Context(), lab.Config{Dir: dir, Name: name, Nodes: nodes, Subnet: sub}, servers, repo, evict, timeout, extra, cmd.OutOrStdout())
 		},
 	}
 	up.Flags().IntVar(&nodes, "nodes", 3, "how many nodes")
+	up.Flags().IntVar(&servers, "servers", 1, "how many servers: 1 runs on this host; more run on node1, node2, … (one each), replicate the store and hold the API VIP (.2 of the subnet) in turn")
 	up.Flags().StringVar(&name, "name", labName, "prefix of the lab's namespaces and links (one per lab on a host)")
 	up.Flags().StringVar(&subnet, "subnet", "10.98.0.0/24", "the node network (the host is .254, nodes .11, .12, …)")
 	up.Flags().StringVar(&repo, "repo", "", "Git repository the server syncs (default: a fresh copy of examples/hello)")
@@ -175,9 +182,10 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 }
 
 // labUp builds the lab: the server in this host's namespace on the lab's
-// host address, an agent in each node, the example image in every node;
-// then waits for every node to be Ready.
-func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time.Duration, serverFlags []string, out io.Writer) error {
+// host address (or, with more servers, one server on each of the first
+// nodes, behind an API VIP), an agent in each node, the example image in
+// every node; then waits for every node to be Ready.
+func labUp(ctx context.Context, cfg lab.Config, servers int, repo string, evict, timeout time.Duration, serverFlags []string, out io.Writer) error {
 	dir, nodes := cfg.Dir, cfg.Nodes
 	say := func(format string, args ...any) { fmt.Fprintf(out, "flotilla lab: "+format+"\n", args...) }
 	exe, err := os.Executable()
@@ -188,7 +196,7 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	if err != nil {
 		return err
 	}
-	serverDir := filepath.Join(dir, lab.ServerDir)
+	serverDir := filepath.Join(absDir, lab.ServerDir)
 	tokenFile := filepath.Join(serverDir, "join-token")
 	// The server listens on the lab's host address (.254 of the subnet), so
 	// that every node reaches it.
@@ -197,25 +205,47 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 		return fmt.Errorf("--subnet %s: want IPv4", cfg.Subnet)
 	}
 	hostIP := net.IPv4(host[0], host[1], host[2], host[3]|254).String()
-	serverArgs := []string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
-		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server", "--pod-eviction-timeout", evict.String(), "--interval", "5s",
+	common := []string{"--pod-eviction-timeout", evict.String(), "--interval", "5s",
 		"--lb-pool", lab.LBPool(cfg.Subnet), "--local-volume-root", filepath.Join(absDir, "nodes", "volumes"),
 		// Replicas the repository holds before the nodes are up spread over
 		// all of them: binding waits for every node (at most as long as
 		// lab up waits for them).
 		"--expect-nodes", strconv.Itoa(nodes), "--scheduling-settle", timeout.String()}
-	serverArgs = append(serverArgs, serverFlags...)
+	common = append(common, serverFlags...)
 	if repo != "" {
 		abs, err := filepath.Abs(repo)
 		if err != nil {
 			return err
 		}
-		serverArgs = append(serverArgs, "--repo", abs)
+		common = append(common, "--repo", abs)
+	} else if servers > 1 {
+		// Every server syncs one copy of the example repository, made
+		// once the lab dir is (Up wants it empty): they retry until then.
+		common = append(common, "--repo", filepath.Join(absDir, lab.RepoDir))
 	}
-	say("building a %d-node lab in %s ...", nodes, dir)
+	server := lab.ProcessSpec{Args: append([]string{exe, "server", "--data-dir", serverDir, "--api-addr", hostIP + ":6443",
+		"--advertise-addr", hostIP, "--gossip-bind", hostIP, "--name", "lab-server"}, common...)}
+	// With more servers, server i runs on node i (its agent's gossip port
+	// taken, the servers gossip on 7947), and the leader holds the VIP.
+	vip := net.IPv4(host[0], host[1], host[2], host[3]|2).String()
+	multiServer := func(i int) lab.ProcessSpec {
+		node := fmt.Sprintf("node%d", i)
+		data := serverDir
+		if i > 1 {
+			data = filepath.Join(absDir, lab.ServersDir, fmt.Sprintf("server%d", i))
+		}
+		ip := net.IPv4(host[0], host[1], host[2], host[3]|byte(10+i)).String()
+		return lab.ProcessSpec{Namespace: node, Args: append([]string{exe, "server", "--data-dir", data, "--api-addr", ":6443",
+			"--advertise-addr", ip, "--gossip-port", "7947", "--peer-addr", ":6444", "--api-vip", vip, "--name", fmt.Sprintf("server%d", i)},
+			common...)}
+	}
+	if servers > 1 {
+		server = multiServer(1)
+	}
+	say("building a %d-node lab with %d server(s) in %s ...", nodes, servers, dir)
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	l, err := lab.Up(ctx, cfg, lab.Spec{
-		Server: lab.ProcessSpec{Args: serverArgs},
+		Server: server,
 		Agent: func(n lab.Node) lab.ProcessSpec {
 			return lab.ProcessSpec{Args: []string{exe, "agent", "--token-file", tokenFile,
 				"--advertise-addr", n.IP.String(), "--data-dir", n.DataDir, "--node-name", n.Name,
@@ -234,6 +264,11 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 	fail := func(err error) error {
 		return fmt.Errorf("%w (the lab is left up to look at: logs in %s; `flotilla lab down` removes it)", err, filepath.Join(dir, "logs"))
 	}
+	if servers > 1 && repo == "" {
+		if err := gitsync.InitLocalRepo(filepath.Join(absDir, lab.RepoDir), examples.Hello()); err != nil {
+			return fail(fmt.Errorf("create the example repository: %w", err))
+		}
+	}
 	if err := ensureHostImage(ctx, filepath.Join(dir, "images")); err != nil {
 		return fail(err)
 	}
@@ -249,6 +284,15 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
 		return fail(err)
 	}
 	say("%d nodes Ready.", nodes)
+	if servers > 1 {
+		if err := labJoinServers(ctx, l, kubeconfig, servers, multiServer, say); err != nil {
+			return fail(err)
+		}
+	}
+	repoDir := filepath.Join(serverDir, "repo")
+	if servers > 1 && repo == "" {
+		repoDir = filepath.Join(absDir, lab.RepoDir)
+	}
 	labKubeconfig := filepath.Join(dir, lab.KubeconfigFile)
 	data, err := os.ReadFile(kubeconfig)
 	if err == nil {
@@ -268,8 +312,55 @@ func labUp(ctx context.Context, cfg lab.Config, repo string, evict, timeout time
   (LoadBalancer services get addresses from %s)
   flotilla lab kill node2; flotilla lab start node2
   flotilla lab down
-`, kubeconfig, filepath.Join(serverDir, "repo"), l.LBPool())
+`, kubeconfig, repoDir, l.LBPool())
 	return nil
+}
+
+// labJoinServers starts servers 2…n, each with a server join token from
+// the first, and waits until the store's group has n voters.
+func labJoinServers(ctx context.Context, l *lab.Lab, kubeconfig string, n int, spec func(int) lab.ProcessSpec, say func(string, ...any)) error {
+	c, err := apiclient.FromKubeconfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	info, err := readJoinInfo(ctx, c)
+	if err != nil {
+		return err
+	}
+	tok, _, err := createJoinToken(ctx, c, info, time.Hour, "lab servers", auth.GroupServerJoiners)
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(l.Dir(), lab.ServerTokenFile)
+	if err := atomicfile.WriteFile(tokenFile, []byte(tok.Encode()+"\n"), 0o600); err != nil {
+		return err
+	}
+	for i := 2; i <= n; i++ {
+		ps := spec(i)
+		ps.Args = append(ps.Args, "--join-token-file", tokenFile)
+		if err := l.Run(ctx, fmt.Sprintf("server%d", i), ps); err != nil {
+			return err
+		}
+	}
+	say("waiting for %d servers to replicate the store ...", n)
+	for {
+		servers, err := c.Servers(ctx)
+		voters := 0
+		for _, s := range servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		if err == nil && voters == n {
+			say("%d servers replicate the store.", n)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d voting servers (have %d, %v): %w", n, voters, err, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // ensureHostImage makes sure the example image is in this host's default

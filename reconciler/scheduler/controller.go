@@ -153,11 +153,20 @@ func (c *Controller) Start(context.Context) {
 }
 
 // settle reports whether binding may begin; when not, how long at most it
-// still waits and why. Once settled it stays so.
-func (c *Controller) settle(now time.Time, nodes []*corev1.Node) (ok bool, wait time.Duration, why string) {
+// still waits and why. Once settled it stays so. A cluster whose pods are
+// bound already (bound > 0: a new leader after a failover, a restarted
+// server) is not new: its replicas are spread, and a pod a dead node lost
+// is bound at once to the nodes that are Ready, not after the dead one
+// returns.
+func (c *Controller) settle(now time.Time, nodes []*corev1.Node, bound int) (ok bool, wait time.Duration, why string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.settled {
+		return true, 0, ""
+	}
+	if bound > 0 && c.cfg.Settle >= 0 {
+		c.d.Log.Info("pods are bound already: not a new cluster, scheduling starts without settling", "bound", bound)
+		c.settled = true
 		return true, 0, ""
 	}
 	if c.started.IsZero() {
@@ -276,7 +285,7 @@ func (c *Controller) Reconcile(ctx context.Context, _ string) (controller.Result
 	if len(pending) == 0 {
 		return controller.Done(), nil
 	}
-	if ok, wait, why := c.settle(now, nodes); !ok {
+	if ok, wait, why := c.settle(now, nodes, len(bound)); !ok {
 		return controller.Waiting(why, wait), nil
 	}
 	plan := ScheduleWithStorage(pending, nodes, bound, c.storage(pending))

@@ -150,6 +150,27 @@ func TestSettleWaitsForKnownNodes(t *testing.T) {
 	}
 }
 
+// TestNoSettleOnARunningCluster: a scheduler that starts on a cluster
+// whose pods are bound (a new leader after its predecessor died with a
+// node) binds a pod the dead node lost at once, not after the node returns
+// or the settle time passes.
+func TestNoSettleOnARunningCluster(t *testing.T) {
+	st := store.MemoryFor(t)
+	mustCreate(t, st, node("n1", "4", "8Gi", 110))
+	mustCreate(t, st, node("dead", "4", "8Gi", 110, notReady))
+	running := pod("running", "100m", "", "")
+	running.Spec.NodeName = "n1"
+	mustCreate(t, st, running)
+	mustCreate(t, st, pod("lost", "100m", "", ""))
+	c, _, _ := byHand(t, st, Config{Settle: 5 * time.Minute, ExpectedNodes: 2})
+	if res, err := c.Reconcile(context.Background(), passKey); err != nil || res.Outcome != controller.OutcomeDone {
+		t.Fatalf("at start: %+v %v, want the pod bound at once", res, err)
+	}
+	if got := placement(t, st); got["n1"] != 2 || got[""] != 0 {
+		t.Errorf("placement %v, want both pods on n1", got)
+	}
+}
+
 // TestSettleTimeOut: a known node that never becomes Ready holds binding
 // only for the settle time.
 func TestSettleTimeOut(t *testing.T) {

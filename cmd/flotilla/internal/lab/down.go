@@ -136,7 +136,7 @@ func removeRuntimeState(log *slog.Logger, roots []string) {
 // it empty: never anything else that someone put there.
 func removeLabFiles(dir string) error {
 	var errs []error
-	for _, e := range []string{stateFile, stateFile + ".tmp", "logs", "nodes", "images", ServerDir, KubeconfigFile, lockFile} {
+	for _, e := range []string{stateFile, stateFile + ".tmp", "logs", "nodes", "images", ServerDir, ServersDir, RepoDir, ServerTokenFile, KubeconfigFile, lockFile} {
 		if err := os.RemoveAll(filepath.Join(dir, e)); err != nil {
 			errs = append(errs, fmt.Errorf("removing lab files: %w", err))
 		}

@@ -57,10 +57,12 @@ import (
 	"fmt"
 	flopodman "github.com/flotilla-dev/flotilla/node/podman"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -134,6 +136,15 @@ const (
 	// ServerDir is Dir/server: the data dir for the caller's server
 	// process (its store, kubeconfig, join token), removed by Down.
 	ServerDir = "server"
+	// ServersDir is Dir/servers: the data dirs of the servers started with
+	// Run (servers/server2, …), removed by Down.
+	ServersDir = "servers"
+	// RepoDir is Dir/repo: the example repository every server of a
+	// multi-server lab syncs, removed by Down.
+	RepoDir = "repo"
+	// ServerTokenFile is Dir/server-join-token: the token the further
+	// servers join with, removed by Down.
+	ServerTokenFile = "server-join-token"
 	// KubeconfigFile is Dir/kubeconfig.yaml, the caller's copy of the
 	// cluster's kubeconfig for the user, removed by Down.
 	KubeconfigFile = "kubeconfig.yaml"
@@ -332,7 +343,45 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	if err := setSwitchPort(l.st, n.Name, true); err != nil {
 		return fmt.Errorf("starting %s: %w", n.Name, err)
 	}
+	// The servers that run on the node first, as a machine boots.
+	inNode := func(ps ProcessSpec) bool { return ps.Namespace == n.Name || ps.Namespace == n.NetNS }
+	if inNode(l.st.Server) {
+		if err := l.StartServer(ctx); err != nil {
+			return err
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(l.st.Extra)) {
+		if ps := l.st.Extra[name]; inNode(ps) {
+			if err := l.start(ctx, name, ps); err != nil {
+				return err
+			}
+		}
+	}
 	return l.start(ctx, n.Name, l.st.Agents[n.Name])
+}
+
+// Run starts one more process under name (a further server) and records
+// its spec, so that Start starts it again with its node and Down stops it.
+func (l *Lab) Run(ctx context.Context, name string, ps ProcessSpec) error {
+	if name == serverProc || l.st.Agents[name].Args != nil {
+		return fmt.Errorf("lab: %q names the server or a node", name)
+	}
+	if _, err := l.st.nsPath(ps.Namespace); err != nil {
+		return err
+	}
+	if err := checkArgs(name, ps); err != nil {
+		return err
+	}
+	if err := l.update(func(st *state) error {
+		if st.Extra == nil {
+			st.Extra = map[string]ProcessSpec{}
+		}
+		st.Extra[name] = ps
+		return nil
+	}); err != nil {
+		return err
+	}
+	return l.start(ctx, name, ps)
 }
 
 // serverProc is the name the server process is recorded under.

@@ -34,7 +34,9 @@ type state struct {
 	Nodes    []Node                 `json:"nodes"`
 	Server   ProcessSpec            `json:"server"`
 	Agents   map[string]ProcessSpec `json:"agents"`
-	Procs    []Process              `json:"processes"`
+	// Extra are processes Run started after Up (more servers), by name.
+	Extra map[string]ProcessSpec `json:"extra,omitempty"`
+	Procs []Process              `json:"processes"`
 }
 
 // netnsNames are every namespace name the lab uses.
