@@ -6,6 +6,7 @@ require (
 	cuelang.org/go v0.17.1
 	filippo.io/age v1.3.2
 	github.com/ProtonMail/go-crypto v1.1.6
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/containers/podman/v4 v4.9.5
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/fsnotify/fsnotify v1.9.0

@@ -68,7 +68,29 @@ func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint
 	if err != nil {
 		return nil, 0, err
 	}
-	return n.await(ctx, ch)
+	if _, ok := n.sm.(DuplicateRejecter); !ok {
+		return n.await(ctx, ch)
+	}
+	// The state machine rejects a second copy: propose again, with the
+	// same sequence number, a proposal Raft may have dropped. Whichever
+	// copy applies first answers this call.
+	retry := time.NewTicker(ReproposeAfter * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
+	for {
+		select {
+		case r := <-ch:
+			return r.result, r.index, nil
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-n.done:
+			return nil, 0, n.stoppedErr()
+		case <-retry.C:
+			if err := propose(); err != nil && !errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrProposalDropped) {
+				return nil, 0, err
+			}
+			n.log.Debug("proposed again a proposal not applied in time", "seq", seq)
+		}
+	}
 }
 
 // awaitLeader waits, for at most two election timeouts (or until ctx is

@@ -32,6 +32,22 @@ type StateMachine interface {
 	Restore(r io.Reader, index uint64) error
 }
 
+// DuplicateRejecter is a StateMachine that applies a proposal's data at
+// most once however often it is committed (its data says what state it
+// was computed on, and a copy applied later finds the state moved on).
+// Propose then proposes again a proposal that was accepted but not applied
+// within ReproposeAfter election timeouts: Raft drops a proposal silently
+// when the leader changes before it is committed, and without the copy the
+// caller would wait until its context ends.
+type DuplicateRejecter interface {
+	StateMachine
+	RejectsDuplicates()
+}
+
+// ReproposeAfter is how many election timeouts Propose waits for a
+// proposal to a DuplicateRejecter before it proposes it again.
+const ReproposeAfter = 3
+
 // Transport carries Raft messages between the servers of a group. Send and
 // SetPeer are called from the Node's loop goroutine (SetPeer also from
 // Start), so neither may block for long: a slow or dead peer must cost the

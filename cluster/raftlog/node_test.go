@@ -344,3 +344,93 @@ func TestStartRefusesStateMachineAheadOfLog(t *testing.T) {
 		t.Fatalf("Start with a state machine ahead of the log: %v", err)
 	}
 }
+
+// dedupSM applies each distinct datum once, as the store's write sets
+// (which carry the revision they were computed at) do.
+type dedupSM struct {
+	testSM
+	seen map[string]bool
+}
+
+func (s *dedupSM) Apply(index, term uint64, data []byte) any {
+	s.mu.Lock()
+	dup := s.seen[string(data)]
+	s.seen[string(data)] = true
+	s.mu.Unlock()
+	if dup {
+		s.mu.Lock()
+		s.applied = max(s.applied, index)
+		s.mu.Unlock()
+		return "duplicate"
+	}
+	return s.testSM.Apply(index, term, data)
+}
+
+func (s *dedupSM) RejectsDuplicates() {}
+
+// TestReproposeDropped: a follower's proposal that the network drops on
+// its way to the leader (no election follows: nothing tells the follower)
+// is proposed again and applied once, for a DuplicateRejecter; a plain
+// state machine's proposal waits for its context.
+func TestReproposeDropped(t *testing.T) {
+	for _, dedup := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dedup=%v", dedup), func(t *testing.T) {
+			sms := map[uint64]*dedupSM{}
+			c := newCluster(t, func(cfg *Config) {
+				if dedup {
+					sm := sms[cfg.ID]
+					if sm == nil {
+						sm = &dedupSM{seen: map[string]bool{}}
+						sms[cfg.ID] = sm
+					}
+					cfg.StateMachine = sm
+				}
+			}, 1, 2, 3)
+			lead := c.leader()
+			propose(t, c.node(lead), "warm")
+			var f uint64
+			for _, id := range []uint64{1, 2, 3} {
+				if id != lead {
+					f = id
+					break
+				}
+			}
+			// Cut the follower's link to the leader for less than an
+			// election timeout: the forwarded proposal is lost.
+			c.net.Cut(f, lead)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := c.node(f).Propose(ctx, []byte("once"))
+				done <- err
+			}()
+			time.Sleep(testTick * testElection / 2)
+			c.net.Heal(f, lead)
+			err := <-done
+			if !dedup {
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("a dropped proposal to a plain state machine: %v, want the context's deadline", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("the dropped proposal was not proposed again: %v", err)
+			}
+			testkit.EventuallyWhy(t, "every server applies it once", 5*time.Second, func() string {
+				for id, sm := range sms {
+					n := 0
+					for _, it := range sm.Items() {
+						if it == "once" {
+							n++
+						}
+					}
+					if n != 1 {
+						return fmt.Sprintf("node %d applied it %d times", id, n)
+					}
+				}
+				return ""
+			})
+		})
+	}
+}

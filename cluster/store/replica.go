@@ -81,6 +81,12 @@ func (s *Badger) replicator() Replicator {
 // that was never replicated).
 func (s *Badger) AppliedIndex() uint64 { return s.applied.Load() }
 
+// RejectsDuplicates tells the log (raftlog.DuplicateRejecter) that a write
+// set applies at most once: it carries the revision it was computed at,
+// and a copy committed after it finds the store moved on (ErrStale). The
+// log may then propose again a write set a leader change dropped.
+func (s *Badger) RejectsDuplicates() {}
+
 // readIndex is the barrier before a linearizable read of a Replicated store.
 func (s *Badger) readIndex(ctx context.Context) error {
 	if !s.cfg.Replicated {
@@ -110,25 +116,43 @@ func (s *Badger) writeReplicated(ctx context.Context, fn func(t *txn) error) (in
 	}
 	s.propMu.Lock()
 	defer s.propMu.Unlock()
+	// current: this server has applied everything committed before the
+	// call began (a read barrier passed, or one of its own write sets was
+	// applied here), so what fn read is not older than the call.
+	current := false
 	for attempt := 1; ; attempt++ {
-		rev, err := s.proposeOnce(ctx, r, fn)
-		if !errors.Is(err, ErrStale) || attempt == staleRetries || ctx.Err() != nil {
+		rev, local, err := s.proposeOnce(ctx, r, fn)
+		if local && !current {
+			// fn failed (not found, exists, conflict) or changed nothing
+			// on this server's state, which may lag the log (a follower
+			// behind, a leader cut off): that answer is a read, so it
+			// waits for the read index like one and fn runs again.
+			if err := r.ReadIndex(ctx); err != nil {
+				return rev, err
+			}
+			current = true
+			continue
+		}
+		if !errors.Is(err, ErrStale) || attempt >= staleRetries || ctx.Err() != nil {
 			return rev, err
 		}
+		current = true
 	}
 }
 
 // proposeOnce computes fn over the current revision and proposes its
-// writes; s.propMu is held.
-func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) error) (int64, error) {
+// writes; s.propMu is held. local reports that fn failed or changed
+// nothing, so that nothing was proposed and the result is this server's
+// state alone.
+func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) error) (rev int64, local bool, err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, ErrClosed
+		return 0, false, ErrClosed
 	}
 	if s.broken != nil {
 		s.mu.Unlock()
-		return 0, s.broken
+		return 0, false, s.broken
 	}
 	snap := s.db.NewTransaction(false)
 	start := s.rev.Load()
@@ -137,21 +161,21 @@ func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) 
 
 	t, err := s.stageTxn(snap, start, fn)
 	if err != nil || t == nil {
-		return start, err
+		return start, true, err
 	}
 	ws, err := s.encodeWriteSet(start, t.events)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	res, _, err := r.Propose(ctx, ws)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	ar, ok := res.(applyResult)
 	if !ok {
-		return start, fmt.Errorf("store: the log applied the write with result %T", res)
+		return start, false, fmt.Errorf("store: the log applied the write with result %T", res)
 	}
-	return ar.rev, ar.err
+	return ar.rev, false, ar.err
 }
 
 // encodeWriteSet encodes the events of a write computed at revision base:
