@@ -39,6 +39,8 @@ api=(go test -run '^$' -bench 'BenchmarkAPIWrite|BenchmarkAuthorization|Benchmar
 bind=(go test -run '^$' -bench 'BenchmarkBindings' -benchtime 3x ./cluster/admission/)
 scrape=(go test -run '^$' -bench 'BenchmarkAgentMetricsScrape' -benchtime 200x ./node/)
 storeb=(go test -run '^$' -bench 'BenchmarkDiskCreate' -benchtime 2000x ./cluster/store/)
+failover=(go test -run '^$' -bench 'BenchmarkLeaderFailover' -benchtime 5x ./cluster/raftlog/)
+storetp=(go test -run '^$' -bench 'BenchmarkStoreWriteThroughput' -benchtime 3s ./cluster/store/)
 echo "\$ ${api[*]}"
 "${api[@]}" | tee "$out/api.txt" | grep -E '^Benchmark' || true
 echo
@@ -50,6 +52,12 @@ echo "\$ ${scrape[*]}"
 echo
 echo "\$ ${storeb[*]}"
 "${storeb[@]}" | tee "$out/store.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${failover[*]}"
+"${failover[@]}" | tee "$out/failover.txt" | grep -E '^Benchmark' || true
+echo
+echo "\$ ${storetp[*]}"
+"${storetp[@]}" | tee "$out/storetp.txt" | grep -E '^Benchmark' || true
 echo
 
 # metric NAME FILE BENCH: the value reported before NAME on BENCH's lines
@@ -116,4 +124,15 @@ storefsync=$(metric p50-ms "$out/store.txt" 'BenchmarkDiskCreate/fsync')
 storeraft=$(metric p50-ms "$out/store.txt" 'BenchmarkDiskCreate/raft')
 storeratio=$(awk -v a="$storeraft" -v b="$storefsync" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b }')
 printf '%-52s %-22s %-12s %s\n' "store write p50: one-voter Raft log / own fsync" "${storeratio:-?} (${storeraft:-?} / ${storefsync:-?} ms)" "<= 1.1" "$(verdict "$storeratio" 1.1 '<=')"
+failoverp50=$(metric failover-ms "$out/failover.txt" BenchmarkLeaderFailover)
+failovermax=$(metric failover-max-ms "$out/failover.txt" BenchmarkLeaderFailover)
+printf '%-52s %-22s %-12s %s\n' "leader killed -> writes accepted again (3 servers)" "${failoverp50:-?} ms (max ${failovermax:-?})" "<= 3000" "$(verdict "$failoverp50" 3000 '<=')"
+tp1=$(metric writes/s "$out/storetp.txt" 'BenchmarkStoreWriteThroughput/servers=1')
+tp3=$(metric writes/s "$out/storetp.txt" 'BenchmarkStoreWriteThroughput/servers=3')
+tpratio=$(awk -v a="$tp3" -v b="$tp1" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b }')
+tp1=${tp1%.*} tp3=${tp3%.*}
+stale3=$(metric stale-errors "$out/storetp.txt" 'BenchmarkStoreWriteThroughput/servers=3' | awk '{ printf "%.0f", $1 }')
+writes3=$(awk '$1 ~ /BenchmarkStoreWriteThroughput\/servers=3/ { print $2 }' "$out/storetp.txt")
+printf '%-52s %-22s %-12s %s\n' "store writes/s, 16 writers: 3 servers / 1 server" "${tpratio:-?} (${tp3:-?} / ${tp1:-?} w/s)" ">= 0.5" "$(verdict "$tpratio" 0.5 '>=')"
+printf '%-52s %-22s %-12s %s\n' "  the same, 3 servers: writes failed with ErrStale" "${stale3:-?} of ${writes3:-?}" "0" "$(verdict "$stale3" 0 '<=')"
 printf '%-52s %-22s %-12s %s\n' "agent /metrics scrape, 100 pods (stats cached), p99" "${scrapep99:-?} ms" "<= 50" "$(verdict "$scrapep99" 50 '<=')"

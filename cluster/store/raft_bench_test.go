@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
+	"github.com/flotilla-dev/flotilla/internal/testkit"
+)
+
+// BenchmarkStoreWriteThroughput is the API's write throughput: 16 writers
+// creating distinct ConfigMaps at once, on one server (a one-voter log,
+// raftlog.Solo, as `flotilla up` and a lone server run it) and on three
+// (each store the state machine of a three-voter log over HTTPTransport on
+// loopback with mutual TLS and the production timing; the writers spread
+// over the leader and the followers, as agents and users are over the
+// servers). writes/s is what the stores completed per second; the target
+// is three servers at ≥ 50% of one.
+//
+//	go test -run '^$' -bench 'BenchmarkStoreWriteThroughput' -benchtime 3s ./cluster/store/
+func BenchmarkStoreWriteThroughput(b *testing.B) {
+	const writers = 16
+	for _, servers := range []int{1, 3} {
+		b.Run(fmt.Sprintf("servers=%d", servers), func(b *testing.B) {
+			stores := []*Badger{openOneVoter(b)}
+			if servers > 1 {
+				stores = openHTTPGroup(b, servers)
+			}
+			ctx := context.Background()
+			work := make(chan int)
+			var stale atomic.Int64
+			var firstStale sync.Once
+			var wg sync.WaitGroup
+			for w := range writers {
+				s := stores[w%len(stores)]
+				wg.Go(func() {
+					for i := range work {
+						_, err := s.Create(ctx, configMap("ns", fmt.Sprintf("cm-%d", i), map[string]string{"i": fmt.Sprint(i)}))
+						switch {
+						case errors.Is(err, ErrStale):
+							stale.Add(1)
+							firstStale.Do(func() { b.Logf("create cm-%d: %v", i, err) })
+						case err != nil:
+							b.Errorf("create cm-%d: %v", i, err)
+						}
+					}
+				})
+			}
+			start, i := time.Now(), 0
+			for b.Loop() {
+				work <- i
+				i++
+			}
+			close(work)
+			wg.Wait()
+			b.ReportMetric(float64(int64(i)-stale.Load())/time.Since(start).Seconds(), "writes/s")
+			b.ReportMetric(float64(stale.Load()), "stale-errors")
+		})
+	}
+}
+
+// openHTTPGroup starts n Replicated stores on disk, each the state machine
+// of a Node of one Raft group over raftlog.HTTPTransport: HTTPS on
+// loopback, mutual TLS, the Config's default timing. It returns once every
+// server knows the leader; they stop when b ends.
+func openHTTPGroup(b *testing.B, n int) []*Badger {
+	b.Helper()
+	serve, send := benchTLS(b)
+	var peers []raftlog.Peer
+	handlers := make([]atomic.Pointer[raftlog.Node], n)
+	for i := range n {
+		mux := http.NewServeMux()
+		mux.HandleFunc(raftlog.MessagesPath, func(w http.ResponseWriter, r *http.Request) {
+			node := handlers[i].Load()
+			if node == nil {
+				http.Error(w, "not started", http.StatusServiceUnavailable)
+				return
+			}
+			raftlog.Handler(node).ServeHTTP(w, r)
+		})
+		srv := httptest.NewUnstartedServer(mux)
+		srv.TLS = serve
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		srv.StartTLS()
+		b.Cleanup(srv.Close)
+		peers = append(peers, raftlog.Peer{ID: uint64(i + 1), Addr: srv.Listener.Addr().String()})
+	}
+	stores := make([]*Badger, n)
+	nodes := make([]*raftlog.Node, n)
+	for i := range n {
+		s := openDisk(b, Config{Replicated: true})
+		logger := testkit.LoggerAt(b, slog.LevelWarn).With("node", i+1)
+		tr := raftlog.NewHTTPTransport(uint64(i+1), send, logger)
+		node, err := raftlog.Start(raftlog.Config{ID: uint64(i + 1), Dir: filepath.Join(b.TempDir(), "raft"), Bootstrap: peers,
+			Transport: tr, StateMachine: s, Logger: logger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { node.Stop(); tr.Close() }) // (before the store's Close)
+		handlers[i].Store(node)
+		s.Replicate(node)
+		stores[i], nodes[i] = s, node
+	}
+	testkit.EventuallyWhy(b, "one leader", 20*time.Second, func() string {
+		lead := nodes[0].Status().Leader
+		for _, node := range nodes {
+			if st := node.Status(); lead == 0 || st.Leader != lead {
+				return fmt.Sprintf("node %d sees leader %d", st.ID, st.Leader)
+			}
+		}
+		return ""
+	})
+	return stores
+}
+
+// benchTLS is the mutual TLS of servers' peer traffic: a CA made for one
+// benchmark and one certificate for 127.0.0.1 it signed, which every
+// server serves and presents as a client.
+func benchTLS(b *testing.B) (serve, send *tls.Config) {
+	b.Helper()
+	now := time.Now()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return k
+	}
+	sign := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, by *ecdsa.PrivateKey) []byte {
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, by)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
+	caKey, key := newKey(), newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "store bench CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	ca, err := x509.ParseCertificate(sign(caTmpl, caTmpl, &caKey.PublicKey, caKey))
+	if err != nil {
+		b.Fatal(err)
+	}
+	der := sign(&x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "store bench server"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}, ca, &key.PublicKey, caKey)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	serve = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	send = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
+	return serve, send
+}
