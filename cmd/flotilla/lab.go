@@ -155,7 +155,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 	}
 	stopServer := &cobra.Command{
 		Use:   "stop-server",
-		Short: "Stop the server (an outage of the control plane); nodes and pods keep running",
+		Short: "Stop every server (an outage of the control plane); nodes and pods keep running",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := open()
@@ -167,7 +167,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 	}
 	startServer := &cobra.Command{
 		Use:   "start-server",
-		Short: "Start the stopped server again",
+		Short: "Start the stopped servers again",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := open()

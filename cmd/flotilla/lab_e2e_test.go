@@ -73,7 +73,7 @@ func newLabWithRepo(t testing.TB, nodes int, repo string, upArgs ...string) *lab
 	subnet := testkit.FreeSubnet(t, "10.93.%d.0/24").String() // not 10.96/16: the service CIDR
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, f := range []string{"server.log", "node1.log", "node2.log", "node3.log"} {
+			for _, f := range []string{"server.log", "server2.log", "server3.log", "node1.log", "node2.log", "node3.log"} {
 				if data, err := os.ReadFile(filepath.Join(l.dir, "logs", f)); err == nil {
 					t.Logf("%s:\n%s", f, tail(string(data), 30))
 				}

@@ -325,7 +325,8 @@ func Up(ctx context.Context, cfg Config, spec Spec) (_ *Lab, err error) {
 	return l, nil
 }
 
-// Start starts a node's agent again, with the spec it was started with.
+// Start starts a node again: the servers that run on it (that do not run
+// already), then its agent, with the specs they were started with.
 // It is an error if the agent still runs.
 func (l *Lab) Start(ctx context.Context, node string) error {
 	n, err := l.Node(node)
@@ -345,13 +346,17 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	}
 	// The servers that run on the node first, as a machine boots.
 	inNode := func(ps ProcessSpec) bool { return ps.Namespace == n.Name || ps.Namespace == n.NetNS }
-	if inNode(l.st.Server) {
-		if err := l.StartServer(ctx); err != nil {
+	running := map[string]bool{}
+	for _, p := range l.Processes() {
+		running[p.Name] = running[p.Name] || p.Running
+	}
+	if inNode(l.st.Server) && !running[serverProc] {
+		if err := l.start(ctx, serverProc, l.st.Server); err != nil {
 			return err
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(l.st.Extra)) {
-		if ps := l.st.Extra[name]; inNode(ps) {
+		if ps := l.st.Extra[name]; inNode(ps) && !running[name] {
 			if err := l.start(ctx, name, ps); err != nil {
 				return err
 			}
@@ -387,12 +392,14 @@ func (l *Lab) Run(ctx context.Context, name string, ps ProcessSpec) error {
 // serverProc is the name the server process is recorded under.
 const serverProc = "server"
 
-// StopServer stops the server process (SIGTERM, then SIGKILL after 10 s),
-// as an outage of the control plane: the nodes, their agents and pods stay.
+// StopServer stops the server processes — the server and every process
+// Run started (the further servers) — with SIGTERM, then SIGKILL after
+// 10 s: an outage of the control plane; the nodes, their agents and pods
+// stay.
 func (l *Lab) StopServer(ctx context.Context) error {
 	var procs []Process
 	for _, p := range l.Processes() {
-		if p.Name == serverProc && p.Running {
+		if _, extra := l.st.Extra[p.Name]; (p.Name == serverProc || extra) && p.Running {
 			procs = append(procs, p)
 		}
 	}
@@ -400,18 +407,37 @@ func (l *Lab) StopServer(ctx context.Context) error {
 		return nil
 	}
 	if err := newSelector(nil, procs).kill(ctx, 10*time.Second, 10*time.Second); err != nil {
-		return fmt.Errorf("stopping the server: %w", err)
+		return fmt.Errorf("stopping the servers: %w", err)
 	}
-	l.log.Info("lab server stopped")
+	l.log.Info("lab servers stopped", "count", len(procs))
 	return nil
 }
 
-// StartServer starts the server again with the spec Up recorded.
+// StartServer starts the server processes that do not run (the server
+// and those Run started) again with the specs recorded. It is an error if
+// none was stopped.
 func (l *Lab) StartServer(ctx context.Context) error {
+	running := map[string]bool{}
 	for _, p := range l.Processes() {
-		if p.Name == serverProc && p.Running {
-			return fmt.Errorf("starting the server: it still runs (pid %d)", p.PID)
+		running[p.Name] = running[p.Name] || p.Running
+	}
+	started := 0
+	if !running[serverProc] {
+		if err := l.start(ctx, serverProc, l.st.Server); err != nil {
+			return err
+		}
+		started++
+	}
+	for _, name := range slices.Sorted(maps.Keys(l.st.Extra)) {
+		if !running[name] {
+			if err := l.start(ctx, name, l.st.Extra[name]); err != nil {
+				return err
+			}
+			started++
 		}
 	}
-	return l.start(ctx, serverProc, l.st.Server)
+	if started == 0 {
+		return errors.New("starting the servers: they all still run")
+	}
+	return nil
 }
