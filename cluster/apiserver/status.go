@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
@@ -85,6 +86,17 @@ func toStatus(err error, t target) metav1.Status {
 	case errors.Is(err, store.ErrClosed):
 		st.Code, st.Reason = http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable
 		st.Message = "the store is closed"
+	case errors.Is(err, store.ErrStale):
+		// Writes through several servers at once kept beating this one:
+		// nothing was written; a retry goes through.
+		st.Code, st.Reason = http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests
+		st.Message = fmt.Sprintf("the store is busy with concurrent writes, nothing was written: retry (%v)", err)
+		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
+	case errors.Is(err, raftlog.ErrNoLeader), errors.Is(err, raftlog.ErrProposalDropped):
+		st.Code, st.Reason = http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable
+		st.Message = fmt.Sprintf("the store's servers have no leader: this server is cut off from the majority, or an election is going on; "+
+			"nothing was written: retry, or reach another server (%v)", err)
+		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
 	default:
 		st.Code, st.Reason = http.StatusInternalServerError, metav1.StatusReasonInternalError
 		st.Message = fmt.Sprintf("Internal error occurred: %v", err)
@@ -114,6 +126,9 @@ func qualified(t target) string {
 // writeError writes err as a Status with its code.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error, t target) {
 	st := toStatus(err, t)
+	if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(st.Details.RetryAfterSeconds))
+	}
 	if st.Code >= 500 {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {

@@ -359,6 +359,21 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	var snapMembers []Peer
 	var snapState []byte
 	gotSnap := !raft.IsEmptySnap(rd.Snapshot)
+	// A leader sends its appends before it syncs them (the Raft thesis,
+	// 10.2.1; etcd does the same): its own disk write overlaps the
+	// followers' round trip, and an entry still commits only once a
+	// majority, the leader counted only after its sync, has it. Its
+	// HardState changes only in its commit index, which can be learnt
+	// again.
+	leaderSent := false
+	if !gotSnap && rd.SoftState == nil && n.rn.BasicStatus().RaftState == raft.StateLeader {
+		saved, _, err := n.storage.InitialState()
+		if err == nil && (raft.IsEmptyHardState(rd.HardState) ||
+			rd.HardState.GetTerm() == saved.GetTerm() && rd.HardState.GetVote() == saved.GetVote()) {
+			n.send(rd.Messages)
+			leaderSent = true
+		}
+	}
 	if gotSnap {
 		var err error
 		if snapMembers, snapState, err = n.saveReceivedSnapshot(rd); err != nil {
@@ -375,7 +390,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if err := n.storage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("raftlog: append to the log in memory: %w", err)
 	}
-	n.send(rd.Messages)
+	if !leaderSent {
+		n.send(rd.Messages)
+	}
 	if gotSnap {
 		if err := n.restoreSnapshot(rd.Snapshot.GetMetadata(), snapMembers, snapState); err != nil {
 			return err

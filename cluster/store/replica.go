@@ -101,7 +101,9 @@ func (s *Badger) readIndex(ctx context.Context) error {
 
 // staleRetries is how many times a write is computed again after ErrStale
 // (another server's write was applied first) before the error is returned.
-const staleRetries = 20
+// A follower's writes lose to the leader's under load (the leader computes
+// on fresher state), so it is generous: a try costs one round trip.
+const staleRetries = 50
 
 // writeReplicated is write for a Replicated store: fn runs over the current
 // revision, its writes are proposed as a write set and the call returns
