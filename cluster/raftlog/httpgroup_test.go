@@ -1,88 +1,14 @@
 package raftlog
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
-	"math/big"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
-
-// newPKI is newTestPKI for benchmarks too: a CA and one certificate it
-// signed for 127.0.0.1, for serving and for client authentication.
-func newPKI(tb testing.TB) testPKI {
-	tb.Helper()
-	now := time.Now()
-	sign := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, by *ecdsa.PrivateKey) []byte {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, by)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return der
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "raftlog test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	ca, err := x509.ParseCertificate(sign(caTmpl, caTmpl, &caKey.PublicKey, caKey))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	der := sign(&x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "raftlog test server"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, ca, &key.PublicKey, caKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return testPKI{pool: pool, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
-}
-
-// serveHTTPS is newHTTPServer for benchmarks too, its server's own errors
-// (handshakes cut by a crash) dropped.
-func serveHTTPS(tb testing.TB, pki testPKI) *httpServer {
-	s := &httpServer{}
-	mux := http.NewServeMux()
-	mux.HandleFunc(MessagesPath, func(w http.ResponseWriter, r *http.Request) {
-		n := s.node.Load()
-		if n == nil {
-			http.Error(w, "not started", http.StatusServiceUnavailable)
-			return
-		}
-		Handler(n).ServeHTTP(w, r)
-	})
-	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.TLS = pki.server()
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.srv.StartTLS()
-	tb.Cleanup(s.srv.Close)
-	return s
-}
 
 // httpGroup is a group of Nodes as Flotilla's servers run it: each with
 // its own Dir and HTTPTransport, reached on its own HTTPS listener on
@@ -107,12 +33,12 @@ type httpGroup struct {
 func newHTTPGroup(tb testing.TB, mod func(*Config), ids ...uint64) *httpGroup {
 	tb.Helper()
 	g := &httpGroup{
-		tb: tb, pki: newPKI(tb), mod: mod,
+		tb: tb, pki: newTestPKI(tb), mod: mod,
 		servers: map[uint64]*httpServer{}, dirs: map[uint64]string{}, sms: map[uint64]*benchSM{},
 		nodes: map[uint64]*Node{}, trs: map[uint64]*HTTPTransport{},
 	}
 	for _, id := range ids {
-		g.servers[id] = serveHTTPS(tb, g.pki)
+		g.servers[id] = newHTTPServer(tb, g.pki)
 		g.dirs[id] = tb.TempDir()
 		g.sms[id] = &benchSM{}
 		g.peers = append(g.peers, Peer{ID: id, Addr: g.servers[id].srv.Listener.Addr().String()})
@@ -132,7 +58,7 @@ func newHTTPGroup(tb testing.TB, mod func(*Config), ids ...uint64) *httpGroup {
 func (g *httpGroup) start(id uint64) *Node {
 	g.tb.Helper()
 	logger := testkit.LoggerAt(g.tb, slog.LevelWarn).With("node", id)
-	tr := NewHTTPTransport(id, g.pki.client(), logger)
+	tr := NewHTTPTransport(id, g.pki.Client(), logger)
 	cfg := Config{ID: id, Dir: g.dirs[id], Bootstrap: g.peers, Transport: tr, StateMachine: g.sms[id], Logger: logger}
 	if g.mod != nil {
 		g.mod(&cfg)

@@ -3,16 +3,9 @@ package raftlog
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -26,58 +19,10 @@ import (
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
-// testPKI is a CA made for one test and one certificate it signed for
-// 127.0.0.1, good for serving and for client authentication: every server
-// of the test uses it both ways, as Flotilla's servers do.
-type testPKI struct {
-	pool *x509.CertPool
-	cert tls.Certificate
-}
+// testPKI: every server of a test uses one certificate both ways.
+type testPKI = testkit.PKI
 
-func newTestPKI(t *testing.T) testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "raftlog test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "raftlog test server"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return testPKI{pool: pool, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
-}
-
-func (p testPKI) server() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.cert}, ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert}
-}
-
-func (p testPKI) client() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.cert}, RootCAs: p.pool}
-}
+func newTestPKI(t testing.TB) testPKI { return testkit.NewPKI(t) }
 
 // httpServer is a TLS listener whose Handler is bound to its Node once
 // that is started (the Node's Config needs every listener's address).
@@ -86,7 +31,7 @@ type httpServer struct {
 	node atomic.Pointer[Node]
 }
 
-func newHTTPServer(t *testing.T, pki testPKI) *httpServer {
+func newHTTPServer(t testing.TB, pki testPKI) *httpServer {
 	s := &httpServer{}
 	mux := http.NewServeMux()
 	mux.HandleFunc(MessagesPath, func(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +43,7 @@ func newHTTPServer(t *testing.T, pki testPKI) *httpServer {
 		Handler(n).ServeHTTP(w, r)
 	})
 	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.TLS = pki.server()
+	s.srv.TLS = pki.Server()
 	s.srv.Config.ErrorLog = slog.NewLogLogger(testkit.Logger(t).Handler(), slog.LevelDebug)
 	s.srv.StartTLS()
 	t.Cleanup(s.srv.Close)
@@ -117,7 +62,7 @@ func TestHTTPTransport(t *testing.T) {
 	nodes := map[uint64]*Node{}
 	sms := map[uint64]*testSM{}
 	start := func(id uint64, mod func(*Config)) {
-		tr := NewHTTPTransport(id, pki.client(), testkit.LoggerAt(t, slog.LevelInfo))
+		tr := NewHTTPTransport(id, pki.Client(), testkit.LoggerAt(t, slog.LevelInfo))
 		sms[id] = &testSM{}
 		cfg := Config{
 			ID: id, Dir: t.TempDir(), Transport: tr, StateMachine: sms[id],
@@ -189,7 +134,7 @@ func TestHTTPTransport(t *testing.T) {
 	}
 
 	// The handler refuses what is not a batch of messages for its node.
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.client()}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.Client()}}
 	defer client.CloseIdleConnections()
 	url := "https://" + peers[0].Addr + MessagesPath
 	post := func(body []byte) int {
@@ -226,7 +171,7 @@ func TestHTTPTransport(t *testing.T) {
 		t.Errorf("GET: status %d", resp.StatusCode)
 	}
 	// Without a client certificate the TLS handshake fails.
-	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}}}
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
 	defer anon.CloseIdleConnections()
 	if resp, err := anon.Post(url, "application/x-protobuf", nil); err == nil {
 		resp.Body.Close()

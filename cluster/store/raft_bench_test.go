@@ -2,19 +2,12 @@ package store
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -132,47 +125,9 @@ func openHTTPGroup(b *testing.B, n int) []*Badger {
 	return stores
 }
 
-// benchTLS is the mutual TLS of servers' peer traffic: a CA made for one
-// benchmark and one certificate for 127.0.0.1 it signed, which every
-// server serves and presents as a client.
+// benchTLS is the mutual TLS of servers' peer traffic: one certificate
+// for 127.0.0.1 that every server serves and presents as a client.
 func benchTLS(b *testing.B) (serve, send *tls.Config) {
-	b.Helper()
-	now := time.Now()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return k
-	}
-	sign := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, by *ecdsa.PrivateKey) []byte {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, by)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return der
-	}
-	caKey, key := newKey(), newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "store bench CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	ca, err := x509.ParseCertificate(sign(caTmpl, caTmpl, &caKey.PublicKey, caKey))
-	if err != nil {
-		b.Fatal(err)
-	}
-	der := sign(&x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "store bench server"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, ca, &key.PublicKey, caKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	serve = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	send = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
-	return serve, send
+	pki := testkit.NewPKI(b)
+	return pki.Server(), pki.Client()
 }
