@@ -127,6 +127,11 @@ func New(cfg Config) (*Client, error) {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 		t.TLSClientConfig = tlsCfg
+		// Requests share one HTTP/2 connection: one whose peer vanished
+		// (the API VIP moved on, a server cut off) would hold every
+		// request until its deadline, forever. A ping after 10 s of
+		// silence finds it dead within 5 s more (client-go does the same).
+		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 10 * time.Second, PingTimeout: 5 * time.Second}
 		rt = t
 	}
 	c.hc = &http.Client{Transport: rt}

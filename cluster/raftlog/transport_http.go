@@ -74,6 +74,10 @@ func NewHTTPTransport(self uint64, tlsCfg *tls.Config, logger *slog.Logger) *HTT
 		MaxIdleConnsPerHost: httpMaxIdlePerIP,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 5 * time.Second,
+		// A connection to a peer that vanished (cut off, its host dead)
+		// is found dead by a ping instead of holding every batch until
+		// the kernel gives up.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second},
 	}
 	return &HTTPTransport{
 		self:   self,

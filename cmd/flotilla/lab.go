@@ -153,6 +153,30 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 			return l.Start(cmd.Context(), args[0])
 		},
 	}
+	cut := &cobra.Command{
+		Use:   "cut NODE",
+		Short: "Cut a node off the lab's network (a partition); its processes keep running",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.Cut(args[0])
+		},
+	}
+	heal := &cobra.Command{
+		Use:   "heal NODE",
+		Short: "Plug a node that cut took off the network in again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return l.Heal(args[0])
+		},
+	}
 	stopServer := &cobra.Command{
 		Use:   "stop-server",
 		Short: "Stop every server (an outage of the control plane); nodes and pods keep running",
@@ -177,7 +201,7 @@ namespace that syncs a Git repository. Every verb takes --dir.`,
 			return l.StartServer(cmd.Context())
 		},
 	}
-	cmd.AddCommand(up, down, load, exec, kill, start, stopServer, startServer)
+	cmd.AddCommand(up, down, load, exec, kill, start, cut, heal, stopServer, startServer)
 	return cmd
 }
 

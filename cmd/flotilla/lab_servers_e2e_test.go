@@ -39,6 +39,9 @@ func TestLabThreeServers(t *testing.T) {
 	l.waitVoters(3)
 	l.eventually("6 hello pods Running", 3*time.Minute, func() error { return l.helloRunning(6, "") })
 
+	// Clients through every server while links are cut and restored.
+	l.checkLinearizable()
+
 	// Acknowledged writes, all along, through the VIP.
 	w := l.startWriter(ctx)
 

@@ -305,6 +305,34 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 	return nil
 }
 
+// Cut unplugs a node from the switch, its processes left running: a
+// network partition that isolates it from every other node, the host and
+// the client. Heal plugs it in again.
+func (l *Lab) Cut(node string) error {
+	n, err := l.Node(node)
+	if err != nil {
+		return err
+	}
+	if err := setSwitchPort(l.st, n.Name, false); err != nil {
+		return fmt.Errorf("cutting %s off: %w", n.Name, err)
+	}
+	l.log.Info("lab node cut off", "node", n.Name)
+	return nil
+}
+
+// Heal plugs a node that Cut unplugged in again.
+func (l *Lab) Heal(node string) error {
+	n, err := l.Node(node)
+	if err != nil {
+		return err
+	}
+	if err := setSwitchPort(l.st, n.Name, true); err != nil {
+		return fmt.Errorf("healing %s: %w", n.Name, err)
+	}
+	l.log.Info("lab node plugged in again", "node", n.Name)
+	return nil
+}
+
 // Stdio are the streams of a command run by Exec; nil means /dev/null.
 type Stdio struct {
 	In       io.Reader

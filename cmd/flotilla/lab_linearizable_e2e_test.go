@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+)
+
+// The lab's linearizability check: clients read and write a few
+// ConfigMaps, each through one server's own address, while the lab's
+// links are cut and restored (the leader's node, then a follower's); the
+// history is checked with porcupine, as etcd's robustness tests do. The
+// store's own test (cluster/store, TestLinearizableOverRaft) adds leader
+// kills and compare-and-set on an in-process network; this one is the
+// real thing: HTTPS between servers, the API, the lab's switch.
+
+type labRegIn struct {
+	get   bool
+	key   string
+	value string // put: the value written (unique)
+}
+
+type labRegOut struct {
+	value   string // get: "" for not found
+	unknown bool   // put: no answer says whether it was applied
+}
+
+var labRegisterModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(labRegIn).key
+			byKey[k] = append(byKey[k], op)
+		}
+		var out [][]porcupine.Operation
+		for _, k := range slices.Sorted(maps.Keys(byKey)) {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return "" },
+	Step: func(state, input, output any) (bool, any) {
+		s, in, out := state.(string), input.(labRegIn), output.(labRegOut)
+		if in.get {
+			return out.value == s, s
+		}
+		return true, in.value
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(labRegIn), output.(labRegOut)
+		if in.get {
+			return fmt.Sprintf("get(%s) → %q", in.key, out.value)
+		}
+		if out.unknown {
+			return fmt.Sprintf("put(%s, %s) → ?", in.key, in.value)
+		}
+		return fmt.Sprintf("put(%s, %s) → ok", in.key, in.value)
+	},
+}
+
+// notWritten reports whether an API error says that nothing was written:
+// the Statuses of a store that refused before proposing (429 stale, 503 no
+// leader), or a refusal before the store (4xx other than a timeout).
+func notWritten(err error) bool {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
+		return false // a transport error or a deadline: unknown
+	}
+	code := int(st.Status().Code)
+	return code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable ||
+		(code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusGatewayTimeout)
+}
+
+// checkLinearizable runs three clients, one per server, for the length of
+// the nemesis: the leader's node cut off for 6 s, healed, then a
+// follower's for 4 s, healed. The history must be linearizable, with
+// enough successful operations that the check means something.
+func (l *labCluster) checkLinearizable() {
+	t := l.t
+	servers, err := l.servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"lin-a", "lin-b"}
+	for _, k := range keys {
+		cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: k, Namespace: "default"}, Data: map[string]string{"v": ""}}
+		if _, err := l.client.Create(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu    sync.Mutex
+		ops   []porcupine.Operation
+		start = time.Now()
+	)
+	now := func() int64 { return int64(time.Since(start)) }
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	okReads, okWrites := 0, 0
+	for i, s := range servers {
+		host, _, err := net.SplitHostPort(s.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := apiclient.FromKubeconfig(l.kubeconfigFor(host))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				key := keys[n%len(keys)]
+				in := labRegIn{get: n%2 == 0, key: key}
+				octx, ocancel := context.WithTimeout(ctx, 3*time.Second)
+				call := now()
+				var out labRegOut
+				var err error
+				if in.get {
+					var obj any
+					obj, err = c.Get(octx, "configmaps", "default", key)
+					if err == nil {
+						out.value = obj.(*corev1.ConfigMap).Data["v"]
+					}
+				} else {
+					in.value = fmt.Sprintf("c%d-%d", i, n)
+					cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
+						ObjectMeta: metav1.ObjectMeta{Name: key, Namespace: "default"}, Data: map[string]string{"v": in.value}}
+					_, err = c.Update(octx, cm) // no resourceVersion: a put
+				}
+				ret := now()
+				ocancel()
+				if ctx.Err() != nil && err != nil {
+					break // the run ended under it
+				}
+				switch {
+				case err == nil:
+					mu.Lock()
+					if in.get {
+						okReads++
+					} else {
+						okWrites++
+					}
+					ops = append(ops, porcupine.Operation{ClientId: i, Input: in, Call: call, Output: out, Return: ret})
+					mu.Unlock()
+				case in.get || notWritten(err):
+					// a failed read, or a write refused whole: no effect
+				default:
+					mu.Lock()
+					ops = append(ops, porcupine.Operation{ClientId: i, Input: in, Call: call, Output: labRegOut{unknown: true}, Return: math.MaxInt64})
+					mu.Unlock()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	// The nemesis: partitions through the lab's switch.
+	time.Sleep(2 * time.Second)
+	leader := l.leaderNode()
+	l.lab("cut", leader)
+	time.Sleep(6 * time.Second)
+	l.lab("heal", leader)
+	time.Sleep(3 * time.Second)
+	var follower string
+	l.eventually("a leader after the heal", 30*time.Second, func() error {
+		n, err := l.tryLeaderNode()
+		if err != nil {
+			return err
+		}
+		for _, f := range []string{"node1", "node2", "node3"} {
+			if f != n && (f != leader || follower == "") {
+				follower = f // another node than the first cut, if it can be
+			}
+		}
+		return nil
+	})
+	l.lab("cut", follower)
+	time.Sleep(4 * time.Second)
+	l.lab("heal", follower)
+	time.Sleep(3 * time.Second)
+	cancel()
+	wg.Wait()
+
+	if okReads < 20 || okWrites < 20 {
+		t.Fatalf("only %d reads and %d writes succeeded across the partitions: the check would mean nothing", okReads, okWrites)
+	}
+	res, info := porcupine.CheckOperationsVerbose(labRegisterModel, ops, time.Minute)
+	if res != porcupine.Ok {
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("flotilla-lab-linearizability-%d.html", time.Now().UnixNano()))
+		if f, err := os.Create(path); err == nil {
+			_ = porcupine.Visualize(labRegisterModel, info, f)
+			f.Close()
+		}
+		t.Fatalf("history of %d operations through 3 servers, partitions of %s and %s: porcupine says %s (visualization: %s)", len(ops), leader, follower, res, path)
+	}
+	t.Logf("linearizable: %d operations (%d reads, %d writes acknowledged) through 3 servers, with %s then %s cut off", len(ops), okReads, okWrites, leader, follower)
+	// The partitions healed: every server is a voter again, and agrees.
+	l.waitVoters(3)
+	l.eventually("the servers are healthy after the partitions", time.Minute, func() error { return l.serversHealthy(3) })
+	for _, k := range keys {
+		if _, err := l.client.Delete(context.Background(), "configmaps", "default", k, store.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+	}
+}
