@@ -72,11 +72,18 @@ nodes are alive. It runs no pods itself: agents do ('flotilla agent').
 It writes a join token to DATA_DIR/join-token (mode 0600) that carries what an
 agent needs to join: the API address, a bootstrap token that expires (24 h)
 and can do nothing but get the node its certificate, and the fingerprint of
-the cluster's CA. 'flotilla token create' makes more.`,
+the cluster's CA. 'flotilla token create' makes more.
+
+More servers make the control plane survive the loss of one: they replicate
+the store with Raft (two of three must be up) and the leader runs the
+controllers and the Git sync. Join one with a server join token
+('flotilla token create --server') and the same --repo; give all of them the
+same --api-vip so that kubeconfigs and agents follow the leader.`,
 		Example: `  flotilla server --repo https://git.example/ops/site.git --advertise-addr 192.0.2.10
   flotilla server --repo https://git.example/ops/site.git --git-username deploy --git-password-file /etc/flotilla/git-token
   flotilla server --repo ssh://git@git.example/ops/site.git --git-ssh-key-file /etc/flotilla/deploy_key --git-known-hosts-file /etc/flotilla/known_hosts
-  flotilla agent --token-file /etc/flotilla/join-token   # on each node, with a copy of DATA_DIR/join-token`,
+  flotilla agent --token-file /etc/flotilla/join-token   # on each node, with a copy of DATA_DIR/join-token
+  flotilla server --advertise-addr 192.0.2.12 --api-vip 192.0.2.10 --repo https://git.example/ops/site.git --join-token-file server-token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
