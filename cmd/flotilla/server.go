@@ -114,7 +114,7 @@ same --api-vip so that kubeconfigs and agents follow the leader.`,
 	f.DurationVar(&o.nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long node certificates are valid (agents renew them at 70-90% of that)")
 	f.StringVar(&o.peerAddr, "peer-addr", ":"+strconv.Itoa(DefaultPeerPort), "address the other servers reach this one's store log at (mutual TLS; servers only)")
 	f.StringVar(&o.apiVIP, "api-vip", "", "an address on the servers' network that the leader holds (moved with gratuitous ARPs): kubeconfigs and join tokens name it; give every server the same")
-	f.StringVar(&o.joinTokenFile, "join-token-file", "", "join the servers of an existing cluster with this server join token (`flotilla token create --server`); only on the first start")
+	f.StringVar(&o.joinTokenFile, "join-token-file", "", "join the servers of an existing cluster with this server join token (made by flotilla token create --server); only on the first start")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug messages")
 	o.log.addFlags(f)
 	cmd.AddCommand(newServerRemoveCommand(g))
