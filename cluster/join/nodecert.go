@@ -66,7 +66,13 @@ type NodeCertsConfig struct {
 	// and for a new one if it expired unrenewed; it is not needed while a
 	// valid one is on disk.
 	BootstrapToken string
-	Logger         *slog.Logger
+	// StartExpired: when a certificate on disk has expired and no server
+	// answers to issue a new one, use the expired one rather than wait:
+	// a node that ran before starts its pods while every server is away
+	// (its certificates lapsed meanwhile), and Run renews them, with the
+	// join token, once a server answers.
+	StartExpired bool
+	Logger       *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -114,25 +120,45 @@ func LoadNodeCerts(ctx context.Context, cfg NodeCertsConfig) (*NodeCerts, error)
 	n.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, IdleConnTimeout: time.Minute,
 		DialContext: dial}}
 
-	client, err := n.load(clientKeyFile, clientCertFile, x509.ExtKeyUsageClientAuth)
+	client, err := n.load(clientKeyFile, clientCertFile, x509.ExtKeyUsageClientAuth, false)
 	if err != nil {
 		if cfg.BootstrapToken == "" {
 			return nil, fmt.Errorf("join: no valid node certificate in %s (%w) and no join token to ask for one", cfg.Dir, err)
 		}
 		n.log.Info("asking for the node's client certificate with the join token", "reason", err)
 		if client, err = n.request(ctx, clientKeyFile, clientCertFile, certificatesv1.KubeAPIServerClientKubeletSignerName, cfg.BootstrapToken); err != nil {
-			return nil, err
+			if client = n.expired(clientKeyFile, clientCertFile, x509.ExtKeyUsageClientAuth, err); client == nil {
+				return nil, err
+			}
 		}
 	}
 	n.client.Store(client)
-	serving, err := n.load(servingKeyFile, servingCertFile, x509.ExtKeyUsageServerAuth)
+	serving, err := n.load(servingKeyFile, servingCertFile, x509.ExtKeyUsageServerAuth, false)
 	if err != nil {
 		if serving, err = n.request(ctx, servingKeyFile, servingCertFile, certificatesv1.KubeletServingSignerName, ""); err != nil {
-			return nil, err
+			if serving = n.expired(servingKeyFile, servingCertFile, x509.ExtKeyUsageServerAuth, err); serving == nil {
+				return nil, err
+			}
 		}
 	}
 	n.serving.Store(serving)
 	return n, nil
+}
+
+// expired is the certificate on disk, expired, when StartExpired allows it
+// and reqErr says that no server answered; else nil.
+func (n *NodeCerts) expired(keyFile, certFile string, usage x509.ExtKeyUsage, reqErr error) *tls.Certificate {
+	var op *net.OpError
+	if !n.cfg.StartExpired || !errors.As(reqErr, &op) {
+		return nil
+	}
+	pair, err := n.load(keyFile, certFile, usage, true)
+	if err != nil {
+		return nil
+	}
+	n.log.Warn("no server answers: starting with an expired node certificate; it is renewed once a server answers",
+		"certificate", certFile, "expired", pair.Leaf.NotAfter)
+	return pair
 }
 
 // ClientCertificate is the current client certificate, for
@@ -220,7 +246,7 @@ func renewalTime(cert *x509.Certificate) time.Time {
 
 // load reads a key and certificate of Dir and checks the certificate is
 // this node's, of the cluster CA, for usage, and not expired.
-func (n *NodeCerts) load(keyFile, certFile string, usage x509.ExtKeyUsage) (*tls.Certificate, error) {
+func (n *NodeCerts) load(keyFile, certFile string, usage x509.ExtKeyUsage, anyTime bool) (*tls.Certificate, error) {
 	pair, err := tls.LoadX509KeyPair(filepath.Join(n.cfg.Dir, certFile), filepath.Join(n.cfg.Dir, keyFile))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -229,6 +255,9 @@ func (n *NodeCerts) load(keyFile, certFile string, usage x509.ExtKeyUsage) (*tls
 		return nil, err
 	}
 	opts := x509.VerifyOptions{Roots: n.roots, CurrentTime: n.cfg.Now(), KeyUsages: []x509.ExtKeyUsage{usage}}
+	if anyTime && pair.Leaf != nil {
+		opts.CurrentTime = pair.Leaf.NotAfter // expired, but otherwise the node's
+	}
 	if usage == x509.ExtKeyUsageServerAuth {
 		opts.DNSName = n.cfg.NodeName
 	}

@@ -281,3 +281,37 @@ func TestNodeCertsFailover(t *testing.T) {
 		t.Errorf("no server answers: %v, want a dial error naming both", err)
 	}
 }
+
+// TestStartExpired: a node whose certificates lapsed while no server
+// answered starts with them when StartExpired says so (it ran before:
+// its pods start from its own state), and waits for a server otherwise.
+func TestStartExpired(t *testing.T) {
+	api := newAPI(t, time.Hour)
+	cfg := join.NodeCertsConfig{Dir: t.TempDir(), NodeName: "n1", Server: api.url, CAPEM: api.caPEM,
+		BootstrapToken: api.token(t, time.Now(), time.Hour), Logger: slog.New(slog.DiscardHandler)}
+	if _, err := join.WaitNodeCerts(context.Background(), cfg, func(string, ...any) {}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server = "https://" + ln.Addr().String()
+	ln.Close() // no server answers now
+	later := time.Now().Add(3 * time.Hour)
+	cfg.Now = func() time.Time { return later } // every certificate on disk has expired
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := join.WaitNodeCerts(ctx, cfg, func(string, ...any) {}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("expired certificates, no server, StartExpired unset: %v, want to wait", err)
+	}
+	cfg.StartExpired = true
+	certs, err := join.WaitNodeCerts(context.Background(), cfg, func(string, ...any) {})
+	if err != nil {
+		t.Fatalf("expired certificates, no server, StartExpired: %v", err)
+	}
+	if na := certs.ClientNotAfter(); !na.Before(later) {
+		t.Errorf("the client certificate runs until %v: not the expired one", na)
+	}
+}

@@ -137,6 +137,9 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		Dir: filepath.Join(o.dataDir, "pki"), NodeName: o.nodeName, Server: tok.Server, CAPEM: caPEM,
 		Servers: func() []string { return state.get().serverURLs() },
 		IPs:     []net.IP{advertise}, BootstrapToken: tok.BootstrapToken, Logger: log.With("component", "certificates"),
+		// A node that ran before starts from its last known state even if
+		// its certificates lapsed while no server answered.
+		StartExpired: haveSaved,
 	}, say)
 	if err != nil {
 		return err

@@ -96,7 +96,10 @@ type controlPlane struct {
 	stopPeers     context.CancelFunc
 	// onLead runs as this server becomes the leader, before the
 	// controllers start (nil: nothing).
-	onLead         func(context.Context)
+	onLead func(context.Context)
+	// leaderWork runs beside the controllers while this server leads
+	// (the API VIP); the next term starts only once it returned.
+	leaderWork     []func(context.Context)
 	secretsKeyFile string // the key file of the store's Secrets
 	// admission is the write pipeline; writes is the store seen through it,
 	// as the controllers and an in-process agent write (the API server and
@@ -119,9 +122,11 @@ type controlPlane struct {
 	webhook     string
 	rbac        *auth.RBAC   // authorizes API requests; run it beside the API server
 	lbPool      ipalloc.Pool // --lb-pool: the only addresses nodes announce
-	manager     *reconciler.Manager
-	events      *events.Broadcaster // the server's Events, through the write pipeline
-	syncer      *gitsync.Syncer
+	// managerConfig builds the controllers' Manager of each term of
+	// leadership.
+	managerConfig reconciler.Config
+	events        *events.Broadcaster // the server's Events, through the write pipeline
+	syncer        *gitsync.Syncer
 	// metrics is the process's Prometheus registry: every part adds its
 	// families, the API server (and an in-process agent) serve it.
 	metrics *prometheus.Registry
@@ -249,13 +254,17 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	cp.lbPool = pool
 	serverHost, _ := os.Hostname()
 	cp.events = events.New(context.Background(), events.Config{Store: cp.writes, Host: serverHost, Logger: o.log.With("component", "events")})
-	if cp.manager, err = reconciler.New(reconciler.Config{
+	// A Manager runs once: each term of leadership gets a new one (its
+	// caches and controllers' memory start afresh from the store), whose
+	// metrics take the place of the last one's.
+	cp.managerConfig = reconciler.Config{
 		Events: cp.events.Recorder,
 		Store:  cp.writes, Logger: o.log.With("component", "reconciler"),
 		Membership: o.membership, PodEvictionTimeout: o.podEvictionTimeout, LoadBalancerPool: pool,
 		LocalVolumeRoot: o.localVolumeRoot, ExpectedNodes: o.expectNodes, SchedulingSettle: o.schedulingSettle,
-		Metrics: cp.metrics,
-	}); err != nil {
+		Metrics: replacingRegisterer{cp.metrics},
+	}
+	if _, err = reconciler.New(cp.managerConfig); err != nil { // bad settings fail at start
 		return nil, err
 	}
 	cp.repo = o.repo
@@ -289,10 +298,39 @@ func (cp *controlPlane) whileLeader(ctx context.Context) error {
 			cp.onLead(ctx)
 		}
 		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() error { return cp.manager.Run(ctx) })
+		manager, err := reconciler.New(cp.managerConfig)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return manager.Run(ctx) })
+		for _, w := range cp.leaderWork {
+			g.Go(func() error { w(ctx); return nil })
+		}
 		g.Go(func() error { return cp.syncer.Run(ctx) })
 		return g.Wait()
 	})
+}
+
+// replacingRegisterer registers a collector in place of one already
+// registered with the same descriptors (the last term's controllers').
+type replacingRegisterer struct{ prometheus.Registerer }
+
+func (r replacingRegisterer) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		r.Registerer.Unregister(dup.ExistingCollector)
+		err = r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
 }
 
 // nodeAccess is what the API server reaches on the nodes.

@@ -218,10 +218,12 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if err := publishJoinInfo(ctx, cp.writes, key, info, len(cp.raft.Status().Members) > 1); err != nil {
 		return err
 	}
+	if vip != nil {
+		// Held in the term's own work: a term's release can never undo
+		// the next term's hold.
+		cp.leaderWork = append(cp.leaderWork, vip.hold)
+	}
 	cp.onLead = func(ctx context.Context) {
-		if vip != nil {
-			go vip.hold(ctx)
-		}
 		if err := publishJoinInfo(ctx, cp.writes, key, info, false); err != nil && ctx.Err() == nil {
 			log.Warn("publishing the join info as the new leader", "err", err)
 		}
