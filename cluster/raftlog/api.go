@@ -54,7 +54,8 @@ func (n *Node) call(ctx context.Context, f func() error) error {
 // ErrProposalDropped (nothing was proposed; retry later), ErrStopped, or
 // ctx's error. A proposal can be lost after it was
 // accepted (the leader changed before it committed); the call then waits
-// until ctx is done, so give ctx a deadline. A ctx error does not say that
+// until ctx is done, so give ctx a deadline — unless the StateMachine is a
+// DuplicateRejecter, whose proposals are proposed again. A ctx error does not say that
 // data was not applied: it may still commit.
 func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint64, err error) {
 	seq, ch := n.expect()
@@ -68,29 +69,23 @@ func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint
 	if err != nil {
 		return nil, 0, err
 	}
-	if _, ok := n.sm.(DuplicateRejecter); !ok {
-		return n.await(ctx, ch)
+	// A state machine that rejects a second copy gets a proposal Raft may
+	// have dropped proposed again, with the same sequence number:
+	// whichever copy applies first answers this call.
+	var retry <-chan time.Time
+	if _, ok := n.sm.(DuplicateRejecter); ok {
+		t := time.NewTicker(ReproposeAfter * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+		defer t.Stop()
+		retry = t.C
 	}
-	// The state machine rejects a second copy: propose again, with the
-	// same sequence number, a proposal Raft may have dropped. Whichever
-	// copy applies first answers this call.
-	retry := time.NewTicker(ReproposeAfter * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
-	defer retry.Stop()
-	for {
-		select {
-		case r := <-ch:
-			return r.result, r.index, nil
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		case <-n.done:
-			return nil, 0, n.stoppedErr()
-		case <-retry.C:
-			if err := propose(); err != nil && !errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrProposalDropped) {
-				return nil, 0, err
-			}
-			n.log.Debug("proposed again a proposal not applied in time", "seq", seq)
+	return n.await(ctx, ch, retry, func() error {
+		err := propose()
+		if errors.Is(err, ErrNoLeader) || errors.Is(err, ErrProposalDropped) {
+			return nil // the next tick tries again
 		}
-	}
+		n.log.Debug("proposed again a proposal not applied in time", "seq", seq)
+		return err
+	})
 }
 
 // awaitLeader waits, for at most two election timeouts (or until ctx is
@@ -135,14 +130,22 @@ func (n *Node) forget(seq uint64) {
 	n.mu.Unlock()
 }
 
-func (n *Node) await(ctx context.Context, ch chan proposalResult) (any, uint64, error) {
-	select {
-	case r := <-ch:
-		return r.result, r.index, nil
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
-	case <-n.done:
-		return nil, 0, n.stoppedErr()
+// await waits for the result on ch; at each tick of retry (nil: never) it
+// calls again, and gives up on its error.
+func (n *Node) await(ctx context.Context, ch chan proposalResult, retry <-chan time.Time, again func() error) (any, uint64, error) {
+	for {
+		select {
+		case r := <-ch:
+			return r.result, r.index, nil
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-n.done:
+			return nil, 0, n.stoppedErr()
+		case <-retry:
+			if err := again(); err != nil {
+				return nil, 0, err
+			}
+		}
 	}
 }
 
@@ -314,7 +317,7 @@ func (n *Node) changeMembership(ctx context.Context, typ raftpb.ConfChangeType, 
 	if err != nil {
 		return err
 	}
-	_, _, err = n.await(ctx, ch)
+	_, _, err = n.await(ctx, ch, nil, nil)
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,7 +148,7 @@ func serverJoinHandler(cp *controlPlane, gossipAddr string) http.Handler {
 			return
 		}
 		u := auth.UserFrom(r.Context())
-		if u == nil || !containsGroup(u.Groups, auth.GroupServerJoiners) {
+		if u == nil || !slices.Contains(u.Groups, auth.GroupServerJoiners) {
 			writeStatus(w, http.StatusForbidden, "Forbidden", "joining a server needs a server join token (flotilla token create --server)")
 			return
 		}
@@ -171,15 +172,6 @@ func serverJoinHandler(cp *controlPlane, gossipAddr string) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(answer)
 	})
-}
-
-func containsGroup(groups []string, g string) bool {
-	for _, x := range groups {
-		if x == g {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPeerAddr accepts IP:port only: the peer listener's certificate

@@ -187,13 +187,13 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 	if cp.store, cp.secretsKeyFile, err = openStore(o, say); err != nil {
 		return nil, err
 	}
+	id, err := serverID(o.dataDir)
+	if err != nil {
+		return nil, err
+	}
 	var peers *logPeers
 	if o.peers != nil {
 		serveTLS, sendTLS, err := peerTLS(cp.tlsDir, o.peers.name, cp.caPEM, cp.certFile, cp.keyFile)
-		if err != nil {
-			return nil, err
-		}
-		id, err := serverID(o.dataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -204,7 +204,7 @@ func openControlPlane(o planeOptions, say func(string, ...any)) (cp *controlPlan
 			go servePeers(peerCtx, cp.peerListener, serveTLS, n, o.log.With("component", "raft"))
 		}}
 	}
-	if cp.raft, err = startLog(context.Background(), o.dataDir, cp.store, peers, o.log, say); err != nil {
+	if cp.raft, err = startLog(context.Background(), o.dataDir, id, cp.store, peers, o.log, say); err != nil {
 		return nil, err
 	}
 	say("store at %s, revision %d", filepath.Join(o.dataDir, "db"), cp.store.Revision())

@@ -34,16 +34,12 @@ type logPeers struct {
 	serve func(*raftlog.Node)
 }
 
-// startLog starts the server's Raft log (DATA_DIR/raft) with the store as
-// its state machine, and makes the store propose its writes to it. A new
+// startLog starts the log of server id (serverID) in DATA_DIR/raft, with
+// the store as its state machine, and makes the store propose its writes to it. A new
 // data dir founds a group of this server alone, or, after joinServers,
 // joins the group that answered; an existing one restarts its group. It
 // returns once the log has a leader.
-func startLog(ctx context.Context, dataDir string, st *store.Badger, peers *logPeers, log *slog.Logger, say func(string, ...any)) (*raftlog.Node, error) {
-	id, err := serverID(dataDir)
-	if err != nil {
-		return nil, err
-	}
+func startLog(ctx context.Context, dataDir string, id uint64, st *store.Badger, peers *logPeers, log *slog.Logger, say func(string, ...any)) (*raftlog.Node, error) {
 	cfg := raftlog.Config{ID: id, Dir: filepath.Join(dataDir, "raft"), Transport: raftlog.Solo{}, StateMachine: st,
 		Logger: log.With("component", "raft")}
 	if peers != nil {

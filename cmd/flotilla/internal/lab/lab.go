@@ -346,10 +346,7 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	}
 	// The servers that run on the node first, as a machine boots.
 	inNode := func(ps ProcessSpec) bool { return ps.Namespace == n.Name || ps.Namespace == n.NetNS }
-	running := map[string]bool{}
-	for _, p := range l.Processes() {
-		running[p.Name] = running[p.Name] || p.Running
-	}
+	running := l.running()
 	if inNode(l.st.Server) && !running[serverProc] {
 		if err := l.start(ctx, serverProc, l.st.Server); err != nil {
 			return err
@@ -389,6 +386,15 @@ func (l *Lab) Run(ctx context.Context, name string, ps ProcessSpec) error {
 	return l.start(ctx, name, ps)
 }
 
+// running is the names of the recorded processes that run.
+func (l *Lab) running() map[string]bool {
+	m := map[string]bool{}
+	for _, p := range l.Processes() {
+		m[p.Name] = m[p.Name] || p.Running
+	}
+	return m
+}
+
 // serverProc is the name the server process is recorded under.
 const serverProc = "server"
 
@@ -417,10 +423,7 @@ func (l *Lab) StopServer(ctx context.Context) error {
 // and those Run started) again with the specs recorded. It is an error if
 // none was stopped.
 func (l *Lab) StartServer(ctx context.Context) error {
-	running := map[string]bool{}
-	for _, p := range l.Processes() {
-		running[p.Name] = running[p.Name] || p.Running
-	}
+	running := l.running()
 	started := 0
 	if !running[serverProc] {
 		if err := l.start(ctx, serverProc, l.st.Server); err != nil {
