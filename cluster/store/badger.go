@@ -69,11 +69,13 @@ type Badger struct {
 
 	rev atomic.Int64 // current revision, published after each commit
 
-	// Of a Replicated store (replica.go): its log, the one write being
-	// proposed at a time, and the index of the last entry applied.
-	repl    atomic.Pointer[Replicator]
-	propMu  sync.Mutex
-	applied atomic.Uint64
+	// Of a Replicated store (replica.go): its log, the writes being
+	// proposed, and the index of the last entry applied.
+	repl     atomic.Pointer[Replicator]
+	queueMu  sync.Mutex
+	queue    []*proposal   // writes waiting for the proposer's turn
+	propTurn chan struct{} // holds a value while a batch is staged and proposed
+	applied  atomic.Uint64
 
 	// keys seal and open Secrets (encryption.go); nil: stored in clear.
 	// Swapped by RotateKey, with mu held.
@@ -125,6 +127,7 @@ func Open(cfg Config) (*Badger, error) {
 		},
 		watchers: map[*watcher]struct{}{},
 		done:     make(chan struct{}),
+		propTurn: make(chan struct{}, 1),
 	}
 	rev, compacted, err := s.recover()
 	if err != nil {

@@ -2,9 +2,11 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -135,5 +137,100 @@ func TestConcurrentWritersOverRaft(t *testing.T) {
 		if err != nil || len(objs) != total || rev != int64(total) {
 			t.Errorf("server %d lists %d pods at revision %d (%v), want %d at %d", i+1, len(objs), rev, err, total, total)
 		}
+	}
+}
+
+// TestGroupCommit: writers that call at once share log entries (a batch),
+// and each still gets the answer of a write of its own: two creates of one
+// name, one wins and the other gets ErrExists; a Txn that fails leaves
+// none of its writes; each write's revision is its own and the watches
+// see exactly the writes that succeeded, in revision order.
+func TestGroupCommit(t *testing.T) {
+	stores, nodes := raftGroup(t, 3)
+	lead := 0
+	for i, n := range nodes {
+		if st := n.Status(); st.Leader == st.ID {
+			lead = i
+		}
+	}
+	s := stores[lead]
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	w, err := stores[(lead+1)%3].Watch(ctx, "pods", store.ListOptions{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.AppliedIndex()
+	const names = 40
+	var (
+		mu      sync.Mutex
+		won     = map[string]string{} // name → resourceVersion of its create
+		exists  int
+		wg      sync.WaitGroup
+		failure = errors.New("the transaction's own failure")
+	)
+	for i := range 2 * names {
+		wg.Go(func() {
+			name := fmt.Sprint("p", i%names) // two writers per name
+			if i%names == 7 {
+				// A Txn that writes, then fails: nothing of it stays.
+				_, err := s.Txn(ctx, func(tx store.Tx) error {
+					if _, err := tx.Create(pod("txn-" + fmt.Sprint(i))); err != nil {
+						return err
+					}
+					return failure
+				})
+				if !errors.Is(err, failure) {
+					t.Errorf("the failing Txn: %v, want its own error", err)
+				}
+				return
+			}
+			obj, err := s.Create(ctx, pod(name))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, store.ErrExists):
+				exists++
+			case err != nil:
+				t.Errorf("create %s: %v", name, err)
+			default:
+				if prev, ok := won[name]; ok {
+					t.Errorf("create %s succeeded twice (revisions %s and %s)", name, prev, obj.GetResourceVersion())
+				}
+				won[name] = obj.GetResourceVersion()
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != names-1 || exists != names-1 {
+		t.Fatalf("%d names created and %d ErrExists, want %d of each", len(won), exists, names-1)
+	}
+	entries := s.AppliedIndex() - before
+	if entries >= uint64(len(won)) {
+		t.Errorf("%d writes took %d log entries: no two shared one", len(won), entries)
+	}
+	t.Logf("%d writes in %d log entries", len(won), entries)
+	seen := map[string]bool{}
+	last := int64(0)
+	for range len(won) {
+		select {
+		case ev := <-w:
+			name, rv := ev.Object.GetName(), ev.Object.GetResourceVersion()
+			if won[name] != rv || seen[name] {
+				t.Errorf("watch: %s %s@%s, the create returned revision %q", ev.Type, name, rv, won[name])
+			}
+			seen[name] = true
+			if r, _ := strconv.ParseInt(rv, 10, 64); r <= last {
+				t.Errorf("watch: %s@%s after revision %d", name, rv, last)
+			} else {
+				last = r
+			}
+		case <-ctx.Done():
+			t.Fatalf("the watch saw %d of %d creates", len(seen), len(won))
+		}
+	}
+	objs, _, err := s.List(ctx, "pods", store.ListOptions{})
+	if err != nil || len(objs) != len(won) {
+		t.Errorf("list: %d pods (%v), want %d: the failing Txn's pod must not be there", len(objs), err, len(won))
 	}
 }

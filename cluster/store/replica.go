@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -26,8 +27,9 @@ import (
 // objects, revisions and history, and a watch on any of them delivers the
 // same events in the same order.
 //
-// Writes are proposed one at a time (propMu), each waiting for its apply:
-// the next write's fn must read the one before. A write set records the
+// Writes are proposed one batch at a time (proposal, below), each waiting
+// for its apply: the next batch's fns must read the one before. A write
+// set records the
 // values as they were sealed once, on the proposer: applying it seals
 // nothing, so every server stores the same bytes.
 
@@ -105,79 +107,222 @@ func (s *Badger) readIndex(ctx context.Context) error {
 // on fresher state), so it is generous: a try costs one round trip.
 const staleRetries = 50
 
+// batchBytes is how much object JSON a batch of writes gathers before the
+// next writer waits for the next batch; a single larger write is a batch
+// of its own.
+const batchBytes = 1 << 20
+
+// A write of a Replicated store is a proposal. Writers queue theirs;
+// whoever holds the proposer's turn (propTurn) takes every queued proposal
+// as one batch: it runs their fns one after the other, each over the
+// writes of those before it (a child txn, dropped when its fn fails), and
+// proposes all their writes as one write set — group commit, so the
+// writers waiting meanwhile share one round trip of the log and one fsync
+// instead of queueing for one each. Applied, the batch's writes have
+// consecutive revisions as if made one after the other.
+type proposal struct {
+	ctx context.Context
+	fn  func(t *txn) error
+	// current: this server has applied everything committed before the
+	// call began (a read barrier passed, or a batch with the proposal was
+	// applied here), so what fn reads is not older than the call.
+	current  bool
+	attempts int
+
+	// The outcome, final once done is closed.
+	rev  int64
+	err  error
+	done chan struct{}
+
+	// Of the batch being staged: the revision after this proposal's own
+	// writes (or where its fn failed).
+	end int64
+}
+
+func (p *proposal) finish(rev int64, err error) {
+	p.rev, p.err = rev, err
+	close(p.done)
+}
+
 // writeReplicated is write for a Replicated store: fn runs over the current
-// revision, its writes are proposed as a write set and the call returns
-// once this server applied it. A write that another server's beat to the
-// log (both computed at the same revision) is computed again over the
-// revision that includes the other, so fn may run more than once; it only
-// stages writes, so that changes nothing but its result.
+// revision, its writes are proposed (in a batch with other writers') and
+// the call returns once this server applied them. A write that another
+// server's beat to the log (both computed at the same revision) is
+// computed again over the revision that includes the other, so fn may run
+// more than once; it only stages writes, so that changes nothing but its
+// result.
 func (s *Badger) writeReplicated(ctx context.Context, fn func(t *txn) error) (int64, error) {
 	r := s.replicator()
 	if r == nil {
 		return 0, ErrNotReplicating
 	}
-	s.propMu.Lock()
-	defer s.propMu.Unlock()
-	// current: this server has applied everything committed before the
-	// call began (a read barrier passed, or one of its own write sets was
-	// applied here), so what fn read is not older than the call.
-	current := false
-	for attempt := 1; ; attempt++ {
-		rev, local, err := s.proposeOnce(ctx, r, fn)
-		if local && !current {
-			// fn failed (not found, exists, conflict) or changed nothing
-			// on this server's state, which may lag the log (a follower
-			// behind, a leader cut off): that answer is a read, so it
-			// waits for the read index like one and fn runs again.
-			if err := r.ReadIndex(ctx); err != nil {
-				return rev, err
-			}
-			current = true
-			continue
+	p := &proposal{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.queueMu.Lock()
+	s.queue = append(s.queue, p)
+	s.queueMu.Unlock()
+	select {
+	case <-p.done: // in another writer's batch
+	case s.propTurn <- struct{}{}:
+		for !isDone(p) {
+			s.queueMu.Lock()
+			batch := s.queue
+			s.queue = nil
+			s.queueMu.Unlock()
+			s.proposeBatch(r, batch)
 		}
-		if !errors.Is(err, ErrStale) || attempt >= staleRetries || ctx.Err() != nil {
-			return rev, err
-		}
-		current = true
+		<-s.propTurn
+	}
+	return p.rev, p.err
+}
+
+func isDone(p *proposal) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
 }
 
-// proposeOnce computes fn over the current revision and proposes its
-// writes; s.propMu is held. local reports that fn failed or changed
-// nothing, so that nothing was proposed and the result is this server's
-// state alone.
-func (s *Badger) proposeOnce(ctx context.Context, r Replicator, fn func(t *txn) error) (rev int64, local bool, err error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return 0, false, ErrClosed
+// proposeBatch stages and proposes batch until each of its proposals is
+// done; the proposer's turn is held.
+func (s *Badger) proposeBatch(r Replicator, batch []*proposal) {
+	for len(batch) > 0 {
+		batch = s.proposeOnce(r, batch)
 	}
-	if s.broken != nil {
+}
+
+// proposeOnce runs one round of a batch: it stages the proposals' fns over
+// the current revision and proposes their writes. It returns the
+// proposals to run again: those past batchBytes, and all of them after
+// ErrStale or a read barrier.
+func (s *Badger) proposeOnce(r Replicator, batch []*proposal) (again []*proposal) {
+	s.mu.Lock()
+	if s.closed || s.broken != nil {
+		err := s.broken
+		if s.closed {
+			err = ErrClosed
+		}
 		s.mu.Unlock()
-		return 0, false, s.broken
+		for _, p := range batch {
+			p.finish(0, err)
+		}
+		return nil
 	}
 	snap := s.db.NewTransaction(false)
 	start := s.rev.Load()
 	s.mu.Unlock()
 	defer snap.Discard()
 
-	t, err := s.stageTxn(snap, start, fn)
-	if err != nil || t == nil {
-		return start, true, err
+	all := newTxn(snap, start, s.lim, s.openValue)
+	var staged []*proposal
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.finish(start, err)
+			continue
+		}
+		if len(all.events) > 0 && all.bytes >= batchBytes {
+			again = append(again, p)
+			continue
+		}
+		t := all.child(s.lim)
+		err := p.fn(t)
+		t.finished = true
+		if err == nil {
+			err = t.tooLarge
+		}
+		if err == nil && len(t.events) > 0 {
+			all.absorb(t)
+		}
+		p.end, p.err = all.rev, err
+		staged = append(staged, p)
 	}
-	ws, err := s.encodeWriteSet(start, t.events)
-	if err != nil {
-		return start, false, err
+	if len(staged) == 0 {
+		return again
 	}
-	res, _, err := r.Propose(ctx, ws)
-	if err != nil {
-		return start, false, err
+	if len(all.events) == 0 {
+		// Every fn failed (not found, exists, conflict) or changed nothing
+		// on this server's state, which may lag the log (a follower
+		// behind, a leader cut off): those answers are reads, so they wait
+		// for the read index like one and run again.
+		var behind []*proposal
+		for _, p := range staged {
+			if p.current {
+				p.finish(p.end, p.err)
+			} else {
+				behind = append(behind, p)
+			}
+		}
+		if len(behind) == 0 {
+			return again
+		}
+		ctx, stop := anyContext(behind)
+		err := r.ReadIndex(ctx)
+		stop()
+		for _, p := range behind {
+			if err != nil {
+				p.finish(start, err)
+				continue
+			}
+			p.current = true
+			again = append(again, p)
+		}
+		return again
 	}
-	ar, ok := res.(applyResult)
-	if !ok {
-		return start, false, fmt.Errorf("store: the log applied the write with result %T", res)
+
+	// One write set for the batch. Once applied at revision start, each
+	// proposal's answer — its writes, or why its fn failed on the writes
+	// before it — held at the apply, a point within its call.
+	ws, err := s.encodeWriteSet(start, all.events)
+	if err == nil {
+		ctx, stop := anyContext(staged)
+		var res any
+		res, _, err = r.Propose(ctx, ws)
+		stop()
+		if err == nil {
+			if ar, ok := res.(applyResult); !ok {
+				err = fmt.Errorf("store: the log applied the write with result %T", res)
+			} else {
+				err = ar.err
+			}
+		}
 	}
-	return ar.rev, false, ar.err
+	for _, p := range staged {
+		switch {
+		case err == nil:
+			p.finish(p.end, p.err)
+		case errors.Is(err, ErrStale) && p.attempts+1 < staleRetries && p.ctx.Err() == nil:
+			p.attempts++
+			p.current = true
+			again = append(again, p)
+		default:
+			p.finish(start, err)
+		}
+	}
+	return again
+}
+
+// anyContext is a context for the log's call on behalf of ps: done once
+// every proposal's context is (one writer giving up does not fail the
+// others' writes).
+func anyContext(ps []*proposal) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ps[0].ctx))
+	left := atomic.Int64{}
+	left.Store(int64(len(ps)))
+	stops := make([]func() bool, 0, len(ps))
+	for _, p := range ps {
+		stops = append(stops, context.AfterFunc(p.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		}))
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
 }
 
 // encodeWriteSet encodes the events of a write computed at revision base:

@@ -122,8 +122,8 @@ func (s *Badger) resealUnder(ctx context.Context, keys *encrypt.KeySet, id strin
 	if s.cfg.Replicated {
 		// No write of this server between its sealing and its apply: it
 		// could seal under a key about to be retired.
-		s.propMu.Lock()
-		defer s.propMu.Unlock()
+		s.propTurn <- struct{}{}
+		defer func() { <-s.propTurn }()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

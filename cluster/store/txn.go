@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,6 +32,9 @@ type txn struct {
 	tooLarge error // sticky: the txn went past a limit and cannot commit
 	finished bool
 	open     opener // decrypts what snap holds; staged values are in clear
+	// parent is the batch this txn is staged on (replica.go): its staged
+	// writes are read below this txn's own and above snap.
+	parent *txn
 
 	// Of a write set applied from the log (replica.go): the stored (sealed)
 	// final value of each key, nil for a deletion, and the log index.
@@ -93,7 +97,47 @@ func (t *txn) lookup(resource string, key []byte) ([]byte, error) {
 		}
 		return data, nil
 	}
+	if t.parent != nil {
+		return t.parent.lookup(resource, key)
+	}
 	return readValue(t.snap, t.open, key)
+}
+
+// overlay is what this txn and its parents staged of one resource: the
+// staged values a List reads over snap.
+func (t *txn) overlay(resource string) map[string][]byte {
+	if t.parent == nil {
+		return t.staged[resource]
+	}
+	below := t.parent.overlay(resource)
+	if len(below) == 0 {
+		return t.staged[resource]
+	}
+	merged := maps.Clone(below)
+	maps.Copy(merged, t.staged[resource])
+	return merged
+}
+
+// child is a new txn staged on t: it reads t's writes, and absorb adds
+// its own to t, or it is dropped and t is as before.
+func (t *txn) child(lim limits) *txn {
+	c := newTxn(t.snap, t.rev, lim, t.open)
+	c.parent = t
+	return c
+}
+
+// absorb adds the writes of c, a finished child of t, to t.
+func (t *txn) absorb(c *txn) {
+	for resource, m := range c.staged {
+		if t.staged[resource] == nil {
+			t.staged[resource] = map[string][]byte{}
+		}
+		maps.Copy(t.staged[resource], m)
+	}
+	t.events = append(t.events, c.events...)
+	t.rev = c.rev
+	t.bytes += c.bytes
+	t.keyBytes += c.keyBytes
 }
 
 // getObject reads and decodes one object as staged; it also returns the
@@ -126,7 +170,7 @@ func (t *txn) List(resource string, opts ListOptions) ([]schema.Object, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	return listObjects(t.snap, t.open, resource, opts, t.staged[resource])
+	return listObjects(t.snap, t.open, resource, opts, t.overlay(resource))
 }
 
 // Create stages a new object.
