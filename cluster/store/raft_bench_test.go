@@ -1,24 +1,17 @@
-package store
+package store_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/flotilla-dev/flotilla/cluster/raftlog"
-	"github.com/flotilla-dev/flotilla/internal/testkit"
+	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cluster/store/storetest"
 )
 
 // BenchmarkStoreWriteThroughput is the API's write throughput: 16 writers
@@ -42,10 +35,7 @@ func BenchmarkStoreWriteThroughput(b *testing.B) {
 		spread  bool
 	}{{"servers=1", 1, false}, {"servers=3", 3, false}, {"servers=3-spread", 3, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			stores := []*Badger{openOneVoter(b)}
-			if c.servers > 1 {
-				stores = openHTTPGroup(b, c.servers)
-			}
+			stores := storetest.HTTPGroup(b, c.servers)
 			ctx := context.Background()
 			work := make(chan int)
 			var stale atomic.Int64
@@ -58,9 +48,9 @@ func BenchmarkStoreWriteThroughput(b *testing.B) {
 				}
 				wg.Go(func() {
 					for i := range work {
-						_, err := s.Create(ctx, configMap("ns", fmt.Sprintf("cm-%d", i), map[string]string{"i": fmt.Sprint(i)}))
+						_, err := s.Create(ctx, configMap(fmt.Sprintf("cm-%d", i), fmt.Sprint(i)))
 						switch {
-						case errors.Is(err, ErrStale):
+						case errors.Is(err, store.ErrStale):
 							stale.Add(1)
 							firstStale.Do(func() { b.Logf("create cm-%d: %v", i, err) })
 						case err != nil:
@@ -92,67 +82,4 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// openHTTPGroup starts n Replicated stores on disk, each the state machine
-// of a Node of one Raft group over raftlog.HTTPTransport: HTTPS on
-// loopback, mutual TLS, the Config's default timing. It returns once every
-// server knows the leader, the leader's store first; they stop when b ends.
-func openHTTPGroup(b *testing.B, n int) []*Badger {
-	b.Helper()
-	serve, send := benchTLS(b)
-	var peers []raftlog.Peer
-	handlers := make([]atomic.Pointer[raftlog.Node], n)
-	for i := range n {
-		mux := http.NewServeMux()
-		mux.HandleFunc(raftlog.MessagesPath, func(w http.ResponseWriter, r *http.Request) {
-			node := handlers[i].Load()
-			if node == nil {
-				http.Error(w, "not started", http.StatusServiceUnavailable)
-				return
-			}
-			raftlog.Handler(node).ServeHTTP(w, r)
-		})
-		srv := httptest.NewUnstartedServer(mux)
-		srv.TLS = serve
-		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-		srv.StartTLS()
-		b.Cleanup(srv.Close)
-		peers = append(peers, raftlog.Peer{ID: uint64(i + 1), Addr: srv.Listener.Addr().String()})
-	}
-	stores := make([]*Badger, n)
-	nodes := make([]*raftlog.Node, n)
-	for i := range n {
-		s := openDisk(b, Config{Replicated: true})
-		logger := testkit.LoggerAt(b, slog.LevelWarn).With("node", i+1)
-		tr := raftlog.NewHTTPTransport(uint64(i+1), send, logger)
-		node, err := raftlog.Start(raftlog.Config{ID: uint64(i + 1), Dir: filepath.Join(b.TempDir(), "raft"), Bootstrap: peers,
-			Transport: tr, StateMachine: s, Logger: logger})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { node.Stop(); tr.Close() }) // (before the store's Close)
-		handlers[i].Store(node)
-		s.Replicate(node)
-		stores[i], nodes[i] = s, node
-	}
-	testkit.EventuallyWhy(b, "one leader", 20*time.Second, func() string {
-		lead := nodes[0].Status().Leader
-		for _, node := range nodes {
-			if st := node.Status(); lead == 0 || st.Leader != lead {
-				return fmt.Sprintf("node %d sees leader %d", st.ID, st.Leader)
-			}
-		}
-		return ""
-	})
-	lead := int(nodes[0].Status().Leader) - 1
-	stores[0], stores[lead] = stores[lead], stores[0]
-	return stores
-}
-
-// benchTLS is the mutual TLS of servers' peer traffic: one certificate
-// for 127.0.0.1 that every server serves and presents as a client.
-func benchTLS(b *testing.B) (serve, send *tls.Config) {
-	pki := testkit.NewPKI(b)
-	return pki.Server(), pki.Client()
 }

@@ -114,11 +114,7 @@ func (l *labCluster) commit(file, content, msg string) {
 	if err := os.WriteFile(filepath.Join(l.repo, file), []byte(content), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", "git add -A && git -c user.name=e2e -c user.email=e2e@localhost commit -qm \""+msg+"\"")
-	cmd.Dir = l.repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		l.t.Fatalf("commit: %v\n%s", err, out)
-	}
+	l.commitAll(msg)
 }
 
 func (l *labCluster) pods() []*corev1.Pod {

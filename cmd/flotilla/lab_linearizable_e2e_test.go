@@ -25,11 +25,12 @@ import (
 
 // The lab's linearizability check: clients read and write a few
 // ConfigMaps, each through one server's own address, while the lab's
-// links are cut and restored (the leader's node, then a follower's); the
-// history is checked with porcupine, as etcd's robustness tests do. The
-// store's own test (cluster/store, TestLinearizableOverRaft) adds leader
-// kills and compare-and-set on an in-process network; this one is the
-// real thing: HTTPS between servers, the API, the lab's switch.
+// links are cut and restored (the leader's node, then a follower's) and
+// the leader's node is killed and started again; the history is checked
+// with porcupine, as etcd's robustness tests do. The store's own test
+// (cluster/store, TestLinearizableOverRaft) adds compare-and-set on an
+// in-process network; this one is the real thing: HTTPS between servers,
+// the API, the lab's switch, a server's process killed.
 
 type labRegIn struct {
 	get   bool
@@ -90,7 +91,8 @@ func notWritten(err error) bool {
 
 // checkLinearizable runs three clients, one per server, for the length of
 // the nemesis: the leader's node cut off for 6 s, healed, then a
-// follower's for 4 s, healed. The history must be linearizable, with
+// follower's for 4 s, healed, then the leader's node killed for 5 s and
+// started again. The history must be linearizable, with
 // enough successful operations that the check means something.
 func (l *labCluster) checkLinearizable() {
 	t := l.t
@@ -196,6 +198,14 @@ func (l *labCluster) checkLinearizable() {
 	time.Sleep(4 * time.Second)
 	l.lab("heal", follower)
 	time.Sleep(3 * time.Second)
+	// The leader's node dies (its server killed, as a power loss) and
+	// comes back.
+	killed := l.leaderNode()
+	l.lab("kill", killed)
+	time.Sleep(5 * time.Second)
+	l.lab("start", killed)
+	l.eventually("the killed server answers again", 2*time.Minute, func() error { return l.serversHealthy(3) })
+	time.Sleep(3 * time.Second)
 	cancel()
 	wg.Wait()
 
@@ -209,9 +219,9 @@ func (l *labCluster) checkLinearizable() {
 			_ = porcupine.Visualize(labRegisterModel, info, f)
 			f.Close()
 		}
-		t.Fatalf("history of %d operations through 3 servers, partitions of %s and %s: porcupine says %s (visualization: %s)", len(ops), leader, follower, res, path)
+		t.Fatalf("history of %d operations through 3 servers, partitions of %s and %s, %s killed: porcupine says %s (visualization: %s)", len(ops), leader, follower, killed, res, path)
 	}
-	t.Logf("linearizable: %d operations (%d reads, %d writes acknowledged) through 3 servers, with %s then %s cut off", len(ops), okReads, okWrites, leader, follower)
+	t.Logf("linearizable: %d operations (%d reads, %d writes acknowledged) through 3 servers, with %s then %s cut off, then the leader's node %s killed and started", len(ops), okReads, okWrites, leader, follower, killed)
 	// The partitions healed: every server is a voter again, and agrees.
 	l.waitVoters(3)
 	l.eventually("the servers are healthy after the partitions", time.Minute, func() error { return l.serversHealthy(3) })
