@@ -166,6 +166,12 @@ type Config struct {
 	Claims volumes.Claims
 	// Logger; default slog.Default(). Logs carry the keys node and pod.
 	Logger *slog.Logger
+	// StartFromLastKnown runs the node's last known pods (lastknown.go)
+	// at once, before the store's first list, instead of when that list
+	// fails: the agent knows at start that no server answers (its
+	// registration failed), and a list against servers that hold
+	// connections without answering could take long to fail.
+	StartFromLastKnown bool
 	// DiskPressure says when the node reports DiskPressure and evicts
 	// pods to free disk (diskpressure.go). Default: the kubelet's
 	// thresholds on PodDir's file system.
@@ -204,6 +210,9 @@ type Agent struct {
 	pods    map[string]*corev1.Pod // by UID: the store's pods for this node
 	workers map[string]*podWorker  // by UID, including terminating ones
 	listRev int64                  // revision of the last list; older events are stale
+	// fromFile: the pods are the node's last known ones (lastknown.go),
+	// the store not listed yet; status writes wait for it.
+	fromFile bool
 	// orphans being removed, by runtime pod ID
 	removing map[string]bool
 	// runtimeByUID is the last runtime list: runtime pod IDs by pod UID
@@ -342,6 +351,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	retry := time.Second
 	fromFile := false
+	if a.cfg.StartFromLastKnown {
+		fromFile = a.runFromLastKnown(ctx)
+	}
 	for {
 		err := a.listAndWatch(ctx)
 		if ctx.Err() != nil {
@@ -448,6 +460,7 @@ func (a *Agent) resync(ctx context.Context, withRuntime bool) (int64, error) {
 
 	a.mu.Lock()
 	a.listRev = rev
+	a.fromFile = false
 	if withRuntime {
 		a.runtimeByUID = map[string][]string{}
 		for _, p := range running {
@@ -660,6 +673,15 @@ func (a *Agent) workerDone(w *podWorker) {
 func (a *Agent) writeStatus(ctx context.Context, uid string, status corev1.PodStatus) (bool, error) {
 	cur := a.currentPod(uid)
 	if cur == nil {
+		return false, nil
+	}
+	a.mu.Lock()
+	fromFile := a.fromFile
+	a.mu.Unlock()
+	if fromFile {
+		// The store has not answered since the agent started: a write
+		// would hold the pod's sync (its restarts) until it failed. The
+		// first list's pokes sync every pod, and write then.
 		return false, nil
 	}
 	for attempt := 0; attempt < 3; attempt++ {

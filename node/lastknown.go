@@ -29,9 +29,11 @@ import (
 // exited) and start their containers as the restart policy says, on the
 // network and volumes the node recorded. Nothing is removed while the agent
 // runs from the file: a runtime pod the file does not know waits for the
-// store. When the store answers, its list replaces the file's: a pod
-// deleted meanwhile is stopped then, and no pod is created twice (the
-// workers adopt by UID).
+// store, and no pod status is written until it answers a list. When the
+// store answers, its list replaces the file's: a pod deleted meanwhile is
+// stopped then, and no pod is created twice (the workers adopt by UID).
+// An agent that knows at start that no server answers runs from the file
+// at once (Config.StartFromLastKnown), not after a list that failed.
 
 // lastKnownFile is the file's name in PodDir.
 const lastKnownFile = ".last-known-pods.json"
@@ -138,6 +140,7 @@ func (a *Agent) runFromLastKnown(ctx context.Context) bool {
 	}
 	a.runtimeListed = true
 	a.lastRuntimeList = a.clock.Now()
+	a.fromFile = true
 	for _, p := range pods {
 		uid := string(p.UID)
 		a.pods[uid] = p

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -153,4 +154,82 @@ func runningContainers(ctx context.Context, rt *FakeRuntime, n int) error {
 		return fmt.Errorf("%d containers running, want %d", running, n)
 	}
 	return nil
+}
+
+// TestStartFromLastKnownBeforeTheList: an agent told at start that no
+// server answers (StartFromLastKnown) runs the node's last known pods while
+// its first list of the store still hangs, as a list does against a server
+// that accepts connections but cannot answer (one without a quorum).
+func TestStartFromLastKnownBeforeTheList(t *testing.T) {
+	h := newHarness(t)
+	createPod(t, h.st, newPod("kept"))
+	_, stop := h.run(t)
+	testkit.EventuallyTrue(t, "kept Running", 0, func() bool { return phase(t, h.st, "kept") == corev1.PodRunning })
+	stop()
+	ctx := context.Background()
+	pods, err := h.rt.ListPods(ctx)
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("runtime pods %v, %v", pods, err)
+	}
+	st, err := h.rt.PodStatus(ctx, pods[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Containers {
+		if err := h.rt.ExitContainer(c.ID, 137); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	hung := &hangingStore{Interface: h.st, release: make(chan struct{})}
+	defer close(hung.release)
+	a, err := New(Config{NodeName: "n1", Store: hung, Runtime: h.rt, Network: h.net, PodDir: h.podDir, Mounter: h.mounter,
+		SyncInterval: 50 * time.Millisecond, Logger: testkit.Logger(t), StartFromLastKnown: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = a.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	testkit.Eventually(t, "the pod's container running again while the list hangs", 0, func() error {
+		return runningContainers(ctx, h.rt, 1)
+	})
+	if hung.lists.Load() == 0 {
+		t.Fatal("the agent never listed the store: the test does not show the list hanging")
+	}
+}
+
+// hangingStore holds every List, Get and Watch until release is closed or
+// the call's context ends.
+type hangingStore struct {
+	store.Interface
+	release chan struct{}
+	lists   atomic.Int64
+}
+
+func (h *hangingStore) hang(ctx context.Context) error {
+	select {
+	case <-h.release:
+		return errServerDown
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *hangingStore) List(ctx context.Context, resource string, opts store.ListOptions) ([]schema.Object, int64, error) {
+	h.lists.Add(1)
+	return nil, 0, h.hang(ctx)
+}
+
+func (h *hangingStore) Get(ctx context.Context, resource, ns, name string) (schema.Object, error) {
+	return nil, h.hang(ctx)
+}
+
+func (h *hangingStore) Watch(ctx context.Context, resource string, opts store.ListOptions, rev int64) (<-chan store.Event, error) {
+	return nil, h.hang(ctx)
+}
+
+func (h *hangingStore) UpdateStatus(ctx context.Context, obj schema.Object) (schema.Object, error) {
+	return nil, h.hang(ctx)
 }

@@ -97,6 +97,11 @@ func toStatus(err error, t target) metav1.Status {
 		st.Message = fmt.Sprintf("the store's servers have no leader: this server is cut off from the majority, or an election is going on; "+
 			"nothing was written: retry, or reach another server (%v)", err)
 		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
+	case errors.Is(err, raftlog.ErrUnknownOutcome):
+		st.Code, st.Reason = http.StatusGatewayTimeout, metav1.StatusReasonTimeout
+		st.Message = fmt.Sprintf("this server lost the store's leader after it proposed the write and found none since "+
+			"(it is cut off from the majority): the write may or may not be applied; read the object, through another server (%v)", err)
+		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
 	default:
 		st.Code, st.Reason = http.StatusInternalServerError, metav1.StatusReasonInternalError
 		st.Message = fmt.Sprintf("Internal error occurred: %v", err)

@@ -52,11 +52,13 @@ func (n *Node) call(ctx context.Context, f func() error) error {
 // Errors: ErrNoLeader (no leader known for two election timeouts: this
 // server is cut off from the majority; nothing was proposed) or
 // ErrProposalDropped (nothing was proposed; retry later), ErrStopped, or
-// ctx's error. A proposal can be lost after it was
-// accepted (the leader changed before it committed); the call then waits
-// until ctx is done, so give ctx a deadline — unless the StateMachine is a
-// DuplicateRejecter, whose proposals are proposed again. A ctx error does not say that
-// data was not applied: it may still commit.
+// ctx's error. A proposal can be lost after it was accepted (the leader
+// changed before it committed); the call then waits until ctx is done, so
+// give ctx a deadline — unless the StateMachine is a DuplicateRejecter,
+// whose proposals are proposed again, and which get ErrUnknownOutcome once
+// no leader is known for two election timeouts. A ctx error or
+// ErrUnknownOutcome does not say that data was not applied: it may still
+// commit.
 func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint64, err error) {
 	seq, ch := n.expect()
 	defer n.forget(seq)
@@ -80,6 +82,11 @@ func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint
 	}
 	return n.await(ctx, ch, retry, func() error {
 		err := propose()
+		if errors.Is(err, ErrNoLeader) && !n.awaitLeader(ctx) {
+			// Cut off from the majority: the call ends, without
+			// knowing whether the first copy was committed.
+			return ErrUnknownOutcome
+		}
 		if errors.Is(err, ErrNoLeader) || errors.Is(err, ErrProposalDropped) {
 			return nil // the next tick tries again
 		}
@@ -164,8 +171,9 @@ func (n *Node) proposeErr(err error) error {
 // it returns once this server has applied everything that was committed
 // when the call began, so that a read of the state machine after it sees
 // every write that completed before it. It works on followers (Raft asks
-// the leader). Without a leader it keeps asking, every election timeout,
-// until ctx is done.
+// the leader). Unanswered, it asks again every election timeout, until
+// ctx is done or no leader is known for two election timeouts
+// (ErrNoLeader: this server is cut off from the majority).
 func (n *Node) ReadIndex(ctx context.Context) error {
 	retry := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
 	for {
@@ -195,6 +203,9 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 				return n.stoppedErr()
 			case <-timeout:
 				if n.forgetRead(id) {
+					if !n.awaitLeader(ctx) {
+						return ErrNoLeader // cut off from the majority
+					}
 					timeout = nil // unanswered: ask again
 					continue
 				}

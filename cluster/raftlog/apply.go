@@ -79,6 +79,13 @@ func (n *Node) applyConfChange(cc *raftpb.ConfChange, idx uint64) {
 		if addr == "" {
 			addr = n.members[id] // promoting a learner keeps its address
 		}
+		if _, known := n.members[id]; !known && id != n.id {
+			// A new server starts from a snapshot, never from the log's
+			// first entries: the state machine may hold more than the
+			// log ever wrote (a store restored from a backup, the
+			// group then founded on it).
+			n.compactAll = true
+		}
 		n.members[id] = addr
 		if id != n.id {
 			n.transport.SetPeer(id, addr)
@@ -159,9 +166,21 @@ func (n *Node) restoreSnapshot(md *raftpb.SnapshotMetadata, members []Peer, stat
 // applied since the last one: the state machine's state goes to a snap
 // file, the WAL rotates to a segment starting at it, and the in-memory log
 // is compacted, keeping a tenth of SnapshotEntries entries for followers
-// slightly behind.
+// slightly behind. After a server joined (compactAll) it takes one at once
+// and keeps no entry: the new server gets the snapshot.
 func (n *Node) maybeSnapshot() error {
-	if n.applied-n.snapIndex < n.cfg.SnapshotEntries || n.applied < n.nextSnapTry {
+	all := n.compactAll
+	n.compactAll = false
+	if all && n.applied == n.snapIndex {
+		// The snapshot at this index exists: only compact into it.
+		if first, _ := n.storage.FirstIndex(); first <= n.snapIndex {
+			if err := n.storage.Compact(n.snapIndex); err != nil {
+				return fmt.Errorf("raftlog: compact the log to %d: %w", n.snapIndex, err)
+			}
+		}
+		return nil
+	}
+	if !all && (n.applied-n.snapIndex < n.cfg.SnapshotEntries || n.applied < n.nextSnapTry) {
 		return nil
 	}
 	snap, err := n.snapshotNow()
@@ -179,7 +198,11 @@ func (n *Node) maybeSnapshot() error {
 	}
 	first, _ := n.storage.FirstIndex()
 	last, _ := n.storage.LastIndex()
-	compact := n.applied - min(n.applied, n.cfg.SnapshotEntries/10)
+	tail := n.cfg.SnapshotEntries / 10 // kept for followers a little behind
+	if all {
+		tail = 0
+	}
+	compact := n.applied - min(n.applied, tail)
 	lo := max(compact+1, first)
 	var keep []*raftpb.Entry
 	if lo <= last {

@@ -36,10 +36,13 @@ type Node struct {
 	smApplied      uint64 // last index the StateMachine holds
 	snapIndex      uint64 // index of the newest snapshot
 	nextSnapTry    uint64 // after a failed Snapshot, do not retry before this index
-	pendingReads   []pendingRead
-	raftState      raft.StateType
-	afterAdvance   []func()
-	finishing      []finished // applied proposals, answered by publish
+	// compactAll: a server joined; the next maybeSnapshot takes a snapshot
+	// and compacts the whole log into it (apply.go).
+	compactAll   bool
+	pendingReads []pendingRead
+	raftState    raft.StateType
+	afterAdvance []func()
+	finishing    []finished // applied proposals, answered by publish
 
 	recvc    chan *raftpb.Message
 	reqc     chan func()

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,5 +233,73 @@ func TestGroupCommit(t *testing.T) {
 	objs, _, err := s.List(ctx, "pods", store.ListOptions{})
 	if err != nil || len(objs) != len(won) {
 		t.Errorf("list: %d pods (%v), want %d: the failing Txn's pod must not be there", len(objs), err, len(won))
+	}
+}
+
+// TestJoinAfterRestore: a store restored from a backup founds a new group
+// (`flotilla snapshot restore`), so its objects are in no log entry; a
+// server that joins it afterwards gets them all the same (a snapshot, not
+// the log from its first entry), and so does a server that joins later.
+func TestJoinAfterRestore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	backup := store.MemoryFor(t)
+	restored, err := backup.Create(ctx, pod("restored"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap bytes.Buffer
+	if err := backup.Snapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+
+	nw := raftlog.NewMemNetwork()
+	t.Cleanup(nw.Close)
+	start := func(id uint64, cfg raftlog.Config) (*store.Badger, *raftlog.Node) {
+		dir := t.TempDir()
+		st, err := store.Open(store.Config{Dir: filepath.Join(dir, "db"), Replicated: true, Logger: testkit.LoggerAt(t, slog.LevelWarn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id == 1 {
+			if err := st.Restore(&snap, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.ID, cfg.Dir, cfg.Transport, cfg.StateMachine = id, filepath.Join(dir, "raft"), nw.Transport(id), st
+		cfg.TickInterval, cfg.Logger = 20*time.Millisecond, testkit.LoggerAt(t, slog.LevelWarn)
+		node, err := raftlog.Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nw.Register(id, node)
+		st.Replicate(node)
+		t.Cleanup(func() {
+			node.Stop()
+			if err := st.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		return st, node
+	}
+	_, first := start(1, raftlog.Config{Bootstrap: []raftlog.Peer{{ID: 1, Addr: "s1"}}})
+	testkit.Eventually(t, "a leader", 20*time.Second, func() error {
+		if first.Status().Leader != 1 {
+			return fmt.Errorf("no leader yet")
+		}
+		return nil
+	})
+	for id := uint64(2); id <= 3; id++ {
+		if err := first.AddLearner(ctx, raftlog.Peer{ID: id, Addr: fmt.Sprint("s", id)}); err != nil {
+			t.Fatal(err)
+		}
+		joined, _ := start(id, raftlog.Config{Join: true})
+		got, err := joined.Get(ctx, "pods", restored.GetNamespace(), restored.GetName())
+		if err != nil {
+			t.Fatalf("server %d, joined after the restore: %v", id, err)
+		}
+		if got.GetUID() != restored.GetUID() {
+			t.Fatalf("server %d has pod %s with UID %s, want %s", id, got.GetName(), got.GetUID(), restored.GetUID())
+		}
 	}
 }

@@ -222,7 +222,7 @@ func runAgent(ctx context.Context, o *agentOptions, out io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	n, err := host.New(ctx, host.Config{NodeName: o.nodeName, DataDir: o.dataDir, Settings: o.hostSettings(), Store: api,
-		NodeIP: advertise, Overlay: true, Members: members, Services: o.serviceOptions.config(),
+		NodeIP: advertise, Overlay: true, Members: members, Offline: offline, Services: o.serviceOptions.config(),
 		ReadLBPool: func(ctx context.Context) (string, error) {
 			info, err := readJoinInfo(ctx, api)
 			return info.lbPool, err

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -91,8 +93,9 @@ func notWritten(err error) bool {
 
 // checkLinearizable runs three clients, one per server, for the length of
 // the nemesis: the leader's node cut off for 6 s, healed, then a
-// follower's for 4 s, healed, then the leader's node killed for 5 s and
-// started again. The history must be linearizable, with
+// follower's for 6 s, healed, then the leader's node killed for 5 s and
+// started again. The cut-off follower, asked from its own node, refuses a
+// write, which its history (a watch through it, once healed) never shows. The history must be linearizable, with
 // enough successful operations that the check means something.
 func (l *labCluster) checkLinearizable() {
 	t := l.t
@@ -194,10 +197,22 @@ func (l *labCluster) checkLinearizable() {
 		}
 		return nil
 	})
+	_, before, err := l.client.List(context.Background(), "configmaps", store.ListOptions{Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	l.lab("cut", follower)
-	time.Sleep(4 * time.Second)
+	cutAt := time.Now()
+	// Once the follower can tell that its leader is gone (its election
+	// timeout, 1 s), a write through it is refused.
+	time.Sleep(2 * time.Second)
+	asked := time.Now()
+	refused := l.minorityWrite(follower, keys[0])
+	t.Logf("the cut-off %s refused a write (delete configmap %s) %s after it was asked", follower, keys[0], refused.Sub(asked).Round(10*time.Millisecond))
+	time.Sleep(time.Until(cutAt.Add(6 * time.Second)))
 	l.lab("heal", follower)
 	time.Sleep(3 * time.Second)
+	l.sameHistory(follower, before, keys[0])
 	// The leader's node dies (its server killed, as a power loss) and
 	// comes back.
 	killed := l.leaderNode()
@@ -229,5 +244,88 @@ func (l *labCluster) checkLinearizable() {
 		if _, err := l.client.Delete(context.Background(), "configmaps", "default", k, store.DeleteOptions{}); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// minorityWrite deletes key through the API of node's own server, from
+// inside the node, while the node is cut off: the server is a minority of
+// one and must refuse (an error, within its client's 20 s). It returns
+// when the refusal came.
+func (l *labCluster) minorityWrite(node, key string) time.Time {
+	t := l.t
+	kubeconfig := l.kubeconfigFor("127.0.0.1")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, flotillaBin, "lab", "exec", "--dir", l.dir, node, "--",
+		flotillaBin, "--kubeconfig", kubeconfig, "delete", "configmap", key).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("a write through the cut-off %s got no answer in 20 s:\n%s", node, out)
+	}
+	if err == nil {
+		t.Fatalf("the cut-off %s accepted a write (delete configmap %s) that no majority made:\n%s", node, key, out)
+	}
+	return time.Now()
+}
+
+// sameHistory checks, once node is healed, that a watch through node's own
+// server from revision from replays exactly the events a watch through the
+// API VIP does, up to a marker written through the VIP: the cut-off server
+// recorded no write of its own (none deleting refusedKey), and caught up.
+func (l *labCluster) sameHistory(node string, from int64, refusedKey string) {
+	t := l.t
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	// A marker written through the VIP ends both histories.
+	marker, err := l.client.Create(ctx, &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "healed-", Namespace: "default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := l.client.Delete(context.Background(), "configmaps", "default", marker.GetName(), store.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+	}()
+	upTo, err := strconv.ParseInt(marker.GetResourceVersion(), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	through, err := apiclient.FromKubeconfig(l.kubeconfigFor(l.node(node).IP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	history := func(c *apiclient.Client) []string {
+		w, err := c.Watch(ctx, "configmaps", store.ListOptions{Namespace: "default"}, from)
+		if err != nil {
+			t.Fatalf("watch through %s: %v", c.Server(), err)
+		}
+		var seen []string
+		for {
+			select {
+			case ev, ok := <-w:
+				if !ok {
+					t.Fatalf("the watch through %s ended after %d events", c.Server(), len(seen))
+				}
+				if ev.Object == nil {
+					continue
+				}
+				if ev.Type == store.Deleted && ev.Object.GetName() == refusedKey {
+					t.Errorf("the watch through %s shows the refused deletion of %s at revision %d", c.Server(), refusedKey, ev.Revision)
+				}
+				seen = append(seen, fmt.Sprintf("%s %s@%s", ev.Type, ev.Object.GetName(), ev.Object.GetResourceVersion()))
+				if ev.Object.GetName() == marker.GetName() {
+					return seen
+				}
+			case <-ctx.Done():
+				t.Fatalf("the watch through %s: %d events, not the marker's (revision %d)", c.Server(), len(seen), upTo)
+			}
+		}
+	}
+	want, got := history(l.client), history(through)
+	if !slices.Equal(got, want) {
+		t.Fatalf("through %s the history since revision %d differs from the VIP's:\n%v\n%v", node, from, got, want)
+	}
+	if _, err := l.client.Get(ctx, "configmaps", "default", refusedKey); err != nil {
+		t.Errorf("after the heal, %s: %v", refusedKey, err)
 	}
 }

@@ -47,6 +47,14 @@ func snapshotHandler(cp *controlPlane) http.Handler {
 			writeStatus(w, http.StatusInternalServerError, "InternalError", err.Error())
 			return
 		}
+		// The snapshot holds every write acknowledged before the request,
+		// whichever server answers it: this one applies the log up to the
+		// leader's commit first, as a linearizable read does.
+		if err := cp.raft.ReadIndex(r.Context()); err != nil {
+			writeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable",
+				"this server cannot tell that it holds every acknowledged write (no leader reached): "+err.Error()+"; retry, or ask another server")
+			return
+		}
 		host, _ := os.Hostname()
 		meta := snapshot.Meta{Created: time.Now().UTC(), Revision: cp.store.Revision(), Server: host}
 		w.Header().Set("Content-Type", "application/x-tar")

@@ -60,6 +60,9 @@ type Config struct {
 	// Members is the cluster's gossip, which says which nodes are alive
 	// to hold load balancer addresses; nil: a one-node cluster.
 	Members *gossip.Membership
+	// Offline: no server answered at start; the agent runs the node's
+	// last known pods at once (node.Config.StartFromLastKnown).
+	Offline bool
 	// LBPool is the load balancer pool, the only addresses this node may
 	// hold; nil: ReadLBPool reads it (every poolRefresh); both nil: the
 	// node holds none.
@@ -152,7 +155,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.agent, err = node.New(node.Config{NodeName: cfg.NodeName, Store: cfg.Store, Runtime: n.runtime, Network: n.fabric,
 		NodeIP: cfg.NodeIP, ClusterDNS: n.fabric.Gateway(), ClusterDomain: cfg.Services.ClusterDomain,
 		PodDir: filepath.Join(cfg.DataDir, "pods"), Logger: n.log.With("component", "agent"),
-		DiskPressure: diskPressure(cfg.DataDir, cfg.Settings), Metrics: cfg.Metrics})
+		DiskPressure: diskPressure(cfg.DataDir, cfg.Settings), Metrics: cfg.Metrics, StartFromLastKnown: cfg.Offline})
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -296,12 +297,53 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 	if err := os.RemoveAll(n.RunRoot); err != nil {
 		return fmt.Errorf("killing %s: empty its run root: %w", n.Name, err)
 	}
+	// runc keeps its containers' state in the host's /run too, which the
+	// node's reboot would empty as well: left, the next start of each
+	// container fails ("container with given ID already exists").
+	if err := removeRuncState(runcRoot, n.PodmanRoot); err != nil {
+		return fmt.Errorf("killing %s: %w", n.Name, err)
+	}
 	// Unplug it too: a machine without power answers nothing, not even
 	// ARP for the addresses its kernel (the namespace) still holds.
 	if err := setSwitchPort(st, n.Name, false); err != nil {
 		return fmt.Errorf("killing %s: %w", n.Name, err)
 	}
 	l.log.Info("lab node killed", "node", n.Name)
+	return nil
+}
+
+// runcRoot is where runc keeps its containers' state when Podman runs it
+// as root without a --root of its own.
+const runcRoot = "/run/runc"
+
+// removeRuncState removes runc's state (root/ID/state.json) of every
+// container whose root file system is under storage: one node's, killed.
+func removeRuncState(root, storage string) error {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read runc's state: %w", err)
+	}
+	for _, e := range entries {
+		dir := filepath.Join(root, e.Name())
+		data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+		if err != nil {
+			continue // not a container's, or removed meanwhile
+		}
+		var st struct {
+			Config struct {
+				Rootfs string `json:"rootfs"`
+			} `json:"config"`
+		}
+		if json.Unmarshal(data, &st) != nil || !strings.HasPrefix(st.Config.Rootfs, storage+string(filepath.Separator)) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove runc's state of container %s: %w", e.Name(), err)
+		}
+	}
 	return nil
 }
 
