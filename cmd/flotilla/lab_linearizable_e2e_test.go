@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -121,14 +120,7 @@ func (l *labCluster) checkLinearizable() {
 	var wg sync.WaitGroup
 	okReads, okWrites := 0, 0
 	for i, s := range servers {
-		host, _, err := net.SplitHostPort(s.Address)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := apiclient.FromKubeconfig(l.kubeconfigFor(host))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, _ := l.serverClient(s)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -241,6 +241,21 @@ func (l *labCluster) kubeconfigFor(host string) string {
 	return path
 }
 
+// serverClient is an API client of server s's own address (not the
+// VIP), and that address's host.
+func (l *labCluster) serverClient(s apiserver.ServerInfo) (*apiclient.Client, string) {
+	l.t.Helper()
+	host, _, err := net.SplitHostPort(s.Address)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	c, err := apiclient.FromKubeconfig(l.kubeconfigFor(host))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return c, host
+}
+
 // tryLeaderNode is the lab node the leader runs on (server i on node i,
 // found by its peer address).
 func (l *labCluster) tryLeaderNode() (string, error) {
@@ -576,14 +591,7 @@ func (l *labCluster) checkSnapshotRestore() {
 		t.Fatal(err)
 	}
 	for _, s := range servers {
-		host, _, err := net.SplitHostPort(s.Address)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := apiclient.FromKubeconfig(l.kubeconfigFor(host))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, host := l.serverClient(s)
 		for _, key := range []string{"services/hello", "persistentvolumeclaims/" + claim.Name, "pods/data-0"} {
 			res, name, _ := strings.Cut(key, "/")
 			obj, err := c.Get(context.Background(), res, "default", name)
