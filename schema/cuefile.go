@@ -102,7 +102,9 @@ func (v *Validator) cueDocuments(e *evaluator, name string, data []byte) (docs [
 	} else {
 		v.modMu.Lock()
 		unlock = v.modMu.Unlock
-		ev = v.mod
+		if ev, err = v.module(); err != nil {
+			return nil, e, unlock, errorProblems(name, name, err)
+		}
 		val, posFile, err = v.buildInModule(data)
 		if err != nil {
 			return nil, ev, unlock, errorProblems(name, posFile, err)

@@ -48,8 +48,8 @@ type Validator struct {
 
 	validated atomic.Int64 // documents and objects validated, ever
 
-	modMu sync.Mutex // serialises mod
-	mod   *evaluator // the module as loaded, for CUE manifests that import it
+	modMu sync.Mutex // serialises mod, and its making
+	mod   *evaluator // the module as loaded, for CUE manifests that import it: made by the first (module)
 
 	// cueInProcess evaluates .cue manifests in this process instead of the
 	// sandbox: without the sandbox's time and memory limits. Only for tests
@@ -89,10 +89,9 @@ func NewValidatorWithLimits(l Limits) (*Validator, error) {
 		return nil, err
 	}
 	v := &Validator{limits: l.withDefaults(), overlay: overlay}
-	v.mod, err = newEvaluatorOf(ctx, pkg, &v.validated)
-	if err != nil {
-		return nil, err
-	}
+	// The module itself is garbage from here on: it is built again only
+	// for a CUE manifest that imports it (module), which a server leaves
+	// to the sandbox. Kept, it was about 8 MB of a server's live heap.
 	src, err := compileSchema(pkg)
 	if err != nil {
 		return nil, err
@@ -241,9 +240,26 @@ func (e *evaluator) validate(k Kind, file, posFile string, data cue.Value) Probl
 	return cueProblems(file, posFile, data, err)
 }
 
+// module returns the evaluator of the module as loaded, made at the first
+// call (call with modMu held).
+func (v *Validator) module() (*evaluator, error) {
+	if v.mod == nil {
+		ctx := cuecontext.New()
+		pkg, err := buildModule(ctx, v.overlay)
+		if err != nil {
+			return nil, err
+		}
+		if v.mod, err = newEvaluatorOf(ctx, pkg, &v.validated); err != nil {
+			return nil, err
+		}
+	}
+	return v.mod, nil
+}
+
 // buildInModule builds a CUE manifest file that has imports as a package
 // of the embedded module, in the module's own context (call with modMu
-// held). It returns the value and the file name that its positions carry.
+// held, after module). It returns the value and the file name that its
+// positions carry.
 func (v *Validator) buildInModule(src []byte) (cue.Value, string, error) {
 	dir := path.Join(embeddedRoot, "internal", "manifest")
 	file := path.Join(dir, "manifest.cue")
