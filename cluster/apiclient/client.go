@@ -69,7 +69,9 @@ type Config struct {
 // request moves on when the connection could not be made (nothing was
 // sent); when it was lost later (the server may have received the
 // request), only a GET or HEAD does. An answer with an error status is an
-// answer: it is returned, never retried elsewhere.
+// answer: it is returned, never retried elsewhere; except a server's "no
+// leader" (IsNoLeader: it did nothing), after which any request moves on,
+// and the last server's answer is returned.
 type Client struct {
 	token string
 	hc    *http.Client
@@ -172,7 +174,8 @@ func kindOf(resource string) (schema.Kind, error) {
 // Client says.
 func (c *Client) send(ctx context.Context, method, p string, q url.Values, body []byte) (*http.Response, error) {
 	var errs []error
-	for i, base := range c.order() {
+	servers := c.order()
+	for i, base := range servers {
 		resp, err := c.sendTo(ctx, base, method, p, q, body)
 		if err != nil {
 			errs = append(errs, err)
@@ -181,13 +184,25 @@ func (c *Client) send(ctx context.Context, method, p string, q url.Values, body 
 			}
 			continue
 		}
+		if resp.StatusCode/100 != 2 {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			err := decodeError(resp.StatusCode, data)
+			if IsNoLeader(err) {
+				if i < len(servers)-1 && ctx.Err() == nil {
+					// That server did nothing: another may know a leader.
+					errs = append(errs, err)
+					continue
+				}
+				return nil, err
+			}
+			if i > 0 {
+				c.answered(base)
+			}
+			return nil, err
+		}
 		if i > 0 {
 			c.answered(base)
-		}
-		if resp.StatusCode/100 != 2 {
-			defer resp.Body.Close()
-			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			return nil, decodeError(resp.StatusCode, data)
 		}
 		return resp, nil
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 )
 
 // parseServer checks that s is an http(s) base URL and drops its trailing
@@ -101,6 +103,24 @@ func retryable(method string, err error) bool {
 		return true
 	}
 	return method == http.MethodGet || method == http.MethodHead
+}
+
+// IsNoLeader tells whether err is, or holds, an answer of a server that
+// knows no leader of the store (503, cause apiserver.CauseNoLeader): that
+// server did nothing, and a request that got it on every server it tried
+// may be sent again later. Such an answer sends a request on to the next
+// server, whatever its method.
+func IsNoLeader(err error) bool {
+	var st *StatusError
+	if !errors.As(err, &st) || st.Status.Code != http.StatusServiceUnavailable || st.Status.Details == nil {
+		return false
+	}
+	for _, c := range st.Status.Details.Causes {
+		if c.Type == apiserver.CauseNoLeader {
+			return true
+		}
+	}
+	return false
 }
 
 // joinErrors is errs[0] alone, or all of errs (one per server tried) on

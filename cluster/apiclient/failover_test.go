@@ -143,6 +143,46 @@ func TestErrorStatusNotRetried(t *testing.T) {
 	}
 }
 
+// noLeaderStatus is what a server that knows no leader of the store
+// answers (apiserver's Status for raftlog.ErrNoLeader).
+const noLeaderStatus = `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"no leader","reason":"ServiceUnavailable",` +
+	`"details":{"causes":[{"reason":"flotilla.dev/NoLeader"}],"retryAfterSeconds":1},"code":503}`
+
+// TestNoLeaderMovesOn: a server cut off from the store's majority did
+// nothing; a request it answered "no leader", a POST too, goes to the next
+// server, which becomes current: later requests do not wait for the
+// cut-off server's answer first. When every server says so, the last one's answer is returned,
+// and IsNoLeader tells it.
+func TestNoLeaderMovesOn(t *testing.T) {
+	var cutHits atomic.Int32
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cutHits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, noLeaderStatus)
+	}))
+	t.Cleanup(cut.Close)
+	ok := newFakeAPI(t)
+	c := newClient(t, apiclient.Config{Server: cut.URL, Servers: []string{ok.URL}})
+	if _, err := c.Create(context.Background(), newPod("default", "p", nil)); err != nil || ok.hits.Load() != 1 {
+		t.Fatalf("a POST answered no leader: %v, %d requests to the next server; want it sent there", err, ok.hits.Load())
+	}
+	if err := list(c); err != nil || ok.hits.Load() != 2 || cutHits.Load() != 1 || c.Server() != ok.URL {
+		t.Fatalf("after a no-leader answer: %v, %d and %d requests, current %s; want the next server current",
+			err, cutHits.Load(), ok.hits.Load(), c.Server())
+	}
+
+	alone := newClient(t, apiclient.Config{Server: cut.URL, Servers: []string{cut.URL}})
+	err := list(alone)
+	var se *apiclient.StatusError
+	if !errors.As(err, &se) || se.Code() != http.StatusServiceUnavailable || !apiclient.IsNoLeader(err) {
+		t.Fatalf("every server without a leader: got %v, want its 503 that IsNoLeader tells", err)
+	}
+	if apiclient.IsNoLeader(errors.New("no leader")) || apiclient.IsNoLeader(&apiclient.StatusError{}) {
+		t.Fatal("IsNoLeader holds for an error without the cause")
+	}
+}
+
 // TestSetServers: fallbacks given at run time are used; repeats are
 // dropped; an invalid URL changes nothing; dropping the current server
 // makes Config.Server current again. When no server answers, the error

@@ -13,6 +13,12 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/store"
 )
 
+// CauseNoLeader is the cause of a 503 answer from a server that knows no
+// leader of the store (cut off from the majority, or during an
+// election): nothing was written, and the same request may go to another
+// server at once.
+const CauseNoLeader metav1.CauseType = "flotilla.dev/NoLeader"
+
 // apiError is an error the server itself decides (bad request, forbidden …),
 // already in its wire form.
 type apiError struct{ status metav1.Status }
@@ -96,7 +102,8 @@ func toStatus(err error, t target) metav1.Status {
 		st.Code, st.Reason = http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable
 		st.Message = fmt.Sprintf("the store's servers have no leader: this server is cut off from the majority, or an election is going on; "+
 			"nothing was written: retry, or reach another server (%v)", err)
-		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
+		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1,
+			Causes: []metav1.StatusCause{{Type: CauseNoLeader, Message: "this server knows no leader of the store; nothing was done"}}}
 	case errors.Is(err, raftlog.ErrUnknownOutcome):
 		st.Code, st.Reason = http.StatusGatewayTimeout, metav1.StatusReasonTimeout
 		st.Message = fmt.Sprintf("this server lost the store's leader after it proposed the write and found none since "+

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/internal/atomicfile"
 )
@@ -187,8 +188,9 @@ func (k *agentStateKeeper) update(fn func(*agentState)) error {
 }
 
 // unreachable tells an error of a server that does not answer (refused,
-// timed out, no route) from one that answered.
+// timed out, no route), or answers only that it knows no leader of the
+// store (it runs, but most servers do not), from one that answered.
 func unreachable(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
+	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded) || apiclient.IsNoLeader(err)
 }

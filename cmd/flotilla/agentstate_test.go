@@ -3,15 +3,24 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/cluster/apiclient"
+	"github.com/flotilla-dev/flotilla/cluster/apiserver"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
@@ -147,6 +156,29 @@ func TestFollowServers(t *testing.T) {
 	for _, s := range seen {
 		if len(s) == 0 {
 			t.Errorf("told an empty list of servers: %v", seen)
+		}
+	}
+}
+
+// TestUnreachable: an agent starts from its last known state when no
+// server answers, or when those that answer know no leader of the store
+// (most servers are down); not when a server answered anything else.
+func TestUnreachable(t *testing.T) {
+	noLeader := &apiclient.StatusError{Status: metav1.Status{Code: http.StatusServiceUnavailable,
+		Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: apiserver.CauseNoLeader}}}}}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("register: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
+		{fmt.Errorf("register: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("register: %w", noLeader), true},
+		{&apiclient.StatusError{Status: metav1.Status{Code: http.StatusServiceUnavailable, Message: "the store is closed"}}, false},
+		{&apiclient.StatusError{Status: metav1.Status{Code: http.StatusForbidden}}, false},
+		{errors.New("bad certificate"), false},
+	} {
+		if got := unreachable(c.err); got != c.want {
+			t.Errorf("unreachable(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/auth"
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
+	"github.com/flotilla-dev/flotilla/cluster/raftlog"
 	"github.com/flotilla-dev/flotilla/examples"
 	"github.com/flotilla-dev/flotilla/gitsync"
 	"github.com/flotilla-dev/flotilla/reconciler/nodelifecycle"
@@ -213,11 +214,6 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	// carry the API address, a gossip address and the CA's fingerprint.
 	info := joinInfo{server: cp.serverURL, gossipAddr: net.JoinHostPort(o.advertise, strconv.Itoa(o.gossipPort)), caFingerprint: fp, caPEM: cp.caPEM,
 		lbPool: cp.lbPool.String()}
-	// The join info names the leader of a bigger group (it republishes it
-	// when elected), so that new tokens name a server that is alive.
-	if err := publishJoinInfo(ctx, cp.writes, key, info, len(cp.raft.Status().Members) > 1); err != nil {
-		return err
-	}
 	if vip != nil {
 		// Held in the term's own work: a term's release can never undo
 		// the next term's hold.
@@ -227,16 +223,6 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		if err := publishJoinInfo(ctx, cp.writes, key, info, false); err != nil && ctx.Err() == nil {
 			log.Warn("publishing the join info as the new leader", "err", err)
 		}
-	}
-	// A fresh join token at every start, valid for a day: the file is what
-	// a node needs to join.
-	tok, expires, err := createJoinToken(ctx, cp.writes, info, o.tokenTTL, "written by flotilla server to "+filepath.Join(o.dataDir, "join-token"))
-	if err != nil {
-		return err
-	}
-	tokenPath := filepath.Join(o.dataDir, "join-token")
-	if err := atomicfile.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write the join token: %w", err)
 	}
 	// Agents find every server's own address in gossip (the VIP is one
 	// address among them, not a server's).
@@ -263,12 +249,55 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 	if scheme, insecure := gitsync.InsecureTransport(repo); insecure {
 		say("warning: %s:// fetches without encryption or server authentication: anyone on the path can read the repository or serve other commits; use https:// or ssh://", scheme)
 	}
-	say("join token %s in %s (valid until %s; `flotilla token create` makes more); copy it to each node (mode 0600) and run there:",
-		tok.TokenID(), tokenPath, expires.Local().Format(time.RFC3339))
-	fmt.Fprint(out, "\n  flotilla agent --token-file /etc/flotilla/join-token\n\n")
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return api.Serve(gctx, cp.listener) })
+	// The API serves before the writes below, which need a majority of
+	// the servers: one that starts while most are down answers that it
+	// has no leader (clients then try another server) instead of holding
+	// their connections.
+	g.Go(func() error {
+		// The join info names the leader of a bigger group (it
+		// republishes it when elected), so that new tokens name a server
+		// that is alive.
+		keep := len(cp.raft.Status().Members) > 1
+		if err := untilQuorum(gctx, say, "publish the join info", func(ctx context.Context) error {
+			return publishJoinInfo(ctx, cp.writes, key, info, keep)
+		}); err != nil {
+			return err
+		}
+		g.Go(func() error {
+			// The gossip Secret is the truth (`flotilla token
+			// rotate-gossip-key` changes it); the key file follows it,
+			// for the next start.
+			followGossipKeys(gctx, cp.store, members, gossipKeyPollInterval, log.With("component", "gossip"), func(k gossipKeys) {
+				if err := atomicfile.WriteFile(filepath.Join(o.dataDir, "gossip-key"), []byte(hex.EncodeToString(k.primary)+"\n"), 0o600); err != nil {
+					log.Warn("saving the gossip key", "err", err)
+				}
+			})
+			return nil
+		})
+		// A fresh join token at every start, valid for a day: the file
+		// is what a node needs to join.
+		tokenPath := filepath.Join(o.dataDir, "join-token")
+		var (
+			tok     join.Token
+			expires time.Time
+		)
+		if err := untilQuorum(gctx, say, "store a join token", func(ctx context.Context) (err error) {
+			tok, expires, err = createJoinToken(ctx, cp.writes, info, o.tokenTTL, "written by flotilla server to "+tokenPath)
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(tokenPath, []byte(tok.Encode()+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write the join token: %w", err)
+		}
+		say("join token %s in %s (valid until %s; `flotilla token create` makes more); copy it to each node (mode 0600) and run there:",
+			tok.TokenID(), tokenPath, expires.Local().Format(time.RFC3339))
+		fmt.Fprint(out, "\n  flotilla agent --token-file /etc/flotilla/join-token\n\n")
+		return nil
+	})
 	g.Go(func() error { return cp.whileLeader(gctx) })
 	g.Go(func() error { cp.rbac.Run(gctx); return nil })
 	g.Go(func() error {
@@ -279,20 +308,43 @@ func runServer(ctx context.Context, o *serverOptions, out io.Writer) error {
 		joinServerGossip(gctx, members, cp.raft, o.advertise, o.gossipPort, log.With("component", "gossip"))
 		return nil
 	})
-	g.Go(func() error {
-		// The gossip Secret is the truth (`flotilla token rotate-gossip-key`
-		// changes it); the key file follows it, for the next start.
-		followGossipKeys(gctx, cp.store, members, gossipKeyPollInterval, log.With("component", "gossip"), func(k gossipKeys) {
-			if err := atomicfile.WriteFile(filepath.Join(o.dataDir, "gossip-key"), []byte(hex.EncodeToString(k.primary)+"\n"), 0o600); err != nil {
-				log.Warn("saving the gossip key", "err", err)
-			}
-		})
-		return nil
-	})
 	err = g.Wait()
 	_ = members.Leave(2 * time.Second)
 	say("stopped")
 	return ignoreCanceled(err)
+}
+
+// untilQuorum runs write until it is done, again each second while the
+// store has no leader (this server started while most servers are down,
+// or is cut off from them), saying once that it waits. Any other error
+// ends it.
+func untilQuorum(ctx context.Context, say func(string, ...any), what string, write func(context.Context) error) error {
+	waiting := false
+	for {
+		err := write(ctx)
+		if err == nil || !noQuorum(err) || ctx.Err() != nil {
+			if err != nil {
+				err = fmt.Errorf("%s: %w", what, err)
+			}
+			return err
+		}
+		if !waiting {
+			waiting = true
+			say("waiting for a majority of the servers to %s (%v); the API answers meanwhile, that it has no leader", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// noQuorum tells the errors of a store that has no leader: nothing was
+// written, or (ErrUnknownOutcome) perhaps it was; a retry is safe for
+// writes that create once or put.
+func noQuorum(err error) bool {
+	return errors.Is(err, raftlog.ErrNoLeader) || errors.Is(err, raftlog.ErrUnknownOutcome) || errors.Is(err, raftlog.ErrProposalDropped)
 }
 
 // ensureGossipKey returns the cluster's gossip key, kept in the data dir.
