@@ -141,6 +141,11 @@ func boundLabels(lv []string) []string {
 		lv[0] = "other"
 	}
 	if resource == "" {
+		// A path, or a resource path with an empty resource
+		// ("/api////x"): nothing else of it is a label.
+		if group != "" || version != "" || sub != "" {
+			lv[1], lv[2], lv[3], lv[4] = "", "", "other", ""
+		}
 		return lv
 	}
 	known := false
