@@ -184,27 +184,25 @@ func (c *Client) send(ctx context.Context, method, p string, q url.Values, body 
 			}
 			continue
 		}
+		var answer error
 		if resp.StatusCode/100 != 2 {
 			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
-			err := decodeError(resp.StatusCode, data)
-			if IsNoLeader(err) {
+			answer = decodeError(resp.StatusCode, data)
+			resp = nil
+			if IsNoLeader(answer) {
 				if i < len(servers)-1 && ctx.Err() == nil {
 					// That server did nothing: another may know a leader.
-					errs = append(errs, err)
+					errs = append(errs, answer)
 					continue
 				}
-				return nil, err
+				return nil, answer
 			}
-			if i > 0 {
-				c.answered(base)
-			}
-			return nil, err
 		}
 		if i > 0 {
 			c.answered(base)
 		}
-		return resp, nil
+		return resp, answer
 	}
 	return nil, fmt.Errorf("apiclient: %s %s: %w", method, p, joinErrors(errs))
 }
