@@ -106,8 +106,8 @@ func toStatus(err error, t target) metav1.Status {
 			Causes: []metav1.StatusCause{{Type: CauseNoLeader, Message: "this server knows no leader of the store; nothing was done"}}}
 	case errors.Is(err, raftlog.ErrUnknownOutcome):
 		st.Code, st.Reason = http.StatusGatewayTimeout, metav1.StatusReasonTimeout
-		st.Message = fmt.Sprintf("this server lost the store's leader after it proposed the write and found none since "+
-			"(it is cut off from the majority): the write may or may not be applied; read the object, through another server (%v)", err)
+		st.Message = fmt.Sprintf("this server cannot tell whether the write was applied: it may or may not be; "+
+			"read the object, through another server if this one is cut off (%v)", err)
 		st.Details = &metav1.StatusDetails{Name: t.name, Group: t.group, Kind: t.resource, RetryAfterSeconds: 1}
 	default:
 		st.Code, st.Reason = http.StatusInternalServerError, metav1.StatusReasonInternalError

@@ -17,6 +17,11 @@ import (
 // applied the configuration.
 var ErrNotMember = errors.New("raftlog: not a member of the group")
 
+// errNoLeaderSince is ErrUnknownOutcome of a call whose server was cut off
+// from the majority after its proposal left.
+var errNoLeaderSince = fmt.Errorf("%w: this server lost its leader after the proposal left it and found none for two election timeouts",
+	ErrUnknownOutcome)
+
 // do runs f on the loop goroutine. It returns once f is queued, not run.
 func (n *Node) do(ctx context.Context, f func()) error {
 	select {
@@ -56,7 +61,9 @@ func (n *Node) call(ctx context.Context, f func() error) error {
 // changed before it committed); the call then waits until ctx is done, so
 // give ctx a deadline — unless the StateMachine is a DuplicateRejecter,
 // whose proposals are proposed again, and which get ErrUnknownOutcome once
-// no leader is known for two election timeouts. A ctx error or
+// no leader is known for two election timeouts. Any call gets
+// ErrUnknownOutcome when this server catches up from a snapshot meanwhile
+// (the snapshot may hold the entry, applied without an answer). A ctx error or
 // ErrUnknownOutcome does not say that data was not applied: it may still
 // commit.
 func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint64, err error) {
@@ -85,7 +92,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (result any, index uint
 		if errors.Is(err, ErrNoLeader) && !n.awaitLeader(ctx) {
 			// Cut off from the majority: the call ends, without
 			// knowing whether the first copy was committed.
-			return ErrUnknownOutcome
+			return errNoLeaderSince
 		}
 		if errors.Is(err, ErrNoLeader) || errors.Is(err, ErrProposalDropped) {
 			return nil // the next tick tries again
@@ -143,7 +150,7 @@ func (n *Node) await(ctx context.Context, ch chan proposalResult, retry <-chan t
 	for {
 		select {
 		case r := <-ch:
-			return r.result, r.index, nil
+			return r.result, r.index, r.err
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		case <-n.done:

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -104,6 +106,26 @@ func (n *Node) applyConfChange(cc *raftpb.ConfChange, idx uint64) {
 	}
 }
 
+// abandonProposals answers every call waiting for a proposal of this
+// server with ErrUnknownOutcome, once the state machine was restored from
+// the snapshot at index: an entry of the proposal may be in it, applied
+// with no result for the call, and a copy proposed again would then be
+// refused as a duplicate (a DuplicateRejecter) — an answer that would say
+// the write was not applied when it was. Loop only.
+func (n *Node) abandonProposals(index uint64) {
+	n.mu.Lock()
+	seqs := slices.Collect(maps.Keys(n.proposals))
+	n.mu.Unlock()
+	if len(seqs) == 0 {
+		return
+	}
+	err := fmt.Errorf("%w: this server caught up from the snapshot at index %d, which may hold it", ErrUnknownOutcome, index)
+	for _, seq := range seqs {
+		n.finish(seq, proposalResult{err: err})
+	}
+	n.log.Info("calls waiting for a proposal answered as unknown: the server restored a snapshot", "calls", len(seqs), "index", index)
+}
+
 // finish queues res for the call waiting for proposal seq, if it still
 // is; publish answers it.
 func (n *Node) finish(seq uint64, res proposalResult) {
@@ -155,6 +177,7 @@ func (n *Node) restoreSnapshot(md *raftpb.SnapshotMetadata, members []Peer, stat
 		}
 	}
 	n.smApplied = max(idx, n.sm.AppliedIndex())
+	n.abandonProposals(idx)
 	n.setMembers(members)
 	n.confState = pbConfState(md.GetConfState())
 	n.applied, n.snapIndex = idx, idx

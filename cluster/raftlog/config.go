@@ -18,11 +18,13 @@ var (
 	// known (a leadership transfer is in progress, or too much is
 	// uncommitted). Nothing was proposed; the caller may retry.
 	ErrProposalDropped = errors.New("raftlog: proposal dropped")
-	// ErrUnknownOutcome: a proposal left this server, then it lost its
-	// leader and found none for two election timeouts (it is cut off from
-	// the majority). The proposal may yet be committed, or not: read to
-	// know.
-	ErrUnknownOutcome = errors.New("raftlog: no leader since the proposal left this server; it may or may not be applied")
+	// ErrUnknownOutcome: a proposal left this server, and then this server
+	// can no longer learn whether it was applied: it lost its leader and
+	// found none for two election timeouts (it is cut off from the
+	// majority), or it caught up from a snapshot that may hold the
+	// proposal's entry. The proposal may be committed, or not: read to
+	// know. The error wraps it with the cause.
+	ErrUnknownOutcome = errors.New("raftlog: the proposal may or may not be applied")
 	// ErrStopped: the Node is stopped (Stop, or a fatal error: see Err).
 	ErrStopped = errors.New("raftlog: node stopped")
 )

@@ -66,6 +66,7 @@ type Node struct {
 type proposalResult struct {
 	result any
 	index  uint64
+	err    error // the call's error (ErrUnknownOutcome); result is then nil
 }
 
 type finished struct {

@@ -347,21 +347,21 @@ func TestStartRefusesStateMachineAheadOfLog(t *testing.T) {
 }
 
 // dedupSM applies each distinct datum once, as the store's write sets
-// (which carry the revision they were computed at) do.
+// (which carry the revision they were computed at) do; a copy applied
+// again only moves the applied index, and returns "duplicate". What it
+// applied is its items, so a snapshot carries it.
 type dedupSM struct {
 	testSM
-	seen map[string]bool
 }
 
 func (s *dedupSM) Apply(index, term uint64, data []byte) any {
 	s.mu.Lock()
-	dup := s.seen[string(data)]
-	s.seen[string(data)] = true
+	dup := index > s.applied && slices.Contains(s.items, string(data))
+	if dup {
+		s.applied = index
+	}
 	s.mu.Unlock()
 	if dup {
-		s.mu.Lock()
-		s.applied = max(s.applied, index)
-		s.mu.Unlock()
 		return "duplicate"
 	}
 	return s.testSM.Apply(index, term, data)
@@ -381,7 +381,7 @@ func TestReproposeDropped(t *testing.T) {
 				if dedup {
 					sm := sms[cfg.ID]
 					if sm == nil {
-						sm = &dedupSM{seen: map[string]bool{}}
+						sm = &dedupSM{}
 						sms[cfg.ID] = sm
 					}
 					cfg.StateMachine = sm

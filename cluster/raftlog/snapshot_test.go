@@ -261,3 +261,80 @@ func TestLearnerThenVoter(t *testing.T) {
 		t.Fatalf("SetAddress of a stranger: %v, want ErrNotMember", err)
 	}
 }
+
+// TestProposalAnsweredAfterSnapshotCatchUp: a follower's proposal is
+// committed while the leader's messages to the follower are lost, and the
+// leader compacts its log past it, so the follower catches up from a
+// snapshot that holds the entry, applied with no answer for the call. The
+// call must not take the refusal of the copy it proposes again (a
+// duplicate, for a DuplicateRejecter) for its answer: that would say "not
+// applied" of a write that was, and the store would write it again. It
+// ends with ErrUnknownOutcome, or with the first copy's result.
+func TestProposalAnsweredAfterSnapshotCatchUp(t *testing.T) {
+	sms := map[uint64]*dedupSM{}
+	c := newCluster(t, func(cfg *Config) {
+		sm := sms[cfg.ID]
+		if sm == nil {
+			sm = &dedupSM{}
+			sms[cfg.ID] = sm
+		}
+		cfg.StateMachine = sm
+		cfg.SnapshotEntries = 20
+		// Elections after 1-2 s: the follower keeps its leader while it
+		// hears nothing of it, and proposes again after 3 s.
+		cfg.ElectionTicks = 50
+	}, 1, 2, 3)
+	lead := c.leader()
+	propose(t, c.node(lead), "warm")
+	f := uint64(1)
+	if f == lead {
+		f = 2
+	}
+
+	c.net.Block(lead, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type answer struct {
+		res any
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, _, err := c.node(f).Propose(ctx, []byte("x"))
+		done <- answer{res, err}
+	}()
+	testkit.EventuallyWhy(t, "the leader applies the follower's proposal", 5*time.Second, func() string {
+		if !slices.Contains(sms[lead].Items(), "x") {
+			return "not yet"
+		}
+		return ""
+	})
+	for i := range 30 {
+		propose(t, c.node(lead), fmt.Sprintf("e%d", i))
+	}
+	c.net.Heal(lead, f)
+
+	a := <-done
+	if got := sms[f].Restores(); got < 1 {
+		t.Fatalf("the follower caught up without a snapshot (%d restores): the test missed its case", got)
+	}
+	switch {
+	case errors.Is(a.err, ErrUnknownOutcome):
+	case a.err != nil:
+		t.Fatalf("Propose: %v, want ErrUnknownOutcome or the applied result", a.err)
+	case a.res == "duplicate":
+		t.Fatal(`Propose answered with the refusal of its second copy ("duplicate"), though the first was applied`)
+	}
+	want := sms[lead].Items()
+	if n := len(slices.DeleteFunc(slices.Clone(want), func(s string) bool { return s != "x" })); len(want) != 32 || n != 1 {
+		t.Fatalf("the leader applied %q: want 32 items, x once", want)
+	}
+	testkit.EventuallyWhy(t, "the servers to agree", 10*time.Second, func() string {
+		for id, sm := range sms {
+			if got := sm.Items(); !slices.Equal(got, want) {
+				return fmt.Sprintf("node %d applied %q", id, got)
+			}
+		}
+		return ""
+	})
+}

@@ -118,6 +118,14 @@ func TestHTTPTransport(t *testing.T) {
 	if err := nodes[lead].AddVoter(ctx, p4); err != nil {
 		t.Fatalf("AddVoter(4): %v", err)
 	}
+	// Its first proposal once it caught up: one made before would end
+	// with ErrUnknownOutcome when the snapshot arrives.
+	testkit.EventuallyWhy(t, "the new server restored the snapshot", 20*time.Second, func() string {
+		if got := sms[4].Items(); !slices.Equal(got, want) {
+			return fmt.Sprintf("node 4 has %q", got)
+		}
+		return ""
+	})
 	want = append(want, "after join")
 	propose(t, nodes[4], "after join")
 	ids = append(ids, 4)

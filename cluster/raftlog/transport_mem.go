@@ -22,7 +22,7 @@ type MemNetwork struct {
 	nodes     map[uint64]*Node
 	reporters map[uint64]Reporter
 	links     map[[2]uint64]*memLink
-	cut       map[[2]uint64]bool // both orders
+	cut       map[[2]uint64]bool // from, to: blocked
 	isolated  map[uint64]bool
 }
 
@@ -75,7 +75,16 @@ func (nw *MemNetwork) Cut(a, b uint64) {
 	nw.cut[[2]uint64{b, a}] = true
 }
 
-// Heal undoes Cut(a, b). It does not undo Isolate.
+// Block drops every message from → to, one way, until Heal(from, to) or
+// HealAll; messages to → from still go through. Messages already queued
+// are dropped too.
+func (nw *MemNetwork) Block(from, to uint64) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	nw.cut[[2]uint64{from, to}] = true
+}
+
+// Heal undoes Cut(a, b) and Block either way. It does not undo Isolate.
 func (nw *MemNetwork) Heal(a, b uint64) {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
