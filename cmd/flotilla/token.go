@@ -83,22 +83,35 @@ func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info j
 	return nil
 }
 
-// putObject creates obj, or replaces the stored one's content.
+// putObject creates obj, or replaces the stored one's content. Another
+// writer may change or delete the stored one between the read and the
+// update (a server that starts as it is elected publishes the join info
+// twice at once): it reads again, a few times.
 func putObject(ctx context.Context, st store.Interface, obj schema.Object) error {
-	_, err := st.Create(ctx, obj)
-	if !errors.Is(err, store.ErrExists) {
-		return err
-	}
-	k, _ := schema.KindOf(obj)
-	cur, err := st.Get(ctx, k.Resource, obj.GetNamespace(), obj.GetName())
+	k, err := schema.KindOf(obj)
 	if err != nil {
 		return err
 	}
-	obj.SetResourceVersion(cur.GetResourceVersion())
-	obj.SetUID(cur.GetUID())
-	obj.SetCreationTimestamp(cur.GetCreationTimestamp())
-	_, err = st.Update(ctx, obj)
-	return err
+	const tries = 10
+	for try := 1; ; try++ {
+		obj.SetResourceVersion("")
+		obj.SetUID("")
+		obj.SetCreationTimestamp(metav1.Time{})
+		_, err := st.Create(ctx, obj)
+		if !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		cur, err := st.Get(ctx, k.Resource, obj.GetNamespace(), obj.GetName())
+		if err == nil {
+			obj.SetResourceVersion(cur.GetResourceVersion())
+			obj.SetUID(cur.GetUID())
+			obj.SetCreationTimestamp(cur.GetCreationTimestamp())
+			_, err = st.Update(ctx, obj)
+		}
+		if try == tries || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
+			return err
+		}
+	}
 }
 
 // readJoinInfo reads what publishJoinInfo wrote.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/flotilla-dev/flotilla/cluster/gossip"
 	"github.com/flotilla-dev/flotilla/cluster/join"
 	"github.com/flotilla-dev/flotilla/cluster/store"
+	"github.com/flotilla-dev/flotilla/cluster/store/storetest"
 	"github.com/flotilla-dev/flotilla/internal/testkit"
 )
 
@@ -177,5 +179,33 @@ func TestRotateGossipKey(t *testing.T) {
 	})
 	if err := member("fresh", keys.primary).Join(jctx, []string{b.Local().Addr.String()}); err != nil {
 		t.Errorf("a member with the new key: %v", err)
+	}
+}
+
+// TestPublishJoinInfoConcurrently: a server elected as it starts publishes
+// the join info twice at once (its start, and its leadership); neither may
+// fail on the other's write (a conflict made the server exit).
+func TestPublishJoinInfoConcurrently(t *testing.T) {
+	st := storetest.OneVoter(t)
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*25)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				info := joinInfo{server: fmt.Sprintf("https://10.0.0.%d:6443", w+1), gossipAddr: "10.0.0.1:7946", caFingerprint: fmt.Sprint(i)}
+				if err := publishJoinInfo(ctx, st, make([]byte, 32), info, false); err != nil {
+					errs <- fmt.Errorf("writer %d, try %d: %w", w, i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, err := readJoinInfo(ctx, st); err != nil || !strings.HasPrefix(got.server, "https://10.0.0.") {
+		t.Fatalf("join info after the writes: %+v, %v", got, err)
 	}
 }
