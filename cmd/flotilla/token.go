@@ -83,35 +83,32 @@ func publishJoinInfo(ctx context.Context, st store.Interface, key []byte, info j
 	return nil
 }
 
-// putObject creates obj, or replaces the stored one's content. Another
-// writer may change or delete the stored one between the read and the
-// update (a server that starts as it is elected publishes the join info
-// twice at once): it reads again, a few times.
+// putObject creates obj, or replaces the stored one's content, in one
+// transaction: another writer between the read and the write (a server
+// that starts as it is elected publishes the join info twice at once)
+// cannot make it fail.
 func putObject(ctx context.Context, st store.Interface, obj schema.Object) error {
 	k, err := schema.KindOf(obj)
 	if err != nil {
 		return err
 	}
-	const tries = 10
-	for try := 1; ; try++ {
-		obj.SetResourceVersion("")
-		obj.SetUID("")
-		obj.SetCreationTimestamp(metav1.Time{})
-		_, err := st.Create(ctx, obj)
-		if !errors.Is(err, store.ErrExists) {
+	_, err = st.Txn(ctx, func(tx store.Tx) error {
+		cur, err := tx.Get(k.Resource, obj.GetNamespace(), obj.GetName())
+		if errors.Is(err, store.ErrNotFound) {
+			_, err = tx.Create(schema.Copy(obj))
 			return err
 		}
-		cur, err := st.Get(ctx, k.Resource, obj.GetNamespace(), obj.GetName())
-		if err == nil {
-			obj.SetResourceVersion(cur.GetResourceVersion())
-			obj.SetUID(cur.GetUID())
-			obj.SetCreationTimestamp(cur.GetCreationTimestamp())
-			_, err = st.Update(ctx, obj)
-		}
-		if try == tries || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
+		if err != nil {
 			return err
 		}
-	}
+		o := schema.Copy(obj)
+		o.SetResourceVersion("") // the read is the transaction's own
+		o.SetUID(cur.GetUID())
+		o.SetCreationTimestamp(cur.GetCreationTimestamp())
+		_, err = tx.Update(o)
+		return err
+	})
+	return err
 }
 
 // readJoinInfo reads what publishJoinInfo wrote.
